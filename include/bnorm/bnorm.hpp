@@ -1,0 +1,20 @@
+// bnorm/bnorm.hpp — umbrella header.
+#pragma once
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/core/parallel.hpp"
+#include "bnorm/core/random.hpp"
+#include "bnorm/core/tensor.hpp"
+#include "bnorm/io/checkpoint.hpp"
+#include "bnorm/io/idx.hpp"
+#include "bnorm/layers/activation.hpp"
+#include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/layers/dense.hpp"
+#include "bnorm/layers/dropout.hpp"
+#include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/layer.hpp"
+#include "bnorm/model/callbacks.hpp"
+#include "bnorm/model/losses.hpp"
+#include "bnorm/model/optimizers.hpp"
+#include "bnorm/model/sequential.hpp"
+#include "bnorm/model/spec.hpp"

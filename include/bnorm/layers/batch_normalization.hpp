@@ -1,0 +1,84 @@
+// bnorm/layers/batch_normalization.hpp — Keras 3 BatchNormalization (and a PyTorch preset).
+#pragma once
+
+#include "bnorm/layers/layer.hpp"
+
+namespace bnorm {
+
+// Training (mode == training && trainable()): normalize with the batch mean and biased batch
+// variance over every axis but `axis`, then
+//   moving_mean     = moving_mean * momentum + batch_mean * (1 - momentum)
+//   moving_variance = moving_variance * momentum + batch_variance * (1 - momentum).
+// Inference (or trainable() == false): normalize with the moving statistics.
+// y = (x - mean) / sqrt(variance + epsilon) * gamma + beta.
+// Degenerate cases: one value per channel in training gives batch variance 0, so y = beta
+// exactly (Keras does the same; PyTorch raises, see Options::error_on_single_value). An empty
+// batch is a ShapeError. A batch whose statistics are not finite raises NonFiniteError before
+// the moving statistics are touched, so they are never poisoned.
+class BatchNormalization final : public Layer {
+ public:
+  struct Options {
+    int axis = -1;
+    float momentum = 0.99f;
+    float epsilon = 1e-3f;
+    bool center = true;
+    bool scale = true;
+    Initializer beta_initializer = Initializer::zeros();
+    Initializer gamma_initializer = Initializer::ones();
+    Initializer moving_mean_initializer = Initializer::zeros();
+    Initializer moving_variance_initializer = Initializer::ones();
+    float beta_l2 = 0.0f;   // Keras beta_regularizer=L2(beta_l2); 0 = none
+    float gamma_l2 = 0.0f;  // Keras gamma_regularizer=L2(gamma_l2); 0 = none
+    // --- PyTorch conventions (all off for Keras) ---
+    // Store the Bessel-corrected (n / (n - 1)) batch variance in moving_variance.
+    bool unbiased_moving_variance = false;
+    // momentum unset in PyTorch: moving = cumulative average over the batches seen so far.
+    bool cumulative_moving_average = false;
+    // false: no moving statistics at all, batch statistics in every mode.
+    bool track_moving_statistics = true;
+    // Raise on one value per channel in training, as PyTorch does.
+    bool error_on_single_value = false;
+  };
+
+  explicit BatchNormalization(Options options = {});
+  // PyTorch BatchNorm*d defaults in this layer's terms: momentum 0.9 (= 1 - 0.1), epsilon 1e-5,
+  // Bessel-corrected moving variance, error on one value per channel.
+  static Options pytorch_defaults();
+
+  std::string class_name() const override { return "BatchNormalization"; }
+  Shape output_shape(const Shape& input_shape) const override { return input_shape; }
+  const Options& options() const noexcept { return options_; }
+  // Normalized axis of the full batch tensor (>= 1) once built.
+  int axis() const noexcept { return axis_; }
+  std::int64_t channels() const noexcept { return channels_; }
+  // Number of training batches whose statistics entered the moving averages.
+  std::int64_t num_batches_tracked() const noexcept { return num_batches_tracked_; }
+  void set_num_batches_tracked(std::int64_t n) noexcept { num_batches_tracked_ = n; }
+  // Whether this forward in `mode` normalizes with batch statistics (Keras: training && trainable).
+  bool uses_batch_statistics(Mode mode) const noexcept;
+
+  Variable* gamma() noexcept { return gamma_; }
+  Variable* beta() noexcept { return beta_; }
+  Variable* moving_mean() noexcept { return moving_mean_; }
+  Variable* moving_variance() noexcept { return moving_variance_; }
+
+ protected:
+  void do_build(const Shape& input_shape, Random& rng) override;
+  void do_forward(const Tensor& x, Mode mode, Tensor& y) override;
+  void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) override;
+
+ private:
+  Options options_;
+  int axis_ = -1;
+  std::int64_t channels_ = 0;
+  std::int64_t num_batches_tracked_ = 0;
+  Variable* gamma_ = nullptr;
+  Variable* beta_ = nullptr;
+  Variable* moving_mean_ = nullptr;
+  Variable* moving_variance_ = nullptr;
+  // Statistics used by the last forward (batch or moving), for backward.
+  Tensor used_mean_, used_variance_;
+  bool used_batch_statistics_ = false;
+};
+
+}  // namespace bnorm

@@ -1,0 +1,121 @@
+// bnorm/layers/layer.hpp — the layer contract: build / forward(mode) / backward.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bnorm/core/random.hpp"
+#include "bnorm/core/tensor.hpp"
+
+namespace bnorm {
+
+// Explicit mode, as Keras's `training` argument: training uses batch statistics (BN) and drops
+// units (Dropout); inference uses moving statistics and is deterministic.
+enum class Mode { training, inference };
+
+// A weight with its gradient. Keras naming: "kernel", "bias", "gamma", "beta", ...
+struct Variable {
+  std::string name;
+  Tensor value;
+  Tensor gradient;      // same shape as value; written by backward() (trainable only)
+  bool trainable = true;
+  float l2 = 0.0f;      // L2 regularizer factor: adds l2 * sum(value^2) to the loss
+};
+
+// How a weight starts (Keras initializer names).
+struct Initializer {
+  enum class Kind { zeros, ones, constant, glorot_uniform, random_uniform, random_normal };
+  Kind kind = Kind::zeros;
+  float a = 0.0f;  // constant: value; random_uniform: min; random_normal: mean
+  float b = 0.0f;  // random_uniform: max; random_normal: stddev
+  static Initializer zeros() { return {Kind::zeros}; }
+  static Initializer ones() { return {Kind::ones}; }
+  static Initializer constant(float v) { return {Kind::constant, v}; }
+  static Initializer glorot_uniform() { return {Kind::glorot_uniform}; }
+  static Initializer random_uniform(float lo = -0.05f, float hi = 0.05f) {
+    return {Kind::random_uniform, lo, hi};
+  }
+  static Initializer random_normal(float mean = 0.0f, float stddev = 0.05f) {
+    return {Kind::random_normal, mean, stddev};
+  }
+  // Fills t; fan_in/fan_out are used by glorot_uniform (limit = sqrt(6 / (fan_in + fan_out))).
+  void apply(Tensor& t, Random& rng, std::int64_t fan_in, std::int64_t fan_out) const;
+  std::string str() const;  // "zeros", "constant(0.5)", ...
+};
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+  Layer(Layer&&) noexcept = default;
+  Layer& operator=(Layer&&) noexcept = default;
+
+  // Keras class name: "Dense", "BatchNormalization", ...
+  virtual std::string class_name() const = 0;
+  const std::string& name() const noexcept { return name_; }
+  void set_name(std::string name) { name_ = std::move(name); }
+
+  // Keras: trainable=false freezes the weights (no gradient updates) and makes
+  // BatchNormalization run in inference mode even during fit.
+  bool trainable() const noexcept { return trainable_; }
+  void set_trainable(bool trainable) noexcept { trainable_ = trainable; }
+
+  // Creates the weights for a per-sample input shape (no batch dimension). ShapeError when the
+  // shape does not suit the layer. Calling build again with the same shape is a no-op.
+  void build(const Shape& input_shape, Random& rng);
+  bool built() const noexcept { return built_; }
+  const Shape& input_shape() const noexcept { return input_shape_; }
+  // Per-sample output shape for a per-sample input shape.
+  virtual Shape output_shape(const Shape& input_shape) const = 0;
+
+  // Forward on a batch (dim 0 is the batch). The result is owned by the layer and valid until
+  // the next forward. `x` must stay alive and unchanged until backward() (the model's job).
+  const Tensor& forward(const Tensor& x, Mode mode);
+  // Gradients of the last forward given dL/dy: writes every trainable weight's gradient and
+  // returns dL/dx (owned by the layer). compute_dx=false skips dx (the model's first layer).
+  const Tensor& backward(const Tensor& dy, bool compute_dx = true);
+
+  // Layers whose output is softmax(z) expose z after forward, so a cross-entropy loss can work
+  // from logits (as Keras does); backward_from_logits then takes dL/dz instead of dL/dy.
+  virtual const Tensor* softmax_logits() const noexcept { return nullptr; }
+  const Tensor& backward_from_logits(const Tensor& dlogits, bool compute_dx = true);
+
+  // All weights in Keras order (trainable and non-trainable), e.g. gamma, beta, moving_mean,
+  // moving_variance.
+  std::vector<Variable*> weights();
+  std::vector<const Variable*> weights() const;
+  // Weights the optimizer updates: the trainable ones, none when trainable() is false.
+  std::vector<Variable*> trainable_weights();
+  std::int64_t count_params() const;
+  std::int64_t count_trainable_params() const;
+  // sum of l2 * ||w||^2 over regularized trainable weights, and adds 2 * l2 * w to their gradients.
+  double regularization_loss() const;
+  void add_regularization_gradients();
+
+ protected:
+  explicit Layer(std::string name) : name_(std::move(name)) {}
+  Variable& add_weight(std::string name, Shape shape, bool trainable, float l2 = 0.0f);
+  // Subclass hooks. do_build validates the shape and creates/initializes weights.
+  virtual void do_build(const Shape& input_shape, Random& rng) = 0;
+  virtual void do_forward(const Tensor& x, Mode mode, Tensor& y) = 0;
+  virtual void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) = 0;
+  virtual void do_backward_from_logits(const Tensor& dlogits, bool compute_dx, Tensor& dx);
+  // "<class> '<name>'" for error messages.
+  std::string label() const { return class_name() + " '" + name_ + "'"; }
+  // Checks a batch against the built per-sample shape; ShapeError naming the layer otherwise.
+  void check_input(const Tensor& x) const;
+
+  const Tensor* last_input_ = nullptr;
+  Tensor output_;
+
+ private:
+  std::string name_;
+  bool trainable_ = true;
+  bool built_ = false;
+  Shape input_shape_;
+  std::vector<std::unique_ptr<Variable>> weights_;  // stable addresses for optimizers
+  Tensor dx_;
+};
+
+}  // namespace bnorm

@@ -1,0 +1,87 @@
+// bnorm/model/callbacks.hpp — Keras-style training callbacks.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace bnorm {
+
+class Sequential;
+// Metric name -> value, Keras's `logs` ("loss", "accuracy", "val_loss", "val_accuracy").
+using Logs = std::map<std::string, double>;
+
+class Callback {
+ public:
+  virtual ~Callback() = default;
+  // Sequential::fit calls these; epochs count from 0 as in Keras's on_epoch_end(epoch, logs).
+  virtual void on_train_begin(Sequential&, int /*epochs*/, std::int64_t /*steps_per_epoch*/) {}
+  virtual void on_epoch_begin(Sequential&, int /*epoch*/) {}
+  // Logs hold the running means over the epoch so far.
+  virtual void on_train_batch_end(Sequential&, std::int64_t /*step*/, const Logs&) {}
+  virtual void on_epoch_end(Sequential&, int /*epoch*/, const Logs&) {}
+  virtual void on_train_end(Sequential&) {}
+};
+
+// Every epoch's logs, as Keras's History: history["val_accuracy"][epoch].
+struct History {
+  std::map<std::string, std::vector<double>> history;
+  std::vector<double> epoch_seconds;
+};
+
+// Keras verbose=1 progress bar: "  12/1875 ━━━━━━━━━━━━━━━━━━━━ 3s 2ms/step - accuracy: ... - loss: ...".
+// On a terminal it redraws one line (at most ~10 times a second); otherwise it prints only each
+// epoch's final line.
+class ProgressBar final : public Callback {
+ public:
+  explicit ProgressBar(std::FILE* out = stdout, int width = 20);
+  void on_train_begin(Sequential&, int epochs, std::int64_t steps_per_epoch) override;
+  void on_epoch_begin(Sequential&, int epoch) override;
+  void on_train_batch_end(Sequential&, std::int64_t step, const Logs& logs) override;
+  void on_epoch_end(Sequential&, int epoch, const Logs& logs) override;
+
+ private:
+  void draw(std::int64_t done, const Logs& logs, bool final_line);
+  std::FILE* out_;
+  int width_;
+  bool tty_;
+  int epochs_ = 0;
+  std::int64_t steps_ = 0;
+  std::chrono::steady_clock::time_point epoch_start_, last_draw_;
+};
+
+// Keras CSVLogger: header "epoch,<sorted log keys>", one row per epoch; written to a temp file
+// and renamed after every epoch, so the file on disk is always complete.
+class CSVLogger final : public Callback {
+ public:
+  explicit CSVLogger(std::string path);
+  void on_train_begin(Sequential&, int epochs, std::int64_t steps_per_epoch) override;
+  void on_epoch_end(Sequential&, int epoch, const Logs& logs) override;
+
+ private:
+  std::string path_;
+  std::vector<std::string> keys_;
+  std::string contents_;
+};
+
+// Keras EarlyStopping(monitor, min_delta, patience, mode="auto").
+class EarlyStopping final : public Callback {
+ public:
+  explicit EarlyStopping(std::string monitor = "val_loss", int patience = 0, double min_delta = 0.0);
+  void on_train_begin(Sequential&, int epochs, std::int64_t steps_per_epoch) override;
+  void on_epoch_end(Sequential&, int epoch, const Logs& logs) override;
+  int stopped_epoch() const noexcept { return stopped_epoch_; }
+
+ private:
+  std::string monitor_;
+  int patience_;
+  double min_delta_;
+  double best_ = 0.0;
+  int wait_ = 0;
+  int stopped_epoch_ = -1;
+};
+
+}  // namespace bnorm

@@ -1,0 +1,34 @@
+// bnorm/model/losses.hpp — Keras losses, reduced as "sum_over_batch_size" (mean over samples).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "bnorm/core/tensor.hpp"
+
+namespace bnorm {
+
+enum class LossKind { sparse_categorical_crossentropy, categorical_crossentropy, mean_squared_error };
+
+// "sparse_categorical_crossentropy" (or "scce"), "categorical_crossentropy" (or "cce"),
+// "mean_squared_error" (or "mse"); ValueError naming the valid names otherwise.
+LossKind parse_loss(const std::string& name);
+std::string loss_name(LossKind kind);
+
+struct LossResult {
+  double loss = 0.0;  // mean over the batch
+};
+
+// Loss value and dL/dpredictions for a batch. `y_true`: class indices (stored as floats,
+// shape (N,) or (N, 1)) for sparse CE; same shape as predictions otherwise. ShapeError/
+// ValueError on mismatched shapes or labels outside [0, classes).
+// With `logits` non-null (the model's last layer is a softmax, see Layer::softmax_logits),
+// cross-entropies are computed from logits and the gradient written is dL/dlogits.
+double compute_loss(LossKind kind, const Tensor& predictions, const Tensor* logits,
+                    const Tensor& y_true, Tensor* gradient);
+
+// Fraction of samples whose argmax prediction equals the label (Keras "accuracy" as it
+// resolves for each loss: sparse labels, one-hot labels, or thresholded at 0.5 for one output).
+double accuracy_count(LossKind kind, const Tensor& predictions, const Tensor& y_true);
+
+}  // namespace bnorm

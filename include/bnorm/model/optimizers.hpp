@@ -1,0 +1,108 @@
+// bnorm/model/optimizers.hpp — Keras 3 optimizers with Keras defaults and update formulas.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "bnorm/layers/layer.hpp"
+
+namespace bnorm {
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  virtual std::string name() const = 0;  // "SGD", "Adam", "RMSprop"
+  // Applies one update to every variable from its gradient, then counts an iteration.
+  void apply(std::span<Variable* const> variables);
+  float learning_rate() const noexcept { return learning_rate_; }
+  std::int64_t iterations() const noexcept { return iterations_; }
+  // Hyper-parameters by Keras name, for saving and printing ({"learning_rate": 0.001, ...}).
+  virtual std::map<std::string, double> config() const = 0;
+
+ protected:
+  explicit Optimizer(float learning_rate);
+  // Slot tensors per variable (momentum, velocity, ...), created zeroed on first use.
+  std::vector<Tensor>& slots(const Variable& v, int count);
+  virtual void update(Variable& v, std::int64_t step) = 0;  // step counts from 1
+  float learning_rate_;
+
+ private:
+  std::int64_t iterations_ = 0;
+  std::unordered_map<const Variable*, std::vector<Tensor>> slots_;
+};
+
+// w -= lr * g; with momentum: m = momentum * m - lr * g; w += m (nesterov: w += momentum * m - lr * g).
+class SGD final : public Optimizer {
+ public:
+  struct Options {
+    float learning_rate = 0.01f;
+    float momentum = 0.0f;
+    bool nesterov = false;
+  };
+  explicit SGD(Options options = {});
+  std::string name() const override { return "SGD"; }
+  std::map<std::string, double> config() const override;
+
+ protected:
+  void update(Variable& v, std::int64_t step) override;
+
+ private:
+  Options options_;
+};
+
+// lr_t = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t); m += (g - m)(1 - beta_1);
+// v += (g^2 - v)(1 - beta_2); w -= lr_t * m / (sqrt(v) + epsilon).
+class Adam final : public Optimizer {
+ public:
+  struct Options {
+    float learning_rate = 0.001f;
+    float beta_1 = 0.9f;
+    float beta_2 = 0.999f;
+    float epsilon = 1e-7f;
+  };
+  explicit Adam(Options options = {});
+  std::string name() const override { return "Adam"; }
+  std::map<std::string, double> config() const override;
+
+ protected:
+  void update(Variable& v, std::int64_t step) override;
+
+ private:
+  Options options_;
+};
+
+// v = rho * v + (1 - rho) g^2; (centered: a = rho * a + (1 - rho) g, denominator v - a^2)
+// inc = lr * g / sqrt(denominator + epsilon); with momentum: m = momentum * m + inc; w -= m.
+class RMSprop final : public Optimizer {
+ public:
+  struct Options {
+    float learning_rate = 0.001f;
+    float rho = 0.9f;
+    float momentum = 0.0f;
+    float epsilon = 1e-7f;
+    bool centered = false;
+  };
+  explicit RMSprop(Options options = {});
+  std::string name() const override { return "RMSprop"; }
+  std::map<std::string, double> config() const override;
+
+ protected:
+  void update(Variable& v, std::int64_t step) override;
+
+ private:
+  Options options_;
+};
+
+// "sgd" / "adam" / "rmsprop" (any case) with Keras defaults; learning_rate < 0 keeps the default.
+// ValueError for an unknown name or a learning rate that is not finite and > 0.
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, double learning_rate = -1.0);
+// Rebuilds an optimizer from name() and config().
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name,
+                                          const std::map<std::string, double>& config);
+
+}  // namespace bnorm

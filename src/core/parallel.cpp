@@ -1,0 +1,37 @@
+#include "bnorm/core/parallel.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+
+// OpenBLAS's own thread control; declared here so core does not include cblas.h.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+
+namespace bnorm {
+
+namespace {
+int g_threads = 0;  // 0 = not set yet: use OpenMP's default
+}
+
+int num_threads() noexcept { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+
+void set_num_threads(int n) noexcept {
+  g_threads = std::max(1, n);
+  omp_set_num_threads(g_threads);
+  if (openblas_set_num_threads) openblas_set_num_threads(g_threads);
+}
+
+void parallel_for(std::int64_t count, std::int64_t grain,
+                  const std::function<void(std::int64_t, std::int64_t)>& body) {
+  if (count <= 0) return;
+  grain = std::max<std::int64_t>(grain, 1);
+  const std::int64_t chunks = (count + grain - 1) / grain;
+  if (chunks == 1 || num_threads() == 1) {
+    for (std::int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(count, (c + 1) * grain));
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(num_threads())
+  for (std::int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(count, (c + 1) * grain));
+}
+
+}  // namespace bnorm

@@ -1,0 +1,164 @@
+#include "bnorm/core/tensor.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "bnorm/core/error.hpp"
+
+namespace bnorm {
+
+namespace {
+constexpr std::size_t kAlignment = 64;
+
+std::string dims_str(const std::vector<std::int64_t>& dims) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < dims.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(dims[i]);
+  }
+  if (dims.size() == 1) s += ",";
+  return s + ")";
+}
+
+void check_dims(const std::vector<std::int64_t>& dims) {
+  for (auto d : dims) {
+    if (d < 0) throw ShapeError("shape " + dims_str(dims) + ": dimensions must be >= 0");
+  }
+}
+}  // namespace
+
+Shape::Shape(std::initializer_list<std::int64_t> dims) : dims_(dims) { check_dims(dims_); }
+Shape::Shape(std::vector<std::int64_t> dims) : dims_(std::move(dims)) { check_dims(dims_); }
+
+int Shape::normalize_axis(int axis, const std::string& what) const {
+  const int r = rank();
+  const int a = axis < 0 ? axis + r : axis;
+  if (a < 0 || a >= r) {
+    throw ShapeError(what + ": axis " + std::to_string(axis) + " is out of range for rank " +
+                     std::to_string(r) + " (expected -" + std::to_string(r) + " <= axis < " +
+                     std::to_string(r) + ")");
+  }
+  return a;
+}
+
+std::int64_t Shape::dim(int axis) const {
+  return dims_[static_cast<std::size_t>(normalize_axis(axis, "Shape" + str()))];
+}
+
+std::int64_t Shape::size() const noexcept {
+  std::int64_t n = 1;
+  for (auto d : dims_) n *= d;
+  return n;
+}
+
+std::string Shape::str() const { return dims_str(dims_); }
+
+void Tensor::AlignedFree::operator()(float* p) const noexcept {
+  ::operator delete[](p, std::align_val_t{kAlignment});
+}
+
+void Tensor::allocate(std::int64_t count) {
+  const std::int64_t padded = std::max<std::int64_t>(count, 1);
+  data_.reset(static_cast<float*>(::operator new[](static_cast<std::size_t>(padded) * sizeof(float),
+                                                    std::align_val_t{kAlignment})));
+  capacity_ = padded;
+}
+
+Tensor::Tensor(Shape shape) : shape_(std::move(shape)) {
+  if (shape_.rank() < 1 || shape_.rank() > Shape::kMaxRank) {
+    throw ShapeError("Tensor: rank must be 1..5; received rank " + std::to_string(shape_.rank()) +
+                     " shape " + shape_.str());
+  }
+  size_ = shape_.size();
+  allocate(size_);
+  fill(0.0f);
+}
+
+Tensor::Tensor(Shape shape, std::span<const float> values) : Tensor(std::move(shape)) {
+  if (static_cast<std::int64_t>(values.size()) != size_) {
+    throw ShapeError("Tensor: shape " + shape_.str() + " needs " + std::to_string(size_) +
+                     " values; received " + std::to_string(values.size()));
+  }
+  std::copy(values.begin(), values.end(), data_.get());
+}
+
+Tensor Tensor::full(Shape shape, float value) {
+  Tensor t(std::move(shape));
+  t.fill(value);
+  return t;
+}
+
+Tensor::Tensor(const Tensor& other) : shape_(other.shape_), size_(other.size_) {
+  if (other.data_) {
+    allocate(size_);
+    std::memcpy(data_.get(), other.data_.get(), static_cast<std::size_t>(size_) * sizeof(float));
+  }
+}
+
+Tensor& Tensor::operator=(const Tensor& other) {
+  if (this == &other) return *this;
+  if (!other.data_) {
+    *this = Tensor();
+    return *this;
+  }
+  if (!data_ || capacity_ < other.size_) allocate(other.size_);
+  shape_ = other.shape_;
+  size_ = other.size_;
+  std::memcpy(data_.get(), other.data_.get(), static_cast<std::size_t>(size_) * sizeof(float));
+  return *this;
+}
+
+void Tensor::resize(const Shape& shape) {
+  if (data_ && shape == shape_) return;
+  if (shape.rank() < 1 || shape.rank() > Shape::kMaxRank) {
+    throw ShapeError("Tensor: rank must be 1..5; received shape " + shape.str());
+  }
+  const std::int64_t n = shape.size();
+  if (!data_ || capacity_ < n) allocate(n);
+  shape_ = shape;
+  size_ = n;
+}
+
+Tensor Tensor::reshaped(const Shape& shape) const {
+  if (shape.size() != size_) {
+    throw ShapeError("reshape: cannot view " + shape_.str() + " (" + std::to_string(size_) +
+                     " values) as " + shape.str());
+  }
+  Tensor t(shape);
+  std::copy(data(), data() + size_, t.data());
+  return t;
+}
+
+void Tensor::fill(float value) noexcept { std::fill(data_.get(), data_.get() + size_, value); }
+
+Tensor Tensor::slice_rows(std::int64_t begin, std::int64_t end) const {
+  const std::int64_t rows = shape_[0];
+  if (begin < 0 || end < begin || end > rows) {
+    throw ShapeError("slice_rows: range [" + std::to_string(begin) + ", " + std::to_string(end) +
+                     ") is outside 0.." + std::to_string(rows));
+  }
+  Shape s = shape_;
+  s[0] = end - begin;
+  Tensor t(s);
+  const std::int64_t row_size = rows ? size_ / rows : 0;
+  std::copy(data() + begin * row_size, data() + end * row_size, t.data());
+  return t;
+}
+
+bool Tensor::all_finite() const noexcept {
+  const float* p = data();
+  bool ok = true;
+  for (std::int64_t i = 0; i < size_; ++i) ok &= std::isfinite(p[i]);
+  return ok;
+}
+
+void check_same_shape(const Shape& expected, const Shape& received, const std::string& what) {
+  if (!(expected == received)) {
+    throw ShapeError(what + ": expected shape " + expected.str() + "; received " + received.str());
+  }
+}
+
+}  // namespace bnorm

@@ -1,0 +1,68 @@
+// src/kernels/batch_norm.hpp — stateless batch-normalization math over raw float32 memory.
+//
+// Layout: x is viewed as [outer, channels, inner] (row-major). The normalized axis is the
+// middle one; statistics reduce over outer and inner, count = outer * inner. Keras axis=-1 on
+// (N, ..., C) is outer = N*..., inner = 1; axis=1 on (N, C, H, W) is outer = N, inner = H*W.
+//
+// Every kernel is noexcept, allocates nothing and assumes valid arguments: the layer validates.
+// Each has a scalar float64 reference in namespace `reference` (the executable specification)
+// that tests compare the fast version with.
+#pragma once
+
+#include <cstdint>
+
+namespace bnorm::kernels {
+
+struct BatchNormDims {
+  std::int64_t outer = 1;
+  std::int64_t channels = 0;
+  std::int64_t inner = 1;
+  std::int64_t count() const noexcept { return outer * inner; }   // values per channel
+  std::int64_t size() const noexcept { return outer * channels * inner; }
+};
+
+// Biased moments per channel (divide by count), as Keras and PyTorch normalize with.
+// Two passes with float64 accumulation: mean first, then sum((x - mean)^2); never
+// E[x^2] - E[x]^2, which cancels catastrophically in float32 for |mean| >> std.
+void batch_norm_moments(BatchNormDims dims, const float* x, float* batch_mean,
+                        float* batch_variance) noexcept;
+
+// y = (x - mean) * inv + beta, inv = gamma / sqrt(variance + epsilon).
+// gamma == nullptr means scale=False (gamma = 1); beta == nullptr means center=False (beta = 0).
+// (TF's Keras backend writes this as x * inv + (beta - mean * inv): equal in exact arithmetic;
+// subtracting the mean first keeps precision when |mean| >> std.)
+void batch_norm_forward(BatchNormDims dims, const float* x, const float* mean,
+                        const float* variance, const float* gamma, const float* beta,
+                        float epsilon, float* y) noexcept;
+
+// Gradients of y = batch_norm_forward(x, mean, variance, ...) given dy.
+// batch_statistics = true: mean/variance are the batch's own moments of x (training mode), so
+//   they depend on x:  xhat = (x - mean) * rstd,  dbeta = sum(dy),  dgamma = sum(dy * xhat),
+//   dx = gamma * rstd / count * (count * dy - dbeta - xhat * dgamma).
+// batch_statistics = false: mean/variance are constants (moving statistics, inference mode or
+//   trainable=False): dx = gamma * rstd * dy, with dgamma/dbeta as above.
+// dx, dgamma, dbeta may each be nullptr to skip that output.
+void batch_norm_backward(BatchNormDims dims, const float* x, const float* dy, const float* mean,
+                         const float* variance, const float* gamma, float epsilon,
+                         bool batch_statistics, float* dx, float* dgamma, float* dbeta) noexcept;
+
+// moving = moving * momentum + batch * (1 - momentum), per channel (Keras 3's formula; PyTorch's
+// running = (1 - m) * running + m * batch is the same with momentum = 1 - m).
+// variance_scale multiplies batch_variance first: 1 for Keras (biased), count / (count - 1)
+// for PyTorch's Bessel-corrected running variance.
+void batch_norm_update_moving(std::int64_t channels, const float* batch_mean,
+                              const float* batch_variance, float momentum, float variance_scale,
+                              float* moving_mean, float* moving_variance) noexcept;
+
+namespace reference {
+void batch_norm_moments(BatchNormDims dims, const float* x, float* batch_mean,
+                        float* batch_variance) noexcept;
+void batch_norm_forward(BatchNormDims dims, const float* x, const float* mean,
+                        const float* variance, const float* gamma, const float* beta,
+                        float epsilon, float* y) noexcept;
+void batch_norm_backward(BatchNormDims dims, const float* x, const float* dy, const float* mean,
+                         const float* variance, const float* gamma, float epsilon,
+                         bool batch_statistics, float* dx, float* dgamma, float* dbeta) noexcept;
+}  // namespace reference
+
+}  // namespace bnorm::kernels

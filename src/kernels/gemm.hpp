@@ -1,0 +1,29 @@
+// src/kernels/gemm.hpp — C = alpha * op(A) * op(B) + beta * C, row-major, through CBLAS.
+#pragma once
+
+#include <cstdint>
+
+namespace bnorm::kernels {
+
+struct GemmDims {
+  std::int64_t m, n, k;  // op(A) is m x k, op(B) is k x n, C is m x n
+};
+
+// Row-major; lda/ldb/ldc are the row strides of the stored (untransposed) matrices.
+void gemm(GemmDims dims, bool transpose_a, bool transpose_b, float alpha, const float* a,
+          std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+          std::int64_t ldc) noexcept;
+
+// Triple loop with float64 accumulation: the specification gemm is tested against.
+namespace reference {
+void gemm(GemmDims dims, bool transpose_a, bool transpose_b, float alpha, const float* a,
+          std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+          std::int64_t ldc) noexcept;
+}
+
+// out[r, c] += bias[c] for a rows x cols matrix.
+void add_row_bias(std::int64_t rows, std::int64_t cols, const float* bias, float* out) noexcept;
+// sums[c] = sum over rows of m[r, c] (float64 accumulation).
+void sum_rows(std::int64_t rows, std::int64_t cols, const float* m, float* sums) noexcept;
+
+}  // namespace bnorm::kernels
