@@ -40,7 +40,8 @@ class BatchNormalization final : public Layer {
     bool error_on_single_value = false;
   };
 
-  explicit BatchNormalization(Options options = {});
+  BatchNormalization() : BatchNormalization(Options{}) {}
+  explicit BatchNormalization(Options options);
   // PyTorch BatchNorm*d defaults in this layer's terms: momentum 0.9 (= 1 - 0.1), epsilon 1e-5,
   // Bessel-corrected moving variance, error on one value per channel.
   static Options pytorch_defaults();

@@ -27,7 +27,7 @@ struct LossResult {
 double compute_loss(LossKind kind, const Tensor& predictions, const Tensor* logits,
                     const Tensor& y_true, Tensor* gradient);
 
-// Fraction of samples whose argmax prediction equals the label (Keras "accuracy" as it
+// Number of samples whose prediction is right (Keras "accuracy" as it
 // resolves for each loss: sparse labels, one-hot labels, or thresholded at 0.5 for one output).
 double accuracy_count(LossKind kind, const Tensor& predictions, const Tensor& y_true);
 

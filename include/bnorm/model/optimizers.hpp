@@ -44,7 +44,8 @@ class SGD final : public Optimizer {
     float momentum = 0.0f;
     bool nesterov = false;
   };
-  explicit SGD(Options options = {});
+  SGD() : SGD(Options{}) {}
+  explicit SGD(Options options);
   std::string name() const override { return "SGD"; }
   std::map<std::string, double> config() const override;
 
@@ -65,7 +66,8 @@ class Adam final : public Optimizer {
     float beta_2 = 0.999f;
     float epsilon = 1e-7f;
   };
-  explicit Adam(Options options = {});
+  Adam() : Adam(Options{}) {}
+  explicit Adam(Options options);
   std::string name() const override { return "Adam"; }
   std::map<std::string, double> config() const override;
 
@@ -87,7 +89,8 @@ class RMSprop final : public Optimizer {
     float epsilon = 1e-7f;
     bool centered = false;
   };
-  explicit RMSprop(Options options = {});
+  RMSprop() : RMSprop(Options{}) {}
+  explicit RMSprop(Options options);
   std::string name() const override { return "RMSprop"; }
   std::map<std::string, double> config() const override;
 

@@ -1,0 +1,787 @@
+// Model files (docs/model-format.md): a fixed 32-byte header, a JSON description of the
+// architecture, compile settings and a weights manifest, the raw float32 weights, and a CRC32.
+// Loading rebuilds the model through a table keyed by Keras class name; nothing in a file is
+// ever executed, and every field is checked before it is used.
+#include "bnorm/io/checkpoint.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/layers/activation.hpp"
+#include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/layers/dense.hpp"
+#include "bnorm/layers/dropout.hpp"
+#include "bnorm/layers/flatten.hpp"
+
+namespace bnorm::io {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+
+constexpr char kMagic[8] = {'B', 'N', 'O', 'R', 'M', 'M', 'D', 'L'};
+constexpr std::uint32_t kFormatVersion = 1;
+constexpr std::size_t kHeaderBytes = 32;  // magic, version, reserved, json length, data length
+constexpr std::size_t kChecksumBytes = 4;
+constexpr std::uint64_t kMaxJsonBytes = std::uint64_t{1} << 28;  // 256 MiB of JSON is not a model
+
+// ---------------------------------------------------------------------------------------------
+// Little-endian encoding, independent of the host's byte order.
+
+void put_u32(std::string& out, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
+}
+void put_u64(std::string& out, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
+}
+std::uint64_t get_le(const unsigned char* p, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+void put_floats(std::string& out, const Tensor& t) {
+  const std::size_t n = static_cast<std::size_t>(t.size());
+  const std::size_t start = out.size();
+  out.resize(start + n * 4);
+  char* dst = out.data() + start;
+  if constexpr (std::endian::native == std::endian::little) {
+    if (n) std::memcpy(dst, t.data(), n * 4);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto bits = std::bit_cast<std::uint32_t>(t.data()[i]);
+      for (int b = 0; b < 4; ++b) dst[4 * i + b] = static_cast<char>((bits >> (8 * b)) & 0xFFu);
+    }
+  }
+}
+void get_floats(const unsigned char* src, Tensor& t) {
+  const std::size_t n = static_cast<std::size_t>(t.size());
+  if constexpr (std::endian::native == std::endian::little) {
+    if (n) std::memcpy(t.data(), src, n * 4);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      t.data()[i] = std::bit_cast<float>(static_cast<std::uint32_t>(get_le(src + 4 * i, 4)));
+    }
+  }
+}
+
+std::uint32_t crc32_of(const void* data, std::size_t size) {
+  return static_cast<std::uint32_t>(
+      crc32_z(crc32_z(0L, Z_NULL, 0), static_cast<const Bytef*>(data), size));
+}
+
+std::string hex32(std::uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08X", v);
+  return buf;
+}
+
+std::string shape_str(const std::vector<std::int64_t>& dims) { return Shape(dims).str(); }
+
+// ---------------------------------------------------------------------------------------------
+// Atomic file replacement: temp file in the same directory, fsync, rename.
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+void write_all(int fd, const std::string& bytes) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw errno;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  const std::string context = "model file '" + path + "': ";
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    throw IoError(context + "cannot save: the path is a directory");
+  }
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    throw IoError(context + "cannot create temporary file '" + tmp + "' (" + errno_text(errno) +
+                  ")");
+  }
+  const char* step = "write";
+  try {
+    write_all(fd, bytes);
+    step = "flush";
+    if (::fsync(fd) != 0) throw errno;
+    step = "close";
+    const int closed = ::close(fd);
+    fd = -1;
+    if (closed != 0) throw errno;
+    step = "rename";
+    if (::rename(tmp.c_str(), path.c_str()) != 0) throw errno;
+  } catch (int err) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw IoError(context + "cannot save (" + step + " failed: " + errno_text(err) +
+                  "); any previous file is unchanged");
+  }
+  // Make the rename itself durable (best effort: some file systems refuse fsync on directories).
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+std::vector<unsigned char> read_file(const std::string& path, const std::string& context) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw IoError(context + "cannot open (" + errno_text(errno) + ")");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw IoError(context + "not a regular file");
+  }
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(st.st_size));
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw IoError(context + "read failed (" + errno_text(err) + ")");
+    }
+    if (n == 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  bytes.resize(done);
+  return bytes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configs: writing, and a strict reader (type-checked keys, unknown keys rejected).
+
+json initializer_to_json(const Initializer& init) {
+  using K = Initializer::Kind;
+  switch (init.kind) {
+    case K::zeros:
+      return {{"class_name", "Zeros"}};
+    case K::ones:
+      return {{"class_name", "Ones"}};
+    case K::constant:
+      return {{"class_name", "Constant"}, {"config", {{"value", init.a}}}};
+    case K::glorot_uniform:
+      return {{"class_name", "GlorotUniform"}};
+    case K::random_uniform:
+      return {{"class_name", "RandomUniform"}, {"config", {{"minval", init.a}, {"maxval", init.b}}}};
+    case K::random_normal:
+      return {{"class_name", "RandomNormal"}, {"config", {{"mean", init.a}, {"stddev", init.b}}}};
+  }
+  throw IoError("unknown initializer kind");
+}
+
+// Reads one JSON object; errors name the file and the place ("layer 2 'dense' (Dense): ...").
+class ConfigReader {
+ public:
+  ConfigReader(const json& object, std::string where, std::string context)
+      : object_(object), where_(std::move(where)), context_(std::move(context)) {
+    if (!object_.is_object()) fail("expected a JSON object");
+  }
+
+  [[noreturn]] void fail(const std::string& problem) const {
+    throw IoError(context_ + where_ + ": " + problem);
+  }
+  bool has(const std::string& key) const { return object_.contains(key); }
+  const json& raw(const std::string& key) {
+    used_.insert(key);
+    if (!object_.contains(key)) fail("missing key '" + key + "'");
+    return object_.at(key);
+  }
+  const std::string& where() const { return where_; }
+  const std::string& context() const { return context_; }
+
+  std::string get_string(const std::string& key) {
+    const json& v = raw(key);
+    if (!v.is_string()) fail("key '" + key + "' must be a string");
+    return v.get<std::string>();
+  }
+  bool get_bool(const std::string& key, bool fallback) {
+    if (!has(key)) return fallback;
+    const json& v = raw(key);
+    if (!v.is_boolean()) fail("key '" + key + "' must be true or false");
+    return v.get<bool>();
+  }
+  float get_float(const std::string& key, float fallback) {
+    if (!has(key)) return fallback;
+    const json& v = raw(key);
+    if (!v.is_number()) fail("key '" + key + "' must be a number");
+    const double d = v.get<double>();
+    const auto f = static_cast<float>(d);
+    if (!std::isfinite(d) || !std::isfinite(f)) fail("key '" + key + "' is not a finite float32");
+    return f;
+  }
+  std::int64_t get_int(const std::string& key, std::int64_t lo, std::int64_t hi) {
+    const json& v = raw(key);
+    if (!v.is_number_integer()) fail("key '" + key + "' must be an integer");
+    if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(hi)) {
+      fail("key '" + key + "' is out of range");
+    }
+    const auto i = v.get<std::int64_t>();
+    if (i < lo || i > hi) {
+      fail("key '" + key + "' = " + std::to_string(i) + " is outside [" + std::to_string(lo) +
+           ", " + std::to_string(hi) + "]");
+    }
+    return i;
+  }
+  std::int64_t get_int(const std::string& key, std::int64_t lo, std::int64_t hi,
+                       std::int64_t fallback) {
+    return has(key) ? get_int(key, lo, hi) : fallback;
+  }
+  std::uint64_t get_u64(const std::string& key) {
+    const json& v = raw(key);
+    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<std::int64_t>() >= 0)) {
+      fail("key '" + key + "' must be a non-negative integer");
+    }
+    return v.get<std::uint64_t>();
+  }
+  std::vector<std::int64_t> get_dims(const std::string& key) {
+    const json& v = raw(key);
+    if (!v.is_array() || v.empty() || v.size() > static_cast<std::size_t>(Shape::kMaxRank)) {
+      fail("key '" + key + "' must be a list of 1 to " + std::to_string(Shape::kMaxRank) +
+           " dimensions");
+    }
+    std::vector<std::int64_t> dims;
+    for (const auto& d : v) {
+      if (!d.is_number_integer() || d.get<std::int64_t>() < 0 ||
+          d.get<std::int64_t>() > (std::int64_t{1} << 40)) {
+        fail("key '" + key + "' holds an invalid dimension " + d.dump());
+      }
+      dims.push_back(d.get<std::int64_t>());
+    }
+    return dims;
+  }
+  Initializer get_initializer(const std::string& key, Initializer fallback) {
+    if (!has(key)) return fallback;
+    ConfigReader r(raw(key), where_ + " " + key, context_);
+    const std::string cls = r.get_string("class_name");
+    auto cfg = [&]() {
+      static const json kEmpty = json::object();
+      return ConfigReader(r.has("config") ? r.raw("config") : kEmpty,
+                          where_ + " " + key + " config", context_);
+    };
+    Initializer init;
+    if (cls == "Zeros") {
+      init = Initializer::zeros();
+    } else if (cls == "Ones") {
+      init = Initializer::ones();
+    } else if (cls == "GlorotUniform") {
+      init = Initializer::glorot_uniform();
+    } else if (cls == "Constant") {
+      auto c = cfg();
+      init = Initializer::constant(c.get_float("value", 0.0f));
+      c.finish();
+    } else if (cls == "RandomUniform") {
+      auto c = cfg();
+      init = Initializer::random_uniform(c.get_float("minval", -0.05f), c.get_float("maxval", 0.05f));
+      c.finish();
+    } else if (cls == "RandomNormal") {
+      auto c = cfg();
+      init = Initializer::random_normal(c.get_float("mean", 0.0f), c.get_float("stddev", 0.05f));
+      c.finish();
+    } else {
+      r.fail("unknown initializer class '" + cls +
+             "' (known: Zeros, Ones, Constant, GlorotUniform, RandomUniform, RandomNormal)");
+    }
+    if (r.has("config")) r.raw("config");
+    r.finish();
+    return init;
+  }
+  // Every key must have been read: an unknown key is a file this version does not understand.
+  void finish() const {
+    for (auto it = object_.begin(); it != object_.end(); ++it) {
+      if (!used_.count(it.key())) fail("unknown key '" + it.key() + "'");
+    }
+  }
+
+ private:
+  const json& object_;
+  std::string where_;
+  std::string context_;
+  std::set<std::string> used_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The layer table: one entry per Keras class name, saving the config and re-creating the layer.
+
+struct LayerCodec {
+  std::function<json(const Layer&)> save;
+  std::function<std::unique_ptr<Layer>(ConfigReader&)> load;
+};
+
+json dense_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const Dense&>(layer).options();
+  return {{"units", o.units},
+          {"activation", o.activation},
+          {"use_bias", o.use_bias},
+          {"kernel_initializer", initializer_to_json(o.kernel_initializer)},
+          {"bias_initializer", initializer_to_json(o.bias_initializer)},
+          {"kernel_l2", o.kernel_l2},
+          {"bias_l2", o.bias_l2}};
+}
+std::unique_ptr<Layer> dense_from(ConfigReader& c) {
+  Dense::Options o;
+  o.units = c.get_int("units", 1, std::int64_t{1} << 31);
+  o.activation = c.has("activation") ? c.get_string("activation") : "linear";
+  o.use_bias = c.get_bool("use_bias", true);
+  o.kernel_initializer = c.get_initializer("kernel_initializer", o.kernel_initializer);
+  o.bias_initializer = c.get_initializer("bias_initializer", o.bias_initializer);
+  o.kernel_l2 = c.get_float("kernel_l2", 0.0f);
+  o.bias_l2 = c.get_float("bias_l2", 0.0f);
+  c.finish();
+  return std::make_unique<Dense>(o);
+}
+
+json bn_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const BatchNormalization&>(layer).options();
+  return {{"axis", o.axis},
+          {"momentum", o.momentum},
+          {"epsilon", o.epsilon},
+          {"center", o.center},
+          {"scale", o.scale},
+          {"beta_initializer", initializer_to_json(o.beta_initializer)},
+          {"gamma_initializer", initializer_to_json(o.gamma_initializer)},
+          {"moving_mean_initializer", initializer_to_json(o.moving_mean_initializer)},
+          {"moving_variance_initializer", initializer_to_json(o.moving_variance_initializer)},
+          {"beta_l2", o.beta_l2},
+          {"gamma_l2", o.gamma_l2},
+          {"unbiased_moving_variance", o.unbiased_moving_variance},
+          {"cumulative_moving_average", o.cumulative_moving_average},
+          {"track_moving_statistics", o.track_moving_statistics},
+          {"error_on_single_value", o.error_on_single_value}};
+}
+std::unique_ptr<Layer> bn_from(ConfigReader& c) {
+  BatchNormalization::Options o;
+  o.axis = static_cast<int>(c.get_int("axis", -Shape::kMaxRank, Shape::kMaxRank - 1, o.axis));
+  o.momentum = c.get_float("momentum", o.momentum);
+  o.epsilon = c.get_float("epsilon", o.epsilon);
+  o.center = c.get_bool("center", o.center);
+  o.scale = c.get_bool("scale", o.scale);
+  o.beta_initializer = c.get_initializer("beta_initializer", o.beta_initializer);
+  o.gamma_initializer = c.get_initializer("gamma_initializer", o.gamma_initializer);
+  o.moving_mean_initializer = c.get_initializer("moving_mean_initializer", o.moving_mean_initializer);
+  o.moving_variance_initializer =
+      c.get_initializer("moving_variance_initializer", o.moving_variance_initializer);
+  o.beta_l2 = c.get_float("beta_l2", o.beta_l2);
+  o.gamma_l2 = c.get_float("gamma_l2", o.gamma_l2);
+  o.unbiased_moving_variance = c.get_bool("unbiased_moving_variance", o.unbiased_moving_variance);
+  o.cumulative_moving_average = c.get_bool("cumulative_moving_average", o.cumulative_moving_average);
+  o.track_moving_statistics = c.get_bool("track_moving_statistics", o.track_moving_statistics);
+  o.error_on_single_value = c.get_bool("error_on_single_value", o.error_on_single_value);
+  c.finish();
+  return std::make_unique<BatchNormalization>(o);
+}
+
+const std::map<std::string, LayerCodec>& layer_table() {
+  static const std::map<std::string, LayerCodec> table = {
+      {"Dense", {dense_config, dense_from}},
+      {"BatchNormalization", {bn_config, bn_from}},
+      {"Activation",
+       {[](const Layer& l) -> json {
+          return {{"activation", activation_name(dynamic_cast<const Activation&>(l).activation())}};
+        },
+        [](ConfigReader& c) -> std::unique_ptr<Layer> {
+          auto name = c.get_string("activation");
+          c.finish();
+          return std::make_unique<Activation>(name);
+        }}},
+      {"Dropout",
+       {[](const Layer& l) -> json { return {{"rate", dynamic_cast<const Dropout&>(l).rate()}}; },
+        [](ConfigReader& c) -> std::unique_ptr<Layer> {
+          const float rate = c.get_float("rate", 0.0f);
+          c.finish();
+          return std::make_unique<Dropout>(rate);
+        }}},
+      {"Flatten",
+       {[](const Layer&) -> json { return json::object(); },
+        [](ConfigReader& c) -> std::unique_ptr<Layer> {
+          c.finish();
+          return std::make_unique<Flatten>();
+        }}},
+  };
+  return table;
+}
+
+std::string known_classes() {
+  std::string s;
+  for (const auto& [name, codec] : layer_table()) s += (s.empty() ? "" : ", ") + name;
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Save.
+
+std::string serialize(const Sequential& model, const std::string& path) {
+  const std::string context = "model file '" + path + "': ";
+  json doc;
+  doc["format"] = "bnorm-model";
+  doc["format_version"] = kFormatVersion;
+
+  std::optional<Shape> input_shape = model.input_shape();
+  const bool built = model.built();
+  if (!input_shape && built && model.size() > 0) input_shape = model.layer(0).input_shape();
+  json m;
+  m["class_name"] = "Sequential";
+  m["name"] = model.name();
+  m["seed"] = model.seed();
+  m["input_shape"] = input_shape ? json(input_shape->dims()) : json(nullptr);
+  m["built"] = built;
+  doc["model"] = m;
+
+  std::string data;
+  json layers = json::array();
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    const Layer& layer = model.layer(i);
+    const auto it = layer_table().find(layer.class_name());
+    if (it == layer_table().end()) {
+      throw IoError(context + "cannot save layer '" + layer.name() + "': class '" +
+                    layer.class_name() + "' is not supported by the model format (known: " +
+                    known_classes() + ")");
+    }
+    json entry;
+    entry["class_name"] = layer.class_name();
+    entry["name"] = layer.name();
+    entry["trainable"] = layer.trainable();
+    entry["config"] = it->second.save(layer);
+    if (const auto* bn = dynamic_cast<const BatchNormalization*>(&layer)) {
+      entry["state"] = {{"num_batches_tracked", bn->num_batches_tracked()}};
+    }
+    json weights = json::array();
+    for (const Variable* v : layer.weights()) {
+      weights.push_back({{"name", v->name},
+                         {"shape", v->value.shape().dims()},
+                         {"dtype", "float32"},
+                         {"offset", data.size()},
+                         {"trainable", v->trainable}});
+      put_floats(data, v->value);
+    }
+    entry["weights"] = weights;
+    layers.push_back(entry);
+  }
+  doc["layers"] = layers;
+
+  if (model.compiled()) {
+    auto& opt = const_cast<Sequential&>(model).optimizer();  // optimizer() has no const overload
+    json cfg = json::object();
+    for (const auto& [key, value] : opt.config()) cfg[key] = value;
+    doc["compile"] = {{"optimizer", {{"name", opt.name()}, {"config", cfg}}},
+                      {"loss", loss_name(model.loss())},
+                      {"metrics", model.metrics()}};
+  } else {
+    doc["compile"] = nullptr;
+  }
+
+  const std::string text = doc.dump(1);
+  std::string out;
+  out.reserve(kHeaderBytes + text.size() + data.size() + kChecksumBytes);
+  out.append(kMagic, sizeof kMagic);
+  put_u32(out, kFormatVersion);
+  put_u32(out, 0);  // reserved
+  put_u64(out, text.size());
+  put_u64(out, data.size());
+  out += text;
+  out += data;
+  put_u32(out, crc32_of(out.data(), out.size()));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load.
+
+struct Container {
+  std::vector<unsigned char> bytes;
+  json doc;
+  const unsigned char* data = nullptr;  // weights section
+  std::uint64_t data_bytes = 0;
+};
+
+Container open_container(const std::string& path, const std::string& context) {
+  Container c;
+  c.bytes = read_file(path, context);
+  const auto size = static_cast<std::uint64_t>(c.bytes.size());
+  const unsigned char* p = c.bytes.data();
+  if (size < sizeof kMagic || std::memcmp(p, kMagic, sizeof kMagic) != 0) {
+    throw IoError(context + "not a bnorm model (bad magic)");
+  }
+  if (size < kHeaderBytes) {
+    throw IoError(context + "truncated (the header needs " + std::to_string(kHeaderBytes) +
+                  " bytes, found " + std::to_string(size) + ")");
+  }
+  const auto version = static_cast<std::uint32_t>(get_le(p + 8, 4));
+  if (version != kFormatVersion) {
+    throw IoError(context + "format version " + std::to_string(version) +
+                  " is not supported (this bnorm reads version " + std::to_string(kFormatVersion) +
+                  ")");
+  }
+  const std::uint64_t json_bytes = get_le(p + 16, 8);
+  const std::uint64_t data_bytes = get_le(p + 24, 8);
+  if (json_bytes > kMaxJsonBytes || data_bytes > (std::uint64_t{1} << 48)) {
+    throw IoError(context + "corrupt header (implausible section sizes)");
+  }
+  const std::uint64_t after_header = size - kHeaderBytes;
+  if (after_header < json_bytes) {
+    throw IoError(context + "truncated (expected " + std::to_string(json_bytes) +
+                  " bytes of JSON, found " + std::to_string(after_header) + ")");
+  }
+  const std::uint64_t after_json = after_header - json_bytes;
+  if (after_json < data_bytes + kChecksumBytes) {
+    const std::uint64_t found = after_json > kChecksumBytes ? after_json - kChecksumBytes : 0;
+    throw IoError(context + "truncated (expected " + std::to_string(data_bytes) +
+                  " bytes of weights and a 4-byte checksum, found " +
+                  (after_json < data_bytes ? std::to_string(after_json) + " bytes"
+                                           : std::to_string(found) + " bytes of weights and " +
+                                                 std::to_string(after_json - data_bytes) +
+                                                 " of the checksum") +
+                  ")");
+  }
+  if (after_json > data_bytes + kChecksumBytes) {
+    throw IoError(context + std::to_string(after_json - data_bytes - kChecksumBytes) +
+                  " unexpected bytes after the checksum");
+  }
+  const std::size_t body = static_cast<std::size_t>(size - kChecksumBytes);
+  const auto stored = static_cast<std::uint32_t>(get_le(p + body, 4));
+  const std::uint32_t computed = crc32_of(p, body);
+  if (stored != computed) {
+    throw IoError(context + "checksum mismatch (stored " + hex32(stored) + ", computed " +
+                  hex32(computed) + "); the file is corrupt");
+  }
+  const auto* text = reinterpret_cast<const char*>(p + kHeaderBytes);
+  c.doc = json::parse(text, text + json_bytes, nullptr, /*allow_exceptions=*/false);
+  if (c.doc.is_discarded()) throw IoError(context + "malformed JSON description");
+  c.data = p + kHeaderBytes + json_bytes;
+  c.data_bytes = data_bytes;
+  return c;
+}
+
+void load_compile(Sequential& model, const json& compile, const std::string& context) {
+  if (compile.is_null()) return;
+  ConfigReader c(compile, "compile", context);
+  ConfigReader opt(c.raw("optimizer"), "compile optimizer", context);
+  const std::string name = opt.get_string("name");
+  ConfigReader cfg(opt.raw("config"), "compile optimizer config", context);
+  std::map<std::string, double> values;
+  const json& cfg_json = opt.raw("config");
+  for (auto it = cfg_json.begin(); it != cfg_json.end(); ++it) {
+    if (!it.value().is_number()) cfg.fail("key '" + it.key() + "' must be a number");
+    values[it.key()] = it.value().get<double>();
+  }
+  opt.finish();
+  const std::string loss = c.get_string("loss");
+  std::vector<std::string> metrics;
+  const json& m = c.raw("metrics");
+  if (!m.is_array()) c.fail("key 'metrics' must be a list of names");
+  for (const auto& name_json : m) {
+    if (!name_json.is_string()) c.fail("key 'metrics' must be a list of names");
+    metrics.push_back(name_json.get<std::string>());
+  }
+  c.finish();
+  try {
+    model.compile(make_optimizer(name, values), parse_loss(loss), metrics);
+  } catch (const IoError&) {
+    throw;
+  } catch (const Error& e) {
+    throw IoError(context + "compile settings: " + e.what());
+  }
+}
+
+}  // namespace
+
+void save_model(const Sequential& model, const std::string& path) {
+  write_file_atomic(path, serialize(model, path));
+}
+
+Sequential load_model(const std::string& path) {
+  const std::string context = "model file '" + path + "': ";
+  const Container file = open_container(path, context);
+
+  ConfigReader doc(file.doc, "description", context);
+  if (doc.get_string("format") != "bnorm-model") doc.fail("key 'format' is not 'bnorm-model'");
+  if (doc.get_u64("format_version") != kFormatVersion) {
+    doc.fail("format_version does not match the header");
+  }
+
+  ConfigReader m(doc.raw("model"), "model", context);
+  if (m.get_string("class_name") != "Sequential") {
+    m.fail("only Sequential models are supported");
+  }
+  const std::string model_name = m.get_string("name");
+  const std::uint64_t seed = m.get_u64("seed");
+  std::optional<Shape> input_shape;
+  if (!m.raw("input_shape").is_null()) input_shape = Shape(m.get_dims("input_shape"));
+  const bool built = m.get_bool("built", false);
+  m.finish();
+  if (built && !input_shape) m.fail("a built model needs an input_shape");
+
+  const json& layers = doc.raw("layers");
+  if (!layers.is_array()) doc.fail("key 'layers' must be a list");
+  const json& compile = doc.raw("compile");
+  doc.finish();
+
+  Sequential model(seed, model_name);
+  struct PendingWeight {
+    std::string name;
+    std::vector<std::int64_t> shape;
+    std::uint64_t offset;
+  };
+  std::vector<std::vector<PendingWeight>> manifest;
+  std::vector<std::int64_t> batches_tracked;
+  std::set<std::string> names;
+  try {
+    if (input_shape) model.add(Input{*input_shape});
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      ConfigReader l(layers[i], "layer " + std::to_string(i), context);
+      const std::string cls = l.get_string("class_name");
+      const std::string name = l.get_string("name");
+      const std::string where = "layer " + std::to_string(i) + " '" + name + "' (" + cls + ")";
+      const auto it = layer_table().find(cls);
+      if (it == layer_table().end()) {
+        l.fail("unknown layer class '" + cls + "' (known: " + known_classes() + ")");
+      }
+      if (!names.insert(name).second) l.fail("duplicate layer name '" + name + "'");
+      const bool trainable = l.get_bool("trainable", true);
+      ConfigReader cfg(l.raw("config"), where + " config", context);
+      std::unique_ptr<Layer> layer;
+      try {
+        layer = it->second.load(cfg);
+      } catch (const IoError&) {
+        throw;
+      } catch (const Error& e) {
+        cfg.fail(e.what());
+      }
+      std::int64_t tracked = -1;
+      if (l.has("state")) {
+        ConfigReader state(l.raw("state"), where + " state", context);
+        tracked = state.get_int("num_batches_tracked", 0, std::numeric_limits<std::int64_t>::max(), 0);
+        state.finish();
+      }
+      std::vector<PendingWeight> weights;
+      const json& wl = l.raw("weights");
+      if (!wl.is_array()) l.fail("key 'weights' must be a list");
+      for (std::size_t j = 0; j < wl.size(); ++j) {
+        ConfigReader w(wl[j], where + " weight " + std::to_string(j), context);
+        PendingWeight pw;
+        pw.name = w.get_string("name");
+        pw.shape = w.get_dims("shape");
+        if (w.has("dtype") && w.get_string("dtype") != "float32") w.fail("dtype must be float32");
+        pw.offset = w.get_u64("offset");
+        w.get_bool("trainable", true);  // informational; the layer decides
+        w.finish();
+        weights.push_back(std::move(pw));
+      }
+      l.finish();
+      layer->set_name(name);
+      layer->set_trainable(trainable);
+      Layer& added = model.add(std::move(layer));
+      added.set_name(name);
+      added.set_trainable(trainable);
+      manifest.push_back(std::move(weights));
+      batches_tracked.push_back(tracked);
+    }
+    if (built) model.build(*input_shape);
+  } catch (const IoError&) {
+    throw;
+  } catch (const Error& e) {
+    throw IoError(context + "the architecture cannot be rebuilt: " + e.what());
+  }
+
+  // Weights: names, shapes and order must be exactly what the re-created architecture has.
+  std::vector<Tensor> values;
+  std::uint64_t expected_offset = 0;
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    Layer& layer = model.layer(i);
+    const auto vars = layer.weights();
+    const auto& listed = manifest[i];
+    const std::string lname = "layer '" + layer.name() + "'";
+    if (!built && !listed.empty()) {
+      throw IoError(context + lname + " lists weights but the model is not built");
+    }
+    if (built && vars.size() != listed.size()) {
+      std::string need;
+      for (const Variable* v : vars) need += (need.empty() ? "" : ", ") + v->name;
+      throw IoError(context + lname + " has " + std::to_string(listed.size()) +
+                    " weights in the file; the architecture needs " + std::to_string(vars.size()) +
+                    " (" + (need.empty() ? "none" : need) + ")");
+    }
+    for (std::size_t j = 0; j < listed.size(); ++j) {
+      const PendingWeight& pw = listed[j];
+      const Variable& v = *vars[j];
+      const std::string wname = "weight '" + layer.name() + "/" + pw.name + "'";
+      if (pw.name != v.name) {
+        throw IoError(context + wname + " is in the place of '" + layer.name() + "/" + v.name +
+                      "' that the architecture needs");
+      }
+      if (pw.shape != v.value.shape().dims()) {
+        throw IoError(context + wname + " has shape " + shape_str(pw.shape) +
+                      " in the file; the architecture needs " + v.value.shape().str());
+      }
+      if (pw.offset != expected_offset) {
+        throw IoError(context + wname + " starts at byte " + std::to_string(pw.offset) +
+                      " of the weights; expected " + std::to_string(expected_offset));
+      }
+      const std::uint64_t bytes = static_cast<std::uint64_t>(v.value.size()) * 4;
+      if (pw.offset + bytes > file.data_bytes) {
+        throw IoError(context + wname + " runs past the end of the weights section");
+      }
+      Tensor t(v.value.shape());
+      get_floats(file.data + pw.offset, t);
+      values.push_back(std::move(t));
+      expected_offset += bytes;
+    }
+  }
+  if (expected_offset != file.data_bytes) {
+    throw IoError(context + "the weights section holds " + std::to_string(file.data_bytes) +
+                  " bytes; the manifest describes " + std::to_string(expected_offset));
+  }
+  try {
+    if (built) model.set_weights(values);
+    for (std::size_t i = 0; i < model.size(); ++i) {
+      if (batches_tracked[i] < 0) continue;
+      auto* bn = dynamic_cast<BatchNormalization*>(&model.layer(i));
+      if (!bn) {
+        throw IoError(context + "layer '" + model.layer(i).name() +
+                      "' has BatchNormalization state but is a " + model.layer(i).class_name());
+      }
+      bn->set_num_batches_tracked(batches_tracked[i]);
+    }
+  } catch (const IoError&) {
+    throw;
+  } catch (const Error& e) {
+    throw IoError(context + e.what());
+  }
+  load_compile(model, compile, context);
+  return model;
+}
+
+void ModelCheckpoint::on_epoch_end(Sequential& model, int /*epoch*/, const Logs& /*logs*/) {
+  save_model(model, path_);
+}
+
+}  // namespace bnorm::io

@@ -1,0 +1,142 @@
+#include "bnorm/layers/batch_normalization.hpp"
+
+#include <cmath>
+#include <sstream>
+
+#include "bnorm/core/error.hpp"
+#include "kernels/batch_norm.hpp"
+
+namespace bnorm {
+
+namespace {
+std::string num(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+}  // namespace
+
+BatchNormalization::BatchNormalization(Options options)
+    : Layer("batch_normalization"), options_(std::move(options)) {
+  const float eps = options_.epsilon, m = options_.momentum;
+  if (!(eps > 0.0f) || !std::isfinite(eps)) {
+    throw ValueError("BatchNormalization: epsilon must be a finite number > 0; received " + num(eps));
+  }
+  if (!(m >= 0.0f && m <= 1.0f)) {
+    throw ValueError("BatchNormalization: momentum must be in [0, 1]; received " + num(m));
+  }
+  if (options_.gamma_l2 < 0.0f || options_.beta_l2 < 0.0f || !std::isfinite(options_.gamma_l2) ||
+      !std::isfinite(options_.beta_l2)) {
+    throw ValueError("BatchNormalization: L2 regularization factors must be finite and >= 0; received gamma_l2=" +
+                     num(options_.gamma_l2) + ", beta_l2=" + num(options_.beta_l2));
+  }
+}
+
+BatchNormalization::Options BatchNormalization::pytorch_defaults() {
+  Options o;
+  o.momentum = 0.9f;  // PyTorch momentum 0.1 weights the new value: Keras momentum = 1 - 0.1
+  o.epsilon = 1e-5f;
+  o.unbiased_moving_variance = true;
+  o.error_on_single_value = true;
+  return o;
+}
+
+bool BatchNormalization::uses_batch_statistics(Mode mode) const noexcept {
+  // Keras: batch statistics iff training and trainable; without moving statistics, always.
+  return (mode == Mode::training && trainable()) || !options_.track_moving_statistics;
+}
+
+void BatchNormalization::do_build(const Shape& input_shape, Random& rng) {
+  // input_shape is per sample; the batch tensor has one more leading axis. Keras counts `axis`
+  // on the batch tensor, so axis=-1 is the last feature axis and axis=0 (the batch) is invalid.
+  const int rank = input_shape.rank() + 1;
+  const int a = options_.axis < 0 ? options_.axis + rank : options_.axis;
+  if (a < 1 || a >= rank) {
+    throw ShapeError(label() + ": axis " + std::to_string(options_.axis) +
+                     " is invalid for inputs of rank " + std::to_string(rank) + " (expected 1 <= axis < " +
+                     std::to_string(rank) + " or -" + std::to_string(rank - 1) + " <= axis <= -1; the batch axis cannot be normalized)");
+  }
+  axis_ = a;
+  channels_ = input_shape[a - 1];
+  if (channels_ == 0) throw ShapeError(label() + ": axis " + std::to_string(options_.axis) + " has 0 channels");
+  const Shape c{channels_};
+  if (options_.scale) {
+    gamma_ = &add_weight("gamma", c, true, options_.gamma_l2);
+    options_.gamma_initializer.apply(gamma_->value, rng, channels_, channels_);
+  }
+  if (options_.center) {
+    beta_ = &add_weight("beta", c, true, options_.beta_l2);
+    options_.beta_initializer.apply(beta_->value, rng, channels_, channels_);
+  }
+  if (options_.track_moving_statistics) {
+    moving_mean_ = &add_weight("moving_mean", c, false);
+    options_.moving_mean_initializer.apply(moving_mean_->value, rng, channels_, channels_);
+    moving_variance_ = &add_weight("moving_variance", c, false);
+    options_.moving_variance_initializer.apply(moving_variance_->value, rng, channels_, channels_);
+  }
+  used_mean_ = Tensor(c);
+  used_variance_ = Tensor(c);
+}
+
+namespace {
+kernels::BatchNormDims dims_of(const Shape& s, int axis) {
+  kernels::BatchNormDims d;
+  d.channels = s[axis];
+  for (int i = 0; i < axis; ++i) d.outer *= s[i];
+  for (int i = axis + 1; i < s.rank(); ++i) d.inner *= s[i];
+  return d;
+}
+}  // namespace
+
+void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
+  const auto d = dims_of(x.shape(), axis_);
+  y.resize(x.shape());
+  used_batch_statistics_ = uses_batch_statistics(mode);
+  const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
+  const float* beta = beta_ ? beta_->value.data() : nullptr;
+  if (!used_batch_statistics_) {
+    kernels::batch_norm_forward(d, x.data(), moving_mean_->value.data(),
+                                moving_variance_->value.data(), gamma, beta, options_.epsilon,
+                                y.data());
+    return;
+  }
+  if (d.count() == 1 && options_.error_on_single_value && mode == Mode::training) {
+    throw ValueError(label() + ": expected more than 1 value per channel when training; received input shape " +
+                     x.shape().str());
+  }
+  kernels::batch_norm_moments(d, x.data(), used_mean_.data(), used_variance_.data());
+  // A non-finite batch is rejected before it can reach the moving statistics.
+  if (!used_mean_.all_finite() || !used_variance_.all_finite()) {
+    throw NonFiniteError(label() + ": the batch contains NaN or Inf (batch statistics are not finite); moving statistics left unchanged");
+  }
+  kernels::batch_norm_forward(d, x.data(), used_mean_.data(), used_variance_.data(), gamma, beta,
+                              options_.epsilon, y.data());
+  if (mode != Mode::training || !trainable() || !options_.track_moving_statistics) return;
+  const double n = static_cast<double>(d.count());
+  const float variance_scale =
+      options_.unbiased_moving_variance && d.count() > 1 ? static_cast<float>(n / (n - 1.0)) : 1.0f;
+  ++num_batches_tracked_;
+  const float momentum = options_.cumulative_moving_average
+                             ? 1.0f - 1.0f / static_cast<float>(num_batches_tracked_)
+                             : options_.momentum;
+  kernels::batch_norm_update_moving(channels_, used_mean_.data(), used_variance_.data(), momentum,
+                                    variance_scale, moving_mean_->value.data(),
+                                    moving_variance_->value.data());
+}
+
+void BatchNormalization::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
+  const Tensor& x = *last_input_;
+  const auto d = dims_of(x.shape(), axis_);
+  const float* mean = used_batch_statistics_ ? used_mean_.data() : moving_mean_->value.data();
+  const float* variance =
+      used_batch_statistics_ ? used_variance_.data() : moving_variance_->value.data();
+  if (compute_dx) dx.resize(x.shape());
+  const bool grads = trainable();
+  kernels::batch_norm_backward(d, x.data(), dy.data(), mean, variance,
+                               gamma_ ? gamma_->value.data() : nullptr, options_.epsilon,
+                               used_batch_statistics_, compute_dx ? dx.data() : nullptr,
+                               grads && gamma_ ? gamma_->gradient.data() : nullptr,
+                               grads && beta_ ? beta_->gradient.data() : nullptr);
+}
+
+}  // namespace bnorm

@@ -1,0 +1,94 @@
+#include "bnorm/layers/dense.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "bnorm/core/error.hpp"
+#include "kernels/activation.hpp"
+#include "kernels/gemm.hpp"
+
+namespace bnorm {
+
+Dense::Dense(Options options)
+    : Layer("dense"), options_(std::move(options)), activation_(parse_activation(options_.activation)) {
+  if (options_.units < 1) {
+    throw ValueError("Dense: units must be >= 1; received " + std::to_string(options_.units));
+  }
+  if (!(options_.kernel_l2 >= 0.0f) || !(options_.bias_l2 >= 0.0f)) {
+    throw ValueError("Dense: L2 regularization factors must be >= 0");
+  }
+}
+
+Shape Dense::output_shape(const Shape& input_shape) const {
+  std::vector<std::int64_t> dims = input_shape.dims();
+  if (dims.empty()) throw ShapeError(label() + ": input must have at least one axis");
+  dims.back() = options_.units;
+  return Shape(dims);
+}
+
+void Dense::do_build(const Shape& input_shape, Random& rng) {
+  const std::int64_t in = input_shape[input_shape.rank() - 1];
+  if (in < 1) throw ShapeError(label() + ": input has 0 features; received shape " + input_shape.str());
+  kernel_ = &add_weight("kernel", Shape{in, options_.units}, true, options_.kernel_l2);
+  options_.kernel_initializer.apply(kernel_->value, rng, in, options_.units);
+  if (options_.use_bias) {
+    bias_ = &add_weight("bias", Shape{options_.units}, true, options_.bias_l2);
+    options_.bias_initializer.apply(bias_->value, rng, in, options_.units);
+  }
+}
+
+const Tensor* Dense::softmax_logits() const noexcept {
+  return activation_ == ActivationKind::softmax && !z_.empty() ? &z_ : nullptr;
+}
+
+// Dense acts on the last axis: a batch (N, ..., in) is rows = N * ... of `in` features.
+void Dense::do_forward(const Tensor& x, Mode, Tensor& y) {
+  const std::int64_t in = kernel_->value.shape()[0], units = options_.units;
+  const std::int64_t rows = x.size() / in;
+  std::vector<std::int64_t> out_dims = x.shape().dims();
+  out_dims.back() = units;
+  const Shape out_shape(out_dims);
+  // Linear layers write z straight into y; others keep z for the activation's backward.
+  Tensor& z = activation_ == ActivationKind::linear ? y : z_;
+  z.resize(out_shape);
+  y.resize(out_shape);
+  if (bias_) {
+    for (std::int64_t r = 0; r < rows; ++r)
+      std::copy(bias_->value.data(), bias_->value.data() + units, z.data() + r * units);
+  }
+  kernels::gemm({rows, units, in}, false, false, 1.0f, x.data(), in, kernel_->value.data(), units,
+                bias_ ? 1.0f : 0.0f, z.data(), units);
+  if (activation_ != ActivationKind::linear)
+    kernels::activation_forward(activation_, rows, units, z.data(), y.data());
+}
+
+void Dense::backward_linear(const Tensor& dz, bool compute_dx, Tensor& dx) {
+  const Tensor& x = *last_input_;
+  const std::int64_t in = kernel_->value.shape()[0], units = options_.units;
+  const std::int64_t rows = x.size() / in;
+  if (trainable()) {
+    // dkernel = x^T dz; dbias = column sums of dz.
+    kernels::gemm({in, units, rows}, true, false, 1.0f, x.data(), in, dz.data(), units, 0.0f,
+                  kernel_->gradient.data(), units);
+    if (bias_) kernels::sum_rows(rows, units, dz.data(), bias_->gradient.data());
+  }
+  if (!compute_dx) return;
+  dx.resize(x.shape());
+  kernels::gemm({rows, in, units}, false, true, 1.0f, dz.data(), units, kernel_->value.data(), units,
+                0.0f, dx.data(), in);
+}
+
+void Dense::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
+  if (activation_ == ActivationKind::linear) return backward_linear(dy, compute_dx, dx);
+  const std::int64_t units = options_.units;
+  dz_.resize(dy.shape());
+  kernels::activation_backward(activation_, dy.size() / units, units, output_.data(), dy.data(),
+                               dz_.data());
+  backward_linear(dz_, compute_dx, dx);
+}
+
+void Dense::do_backward_from_logits(const Tensor& dlogits, bool compute_dx, Tensor& dx) {
+  backward_linear(dlogits, compute_dx, dx);
+}
+
+}  // namespace bnorm

@@ -1,0 +1,171 @@
+#include "bnorm/layers/layer.hpp"
+
+#include <cmath>
+
+#include "bnorm/core/error.hpp"
+
+namespace bnorm {
+
+void Initializer::apply(Tensor& t, Random& rng, std::int64_t fan_in, std::int64_t fan_out) const {
+  switch (kind) {
+    case Kind::zeros:
+      t.fill(0.0f);
+      return;
+    case Kind::ones:
+      t.fill(1.0f);
+      return;
+    case Kind::constant:
+      t.fill(a);
+      return;
+    case Kind::glorot_uniform: {
+      const float limit = std::sqrt(6.0f / static_cast<float>(std::max<std::int64_t>(1, fan_in + fan_out)));
+      for (auto& v : t.values()) v = rng.uniform(-limit, limit);
+      return;
+    }
+    case Kind::random_uniform:
+      for (auto& v : t.values()) v = rng.uniform(a, b);
+      return;
+    case Kind::random_normal:
+      for (auto& v : t.values()) v = a + b * rng.normal();
+      return;
+  }
+}
+
+std::string Initializer::str() const {
+  switch (kind) {
+    case Kind::zeros: return "zeros";
+    case Kind::ones: return "ones";
+    case Kind::constant: return "constant(" + std::to_string(a) + ")";
+    case Kind::glorot_uniform: return "glorot_uniform";
+    case Kind::random_uniform:
+      return "random_uniform(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+    case Kind::random_normal:
+      return "random_normal(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+  }
+  return "?";
+}
+
+void Layer::build(const Shape& input_shape, Random& rng) {
+  if (built_) {
+    check_same_shape(input_shape_, input_shape, label() + " input");
+    return;
+  }
+  if (input_shape.rank() < 1 || input_shape.rank() > Shape::kMaxRank - 1) {
+    throw ShapeError(label() + ": per-sample input rank must be 1.." +
+                     std::to_string(Shape::kMaxRank - 1) + "; received shape " + input_shape.str());
+  }
+  do_build(input_shape, rng);
+  input_shape_ = input_shape;
+  built_ = true;
+}
+
+void Layer::check_input(const Tensor& x) const {
+  if (!built_) throw ValueError(label() + ": forward called before build");
+  const Shape& s = x.shape();
+  bool ok = s.rank() == input_shape_.rank() + 1;
+  for (int i = 0; ok && i < input_shape_.rank(); ++i) ok = s[i + 1] == input_shape_[i];
+  if (!ok) {
+    std::vector<std::int64_t> expected{-1};
+    expected.insert(expected.end(), input_shape_.dims().begin(), input_shape_.dims().end());
+    std::string e = "(None";
+    for (auto d : input_shape_.dims()) e += ", " + std::to_string(d);
+    throw ShapeError(label() + ": expected input shape " + e + "); received " + s.str());
+  }
+  if (s[0] == 0) throw ShapeError(label() + ": received an empty batch (batch size 0)");
+}
+
+const Tensor& Layer::forward(const Tensor& x, Mode mode) {
+  check_input(x);
+  last_input_ = &x;
+  do_forward(x, mode, output_);
+  return output_;
+}
+
+const Tensor& Layer::backward(const Tensor& dy, bool compute_dx) {
+  if (!last_input_) throw ValueError(label() + ": backward called before forward");
+  check_same_shape(output_.shape(), dy.shape(), label() + " backward: gradient dy");
+  do_backward(dy, compute_dx, dx_);
+  return dx_;
+}
+
+const Tensor& Layer::backward_from_logits(const Tensor& dlogits, bool compute_dx) {
+  if (!last_input_) throw ValueError(label() + ": backward called before forward");
+  if (!softmax_logits()) throw ValueError(label() + ": the layer's output is not a softmax");
+  check_same_shape(softmax_logits()->shape(), dlogits.shape(), label() + " backward: dlogits");
+  do_backward_from_logits(dlogits, compute_dx, dx_);
+  return dx_;
+}
+
+void Layer::do_backward_from_logits(const Tensor&, bool, Tensor&) {
+  throw ValueError(label() + ": the layer's output is not a softmax");
+}
+
+Variable& Layer::add_weight(std::string name, Shape shape, bool trainable, float l2) {
+  auto v = std::make_unique<Variable>();
+  v->name = std::move(name);
+  v->value = Tensor(shape);
+  if (trainable) v->gradient = Tensor(shape);
+  v->trainable = trainable;
+  v->l2 = l2;
+  weights_.push_back(std::move(v));
+  return *weights_.back();
+}
+
+std::vector<Variable*> Layer::weights() {
+  std::vector<Variable*> out;
+  for (auto& w : weights_) out.push_back(w.get());
+  return out;
+}
+
+std::vector<const Variable*> Layer::weights() const {
+  std::vector<const Variable*> out;
+  for (auto& w : weights_) out.push_back(w.get());
+  return out;
+}
+
+std::vector<Variable*> Layer::trainable_weights() {
+  std::vector<Variable*> out;
+  if (!trainable_) return out;
+  for (auto& w : weights_)
+    if (w->trainable) out.push_back(w.get());
+  return out;
+}
+
+std::int64_t Layer::count_params() const {
+  std::int64_t n = 0;
+  for (auto& w : weights_) n += w->value.size();
+  return n;
+}
+
+std::int64_t Layer::count_trainable_params() const {
+  if (!trainable_) return 0;
+  std::int64_t n = 0;
+  for (auto& w : weights_)
+    if (w->trainable) n += w->value.size();
+  return n;
+}
+
+double Layer::regularization_loss() const {
+  double total = 0.0;
+  if (!trainable_) return total;
+  for (auto& w : weights_) {
+    if (!w->trainable || w->l2 == 0.0f) continue;
+    double s = 0.0;
+    for (float v : w->value.values()) s += static_cast<double>(v) * v;
+    total += w->l2 * s;
+  }
+  return total;
+}
+
+void Layer::add_regularization_gradients() {
+  if (!trainable_) return;
+  for (auto& w : weights_) {
+    if (!w->trainable || w->l2 == 0.0f) continue;
+    const float k = 2.0f * w->l2;
+    float* g = w->gradient.data();
+    const float* v = w->value.data();
+    for (std::int64_t i = 0; i < w->value.size(); ++i) g[i] += k * v[i];
+  }
+}
+
+}  // namespace bnorm

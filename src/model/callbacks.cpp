@@ -1,0 +1,168 @@
+#include "bnorm/model/callbacks.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/model/sequential.hpp"
+
+namespace bnorm {
+
+namespace {
+std::string format_duration(double seconds) {
+  char buf[32];
+  if (seconds >= 3600) {
+    std::snprintf(buf, sizeof buf, "%d:%02d:%02d", static_cast<int>(seconds) / 3600,
+                  static_cast<int>(seconds) / 60 % 60, static_cast<int>(seconds) % 60);
+  } else if (seconds >= 60) {
+    std::snprintf(buf, sizeof buf, "%d:%02d", static_cast<int>(seconds) / 60, static_cast<int>(seconds) % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%ds", static_cast<int>(std::lround(seconds)));
+  }
+  return buf;
+}
+
+std::string format_per_step(double seconds) {
+  char buf[32];
+  if (seconds >= 1.0) std::snprintf(buf, sizeof buf, "%.0fs/step", seconds);
+  else if (seconds >= 1e-3) std::snprintf(buf, sizeof buf, "%.0fms/step", seconds * 1e3);
+  else std::snprintf(buf, sizeof buf, "%.0fus/step", seconds * 1e6);
+  return buf;
+}
+}  // namespace
+
+ProgressBar::ProgressBar(std::FILE* out, int width)
+    : out_(out), width_(width), tty_(isatty(fileno(out)) != 0) {}
+
+void ProgressBar::on_train_begin(Sequential&, int epochs, std::int64_t steps_per_epoch) {
+  epochs_ = epochs;
+  steps_ = steps_per_epoch;
+}
+
+void ProgressBar::on_epoch_begin(Sequential&, int epoch) {
+  std::fprintf(out_, "Epoch %d/%d\n", epoch + 1, epochs_);
+  std::fflush(out_);
+  epoch_start_ = last_draw_ = std::chrono::steady_clock::now();
+}
+
+void ProgressBar::on_train_batch_end(Sequential&, std::int64_t step, const Logs& logs) {
+  if (!tty_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (step + 1 < steps_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+  last_draw_ = now;
+  draw(step + 1, logs, false);
+}
+
+void ProgressBar::on_epoch_end(Sequential&, int, const Logs& logs) { draw(steps_, logs, true); }
+
+void ProgressBar::draw(std::int64_t done, const Logs& logs, bool final_line) {
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start_).count();
+  const int digits = static_cast<int>(std::to_string(steps_).size());
+  std::string line = tty_ ? "\r" : "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%*lld/%lld ", digits, static_cast<long long>(done),
+                static_cast<long long>(steps_));
+  line += buf;
+  const int filled = steps_ ? static_cast<int>(width_ * done / steps_) : width_;
+  for (int i = 0; i < width_; ++i) line += i < filled ? "\u2501" : "\u2500";
+  const double per_step = done ? elapsed / static_cast<double>(done) : 0.0;
+  if (final_line) {
+    line += " " + format_duration(elapsed) + " " + format_per_step(per_step);
+  } else {
+    line += " ETA " + format_duration(per_step * static_cast<double>(steps_ - done));
+  }
+  for (const auto& [key, value] : logs) {
+    std::snprintf(buf, sizeof buf, " - %s: %.4f", key.c_str(), value);
+    line += buf;
+  }
+  if (tty_) line += "\033[K";  // clear what a longer previous line left
+  if (final_line) line += "\n";
+  std::fputs(line.c_str(), out_);
+  std::fflush(out_);
+}
+
+// ---- CSVLogger ----
+CSVLogger::CSVLogger(std::string path) : path_(std::move(path)) {}
+
+void CSVLogger::on_train_begin(Sequential&, int, std::int64_t) {
+  keys_.clear();
+  contents_.clear();
+}
+
+void CSVLogger::on_epoch_end(Sequential&, int epoch, const Logs& logs) {
+  if (keys_.empty()) {
+    contents_ = "epoch";
+    for (const auto& [key, value] : logs) {
+      keys_.push_back(key);
+      contents_ += "," + key;
+    }
+    contents_ += "\n";
+  }
+  std::ostringstream row;
+  row.precision(std::numeric_limits<double>::max_digits10 - 2);
+  row << epoch;
+  for (const auto& key : keys_) {
+    auto it = logs.find(key);
+    row << ",";
+    if (it != logs.end()) row << it->second;
+  }
+  contents_ += row.str() + "\n";
+  // Whole file to a temp name, then rename: readers never see a half-written row.
+  const std::string tmp = path_ + ".tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f << contents_;
+    f.flush();
+    if (!f) {
+      std::filesystem::remove(tmp);
+      throw IoError("CSVLogger: cannot write '" + path_ + "'");
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path_, ec);
+  if (ec) {
+    std::filesystem::remove(tmp);
+    throw IoError("CSVLogger: cannot write '" + path_ + "': " + ec.message());
+  }
+}
+
+// ---- EarlyStopping ----
+EarlyStopping::EarlyStopping(std::string monitor, int patience, double min_delta)
+    : monitor_(std::move(monitor)), patience_(patience), min_delta_(std::abs(min_delta)) {}
+
+void EarlyStopping::on_train_begin(Sequential&, int, std::int64_t) {
+  wait_ = 0;
+  stopped_epoch_ = -1;
+  best_ = std::numeric_limits<double>::quiet_NaN();
+}
+
+void EarlyStopping::on_epoch_end(Sequential& model, int epoch, const Logs& logs) {
+  auto it = logs.find(monitor_);
+  if (it == logs.end()) {
+    throw ValueError("EarlyStopping: monitored metric '" + monitor_ + "' is not in the logs");
+  }
+  // Keras mode="auto": metrics with "acc" in their name are maximized, the rest minimized.
+  const bool maximize = monitor_.find("acc") != std::string::npos;
+  const double value = it->second;
+  const bool improved = std::isnan(best_) ||
+                        (maximize ? value - min_delta_ > best_ : value + min_delta_ < best_);
+  if (improved) {
+    best_ = value;
+    wait_ = 0;
+    return;
+  }
+  if (++wait_ >= patience_ && epoch > 0) {
+    stopped_epoch_ = epoch;
+    model.stop_training = true;
+  }
+}
+
+}  // namespace bnorm

@@ -1,0 +1,183 @@
+#include "bnorm/model/optimizers.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+
+#include "bnorm/core/error.hpp"
+
+namespace bnorm {
+
+Optimizer::Optimizer(float learning_rate) : learning_rate_(learning_rate) {
+  if (!(learning_rate > 0.0f) || !std::isfinite(learning_rate)) {
+    throw ValueError("optimizer: learning_rate must be a finite number > 0; received " +
+                     std::to_string(learning_rate));
+  }
+}
+
+void Optimizer::apply(std::span<Variable* const> variables) {
+  const std::int64_t step = iterations_ + 1;
+  for (Variable* v : variables) update(*v, step);
+  iterations_ = step;
+}
+
+std::vector<Tensor>& Optimizer::slots(const Variable& v, int count) {
+  auto& s = slots_[&v];
+  if (static_cast<int>(s.size()) != count) {
+    s.clear();
+    for (int i = 0; i < count; ++i) s.emplace_back(v.value.shape());
+  }
+  return s;
+}
+
+// ---- SGD ----
+SGD::SGD(Options options) : Optimizer(options.learning_rate), options_(options) {
+  if (!(options.momentum >= 0.0f && options.momentum <= 1.0f)) {
+    throw ValueError("SGD: momentum must be in [0, 1]; received " + std::to_string(options.momentum));
+  }
+}
+
+std::map<std::string, double> SGD::config() const {
+  return {{"learning_rate", options_.learning_rate},
+          {"momentum", options_.momentum},
+          {"nesterov", options_.nesterov ? 1.0 : 0.0}};
+}
+
+void SGD::update(Variable& v, std::int64_t) {
+  const float lr = learning_rate_, mu = options_.momentum;
+  float* w = v.value.data();
+  const float* g = v.gradient.data();
+  const std::int64_t n = v.value.size();
+  if (mu == 0.0f) {
+    for (std::int64_t i = 0; i < n; ++i) w[i] -= g[i] * lr;
+    return;
+  }
+  float* m = slots(v, 1)[0].data();
+  for (std::int64_t i = 0; i < n; ++i) {
+    m[i] = m[i] * mu - g[i] * lr;
+    w[i] += options_.nesterov ? m[i] * mu - g[i] * lr : m[i];
+  }
+}
+
+// ---- Adam ----
+Adam::Adam(Options options) : Optimizer(options.learning_rate), options_(options) {
+  if (!(options.beta_1 >= 0.0f && options.beta_1 < 1.0f) ||
+      !(options.beta_2 >= 0.0f && options.beta_2 < 1.0f) || !(options.epsilon >= 0.0f)) {
+    throw ValueError("Adam: need 0 <= beta_1, beta_2 < 1 and epsilon >= 0");
+  }
+}
+
+std::map<std::string, double> Adam::config() const {
+  return {{"learning_rate", options_.learning_rate},
+          {"beta_1", options_.beta_1},
+          {"beta_2", options_.beta_2},
+          {"epsilon", options_.epsilon}};
+}
+
+void Adam::update(Variable& v, std::int64_t step) {
+  const double t = static_cast<double>(step);
+  const float alpha = static_cast<float>(learning_rate_ * std::sqrt(1.0 - std::pow(options_.beta_2, t)) /
+                                         (1.0 - std::pow(options_.beta_1, t)));
+  const float one_minus_b1 = 1.0f - options_.beta_1, one_minus_b2 = 1.0f - options_.beta_2;
+  auto& s = slots(v, 2);
+  float* m = s[0].data();
+  float* u = s[1].data();
+  float* w = v.value.data();
+  const float* g = v.gradient.data();
+  for (std::int64_t i = 0; i < v.value.size(); ++i) {
+    m[i] += (g[i] - m[i]) * one_minus_b1;
+    u[i] += (g[i] * g[i] - u[i]) * one_minus_b2;
+    w[i] -= (m[i] * alpha) / (std::sqrt(u[i]) + options_.epsilon);
+  }
+}
+
+// ---- RMSprop ----
+RMSprop::RMSprop(Options options) : Optimizer(options.learning_rate), options_(options) {
+  if (!(options.rho >= 0.0f && options.rho < 1.0f) ||
+      !(options.momentum >= 0.0f && options.momentum <= 1.0f) || !(options.epsilon >= 0.0f)) {
+    throw ValueError("RMSprop: need 0 <= rho < 1, 0 <= momentum <= 1 and epsilon >= 0");
+  }
+}
+
+std::map<std::string, double> RMSprop::config() const {
+  return {{"learning_rate", options_.learning_rate},
+          {"rho", options_.rho},
+          {"momentum", options_.momentum},
+          {"epsilon", options_.epsilon},
+          {"centered", options_.centered ? 1.0 : 0.0}};
+}
+
+void RMSprop::update(Variable& v, std::int64_t) {
+  const float lr = learning_rate_, rho = options_.rho, mu = options_.momentum;
+  const int nslots = 1 + (options_.centered ? 1 : 0) + (mu > 0.0f ? 1 : 0);
+  auto& s = slots(v, nslots);
+  float* vel = s[0].data();
+  float* avg = options_.centered ? s[1].data() : nullptr;
+  float* mom = mu > 0.0f ? s[static_cast<std::size_t>(nslots - 1)].data() : nullptr;
+  float* w = v.value.data();
+  const float* g = v.gradient.data();
+  for (std::int64_t i = 0; i < v.value.size(); ++i) {
+    vel[i] = rho * vel[i] + (1.0f - rho) * g[i] * g[i];
+    float denominator = vel[i];
+    if (avg) {
+      avg[i] = rho * avg[i] + (1.0f - rho) * g[i];
+      denominator -= avg[i] * avg[i];
+    }
+    const float increment = lr * g[i] / std::sqrt(denominator + options_.epsilon);
+    if (mom) {
+      mom[i] = mu * mom[i] + increment;
+      w[i] -= mom[i];
+    } else {
+      w[i] -= increment;
+    }
+  }
+}
+
+namespace {
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+double get(const std::map<std::string, double>& c, const char* key, double fallback) {
+  auto it = c.find(key);
+  return it == c.end() ? fallback : it->second;
+}
+}  // namespace
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, double learning_rate) {
+  std::map<std::string, double> config;
+  if (learning_rate >= 0.0 || std::isnan(learning_rate)) config["learning_rate"] = learning_rate;
+  return make_optimizer(name, config);
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name,
+                                          const std::map<std::string, double>& c) {
+  const std::string n = lower(name);
+  if (n == "sgd") {
+    SGD::Options o;
+    o.learning_rate = static_cast<float>(get(c, "learning_rate", o.learning_rate));
+    o.momentum = static_cast<float>(get(c, "momentum", o.momentum));
+    o.nesterov = get(c, "nesterov", 0.0) != 0.0;
+    return std::make_unique<SGD>(o);
+  }
+  if (n == "adam") {
+    Adam::Options o;
+    o.learning_rate = static_cast<float>(get(c, "learning_rate", o.learning_rate));
+    o.beta_1 = static_cast<float>(get(c, "beta_1", o.beta_1));
+    o.beta_2 = static_cast<float>(get(c, "beta_2", o.beta_2));
+    o.epsilon = static_cast<float>(get(c, "epsilon", o.epsilon));
+    return std::make_unique<Adam>(o);
+  }
+  if (n == "rmsprop") {
+    RMSprop::Options o;
+    o.learning_rate = static_cast<float>(get(c, "learning_rate", o.learning_rate));
+    o.rho = static_cast<float>(get(c, "rho", o.rho));
+    o.momentum = static_cast<float>(get(c, "momentum", o.momentum));
+    o.epsilon = static_cast<float>(get(c, "epsilon", o.epsilon));
+    o.centered = get(c, "centered", 0.0) != 0.0;
+    return std::make_unique<RMSprop>(o);
+  }
+  throw ValueError("unknown optimizer '" + name + "'; expected one of: sgd, adam, rmsprop");
+}
+
+}  // namespace bnorm

@@ -1,0 +1,441 @@
+#include "bnorm/model/sequential.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <numeric>
+#include <sstream>
+#include <utility>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/layers/batch_normalization.hpp"
+
+namespace bnorm {
+
+namespace {
+// "BatchNormalization" -> "batch_normalization", Keras's default layer names.
+std::string snake_case(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (std::isupper(static_cast<unsigned char>(c))) {
+      if (i) out += '_';
+      out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string with_commas(std::int64_t v) {
+  std::string s = std::to_string(v), out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (i && (s.size() - i) % 3 == 0) out += ',';
+    out += s[i];
+  }
+  return out;
+}
+
+std::string bytes_str(std::int64_t params) {
+  const double bytes = static_cast<double>(params) * 4.0;
+  char buf[32];
+  if (bytes < 1024) std::snprintf(buf, sizeof buf, "%.2f B", bytes);
+  else if (bytes < 1024.0 * 1024) std::snprintf(buf, sizeof buf, "%.2f KB", bytes / 1024);
+  else std::snprintf(buf, sizeof buf, "%.2f MB", bytes / (1024.0 * 1024));
+  return buf;
+}
+
+std::string batch_shape_str(const Shape& per_sample) {
+  std::string s = "(None";
+  for (auto d : per_sample.dims()) s += ", " + std::to_string(d);
+  return s + ")";
+}
+
+// Copies rows idx[begin, end) of src into dst (resized to hold them).
+void gather_rows(const Tensor& src, const std::vector<std::int64_t>& idx, std::int64_t begin,
+                 std::int64_t end, Tensor& dst) {
+  Shape s = src.shape();
+  const std::int64_t row = src.size() / std::max<std::int64_t>(1, s[0]);
+  s[0] = end - begin;
+  dst.resize(s);
+  for (std::int64_t i = begin; i < end; ++i) {
+    const float* from = src.data() + idx[static_cast<std::size_t>(i)] * row;
+    std::copy(from, from + row, dst.data() + (i - begin) * row);
+  }
+}
+
+// Contiguous rows [begin, end) of src into dst.
+void copy_rows(const Tensor& src, std::int64_t begin, std::int64_t end, Tensor& dst) {
+  Shape s = src.shape();
+  const std::int64_t row = src.size() / std::max<std::int64_t>(1, s[0]);
+  s[0] = end - begin;
+  dst.resize(s);
+  std::copy(src.data() + begin * row, src.data() + end * row, dst.data());
+}
+}  // namespace
+
+Sequential::Sequential(std::uint64_t seed, std::string name)
+    : name_(std::move(name)), seed_(seed), rng_(seed) {}
+Sequential::Sequential(Sequential&&) noexcept = default;
+Sequential& Sequential::operator=(Sequential&&) noexcept = default;
+Sequential::~Sequential() = default;
+
+void Sequential::add(Input input) {
+  if (!layers_.empty()) throw ValueError("Sequential: Input must come before any layer");
+  if (input.shape.rank() < 1 || input.shape.rank() > Shape::kMaxRank - 1) {
+    throw ShapeError("Sequential: input shape must have rank 1.." +
+                     std::to_string(Shape::kMaxRank - 1) + " (per sample); received " + input.shape.str());
+  }
+  for (auto d : input.shape.dims())
+    if (d < 1) throw ShapeError("Sequential: input dimensions must be >= 1; received " + input.shape.str());
+  input_shape_ = input.shape;
+}
+
+Layer& Sequential::add(std::unique_ptr<Layer> layer) {
+  if (!layer) throw ValueError("Sequential: cannot add a null layer");
+  // Keras-style unique names: dense, dense_1, ... (names given explicitly are kept if unique).
+  const std::string base = layer->name();
+  auto taken = [&](const std::string& n) {
+    return std::any_of(layers_.begin(), layers_.end(), [&](auto& l) { return l->name() == n; });
+  };
+  if (base.empty() || base == snake_case(layer->class_name())) {
+    const std::string stem = snake_case(layer->class_name());
+    std::string n = stem;
+    for (int i = 1; taken(n); ++i) n = stem + "_" + std::to_string(i);
+    layer->set_name(n);
+  } else if (taken(base)) {
+    throw ValueError("Sequential: a layer named '" + base + "' already exists");
+  }
+  // Build eagerly when the input shape is known, so shape errors surface at add().
+  if (input_shape_ && built()) layer->build(output_shape(), rng_);
+  layers_.push_back(std::move(layer));
+  return *layers_.back();
+}
+
+Layer& Sequential::layer(const std::string& name) {
+  for (auto& l : layers_)
+    if (l->name() == name) return *l;
+  throw ValueError("Sequential: no layer named '" + name + "'");
+}
+
+bool Sequential::built() const noexcept {
+  return std::all_of(layers_.begin(), layers_.end(), [](auto& l) { return l->built(); });
+}
+
+Shape Sequential::output_shape() const {
+  if (!input_shape_) throw ValueError("Sequential: the input shape is unknown (add an Input)");
+  Shape s = *input_shape_;
+  for (auto& l : layers_) s = l->output_shape(s);
+  return s;
+}
+
+void Sequential::build(const Shape& input_shape) {
+  if (input_shape_ && !(*input_shape_ == input_shape) && built() && !layers_.empty()) {
+    check_same_shape(*input_shape_, input_shape, "Sequential input");
+  }
+  if (!input_shape_) add(Input{input_shape});
+  Shape s = *input_shape_;
+  for (auto& l : layers_) {
+    l->build(s, rng_);
+    s = l->output_shape(s);
+  }
+}
+
+void Sequential::build() {
+  if (!input_shape_) throw ValueError("Sequential: cannot build without an input shape (add an Input)");
+  build(*input_shape_);
+}
+
+void Sequential::compile(std::unique_ptr<Optimizer> optimizer, LossKind loss,
+                         std::vector<std::string> metrics) {
+  if (!optimizer) throw ValueError("Sequential::compile: optimizer is null");
+  for (auto& m : metrics) {
+    if (m == "acc") m = "accuracy";
+    if (m != "accuracy") throw ValueError("Sequential::compile: unknown metric '" + m + "'; expected: accuracy");
+  }
+  optimizer_ = std::move(optimizer);
+  loss_ = loss;
+  metrics_ = std::move(metrics);
+  if (input_shape_) build();
+}
+
+void Sequential::compile(const std::string& optimizer, const std::string& loss,
+                         std::vector<std::string> metrics) {
+  compile(make_optimizer(optimizer), parse_loss(loss), std::move(metrics));
+}
+
+Optimizer& Sequential::optimizer() {
+  if (!optimizer_) throw ValueError("Sequential: the model is not compiled");
+  return *optimizer_;
+}
+
+void Sequential::check_xy(const Tensor& x, const Tensor& y, const std::string& what) const {
+  if (x.rank() == 0) throw ShapeError(what + ": x is empty");
+  if (y.rank() == 0) throw ShapeError(what + ": y is empty");
+  if (x.shape()[0] != y.shape()[0]) {
+    throw ShapeError(what + ": x has " + std::to_string(x.shape()[0]) + " samples but y has " +
+                     std::to_string(y.shape()[0]));
+  }
+  if (x.shape()[0] == 0) throw ShapeError(what + ": x has 0 samples");
+}
+
+const Tensor& Sequential::forward(const Tensor& x, Mode mode) {
+  if (layers_.empty()) throw ValueError("Sequential: the model has no layers");
+  const Tensor* h = &x;
+  for (auto& l : layers_) h = &l->forward(*h, mode);
+  return *h;
+}
+
+double Sequential::train_step(const Tensor& x, const Tensor& y, double* correct) {
+  const Tensor& out = forward(x, Mode::training);
+  Layer& last = *layers_.back();
+  const Tensor* logits = loss_ == LossKind::mean_squared_error ? nullptr : last.softmax_logits();
+  double loss = compute_loss(loss_, out, logits, y, &loss_gradient_);
+  for (auto& l : layers_) loss += l->regularization_loss();
+  if (correct) *correct = metrics_.empty() ? 0.0 : accuracy_count(loss_, out, y);
+  if (!std::isfinite(loss)) return loss;  // the caller reports it; no update with NaN gradients
+  const Tensor* g = logits ? &last.backward_from_logits(loss_gradient_, layers_.size() > 1)
+                           : &last.backward(loss_gradient_, layers_.size() > 1);
+  for (std::size_t i = layers_.size() - 1; i-- > 0;) g = &layers_[i]->backward(*g, i > 0);
+  trainable_.clear();
+  for (auto& l : layers_) {
+    l->add_regularization_gradients();
+    for (Variable* v : l->trainable_weights()) trainable_.push_back(v);
+  }
+  optimizer_->apply(trainable_);
+  return loss;
+}
+
+double Sequential::train_on_batch(const Tensor& x, const Tensor& y) {
+  if (!optimizer_) throw ValueError("Sequential::train_on_batch: compile the model first");
+  check_xy(x, y, "train_on_batch");
+  build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
+  const double loss = train_step(x, y, nullptr);
+  if (!std::isfinite(loss)) throw NonFiniteError("train_on_batch: the loss is not finite");
+  return loss;
+}
+
+History Sequential::fit(const Tensor& x, const Tensor& y, const FitOptions& o) {
+  if (!optimizer_) throw ValueError("Sequential::fit: compile the model first");
+  if (o.batch_size < 1) throw ValueError("fit: batch_size must be >= 1; received " + std::to_string(o.batch_size));
+  if (o.epochs < 1) throw ValueError("fit: epochs must be >= 1; received " + std::to_string(o.epochs));
+  if (!(o.validation_split >= 0.0f && o.validation_split < 1.0f)) {
+    throw ValueError("fit: validation_split must be in [0, 1); received " + std::to_string(o.validation_split));
+  }
+  check_xy(x, y, "fit");
+  build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
+
+  // Keras: validation_split takes the last fraction of the samples, before any shuffling.
+  const std::int64_t n_all = x.shape()[0];
+  std::int64_t n_train = n_all;
+  Tensor split_x, split_y;
+  const Tensor* vx = o.validation_x;
+  const Tensor* vy = o.validation_y;
+  if ((vx == nullptr) != (vy == nullptr)) throw ValueError("fit: validation data needs both x and y");
+  if (vx) {
+    check_xy(*vx, *vy, "fit validation data");
+  } else if (o.validation_split > 0.0f) {
+    n_train = static_cast<std::int64_t>(std::floor(static_cast<double>(n_all) * (1.0 - o.validation_split)));
+    if (n_train < 1 || n_train == n_all) {
+      throw ValueError("fit: validation_split " + std::to_string(o.validation_split) + " of " +
+                       std::to_string(n_all) + " samples leaves an empty training or validation set");
+    }
+    copy_rows(x, n_train, n_all, split_x);
+    copy_rows(y, n_train, n_all, split_y);
+    vx = &split_x;
+    vy = &split_y;
+  }
+
+  const std::int64_t steps = (n_train + o.batch_size - 1) / o.batch_size;
+  std::vector<std::int64_t> order(static_cast<std::size_t>(n_train));
+  std::iota(order.begin(), order.end(), 0);
+  Random shuffle_rng = rng_.split();
+  Tensor bx, by;
+  History history;
+  stop_training = false;
+  for (auto* cb : o.callbacks) cb->on_train_begin(*this, o.epochs, steps);
+  for (int epoch = 0; epoch < o.epochs && !stop_training; ++epoch) {
+    const auto start = std::chrono::steady_clock::now();
+    for (auto* cb : o.callbacks) cb->on_epoch_begin(*this, epoch);
+    if (o.shuffle) shuffle_rng.shuffle(order);
+    double loss_sum = 0.0, correct_sum = 0.0;
+    std::int64_t seen = 0;
+    Logs logs;
+    for (std::int64_t step = 0; step < steps; ++step) {
+      const std::int64_t b0 = step * o.batch_size, b1 = std::min(n_train, b0 + o.batch_size);
+      gather_rows(x, order, b0, b1, bx);
+      gather_rows(y, order, b0, b1, by);
+      double correct = 0.0, loss = 0.0;
+      const auto where = [&] {
+        return "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs) + ", step " +
+               std::to_string(step + 1) + "/" + std::to_string(steps);
+      };
+      try {
+        loss = train_step(bx, by, &correct);
+      } catch (const NonFiniteError& e) {
+        throw NonFiniteError("training stopped at " + where() + ": " + e.what());
+      }
+      if (!std::isfinite(loss)) {
+        throw NonFiniteError("training stopped at " + where() + ": the loss is " +
+                             (std::isnan(loss) ? "NaN" : "infinite") +
+                             " (try a lower learning rate); weights of the previous step were not updated");
+      }
+      const auto b = static_cast<double>(b1 - b0);
+      loss_sum += loss * b;
+      correct_sum += correct;
+      seen += b1 - b0;
+      logs["loss"] = loss_sum / static_cast<double>(seen);
+      if (!metrics_.empty()) logs["accuracy"] = correct_sum / static_cast<double>(seen);
+      for (auto* cb : o.callbacks) cb->on_train_batch_end(*this, step, logs);
+    }
+    if (vx) {
+      const auto v = evaluate(*vx, *vy, o.batch_size);
+      logs["val_loss"] = v.loss;
+      if (!metrics_.empty()) logs["val_accuracy"] = v.accuracy;
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    history.epoch_seconds.push_back(seconds);
+    for (const auto& [k, v] : logs) history.history[k].push_back(v);
+    for (auto* cb : o.callbacks) cb->on_epoch_end(*this, epoch, logs);
+  }
+  for (auto* cb : o.callbacks) cb->on_train_end(*this);
+  return history;
+}
+
+EvaluateResult Sequential::evaluate(const Tensor& x, const Tensor& y, std::int64_t batch_size,
+                                    Mode mode) {
+  if (batch_size < 1) throw ValueError("evaluate: batch_size must be >= 1; received " + std::to_string(batch_size));
+  check_xy(x, y, "evaluate");
+  build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
+  // Training mode updates BN moving statistics: keep a copy and put it back afterwards.
+  std::vector<Tensor> saved;
+  std::vector<std::int64_t> tracked;
+  if (mode == Mode::training) {
+    saved = get_weights();
+    for (auto& l : layers_)
+      if (auto* bn = dynamic_cast<BatchNormalization*>(l.get())) tracked.push_back(bn->num_batches_tracked());
+  }
+  const std::int64_t n = x.shape()[0];
+  double loss_sum = 0.0, correct = 0.0;
+  Tensor bx, by;
+  for (std::int64_t b0 = 0; b0 < n; b0 += batch_size) {
+    const std::int64_t b1 = std::min(n, b0 + batch_size);
+    copy_rows(x, b0, b1, bx);
+    copy_rows(y, b0, b1, by);
+    const Tensor& out = forward(bx, mode);
+    const Tensor* logits =
+        loss_ == LossKind::mean_squared_error ? nullptr : layers_.back()->softmax_logits();
+    loss_sum += compute_loss(loss_, out, logits, by, nullptr) * static_cast<double>(b1 - b0);
+    correct += accuracy_count(loss_, out, by);
+  }
+  if (mode == Mode::training) {
+    set_weights(saved);
+    std::size_t i = 0;
+    for (auto& l : layers_)
+      if (auto* bn = dynamic_cast<BatchNormalization*>(l.get())) bn->set_num_batches_tracked(tracked[i++]);
+  }
+  double reg = 0.0;
+  for (auto& l : layers_) reg += l->regularization_loss();
+  return {loss_sum / static_cast<double>(n) + reg, correct / static_cast<double>(n)};
+}
+
+Tensor Sequential::predict(const Tensor& x, std::int64_t batch_size) {
+  if (batch_size < 1) throw ValueError("predict: batch_size must be >= 1; received " + std::to_string(batch_size));
+  if (x.rank() < 2 || x.shape()[0] == 0) throw ShapeError("predict: x must be a non-empty batch; received " + x.shape().str());
+  build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
+  const std::int64_t n = x.shape()[0];
+  std::vector<std::int64_t> out_dims{n};
+  const Shape per = output_shape();
+  out_dims.insert(out_dims.end(), per.dims().begin(), per.dims().end());
+  Tensor result{Shape(out_dims)};
+  const std::int64_t row = per.size();
+  Tensor bx;
+  for (std::int64_t b0 = 0; b0 < n; b0 += batch_size) {
+    const std::int64_t b1 = std::min(n, b0 + batch_size);
+    copy_rows(x, b0, b1, bx);
+    const Tensor& out = forward(bx, Mode::inference);
+    std::copy(out.data(), out.data() + out.size(), result.data() + b0 * row);
+  }
+  return result;
+}
+
+std::int64_t Sequential::count_params() const {
+  std::int64_t n = 0;
+  for (auto& l : layers_) n += l->count_params();
+  return n;
+}
+
+std::int64_t Sequential::count_trainable_params() const {
+  std::int64_t n = 0;
+  for (auto& l : layers_) n += l->count_trainable_params();
+  return n;
+}
+
+std::string Sequential::summary() const {
+  constexpr int w1 = 33, w2 = 24, w3 = 15;
+  auto rule = [](const char* l, const char* m, const char* r, const char* fill) {
+    std::string s = l;
+    for (int i = 0; i < w1; ++i) s += fill;
+    s += m;
+    for (int i = 0; i < w2; ++i) s += fill;
+    s += m;
+    for (int i = 0; i < w3; ++i) s += fill;
+    return s + r + "\n";
+  };
+  auto pad = [](std::string s, int w, bool right) {
+    if (static_cast<int>(s.size()) > w - 2) s = s.substr(0, static_cast<std::size_t>(w - 3)) + "~";
+    const std::string space(static_cast<std::size_t>(w - 2 - static_cast<int>(s.size())), ' ');
+    return " " + (right ? space + s : s + space) + " ";
+  };
+  auto row = [&](const char* bar, const std::string& a, const std::string& b, const std::string& c) {
+    return std::string(bar) + pad(a, w1, false) + bar + pad(b, w2, false) + bar + pad(c, w3, true) + bar + "\n";
+  };
+  std::string out = "Model: \"" + name_ + "\"\n";
+  out += rule("\u250f", "\u2533", "\u2513", "\u2501");
+  out += row("\u2503", "Layer (type)", "Output Shape", "Param #");
+  out += rule("\u2521", "\u2547", "\u2529", "\u2501");
+  std::optional<Shape> s = input_shape_;
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = *layers_[i];
+    std::string shape = "?";
+    if (s) {
+      s = l.output_shape(*s);
+      shape = batch_shape_str(*s);
+    }
+    out += row("\u2502", l.name() + " (" + l.class_name() + ")", shape,
+               l.built() ? with_commas(l.count_params()) : "0 (unbuilt)");
+    if (i + 1 < layers_.size()) out += rule("\u251c", "\u253c", "\u2524", "\u2500");
+  }
+  out += rule("\u2514", "\u2534", "\u2518", "\u2500");
+  const std::int64_t total = count_params(), trainable = count_trainable_params();
+  out += " Total params: " + with_commas(total) + " (" + bytes_str(total) + ")\n";
+  out += " Trainable params: " + with_commas(trainable) + " (" + bytes_str(trainable) + ")\n";
+  out += " Non-trainable params: " + with_commas(total - trainable) + " (" + bytes_str(total - trainable) + ")\n";
+  return out;
+}
+
+std::vector<Tensor> Sequential::get_weights() const {
+  std::vector<Tensor> out;
+  for (auto& l : layers_)
+    for (const Variable* v : std::as_const(*l).weights()) out.push_back(v->value);
+  return out;
+}
+
+void Sequential::set_weights(const std::vector<Tensor>& weights) {
+  std::vector<Variable*> vars;
+  for (auto& l : layers_)
+    for (Variable* v : l->weights()) vars.push_back(v);
+  if (vars.size() != weights.size()) {
+    throw ShapeError("set_weights: the model has " + std::to_string(vars.size()) +
+                     " weight tensors; received " + std::to_string(weights.size()));
+  }
+  for (std::size_t i = 0; i < vars.size(); ++i)
+    check_same_shape(vars[i]->value.shape(), weights[i].shape(), "set_weights: weight '" + vars[i]->name + "'");
+  for (std::size_t i = 0; i < vars.size(); ++i) vars[i]->value = weights[i];
+}
+
+}  // namespace bnorm
