@@ -72,6 +72,8 @@ class Layer {
   // Forward on a batch (dim 0 is the batch). The result is owned by the layer and valid until
   // the next forward. `x` must stay alive and unchanged until backward() (the model's job).
   const Tensor& forward(const Tensor& x, Mode mode);
+  // A temporary would be gone by backward(): binding one is a compile error, not a dangling read.
+  const Tensor& forward(Tensor&& x, Mode mode) = delete;
   // Gradients of the last forward given dL/dy: writes every trainable weight's gradient and
   // returns dL/dx (owned by the layer). compute_dx=false skips dx (the model's first layer).
   const Tensor& backward(const Tensor& dy, bool compute_dx = true);
