@@ -8,6 +8,7 @@
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/idx.hpp"
 #include "bnorm/layers/activation.hpp"
+#include "bnorm/layers/batch_norm_ops.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"

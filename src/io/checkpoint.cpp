@@ -192,7 +192,8 @@ json initializer_to_json(const Initializer& init) {
     case K::glorot_uniform:
       return {{"class_name", "GlorotUniform"}};
     case K::random_uniform:
-      return {{"class_name", "RandomUniform"}, {"config", {{"minval", init.a}, {"maxval", init.b}}}};
+      return {{"class_name", "RandomUniform"},
+              {"config", {{"minval", init.a}, {"maxval", init.b}}}};
     case K::random_normal:
       return {{"class_name", "RandomNormal"}, {"config", {{"mean", init.a}, {"stddev", init.b}}}};
   }
@@ -301,7 +302,8 @@ class ConfigReader {
       c.finish();
     } else if (cls == "RandomUniform") {
       auto c = cfg();
-      init = Initializer::random_uniform(c.get_float("minval", -0.05f), c.get_float("maxval", 0.05f));
+      init =
+          Initializer::random_uniform(c.get_float("minval", -0.05f), c.get_float("maxval", 0.05f));
       c.finish();
     } else if (cls == "RandomNormal") {
       auto c = cfg();
@@ -387,13 +389,15 @@ std::unique_ptr<Layer> bn_from(ConfigReader& c) {
   o.scale = c.get_bool("scale", o.scale);
   o.beta_initializer = c.get_initializer("beta_initializer", o.beta_initializer);
   o.gamma_initializer = c.get_initializer("gamma_initializer", o.gamma_initializer);
-  o.moving_mean_initializer = c.get_initializer("moving_mean_initializer", o.moving_mean_initializer);
+  o.moving_mean_initializer =
+      c.get_initializer("moving_mean_initializer", o.moving_mean_initializer);
   o.moving_variance_initializer =
       c.get_initializer("moving_variance_initializer", o.moving_variance_initializer);
   o.beta_l2 = c.get_float("beta_l2", o.beta_l2);
   o.gamma_l2 = c.get_float("gamma_l2", o.gamma_l2);
   o.unbiased_moving_variance = c.get_bool("unbiased_moving_variance", o.unbiased_moving_variance);
-  o.cumulative_moving_average = c.get_bool("cumulative_moving_average", o.cumulative_moving_average);
+  o.cumulative_moving_average =
+      c.get_bool("cumulative_moving_average", o.cumulative_moving_average);
   o.track_moving_statistics = c.get_bool("track_moving_statistics", o.track_moving_statistics);
   o.error_on_single_value = c.get_bool("error_on_single_value", o.error_on_single_value);
   c.finish();
@@ -414,7 +418,9 @@ const std::map<std::string, LayerCodec>& layer_table() {
           return std::make_unique<Activation>(name);
         }}},
       {"Dropout",
-       {[](const Layer& l) -> json { return {{"rate", dynamic_cast<const Dropout&>(l).rate()}}; },
+       {[](const Layer& l) -> json {
+          return {{"rate", dynamic_cast<const Dropout&>(l).rate()}};
+        },
         [](ConfigReader& c) -> std::unique_ptr<Layer> {
           const float rate = c.get_float("rate", 0.0f);
           c.finish();
@@ -463,8 +469,8 @@ std::string serialize(const Sequential& model, const std::string& path) {
     const auto it = layer_table().find(layer.class_name());
     if (it == layer_table().end()) {
       throw IoError(context + "cannot save layer '" + layer.name() + "': class '" +
-                    layer.class_name() + "' is not supported by the model format (known: " +
-                    known_classes() + ")");
+                    layer.class_name() +
+                    "' is not supported by the model format (known: " + known_classes() + ")");
     }
     json entry;
     entry["class_name"] = layer.class_name();
@@ -556,10 +562,10 @@ Container open_container(const std::string& path, const std::string& context) {
     const std::uint64_t found = after_json > kChecksumBytes ? after_json - kChecksumBytes : 0;
     throw IoError(context + "truncated (expected " + std::to_string(data_bytes) +
                   " bytes of weights and a 4-byte checksum, found " +
-                  (after_json < data_bytes ? std::to_string(after_json) + " bytes"
-                                           : std::to_string(found) + " bytes of weights and " +
-                                                 std::to_string(after_json - data_bytes) +
-                                                 " of the checksum") +
+                  (after_json < data_bytes
+                       ? std::to_string(after_json) + " bytes"
+                       : std::to_string(found) + " bytes of weights and " +
+                             std::to_string(after_json - data_bytes) + " of the checksum") +
                   ")");
   }
   if (after_json > data_bytes + kChecksumBytes) {
@@ -679,7 +685,8 @@ Sequential load_model(const std::string& path) {
       std::int64_t tracked = -1;
       if (l.has("state")) {
         ConfigReader state(l.raw("state"), where + " state", context);
-        tracked = state.get_int("num_batches_tracked", 0, std::numeric_limits<std::int64_t>::max(), 0);
+        tracked =
+            state.get_int("num_batches_tracked", 0, std::numeric_limits<std::int64_t>::max(), 0);
         state.finish();
       }
       std::vector<PendingWeight> weights;

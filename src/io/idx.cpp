@@ -49,7 +49,8 @@ class IdxReader {
     if (std::filesystem::is_directory(path_, ec)) fail("is a directory, not a file");
     errno = 0;
     file_.reset(gzopen(path_.c_str(), "rb"));
-    if (!file_) fail(std::string("cannot open (") + (errno ? std::strerror(errno) : "unknown error") + ")");
+    if (!file_)
+      fail(std::string("cannot open (") + (errno ? std::strerror(errno) : "unknown error") + ")");
     gzbuffer(file_.get(), 1 << 17);
   }
 
@@ -108,9 +109,11 @@ class IdxReader {
     std::vector<std::uint64_t> dims(static_cast<std::size_t>(rank));
     for (int i = 0; i < rank; ++i) {
       unsigned char b[4];
-      if (read(b, 4) < 4) fail("truncated header (expected " + std::to_string(rank) + " dimensions)");
-      dims[static_cast<std::size_t>(i)] = (std::uint64_t{b[0]} << 24) | (std::uint64_t{b[1]} << 16) |
-                                          (std::uint64_t{b[2]} << 8) | std::uint64_t{b[3]};
+      if (read(b, 4) < 4)
+        fail("truncated header (expected " + std::to_string(rank) + " dimensions)");
+      dims[static_cast<std::size_t>(i)] = (std::uint64_t{b[0]} << 24) |
+                                          (std::uint64_t{b[1]} << 16) | (std::uint64_t{b[2]} << 8) |
+                                          std::uint64_t{b[3]};
     }
     std::uint64_t total = 1;
     for (auto d : dims) {
@@ -122,8 +125,8 @@ class IdxReader {
   }
 
   // Reads exactly `count` bytes of values; the file must end right after them.
-  std::vector<unsigned char> read_values(std::uint64_t count, const std::vector<std::uint64_t>& dims,
-                                         const char* what) {
+  std::vector<unsigned char> read_values(std::uint64_t count,
+                                         const std::vector<std::uint64_t>& dims, const char* what) {
     std::vector<unsigned char> values(static_cast<std::size_t>(count));
     const std::size_t got = read(values.data(), values.size());
     if (got < count) {
@@ -219,8 +222,8 @@ void load_split(const std::string& dir, const std::string& prefix, Tensor& x, Te
 Dataset load_fashion_mnist(const std::string& dir) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
-    throw IoError(not_found(dir, std::filesystem::exists(dir, ec) ? "not a directory"
-                                                                   : "no such directory"));
+    throw IoError(
+        not_found(dir, std::filesystem::exists(dir, ec) ? "not a directory" : "no such directory"));
   }
   Dataset data;
   load_split(dir, "train", data.train_x, data.train_y);

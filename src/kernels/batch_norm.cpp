@@ -222,9 +222,9 @@ void batch_norm_backward(BatchNormDims d, const float* x, const float* dy, const
 }
 
 void batch_norm_update_moving(std::int64_t channels, const float* batch_mean,
-                              const float* batch_variance, float momentum, float variance_scale,
+                              const float* batch_variance, double momentum, float variance_scale,
                               float* moving_mean, float* moving_variance) noexcept {
-  const float keep = momentum, take = 1.0f - momentum;
+  const float keep = static_cast<float>(momentum), take = static_cast<float>(1.0 - momentum);
   for (std::int64_t c = 0; c < channels; ++c) {
     moving_mean[c] = moving_mean[c] * keep + batch_mean[c] * take;
     moving_variance[c] = moving_variance[c] * keep + batch_variance[c] * variance_scale * take;

@@ -49,9 +49,11 @@ void batch_norm_backward(BatchNormDims dims, const float* x, const float* dy, co
 // moving = moving * momentum + batch * (1 - momentum), per channel (Keras 3's formula; PyTorch's
 // running = (1 - m) * running + m * batch is the same with momentum = 1 - m).
 // variance_scale multiplies batch_variance first: 1 for Keras (biased), count / (count - 1)
-// for PyTorch's Bessel-corrected running variance.
+// for PyTorch's Bessel-corrected running variance. momentum is double, as Keras's Python float:
+// Keras rounds momentum and 1 - momentum to float32 separately (0.99f and 0.01f), and so does
+// this kernel, which makes the update bit-identical to Keras's.
 void batch_norm_update_moving(std::int64_t channels, const float* batch_mean,
-                              const float* batch_variance, float momentum, float variance_scale,
+                              const float* batch_variance, double momentum, float variance_scale,
                               float* moving_mean, float* moving_variance) noexcept;
 
 namespace reference {

@@ -1,10 +1,12 @@
 #include "bnorm/layers/batch_normalization.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
 #include "bnorm/core/error.hpp"
 #include "kernels/batch_norm.hpp"
+#include "layers/batch_norm_dims.hpp"
 
 namespace bnorm {
 
@@ -18,11 +20,12 @@ std::string num(double v) {
 
 BatchNormalization::BatchNormalization(Options options)
     : Layer("batch_normalization"), options_(std::move(options)) {
-  const float eps = options_.epsilon, m = options_.momentum;
+  const float eps = options_.epsilon;
+  const double m = options_.momentum;
   if (!(eps > 0.0f) || !std::isfinite(eps)) {
     throw ValueError("BatchNormalization: epsilon must be a finite number > 0; received " + num(eps));
   }
-  if (!(m >= 0.0f && m <= 1.0f)) {
+  if (!(m >= 0.0 && m <= 1.0)) {
     throw ValueError("BatchNormalization: momentum must be in [0, 1]; received " + num(m));
   }
   if (options_.gamma_l2 < 0.0f || options_.beta_l2 < 0.0f || !std::isfinite(options_.gamma_l2) ||
@@ -34,7 +37,7 @@ BatchNormalization::BatchNormalization(Options options)
 
 BatchNormalization::Options BatchNormalization::pytorch_defaults() {
   Options o;
-  o.momentum = 0.9f;  // PyTorch momentum 0.1 weights the new value: Keras momentum = 1 - 0.1
+  o.momentum = 0.9;  // PyTorch momentum 0.1 weights the new value: Keras momentum = 1 - 0.1
   o.epsilon = 1e-5f;
   o.unbiased_moving_variance = true;
   o.error_on_single_value = true;
@@ -58,7 +61,19 @@ void BatchNormalization::do_build(const Shape& input_shape, Random& rng) {
   }
   axis_ = a;
   channels_ = input_shape[a - 1];
-  if (channels_ == 0) throw ShapeError(label() + ": axis " + std::to_string(options_.axis) + " has 0 channels");
+  if (channels_ == 0) {
+    throw ShapeError(label() + ": axis " + std::to_string(options_.axis) +
+                     " has 0 channels (expected >= 1); received input shape (None, " +
+                     input_shape.str().substr(1));
+  }
+  // Any other zero dimension leaves no values to normalize (count 0: 0/0 statistics).
+  for (int i = 0; i < input_shape.rank(); ++i) {
+    if (input_shape[i] == 0) {
+      throw ShapeError(label() + ": input dimension " + std::to_string(i + 1) +
+                       " is 0 (expected every dimension >= 1); received input shape (None, " +
+                       input_shape.str().substr(1));
+    }
+  }
   const Shape c{channels_};
   if (options_.scale) {
     gamma_ = &add_weight("gamma", c, true, options_.gamma_l2);
@@ -79,17 +94,43 @@ void BatchNormalization::do_build(const Shape& input_shape, Random& rng) {
 }
 
 namespace {
-kernels::BatchNormDims dims_of(const Shape& s, int axis) {
-  kernels::BatchNormDims d;
-  d.channels = s[axis];
-  for (int i = 0; i < axis; ++i) d.outer *= s[i];
-  for (int i = axis + 1; i < s.rank(); ++i) d.inner *= s[i];
-  return d;
+// Weights can come from set_weights or a file: O(C) checks so that no NaN/Inf weight and no
+// negative variance turns into a silent NaN output (or poisons the moving averages).
+void check_weights(const std::string& label, std::initializer_list<const Variable*> weights,
+                   const Variable* moving_variance, float epsilon) {
+  for (const Variable* w : weights) {
+    if (!w) continue;
+    const Tensor& t = w->value;
+    for (std::int64_t c = 0; c < t.size(); ++c) {
+      if (!std::isfinite(t[c])) {
+        throw NonFiniteError(label + ": weight '" + w->name + "' must be finite; received " +
+                             num(t[c]) + " at channel " + std::to_string(c));
+      }
+      if (w != moving_variance) continue;
+      if (t[c] < 0.0f) {
+        throw ValueError(label + ": weight 'moving_variance' must be >= 0; received " +
+                         num(t[c]) + " at channel " + std::to_string(c));
+      }
+      if (!std::isfinite(t[c] + epsilon)) {
+        throw NonFiniteError(label + ": moving_variance + epsilon overflows float32 at channel " +
+                             std::to_string(c) + " (expected <= 3.4e+38); received " +
+                             "moving_variance = " + num(t[c]) + ", epsilon = " + num(epsilon));
+      }
+    }
+  }
+}
+
+std::int64_t first_non_finite(const Tensor& t) noexcept {
+  for (std::int64_t c = 0; c < t.size(); ++c)
+    if (!std::isfinite(t[c])) return c;
+  return -1;
 }
 }  // namespace
 
 void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
-  const auto d = dims_of(x.shape(), axis_);
+  check_weights(label(), {gamma_, beta_, moving_mean_, moving_variance_}, moving_variance_,
+                options_.epsilon);
+  const auto d = detail::dims_of(x.shape(), axis_);
   y.resize(x.shape());
   used_batch_statistics_ = uses_batch_statistics(mode);
   const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
@@ -105,9 +146,24 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
                      x.shape().str());
   }
   kernels::batch_norm_moments(d, x.data(), used_mean_.data(), used_variance_.data());
-  // A non-finite batch is rejected before it can reach the moving statistics.
+  // A non-finite batch is rejected before it can reach the moving statistics. The float64
+  // mean of float32 values is finite iff they all are; the variance can also overflow float32.
   if (!used_mean_.all_finite() || !used_variance_.all_finite()) {
-    throw NonFiniteError(label() + ": the batch contains NaN or Inf (batch statistics are not finite); moving statistics left unchanged");
+    const auto m = first_non_finite(used_mean_);
+    const auto c = m >= 0 ? m : first_non_finite(used_variance_);
+    const std::string what =
+        m < 0 ? "the batch variance overflows float32 (values too large; batch_variance = " +
+                    num(used_variance_[c]) + ")"
+              : "the batch contains NaN or Inf (batch_mean = " + num(used_mean_[c]) + ")";
+    throw NonFiniteError(label() + ": input x, channel " + std::to_string(c) + ": " + what +
+                         "; the batch is rejected and moving statistics left unchanged");
+  }
+  for (std::int64_t c = 0; c < channels_; ++c) {
+    if (!std::isfinite(used_variance_[c] + options_.epsilon)) {
+      throw NonFiniteError(label() + ": input x, channel " + std::to_string(c) +
+                           ": batch_variance + epsilon overflows float32 (batch_variance = " +
+                           num(used_variance_[c]) + "); the batch is rejected");
+    }
   }
   kernels::batch_norm_forward(d, x.data(), used_mean_.data(), used_variance_.data(), gamma, beta,
                               options_.epsilon, y.data());
@@ -115,10 +171,21 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   const double n = static_cast<double>(d.count());
   const float variance_scale =
       options_.unbiased_moving_variance && d.count() > 1 ? static_cast<float>(n / (n - 1.0)) : 1.0f;
+  const double momentum = options_.cumulative_moving_average
+                              ? 1.0 - 1.0 / static_cast<double>(num_batches_tracked_ + 1)
+                              : options_.momentum;
+  // E.g. PyTorch's n / (n - 1) on a batch variance near float32's limit: reject, untouched.
+  if (const auto c = detail::first_moving_overflow(channels_, used_mean_.data(),
+                                                   used_variance_.data(), momentum, variance_scale,
+                                                   moving_mean_->value.data(),
+                                                   moving_variance_->value.data());
+      c >= 0) {
+    throw NonFiniteError(label() + ": input x, channel " + std::to_string(c) +
+                         ": the moving-statistics update overflows float32 (batch_mean = " +
+                         num(used_mean_[c]) + ", batch_variance = " + num(used_variance_[c]) +
+                         "); the batch is rejected and moving statistics left unchanged");
+  }
   ++num_batches_tracked_;
-  const float momentum = options_.cumulative_moving_average
-                             ? 1.0f - 1.0f / static_cast<float>(num_batches_tracked_)
-                             : options_.momentum;
   kernels::batch_norm_update_moving(channels_, used_mean_.data(), used_variance_.data(), momentum,
                                     variance_scale, moving_mean_->value.data(),
                                     moving_variance_->value.data());
@@ -126,7 +193,7 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
 
 void BatchNormalization::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
   const Tensor& x = *last_input_;
-  const auto d = dims_of(x.shape(), axis_);
+  const auto d = detail::dims_of(x.shape(), axis_);
   const float* mean = used_batch_statistics_ ? used_mean_.data() : moving_mean_->value.data();
   const float* variance =
       used_batch_statistics_ ? used_variance_.data() : moving_variance_->value.data();

@@ -76,8 +76,10 @@ void Layer::check_input(const Tensor& x) const {
 
 const Tensor& Layer::forward(const Tensor& x, Mode mode) {
   check_input(x);
-  last_input_ = &x;
+  // A forward that throws leaves nothing for backward (which would read a stale or dead x).
+  last_input_ = nullptr;
   do_forward(x, mode, output_);
+  last_input_ = &x;
   return output_;
 }
 

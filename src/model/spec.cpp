@@ -97,7 +97,7 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
   if (h == "bn" || h == "batchnorm" || h == "batch_normalization") {
     BatchNormalization::Options o;
     if (auto v = take("axis")) o.axis = static_cast<int>(parse_number(spec, text, *v));
-    if (auto v = take("momentum")) o.momentum = static_cast<float>(parse_number(spec, text, *v));
+    if (auto v = take("momentum")) o.momentum = parse_number(spec, text, *v);
     if (auto v = take("epsilon")) o.epsilon = static_cast<float>(parse_number(spec, text, *v));
     if (auto v = take("center")) o.center = parse_bool(spec, text, *v);
     if (auto v = take("scale")) o.scale = parse_bool(spec, text, *v);

@@ -20,7 +20,7 @@ class KerasBn : public ::testing::TestWithParam<std::string> {
     const auto& c = fx_.config();
     BatchNormalization::Options o;
     o.axis = c.at("axis").get<int>();
-    o.momentum = c.at("momentum").get<float>();
+    o.momentum = c.at("momentum").get<double>();
     o.epsilon = c.at("epsilon").get<float>();
     o.center = c.at("center").get<bool>();
     o.scale = c.at("scale").get<bool>();

@@ -25,7 +25,7 @@ Sequential make_model(const Fixture& fx, bool bn_trainable) {
   model.add(Input{Shape{sizes[0]}});
   model.add(Dense(sizes[1], fx.config().at("hidden_activation").get<std::string>()));
   BatchNormalization::Options o;
-  o.momentum = fx.config().at("bn_momentum").get<float>();
+  o.momentum = fx.config().at("bn_momentum").get<double>();
   o.epsilon = fx.config().at("bn_epsilon").get<float>();
   model.add(BatchNormalization(o)).set_trainable(bn_trainable);
   model.add(Dense(sizes[2], "softmax"));

@@ -67,7 +67,7 @@ TEST_P(OnnxBatchNorm, MatchesOperatorTestData) {
     for (const auto& e : meta.at(group)) io[e.at("role").get<std::string>()] = read_tensor(dir / e.at("file").get<std::string>());
   const auto& attrs = meta.at("attributes");
   const float epsilon = attrs.at("epsilon").get<float>();
-  const float momentum = attrs.at("momentum").get<float>();
+  const double momentum = attrs.at("momentum").get<float>();  // ONNX attributes are float32
   const bool training = attrs.at("training_mode").get<int>() == 1;
 
   // ONNX BatchNormalization normalizes axis 1 of (N, C, D1, ...).

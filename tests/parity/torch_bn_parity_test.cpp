@@ -24,7 +24,7 @@ class TorchBn : public ::testing::TestWithParam<std::string> {
     if (c.at("momentum").is_null()) {
       o.cumulative_moving_average = true;
     } else {
-      o.momentum = 1.0f - c.at("momentum").get<float>();
+      o.momentum = 1.0 - c.at("momentum").get<double>();
     }
     o.center = o.scale = c.at("affine").get<bool>();
     o.track_moving_statistics = c.at("track_running_stats").get<bool>();

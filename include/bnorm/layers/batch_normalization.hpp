@@ -19,7 +19,7 @@ class BatchNormalization final : public Layer {
  public:
   struct Options {
     int axis = -1;
-    float momentum = 0.99f;
+    double momentum = 0.99;  // double, like Keras's Python float (see batch_norm_update_moving)
     float epsilon = 1e-3f;
     bool center = true;
     bool scale = true;
