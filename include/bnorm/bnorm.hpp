@@ -19,3 +19,4 @@
 #include "bnorm/model/optimizers.hpp"
 #include "bnorm/model/sequential.hpp"
 #include "bnorm/model/spec.hpp"
+#include "bnorm/version.hpp"

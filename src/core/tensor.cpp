@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include "bnorm/core/error.hpp"
 
@@ -63,7 +64,7 @@ void Tensor::AlignedFree::operator()(float* p) const noexcept {
 void Tensor::allocate(std::int64_t count) {
   const std::int64_t padded = std::max<std::int64_t>(count, 1);
   data_.reset(static_cast<float*>(::operator new[](static_cast<std::size_t>(padded) * sizeof(float),
-                                                    std::align_val_t{kAlignment})));
+                                                   std::align_val_t{kAlignment})));
   capacity_ = padded;
 }
 
@@ -96,6 +97,21 @@ Tensor::Tensor(const Tensor& other) : shape_(other.shape_), size_(other.size_) {
     allocate(size_);
     std::memcpy(data_.get(), other.data_.get(), static_cast<std::size_t>(size_) * sizeof(float));
   }
+}
+
+Tensor::Tensor(Tensor&& other) noexcept
+    : shape_(std::exchange(other.shape_, Shape())),
+      size_(std::exchange(other.size_, 0)),
+      capacity_(std::exchange(other.capacity_, 0)),
+      data_(std::move(other.data_)) {}
+
+Tensor& Tensor::operator=(Tensor&& other) noexcept {
+  if (this == &other) return *this;
+  shape_ = std::exchange(other.shape_, Shape());
+  size_ = std::exchange(other.size_, 0);
+  capacity_ = std::exchange(other.capacity_, 0);
+  data_ = std::move(other.data_);
+  return *this;
 }
 
 Tensor& Tensor::operator=(const Tensor& other) {

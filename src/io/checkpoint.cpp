@@ -100,16 +100,16 @@ std::string shape_str(const std::vector<std::int64_t>& dims) { return Shape(dims
 
 std::string errno_text(int err) { return std::strerror(err); }
 
-void write_all(int fd, const std::string& bytes) {
+// Writes every byte; returns 0 or the errno of the failure.
+int write_all(int fd, const std::string& bytes) {
   std::size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw errno;
-    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
     done += static_cast<std::size_t>(n);
   }
+  return 0;
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
@@ -119,26 +119,30 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     throw IoError(context + "cannot save: the path is a directory");
   }
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     throw IoError(context + "cannot create temporary file '" + tmp + "' (" + errno_text(errno) +
                   ")");
   }
-  const char* step = "write";
-  try {
-    write_all(fd, bytes);
-    step = "flush";
-    if (::fsync(fd) != 0) throw errno;
-    step = "close";
-    const int closed = ::close(fd);
-    fd = -1;
-    if (closed != 0) throw errno;
-    step = "rename";
-    if (::rename(tmp.c_str(), path.c_str()) != 0) throw errno;
-  } catch (int err) {
-    if (fd >= 0) ::close(fd);
+  // Each step runs only if the previous ones succeeded; the first failure names itself.
+  const char* failed = nullptr;
+  int err = write_all(fd, bytes);
+  if (err) failed = "write";
+  if (!failed && ::fsync(fd) != 0) {
+    err = errno;
+    failed = "flush";
+  }
+  if (::close(fd) != 0 && !failed) {
+    err = errno;
+    failed = "close";
+  }
+  if (!failed && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    err = errno;
+    failed = "rename";
+  }
+  if (failed) {
     ::unlink(tmp.c_str());
-    throw IoError(context + "cannot save (" + step + " failed: " + errno_text(err) +
+    throw IoError(context + "cannot save (" + failed + " failed: " + errno_text(err) +
                   "); any previous file is unchanged");
   }
   // Make the rename itself durable (best effort: some file systems refuse fsync on directories).
@@ -231,15 +235,18 @@ class ConfigReader {
     if (!v.is_boolean()) fail("key '" + key + "' must be true or false");
     return v.get<bool>();
   }
-  float get_float(const std::string& key, float fallback) {
+  // A float32 or float64 option (T), read back exactly as it was written.
+  template <class T>
+  T get_number(const std::string& key, T fallback) {
     if (!has(key)) return fallback;
     const json& v = raw(key);
     if (!v.is_number()) fail("key '" + key + "' must be a number");
     const double d = v.get<double>();
-    const auto f = static_cast<float>(d);
-    if (!std::isfinite(d) || !std::isfinite(f)) fail("key '" + key + "' is not a finite float32");
-    return f;
+    const auto t = static_cast<T>(d);
+    if (!std::isfinite(d) || !std::isfinite(t)) fail("key '" + key + "' is not a finite number");
+    return t;
   }
+  float get_float(const std::string& key, float fallback) { return get_number(key, fallback); }
   std::int64_t get_int(const std::string& key, std::int64_t lo, std::int64_t hi) {
     const json& v = raw(key);
     if (!v.is_number_integer()) fail("key '" + key + "' must be an integer");
@@ -356,8 +363,8 @@ std::unique_ptr<Layer> dense_from(ConfigReader& c) {
   o.use_bias = c.get_bool("use_bias", true);
   o.kernel_initializer = c.get_initializer("kernel_initializer", o.kernel_initializer);
   o.bias_initializer = c.get_initializer("bias_initializer", o.bias_initializer);
-  o.kernel_l2 = c.get_float("kernel_l2", 0.0f);
-  o.bias_l2 = c.get_float("bias_l2", 0.0f);
+  o.kernel_l2 = c.get_number<decltype(o.kernel_l2)>("kernel_l2", o.kernel_l2);
+  o.bias_l2 = c.get_number<decltype(o.bias_l2)>("bias_l2", o.bias_l2);
   c.finish();
   return std::make_unique<Dense>(o);
 }
@@ -383,8 +390,8 @@ json bn_config(const Layer& layer) {
 std::unique_ptr<Layer> bn_from(ConfigReader& c) {
   BatchNormalization::Options o;
   o.axis = static_cast<int>(c.get_int("axis", -Shape::kMaxRank, Shape::kMaxRank - 1, o.axis));
-  o.momentum = c.get_float("momentum", o.momentum);
-  o.epsilon = c.get_float("epsilon", o.epsilon);
+  o.momentum = c.get_number<decltype(o.momentum)>("momentum", o.momentum);
+  o.epsilon = c.get_number<decltype(o.epsilon)>("epsilon", o.epsilon);
   o.center = c.get_bool("center", o.center);
   o.scale = c.get_bool("scale", o.scale);
   o.beta_initializer = c.get_initializer("beta_initializer", o.beta_initializer);
@@ -393,8 +400,8 @@ std::unique_ptr<Layer> bn_from(ConfigReader& c) {
       c.get_initializer("moving_mean_initializer", o.moving_mean_initializer);
   o.moving_variance_initializer =
       c.get_initializer("moving_variance_initializer", o.moving_variance_initializer);
-  o.beta_l2 = c.get_float("beta_l2", o.beta_l2);
-  o.gamma_l2 = c.get_float("gamma_l2", o.gamma_l2);
+  o.beta_l2 = c.get_number<decltype(o.beta_l2)>("beta_l2", o.beta_l2);
+  o.gamma_l2 = c.get_number<decltype(o.gamma_l2)>("gamma_l2", o.gamma_l2);
   o.unbiased_moving_variance = c.get_bool("unbiased_moving_variance", o.unbiased_moving_variance);
   o.cumulative_moving_average =
       c.get_bool("cumulative_moving_average", o.cumulative_moving_average);
@@ -495,7 +502,7 @@ std::string serialize(const Sequential& model, const std::string& path) {
   doc["layers"] = layers;
 
   if (model.compiled()) {
-    auto& opt = const_cast<Sequential&>(model).optimizer();  // optimizer() has no const overload
+    const auto& opt = model.optimizer();
     json cfg = json::object();
     for (const auto& [key, value] : opt.config()) cfg[key] = value;
     doc["compile"] = {{"optimizer", {{"name", opt.name()}, {"config", cfg}}},
@@ -505,7 +512,8 @@ std::string serialize(const Sequential& model, const std::string& path) {
     doc["compile"] = nullptr;
   }
 
-  const std::string text = doc.dump(1);
+  // Names with invalid UTF-8 are written with U+FFFD rather than failing the save.
+  const std::string text = doc.dump(1, ' ', false, json::error_handler_t::replace);
   std::string out;
   out.reserve(kHeaderBytes + text.size() + data.size() + kChecksumBytes);
   out.append(kMagic, sizeof kMagic);

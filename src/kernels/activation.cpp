@@ -13,7 +13,8 @@ void activation_forward(ActivationKind kind, std::int64_t rows, std::int64_t col
       if (x != y) std::copy(x, x + n, y);
       return;
     case ActivationKind::relu:
-      for (std::int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      // x < 0 is false for NaN, so NaN propagates (as in TensorFlow) instead of becoming 0.
+      for (std::int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.0f ? 0.0f : x[i];
       return;
     case ActivationKind::sigmoid:
       // 1 / (1 + exp(-x)) underflows to 0 / saturates to 1 without producing NaN.

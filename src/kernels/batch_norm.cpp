@@ -6,17 +6,18 @@
 //    values, reduced per channel.
 // Accumulation is float64 (sums of up to millions of float32 terms stay exact to ~1e-16), and
 // channel blocks are independent, so the parallel split never changes a single bit.
+#include "kernels/batch_norm.hpp"
+
 #include <algorithm>
 #include <cmath>
 
 #include "bnorm/core/parallel.hpp"
-#include "kernels/batch_norm.hpp"
 
 namespace bnorm::kernels {
 
 namespace {
 
-constexpr std::int64_t kBlock = 128;              // channels per accumulator block (on the stack)
+constexpr std::int64_t kBlock = 128;                // channels per accumulator block (on the stack)
 constexpr std::int64_t kParallelMinSize = 1 << 18;  // below this, threads cost more than they save
 
 // Runs body(c0, c1) over channel blocks, in parallel for large tensors.
@@ -176,8 +177,8 @@ void batch_norm_backward(BatchNormDims d, const float* x, const float* dy, const
         const double rstd = 1.0 / std::sqrt(static_cast<double>(variance[c]) + epsilon);
         if (dbeta) dbeta[c] = static_cast<float>(sum_dy[j]);
         if (dgamma) dgamma[c] = static_cast<float>(sum_dy_xc[j] * rstd);
-        const auto co = backward_coefficients(sum_dy[j], sum_dy_xc[j], rstd,
-                                              gamma ? gamma[c] : 1.0, n, batch_statistics);
+        const auto co = backward_coefficients(sum_dy[j], sum_dy_xc[j], rstd, gamma ? gamma[c] : 1.0,
+                                              n, batch_statistics);
         a[j] = co.a;
         b[j] = co.b;
         k[j] = co.k;
@@ -214,7 +215,8 @@ void batch_norm_backward(BatchNormDims d, const float* x, const float* dy, const
           const float* xp = x + o * plane + c * d.inner;
           const float* gp = dy + o * plane + c * d.inner;
           float* dp = dx + o * plane + c * d.inner;
-          for (std::int64_t i = 0; i < d.inner; ++i) dp[i] = co.a * gp[i] + co.b * (xp[i] - m) + co.k;
+          for (std::int64_t i = 0; i < d.inner; ++i)
+            dp[i] = co.a * gp[i] + co.b * (xp[i] - m) + co.k;
         }
       }
     });

@@ -17,7 +17,7 @@ struct BatchNormDims {
   std::int64_t outer = 1;
   std::int64_t channels = 0;
   std::int64_t inner = 1;
-  std::int64_t count() const noexcept { return outer * inner; }   // values per channel
+  std::int64_t count() const noexcept { return outer * inner; }  // values per channel
   std::int64_t size() const noexcept { return outer * channels * inner; }
 };
 
@@ -32,8 +32,8 @@ void batch_norm_moments(BatchNormDims dims, const float* x, float* batch_mean,
 // (TF's Keras backend writes this as x * inv + (beta - mean * inv): equal in exact arithmetic;
 // subtracting the mean first keeps precision when |mean| >> std.)
 void batch_norm_forward(BatchNormDims dims, const float* x, const float* mean,
-                        const float* variance, const float* gamma, const float* beta,
-                        float epsilon, float* y) noexcept;
+                        const float* variance, const float* gamma, const float* beta, float epsilon,
+                        float* y) noexcept;
 
 // Gradients of y = batch_norm_forward(x, mean, variance, ...) given dy.
 // batch_statistics = true: mean/variance are the batch's own moments of x (training mode), so
@@ -60,8 +60,8 @@ namespace reference {
 void batch_norm_moments(BatchNormDims dims, const float* x, float* batch_mean,
                         float* batch_variance) noexcept;
 void batch_norm_forward(BatchNormDims dims, const float* x, const float* mean,
-                        const float* variance, const float* gamma, const float* beta,
-                        float epsilon, float* y) noexcept;
+                        const float* variance, const float* gamma, const float* beta, float epsilon,
+                        float* y) noexcept;
 void batch_norm_backward(BatchNormDims dims, const float* x, const float* dy, const float* mean,
                          const float* variance, const float* gamma, float epsilon,
                          bool batch_statistics, float* dx, float* dgamma, float* dbeta) noexcept;

@@ -31,7 +31,8 @@ void gemm(GemmDims d, bool transpose_a, bool transpose_b, float alpha, const flo
       }
       float& out = c[i * ldc + j];
       // beta == 0 overwrites (BLAS semantics: C is not read, so NaN in C does not propagate).
-      out = static_cast<float>(alpha * acc + (beta == 0.0f ? 0.0 : beta * static_cast<double>(out)));
+      out =
+          static_cast<float>(alpha * acc + (beta == 0.0f ? 0.0 : beta * static_cast<double>(out)));
     }
   }
 }

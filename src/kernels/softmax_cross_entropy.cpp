@@ -32,8 +32,7 @@ double cross_entropy_from_logits(std::int64_t rows, std::int64_t classes, const 
   float stack_row[kMaxStackClasses];
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* z = logits + r * classes;
-    float* p = probs ? probs + r * classes
-                     : (dlogits ? dlogits + r * classes : stack_row);
+    float* p = probs ? probs + r * classes : (dlogits ? dlogits + r * classes : stack_row);
     double log_z;
     if (!probs && !dlogits && classes > kMaxStackClasses) {
       // Loss only, many classes: log-sum-exp without storing the row.
@@ -119,7 +118,8 @@ double mean_squared_error(std::int64_t rows, std::int64_t cols, const float* p, 
     for (std::int64_t c = 0; c < cols; ++c) {
       const double diff = static_cast<double>(p[r * cols + c]) - t[r * cols + c];
       row += diff * diff;
-      if (dp) dp[r * cols + c] = static_cast<float>(2.0 * diff / static_cast<double>(cols) * grad_scale);
+      if (dp)
+        dp[r * cols + c] = static_cast<float>(2.0 * diff / static_cast<double>(cols) * grad_scale);
     }
     total += row / static_cast<double>(cols);
   }

@@ -22,11 +22,16 @@ ActivationKind parse_activation(const std::string& name) {
 
 std::string activation_name(ActivationKind kind) {
   switch (kind) {
-    case ActivationKind::linear: return "linear";
-    case ActivationKind::relu: return "relu";
-    case ActivationKind::sigmoid: return "sigmoid";
-    case ActivationKind::tanh: return "tanh";
-    case ActivationKind::softmax: return "softmax";
+    case ActivationKind::linear:
+      return "linear";
+    case ActivationKind::relu:
+      return "relu";
+    case ActivationKind::sigmoid:
+      return "sigmoid";
+    case ActivationKind::tanh:
+      return "tanh";
+    case ActivationKind::softmax:
+      return "softmax";
   }
   return "linear";
 }

@@ -51,11 +51,11 @@ std::int64_t first_non_finite(const Tensor& t) noexcept {
 
 // x validated and viewed around its normalized axis.
 struct View {
-  std::string fn;        // the public function, first word of every message
-  int axis_arg;          // the axis as the caller wrote it, for messages
-  int axis;              // normalized, 1 <= axis < rank
+  std::string fn;  // the public function, first word of every message
+  int axis_arg;    // the axis as the caller wrote it, for messages
+  int axis;        // normalized, 1 <= axis < rank
   kernels::BatchNormDims dims;
-  Shape channel_shape;   // (C,)
+  Shape channel_shape;  // (C,)
   std::string per_channel() const {
     return "(one value per channel of axis " + std::to_string(axis_arg) + ")";
   }
@@ -70,7 +70,8 @@ View check_x(const char* fn, const Tensor& x, int axis) {
                      "received a tensor with no shape ()");
   }
   if (r < 2) {
-    throw ShapeError(f + ": x must have rank >= 2 (batch axis first, then features); received rank " +
+    throw ShapeError(f +
+                     ": x must have rank >= 2 (batch axis first, then features); received rank " +
                      std::to_string(r) + ", shape " + s.str());
   }
   const int a = axis < 0 ? axis + r : axis;
@@ -126,8 +127,8 @@ void check_variance_plus_epsilon(const View& v, const char* name, const Tensor& 
   for (std::int64_t c = 0; c < variance.size(); ++c) {
     if (!std::isfinite(variance[c] + epsilon)) {
       throw NonFiniteError(v.fn + ": " + name + " + epsilon overflows float32 at channel " +
-                           std::to_string(c) + " (expected <= 3.4e+38); received " + name +
-                           " = " + num(variance[c]) + ", epsilon = " + num(epsilon));
+                           std::to_string(c) + " (expected <= 3.4e+38); received " + name + " = " +
+                           num(variance[c]) + ", epsilon = " + num(epsilon));
     }
   }
 }
@@ -148,10 +149,11 @@ void check_batch_statistics(const View& v, const Tensor& x, const Tensor& batch_
   float largest = 0.0f;
   for (float e : x.values()) largest = std::max(largest, std::abs(e));
   const auto c = first_non_finite(batch_variance);
-  throw NonFiniteError(v.fn + ": x is too large for float32 statistics: the batch variance of channel " +
-                       std::to_string(c) + " along axis " + std::to_string(v.axis_arg) +
-                       " overflows (expected it <= 3.4e+38); received values up to |x| = " +
-                       num(largest) + "; the batch is rejected");
+  throw NonFiniteError(
+      v.fn + ": x is too large for float32 statistics: the batch variance of channel " +
+      std::to_string(c) + " along axis " + std::to_string(v.axis_arg) +
+      " overflows (expected it <= 3.4e+38); received values up to |x| = " + num(largest) +
+      "; the batch is rejected");
 }
 
 // Channel of flat element i of x in the [outer, channels, inner] view.
@@ -191,10 +193,10 @@ Tensor batch_norm_inference(const Tensor& x, const Tensor& mean, const Tensor& v
     check_data_finite(v, "x", x, "");
     const auto c = channel_of(v, i);
     throw NonFiniteError(v.fn + ": the result overflows float32 at index " +
-                         index_str(x.shape(), i) + " (expected |y| <= 3.4e+38); received x = " +
-                         num(x[i]) + ", mean = " + num(mean[c]) + ", variance = " +
-                         num(variance[c]) + value_at("scale", scale, c) +
-                         value_at("offset", offset, c));
+                         index_str(x.shape(), i) +
+                         " (expected |y| <= 3.4e+38); received x = " + num(x[i]) +
+                         ", mean = " + num(mean[c]) + ", variance = " + num(variance[c]) +
+                         value_at("scale", scale, c) + value_at("offset", offset, c));
   }
   return y;
 }
@@ -230,8 +232,9 @@ void batch_norm_update_moving(Tensor& moving_mean, Tensor& moving_variance,
     throw ValueError(fn + ": momentum must be in [0, 1]; received " + num(momentum));
   }
   if (moving_mean.rank() != 1 || moving_mean.empty()) {
-    throw ShapeError(fn + ": moving_mean must have shape (C,) with C >= 1 (one value per channel); received " +
-                     moving_mean.shape().str());
+    throw ShapeError(
+        fn + ": moving_mean must have shape (C,) with C >= 1 (one value per channel); received " +
+        moving_mean.shape().str());
   }
   const Shape c = moving_mean.shape();
   const std::string why = "(the shape of moving_mean)";
@@ -239,9 +242,9 @@ void batch_norm_update_moving(Tensor& moving_mean, Tensor& moving_variance,
   check_per_channel(fn, "moving_variance", moving_variance, c, why, true);
   check_per_channel(fn, "batch_mean", batch_mean, c, why);
   check_per_channel(fn, "batch_variance", batch_variance, c, why, true);
-  if (const auto ch = detail::first_moving_overflow(c[0], batch_mean.data(), batch_variance.data(),
-                                                     momentum, 1.0f, moving_mean.data(),
-                                                     moving_variance.data());
+  if (const auto ch =
+          detail::first_moving_overflow(c[0], batch_mean.data(), batch_variance.data(), momentum,
+                                        1.0f, moving_mean.data(), moving_variance.data());
       ch >= 0) {
     throw NonFiniteError(fn + ": the update overflows float32 at channel " + std::to_string(ch) +
                          " (expected results <= 3.4e+38); received moving_mean = " +

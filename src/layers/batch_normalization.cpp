@@ -16,6 +16,12 @@ std::string num(double v) {
   s << v;
   return s.str();
 }
+// "(None, 0, 4)": a per-sample shape with Keras's unknown batch dimension.
+std::string batch_shape(const Shape& per_sample) {
+  std::string s = "(None";
+  for (auto d : per_sample.dims()) s += ", " + std::to_string(d);
+  return s + ")";
+}
 }  // namespace
 
 BatchNormalization::BatchNormalization(Options options)
@@ -23,15 +29,18 @@ BatchNormalization::BatchNormalization(Options options)
   const float eps = options_.epsilon;
   const double m = options_.momentum;
   if (!(eps > 0.0f) || !std::isfinite(eps)) {
-    throw ValueError("BatchNormalization: epsilon must be a finite number > 0; received " + num(eps));
+    throw ValueError("BatchNormalization: epsilon must be a finite number > 0; received " +
+                     num(eps));
   }
   if (!(m >= 0.0 && m <= 1.0)) {
     throw ValueError("BatchNormalization: momentum must be in [0, 1]; received " + num(m));
   }
   if (options_.gamma_l2 < 0.0f || options_.beta_l2 < 0.0f || !std::isfinite(options_.gamma_l2) ||
       !std::isfinite(options_.beta_l2)) {
-    throw ValueError("BatchNormalization: L2 regularization factors must be finite and >= 0; received gamma_l2=" +
-                     num(options_.gamma_l2) + ", beta_l2=" + num(options_.beta_l2));
+    throw ValueError(
+        "BatchNormalization: L2 regularization factors must be finite and >= 0; received "
+        "gamma_l2=" +
+        num(options_.gamma_l2) + ", beta_l2=" + num(options_.beta_l2));
   }
 }
 
@@ -55,23 +64,24 @@ void BatchNormalization::do_build(const Shape& input_shape, Random& rng) {
   const int rank = input_shape.rank() + 1;
   const int a = options_.axis < 0 ? options_.axis + rank : options_.axis;
   if (a < 1 || a >= rank) {
-    throw ShapeError(label() + ": axis " + std::to_string(options_.axis) +
-                     " is invalid for inputs of rank " + std::to_string(rank) + " (expected 1 <= axis < " +
-                     std::to_string(rank) + " or -" + std::to_string(rank - 1) + " <= axis <= -1; the batch axis cannot be normalized)");
+    throw ShapeError(
+        label() + ": axis " + std::to_string(options_.axis) + " is invalid for inputs of rank " +
+        std::to_string(rank) + " (expected 1 <= axis < " + std::to_string(rank) + " or -" +
+        std::to_string(rank - 1) + " <= axis <= -1; the batch axis cannot be normalized)");
   }
   axis_ = a;
   channels_ = input_shape[a - 1];
   if (channels_ == 0) {
     throw ShapeError(label() + ": axis " + std::to_string(options_.axis) +
-                     " has 0 channels (expected >= 1); received input shape (None, " +
-                     input_shape.str().substr(1));
+                     " has 0 channels (expected >= 1); received input shape " +
+                     batch_shape(input_shape));
   }
   // Any other zero dimension leaves no values to normalize (count 0: 0/0 statistics).
   for (int i = 0; i < input_shape.rank(); ++i) {
     if (input_shape[i] == 0) {
       throw ShapeError(label() + ": input dimension " + std::to_string(i + 1) +
-                       " is 0 (expected every dimension >= 1); received input shape (None, " +
-                       input_shape.str().substr(1));
+                       " is 0 (expected every dimension >= 1); received input shape " +
+                       batch_shape(input_shape));
     }
   }
   const Shape c{channels_};
@@ -96,23 +106,25 @@ void BatchNormalization::do_build(const Shape& input_shape, Random& rng) {
 namespace {
 // Weights can come from set_weights or a file: O(C) checks so that no NaN/Inf weight and no
 // negative variance turns into a silent NaN output (or poisons the moving averages).
-void check_weights(const std::string& label, std::initializer_list<const Variable*> weights,
+// label() builds the message prefix only on failure (no allocation per step).
+template <class Label>
+void check_weights(const Label& label, std::initializer_list<const Variable*> weights,
                    const Variable* moving_variance, float epsilon) {
   for (const Variable* w : weights) {
     if (!w) continue;
     const Tensor& t = w->value;
     for (std::int64_t c = 0; c < t.size(); ++c) {
       if (!std::isfinite(t[c])) {
-        throw NonFiniteError(label + ": weight '" + w->name + "' must be finite; received " +
+        throw NonFiniteError(label() + ": weight '" + w->name + "' must be finite; received " +
                              num(t[c]) + " at channel " + std::to_string(c));
       }
       if (w != moving_variance) continue;
       if (t[c] < 0.0f) {
-        throw ValueError(label + ": weight 'moving_variance' must be >= 0; received " +
+        throw ValueError(label() + ": weight 'moving_variance' must be >= 0; received " +
                          num(t[c]) + " at channel " + std::to_string(c));
       }
       if (!std::isfinite(t[c] + epsilon)) {
-        throw NonFiniteError(label + ": moving_variance + epsilon overflows float32 at channel " +
+        throw NonFiniteError(label() + ": moving_variance + epsilon overflows float32 at channel " +
                              std::to_string(c) + " (expected <= 3.4e+38); received " +
                              "moving_variance = " + num(t[c]) + ", epsilon = " + num(epsilon));
       }
@@ -128,8 +140,8 @@ std::int64_t first_non_finite(const Tensor& t) noexcept {
 }  // namespace
 
 void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
-  check_weights(label(), {gamma_, beta_, moving_mean_, moving_variance_}, moving_variance_,
-                options_.epsilon);
+  check_weights([this] { return label(); }, {gamma_, beta_, moving_mean_, moving_variance_},
+                moving_variance_, options_.epsilon);
   const auto d = detail::dims_of(x.shape(), axis_);
   y.resize(x.shape());
   used_batch_statistics_ = uses_batch_statistics(mode);
@@ -142,8 +154,9 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
     return;
   }
   if (d.count() == 1 && options_.error_on_single_value && mode == Mode::training) {
-    throw ValueError(label() + ": expected more than 1 value per channel when training; received input shape " +
-                     x.shape().str());
+    throw ValueError(
+        label() + ": expected more than 1 value per channel when training; received input shape " +
+        x.shape().str());
   }
   kernels::batch_norm_moments(d, x.data(), used_mean_.data(), used_variance_.data());
   // A non-finite batch is rejected before it can reach the moving statistics. The float64
@@ -162,7 +175,8 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
     if (!std::isfinite(used_variance_[c] + options_.epsilon)) {
       throw NonFiniteError(label() + ": input x, channel " + std::to_string(c) +
                            ": batch_variance + epsilon overflows float32 (batch_variance = " +
-                           num(used_variance_[c]) + "); the batch is rejected");
+                           num(used_variance_[c]) + ", epsilon = " + num(options_.epsilon) +
+                           "); the batch is rejected and moving statistics left unchanged");
     }
   }
   kernels::batch_norm_forward(d, x.data(), used_mean_.data(), used_variance_.data(), gamma, beta,
@@ -175,10 +189,9 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
                               ? 1.0 - 1.0 / static_cast<double>(num_batches_tracked_ + 1)
                               : options_.momentum;
   // E.g. PyTorch's n / (n - 1) on a batch variance near float32's limit: reject, untouched.
-  if (const auto c = detail::first_moving_overflow(channels_, used_mean_.data(),
-                                                   used_variance_.data(), momentum, variance_scale,
-                                                   moving_mean_->value.data(),
-                                                   moving_variance_->value.data());
+  if (const auto c = detail::first_moving_overflow(
+          channels_, used_mean_.data(), used_variance_.data(), momentum, variance_scale,
+          moving_mean_->value.data(), moving_variance_->value.data());
       c >= 0) {
     throw NonFiniteError(label() + ": input x, channel " + std::to_string(c) +
                          ": the moving-statistics update overflows float32 (batch_mean = " +

@@ -10,7 +10,9 @@
 namespace bnorm {
 
 Dense::Dense(Options options)
-    : Layer("dense"), options_(std::move(options)), activation_(parse_activation(options_.activation)) {
+    : Layer("dense"),
+      options_(std::move(options)),
+      activation_(parse_activation(options_.activation)) {
   if (options_.units < 1) {
     throw ValueError("Dense: units must be >= 1; received " + std::to_string(options_.units));
   }
@@ -28,7 +30,8 @@ Shape Dense::output_shape(const Shape& input_shape) const {
 
 void Dense::do_build(const Shape& input_shape, Random& rng) {
   const std::int64_t in = input_shape[input_shape.rank() - 1];
-  if (in < 1) throw ShapeError(label() + ": input has 0 features; received shape " + input_shape.str());
+  if (in < 1)
+    throw ShapeError(label() + ": input has 0 features; received shape " + input_shape.str());
   kernel_ = &add_weight("kernel", Shape{in, options_.units}, true, options_.kernel_l2);
   options_.kernel_initializer.apply(kernel_->value, rng, in, options_.units);
   if (options_.use_bias) {
@@ -74,8 +77,8 @@ void Dense::backward_linear(const Tensor& dz, bool compute_dx, Tensor& dx) {
   }
   if (!compute_dx) return;
   dx.resize(x.shape());
-  kernels::gemm({rows, in, units}, false, true, 1.0f, dz.data(), units, kernel_->value.data(), units,
-                0.0f, dx.data(), in);
+  kernels::gemm({rows, in, units}, false, true, 1.0f, dz.data(), units, kernel_->value.data(),
+                units, 0.0f, dx.data(), in);
 }
 
 void Dense::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {

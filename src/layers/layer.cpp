@@ -18,7 +18,8 @@ void Initializer::apply(Tensor& t, Random& rng, std::int64_t fan_in, std::int64_
       t.fill(a);
       return;
     case Kind::glorot_uniform: {
-      const float limit = std::sqrt(6.0f / static_cast<float>(std::max<std::int64_t>(1, fan_in + fan_out)));
+      const float limit =
+          std::sqrt(6.0f / static_cast<float>(std::max<std::int64_t>(1, fan_in + fan_out)));
       for (auto& v : t.values()) v = rng.uniform(-limit, limit);
       return;
     }
@@ -33,10 +34,14 @@ void Initializer::apply(Tensor& t, Random& rng, std::int64_t fan_in, std::int64_
 
 std::string Initializer::str() const {
   switch (kind) {
-    case Kind::zeros: return "zeros";
-    case Kind::ones: return "ones";
-    case Kind::constant: return "constant(" + std::to_string(a) + ")";
-    case Kind::glorot_uniform: return "glorot_uniform";
+    case Kind::zeros:
+      return "zeros";
+    case Kind::ones:
+      return "ones";
+    case Kind::constant:
+      return "constant(" + std::to_string(a) + ")";
+    case Kind::glorot_uniform:
+      return "glorot_uniform";
     case Kind::random_uniform:
       return "random_uniform(" + std::to_string(a) + ", " + std::to_string(b) + ")";
     case Kind::random_normal:

@@ -22,7 +22,8 @@ std::string format_duration(double seconds) {
     std::snprintf(buf, sizeof buf, "%d:%02d:%02d", static_cast<int>(seconds) / 3600,
                   static_cast<int>(seconds) / 60 % 60, static_cast<int>(seconds) % 60);
   } else if (seconds >= 60) {
-    std::snprintf(buf, sizeof buf, "%d:%02d", static_cast<int>(seconds) / 60, static_cast<int>(seconds) % 60);
+    std::snprintf(buf, sizeof buf, "%d:%02d", static_cast<int>(seconds) / 60,
+                  static_cast<int>(seconds) % 60);
   } else {
     std::snprintf(buf, sizeof buf, "%ds", static_cast<int>(std::lround(seconds)));
   }
@@ -31,9 +32,12 @@ std::string format_duration(double seconds) {
 
 std::string format_per_step(double seconds) {
   char buf[32];
-  if (seconds >= 1.0) std::snprintf(buf, sizeof buf, "%.0fs/step", seconds);
-  else if (seconds >= 1e-3) std::snprintf(buf, sizeof buf, "%.0fms/step", seconds * 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0fus/step", seconds * 1e6);
+  if (seconds >= 1.0)
+    std::snprintf(buf, sizeof buf, "%.0fs/step", seconds);
+  else if (seconds >= 1e-3)
+    std::snprintf(buf, sizeof buf, "%.0fms/step", seconds * 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0fus/step", seconds * 1e6);
   return buf;
 }
 }  // namespace
@@ -74,10 +78,11 @@ void ProgressBar::draw(std::int64_t done, const Logs& logs, bool final_line) {
   const int filled = steps_ ? static_cast<int>(width_ * done / steps_) : width_;
   for (int i = 0; i < width_; ++i) line += i < filled ? "\u2501" : "\u2500";
   const double per_step = done ? elapsed / static_cast<double>(done) : 0.0;
+  line += final_line ? " " : " ETA ";
+  line += format_duration(final_line ? elapsed : per_step * static_cast<double>(steps_ - done));
   if (final_line) {
-    line += " " + format_duration(elapsed) + " " + format_per_step(per_step);
-  } else {
-    line += " ETA " + format_duration(per_step * static_cast<double>(steps_ - done));
+    line += ' ';
+    line += format_per_step(per_step);
   }
   for (const auto& [key, value] : logs) {
     std::snprintf(buf, sizeof buf, " - %s: %.4f", key.c_str(), value);
@@ -152,8 +157,8 @@ void EarlyStopping::on_epoch_end(Sequential& model, int epoch, const Logs& logs)
   // Keras mode="auto": metrics with "acc" in their name are maximized, the rest minimized.
   const bool maximize = monitor_.find("acc") != std::string::npos;
   const double value = it->second;
-  const bool improved = std::isnan(best_) ||
-                        (maximize ? value - min_delta_ > best_ : value + min_delta_ < best_);
+  const bool improved =
+      std::isnan(best_) || (maximize ? value - min_delta_ > best_ : value + min_delta_ < best_);
   if (improved) {
     best_ = value;
     wait_ = 0;

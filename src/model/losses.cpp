@@ -29,8 +29,8 @@ const std::vector<std::int32_t>& sparse_labels(const Tensor& predictions, const 
   for (std::int64_t i = 0; i < n; ++i) {
     const float v = y_true[i];
     if (!(v >= 0.0f && v < static_cast<float>(classes)) || v != std::floor(v)) {
-      throw ValueError("sparse_categorical_crossentropy: label " + std::to_string(v) + " at index " +
-                       std::to_string(i) + " is not a class index in [0, " +
+      throw ValueError("sparse_categorical_crossentropy: label " + std::to_string(v) +
+                       " at index " + std::to_string(i) + " is not a class index in [0, " +
                        std::to_string(classes) + ")");
     }
     labels[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(v);
@@ -46,7 +46,8 @@ std::int64_t argmax_row(const float* row, std::int64_t cols) {
 LossKind parse_loss(const std::string& name) {
   if (name == "sparse_categorical_crossentropy" || name == "scce")
     return LossKind::sparse_categorical_crossentropy;
-  if (name == "categorical_crossentropy" || name == "cce") return LossKind::categorical_crossentropy;
+  if (name == "categorical_crossentropy" || name == "cce")
+    return LossKind::categorical_crossentropy;
   if (name == "mean_squared_error" || name == "mse") return LossKind::mean_squared_error;
   throw ValueError("unknown loss '" + name +
                    "'; expected one of: sparse_categorical_crossentropy, categorical_crossentropy, "
@@ -55,9 +56,12 @@ LossKind parse_loss(const std::string& name) {
 
 std::string loss_name(LossKind kind) {
   switch (kind) {
-    case LossKind::sparse_categorical_crossentropy: return "sparse_categorical_crossentropy";
-    case LossKind::categorical_crossentropy: return "categorical_crossentropy";
-    case LossKind::mean_squared_error: return "mean_squared_error";
+    case LossKind::sparse_categorical_crossentropy:
+      return "sparse_categorical_crossentropy";
+    case LossKind::categorical_crossentropy:
+      return "categorical_crossentropy";
+    case LossKind::mean_squared_error:
+      return "mean_squared_error";
   }
   return "?";
 }
@@ -80,7 +84,8 @@ double compute_loss(LossKind kind, const Tensor& predictions, const Tensor* logi
       } else {
         thread_local std::vector<float> onehot;
         onehot.assign(static_cast<std::size_t>(n * cols), 0.0f);
-        for (std::int64_t i = 0; i < n; ++i) onehot[static_cast<std::size_t>(i * cols + labels[i])] = 1.0f;
+        for (std::int64_t i = 0; i < n; ++i)
+          onehot[static_cast<std::size_t>(i * cols + labels[i])] = 1.0f;
         total = kernels::probability_cross_entropy(n, cols, predictions.data(), onehot.data(),
                                                    kKerasEpsilon, scale, g);
       }
@@ -88,10 +93,11 @@ double compute_loss(LossKind kind, const Tensor& predictions, const Tensor* logi
     }
     case LossKind::categorical_crossentropy:
       check_same_shape(predictions.shape(), y_true.shape(), "categorical_crossentropy: targets");
-      total = from_logits ? kernels::softmax_cross_entropy(n, cols, logits->data(), y_true.data(),
-                                                           scale, nullptr, g)
-                          : kernels::probability_cross_entropy(n, cols, predictions.data(),
-                                                               y_true.data(), kKerasEpsilon, scale, g);
+      total = from_logits
+                  ? kernels::softmax_cross_entropy(n, cols, logits->data(), y_true.data(), scale,
+                                                   nullptr, g)
+                  : kernels::probability_cross_entropy(n, cols, predictions.data(), y_true.data(),
+                                                       kKerasEpsilon, scale, g);
       break;
     case LossKind::mean_squared_error:
       check_same_shape(predictions.shape(), y_true.shape(), "mean_squared_error: targets");
@@ -107,7 +113,8 @@ double accuracy_count(LossKind kind, const Tensor& predictions, const Tensor& y_
   if (kind == LossKind::sparse_categorical_crossentropy) {
     const auto& labels = sparse_labels(predictions, y_true);
     for (std::int64_t i = 0; i < n; ++i)
-      correct += argmax_row(predictions.data() + i * cols, cols) == labels[static_cast<std::size_t>(i)];
+      correct +=
+          argmax_row(predictions.data() + i * cols, cols) == labels[static_cast<std::size_t>(i)];
     return correct;
   }
   check_same_shape(predictions.shape(), y_true.shape(), "accuracy: targets");

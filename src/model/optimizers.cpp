@@ -33,7 +33,8 @@ std::vector<Tensor>& Optimizer::slots(const Variable& v, int count) {
 // ---- SGD ----
 SGD::SGD(Options options) : Optimizer(options.learning_rate), options_(options) {
   if (!(options.momentum >= 0.0f && options.momentum <= 1.0f)) {
-    throw ValueError("SGD: momentum must be in [0, 1]; received " + std::to_string(options.momentum));
+    throw ValueError("SGD: momentum must be in [0, 1]; received " +
+                     std::to_string(options.momentum));
   }
 }
 
@@ -76,8 +77,9 @@ std::map<std::string, double> Adam::config() const {
 
 void Adam::update(Variable& v, std::int64_t step) {
   const double t = static_cast<double>(step);
-  const float alpha = static_cast<float>(learning_rate_ * std::sqrt(1.0 - std::pow(options_.beta_2, t)) /
-                                         (1.0 - std::pow(options_.beta_1, t)));
+  const float alpha =
+      static_cast<float>(learning_rate_ * std::sqrt(1.0 - std::pow(options_.beta_2, t)) /
+                         (1.0 - std::pow(options_.beta_1, t)));
   const float one_minus_b1 = 1.0f - options_.beta_1, one_minus_b2 = 1.0f - options_.beta_2;
   auto& s = slots(v, 2);
   float* m = s[0].data();

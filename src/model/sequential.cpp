@@ -43,9 +43,12 @@ std::string with_commas(std::int64_t v) {
 std::string bytes_str(std::int64_t params) {
   const double bytes = static_cast<double>(params) * 4.0;
   char buf[32];
-  if (bytes < 1024) std::snprintf(buf, sizeof buf, "%.2f B", bytes);
-  else if (bytes < 1024.0 * 1024) std::snprintf(buf, sizeof buf, "%.2f KB", bytes / 1024);
-  else std::snprintf(buf, sizeof buf, "%.2f MB", bytes / (1024.0 * 1024));
+  if (bytes < 1024)
+    std::snprintf(buf, sizeof buf, "%.2f B", bytes);
+  else if (bytes < 1024.0 * 1024)
+    std::snprintf(buf, sizeof buf, "%.2f KB", bytes / 1024);
+  else
+    std::snprintf(buf, sizeof buf, "%.2f MB", bytes / (1024.0 * 1024));
   return buf;
 }
 
@@ -78,6 +81,10 @@ void copy_rows(const Tensor& src, std::int64_t begin, std::int64_t end, Tensor& 
 }
 }  // namespace
 
+std::int64_t validation_split_index(std::int64_t n, double split) noexcept {
+  return static_cast<std::int64_t>(std::floor(static_cast<double>(n) * (1.0 - split)));
+}
+
 Sequential::Sequential(std::uint64_t seed, std::string name)
     : name_(std::move(name)), seed_(seed), rng_(seed) {}
 Sequential::Sequential(Sequential&&) noexcept = default;
@@ -88,10 +95,12 @@ void Sequential::add(Input input) {
   if (!layers_.empty()) throw ValueError("Sequential: Input must come before any layer");
   if (input.shape.rank() < 1 || input.shape.rank() > Shape::kMaxRank - 1) {
     throw ShapeError("Sequential: input shape must have rank 1.." +
-                     std::to_string(Shape::kMaxRank - 1) + " (per sample); received " + input.shape.str());
+                     std::to_string(Shape::kMaxRank - 1) + " (per sample); received " +
+                     input.shape.str());
   }
   for (auto d : input.shape.dims())
-    if (d < 1) throw ShapeError("Sequential: input dimensions must be >= 1; received " + input.shape.str());
+    if (d < 1)
+      throw ShapeError("Sequential: input dimensions must be >= 1; received " + input.shape.str());
   input_shape_ = input.shape;
 }
 
@@ -137,7 +146,12 @@ void Sequential::build(const Shape& input_shape) {
   if (input_shape_ && !(*input_shape_ == input_shape) && built() && !layers_.empty()) {
     check_same_shape(*input_shape_, input_shape, "Sequential input");
   }
-  if (!input_shape_) add(Input{input_shape});
+  if (!input_shape_) {
+    // Validated like an Input, but allowed after layers were added (Keras model.build(shape)).
+    Sequential probe;
+    probe.add(Input{input_shape});
+    input_shape_ = input_shape;
+  }
   Shape s = *input_shape_;
   for (auto& l : layers_) {
     l->build(s, rng_);
@@ -146,7 +160,8 @@ void Sequential::build(const Shape& input_shape) {
 }
 
 void Sequential::build() {
-  if (!input_shape_) throw ValueError("Sequential: cannot build without an input shape (add an Input)");
+  if (!input_shape_)
+    throw ValueError("Sequential: cannot build without an input shape (add an Input)");
   build(*input_shape_);
 }
 
@@ -155,7 +170,8 @@ void Sequential::compile(std::unique_ptr<Optimizer> optimizer, LossKind loss,
   if (!optimizer) throw ValueError("Sequential::compile: optimizer is null");
   for (auto& m : metrics) {
     if (m == "acc") m = "accuracy";
-    if (m != "accuracy") throw ValueError("Sequential::compile: unknown metric '" + m + "'; expected: accuracy");
+    if (m != "accuracy")
+      throw ValueError("Sequential::compile: unknown metric '" + m + "'; expected: accuracy");
   }
   optimizer_ = std::move(optimizer);
   loss_ = loss;
@@ -169,6 +185,10 @@ void Sequential::compile(const std::string& optimizer, const std::string& loss,
 }
 
 Optimizer& Sequential::optimizer() {
+  return const_cast<Optimizer&>(std::as_const(*this).optimizer());
+}
+
+const Optimizer& Sequential::optimizer() const {
   if (!optimizer_) throw ValueError("Sequential: the model is not compiled");
   return *optimizer_;
 }
@@ -221,10 +241,13 @@ double Sequential::train_on_batch(const Tensor& x, const Tensor& y) {
 
 History Sequential::fit(const Tensor& x, const Tensor& y, const FitOptions& o) {
   if (!optimizer_) throw ValueError("Sequential::fit: compile the model first");
-  if (o.batch_size < 1) throw ValueError("fit: batch_size must be >= 1; received " + std::to_string(o.batch_size));
-  if (o.epochs < 1) throw ValueError("fit: epochs must be >= 1; received " + std::to_string(o.epochs));
-  if (!(o.validation_split >= 0.0f && o.validation_split < 1.0f)) {
-    throw ValueError("fit: validation_split must be in [0, 1); received " + std::to_string(o.validation_split));
+  if (o.batch_size < 1)
+    throw ValueError("fit: batch_size must be >= 1; received " + std::to_string(o.batch_size));
+  if (o.epochs < 1)
+    throw ValueError("fit: epochs must be >= 1; received " + std::to_string(o.epochs));
+  if (!(o.validation_split >= 0.0 && o.validation_split < 1.0)) {
+    throw ValueError("fit: validation_split must be in [0, 1); received " +
+                     std::to_string(o.validation_split));
   }
   check_xy(x, y, "fit");
   build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
@@ -235,14 +258,16 @@ History Sequential::fit(const Tensor& x, const Tensor& y, const FitOptions& o) {
   Tensor split_x, split_y;
   const Tensor* vx = o.validation_x;
   const Tensor* vy = o.validation_y;
-  if ((vx == nullptr) != (vy == nullptr)) throw ValueError("fit: validation data needs both x and y");
+  if ((vx == nullptr) != (vy == nullptr))
+    throw ValueError("fit: validation data needs both x and y");
   if (vx) {
     check_xy(*vx, *vy, "fit validation data");
-  } else if (o.validation_split > 0.0f) {
-    n_train = static_cast<std::int64_t>(std::floor(static_cast<double>(n_all) * (1.0 - o.validation_split)));
+  } else if (o.validation_split > 0.0) {
+    n_train = validation_split_index(n_all, o.validation_split);
     if (n_train < 1 || n_train == n_all) {
       throw ValueError("fit: validation_split " + std::to_string(o.validation_split) + " of " +
-                       std::to_string(n_all) + " samples leaves an empty training or validation set");
+                       std::to_string(n_all) +
+                       " samples leaves an empty training or validation set");
     }
     copy_rows(x, n_train, n_all, split_x);
     copy_rows(y, n_train, n_all, split_y);
@@ -280,9 +305,10 @@ History Sequential::fit(const Tensor& x, const Tensor& y, const FitOptions& o) {
         throw NonFiniteError("training stopped at " + where() + ": " + e.what());
       }
       if (!std::isfinite(loss)) {
-        throw NonFiniteError("training stopped at " + where() + ": the loss is " +
-                             (std::isnan(loss) ? "NaN" : "infinite") +
-                             " (try a lower learning rate); weights of the previous step were not updated");
+        throw NonFiniteError(
+            "training stopped at " + where() + ": the loss is " +
+            (std::isnan(loss) ? "NaN" : "infinite") +
+            " (try a lower learning rate); weights of the previous step were not updated");
       }
       const auto b = static_cast<double>(b1 - b0);
       loss_sum += loss * b;
@@ -297,7 +323,8 @@ History Sequential::fit(const Tensor& x, const Tensor& y, const FitOptions& o) {
       logs["val_loss"] = v.loss;
       if (!metrics_.empty()) logs["val_accuracy"] = v.accuracy;
     }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     history.epoch_seconds.push_back(seconds);
     for (const auto& [k, v] : logs) history.history[k].push_back(v);
     for (auto* cb : o.callbacks) cb->on_epoch_end(*this, epoch, logs);
@@ -308,7 +335,8 @@ History Sequential::fit(const Tensor& x, const Tensor& y, const FitOptions& o) {
 
 EvaluateResult Sequential::evaluate(const Tensor& x, const Tensor& y, std::int64_t batch_size,
                                     Mode mode) {
-  if (batch_size < 1) throw ValueError("evaluate: batch_size must be >= 1; received " + std::to_string(batch_size));
+  if (batch_size < 1)
+    throw ValueError("evaluate: batch_size must be >= 1; received " + std::to_string(batch_size));
   check_xy(x, y, "evaluate");
   build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
   // Training mode updates BN moving statistics: keep a copy and put it back afterwards.
@@ -317,7 +345,8 @@ EvaluateResult Sequential::evaluate(const Tensor& x, const Tensor& y, std::int64
   if (mode == Mode::training) {
     saved = get_weights();
     for (auto& l : layers_)
-      if (auto* bn = dynamic_cast<BatchNormalization*>(l.get())) tracked.push_back(bn->num_batches_tracked());
+      if (auto* bn = dynamic_cast<BatchNormalization*>(l.get()))
+        tracked.push_back(bn->num_batches_tracked());
   }
   const std::int64_t n = x.shape()[0];
   double loss_sum = 0.0, correct = 0.0;
@@ -336,7 +365,8 @@ EvaluateResult Sequential::evaluate(const Tensor& x, const Tensor& y, std::int64
     set_weights(saved);
     std::size_t i = 0;
     for (auto& l : layers_)
-      if (auto* bn = dynamic_cast<BatchNormalization*>(l.get())) bn->set_num_batches_tracked(tracked[i++]);
+      if (auto* bn = dynamic_cast<BatchNormalization*>(l.get()))
+        bn->set_num_batches_tracked(tracked[i++]);
   }
   double reg = 0.0;
   for (auto& l : layers_) reg += l->regularization_loss();
@@ -344,8 +374,10 @@ EvaluateResult Sequential::evaluate(const Tensor& x, const Tensor& y, std::int64
 }
 
 Tensor Sequential::predict(const Tensor& x, std::int64_t batch_size) {
-  if (batch_size < 1) throw ValueError("predict: batch_size must be >= 1; received " + std::to_string(batch_size));
-  if (x.rank() < 2 || x.shape()[0] == 0) throw ShapeError("predict: x must be a non-empty batch; received " + x.shape().str());
+  if (batch_size < 1)
+    throw ValueError("predict: batch_size must be >= 1; received " + std::to_string(batch_size));
+  if (x.rank() < 2 || x.shape()[0] == 0)
+    throw ShapeError("predict: x must be a non-empty batch; received " + x.shape().str());
   build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
   const std::int64_t n = x.shape()[0];
   std::vector<std::int64_t> out_dims{n};
@@ -391,8 +423,30 @@ std::string Sequential::summary() const {
     const std::string space(static_cast<std::size_t>(w - 2 - static_cast<int>(s.size())), ' ');
     return " " + (right ? space + s : s + space) + " ";
   };
-  auto row = [&](const char* bar, const std::string& a, const std::string& b, const std::string& c) {
-    return std::string(bar) + pad(a, w1, false) + bar + pad(b, w2, false) + bar + pad(c, w3, true) + bar + "\n";
+  // Like Keras, a first cell that does not fit wraps at its spaces onto extra lines.
+  auto wrap = [](const std::string& text, int w) {
+    std::vector<std::string> lines;
+    std::string line;
+    std::istringstream words(text);
+    for (std::string word; words >> word;) {
+      if (!line.empty() && static_cast<int>(line.size() + 1 + word.size()) > w - 2) {
+        lines.push_back(line);
+        line.clear();
+      }
+      line += (line.empty() ? "" : " ") + word;
+    }
+    lines.push_back(line);
+    return lines;
+  };
+  auto row = [&](const char* bar, const std::string& a, const std::string& b,
+                 const std::string& c) {
+    std::string out;
+    const auto lines = wrap(a, w1);
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+      out += std::string(bar) + pad(lines[i], w1, false) + bar + pad(i ? "" : b, w2, false) + bar +
+             pad(i ? "" : c, w3, true) + bar + "\n";
+    }
+    return out;
   };
   std::string out = "Model: \"" + name_ + "\"\n";
   out += rule("\u250f", "\u2533", "\u2513", "\u2501");
@@ -414,7 +468,8 @@ std::string Sequential::summary() const {
   const std::int64_t total = count_params(), trainable = count_trainable_params();
   out += " Total params: " + with_commas(total) + " (" + bytes_str(total) + ")\n";
   out += " Trainable params: " + with_commas(trainable) + " (" + bytes_str(trainable) + ")\n";
-  out += " Non-trainable params: " + with_commas(total - trainable) + " (" + bytes_str(total - trainable) + ")\n";
+  out += " Non-trainable params: " + with_commas(total - trainable) + " (" +
+         bytes_str(total - trainable) + ")\n";
   return out;
 }
 
@@ -434,7 +489,8 @@ void Sequential::set_weights(const std::vector<Tensor>& weights) {
                      " weight tensors; received " + std::to_string(weights.size()));
   }
   for (std::size_t i = 0; i < vars.size(); ++i)
-    check_same_shape(vars[i]->value.shape(), weights[i].shape(), "set_weights: weight '" + vars[i]->name + "'");
+    check_same_shape(vars[i]->value.shape(), weights[i].shape(),
+                     "set_weights: weight '" + vars[i]->name + "'");
   for (std::size_t i = 0; i < vars.size(); ++i) vars[i]->value = weights[i];
 }
 

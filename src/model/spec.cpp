@@ -46,7 +46,8 @@ double parse_number(const std::string& spec, const std::string& token, const std
   char* end = nullptr;
   errno = 0;
   const double v = std::strtod(text.c_str(), &end);
-  if (*end != '\0' || errno == ERANGE || std::isnan(v)) fail(spec, token, std::string("'").append(text).append("' is not a number"));
+  if (*end != '\0' || errno == ERANGE || std::isnan(v))
+    fail(spec, token, std::string("'").append(text).append("' is not a number"));
   return v;
 }
 
@@ -57,7 +58,7 @@ bool parse_bool(const std::string& spec, const std::string& token, const std::st
 }
 
 struct Token {
-  std::string head;                           // "dense64-relu"
+  std::string head;                            // "dense64-relu"
   std::map<std::string, std::string> options;  // key=value after ':'
 };
 
@@ -66,7 +67,8 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
   Token t{pieces[0], {}};
   for (std::size_t i = 1; i < pieces.size(); ++i) {
     const auto eq = pieces[i].find('=');
-    if (eq == std::string::npos || eq == 0) fail(spec, text, "option '" + pieces[i] + "' is not key=value");
+    if (eq == std::string::npos || eq == 0)
+      fail(spec, text, "option '" + pieces[i] + "' is not key=value");
     t.options[pieces[i].substr(0, eq)] = pieces[i].substr(eq + 1);
   }
   auto take = [&](const char* key) -> std::optional<std::string> {
@@ -86,7 +88,8 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
     const auto dash = rest.find('-');
     const std::string units_text = rest.substr(0, dash);
     const double units = parse_number(spec, text, units_text);
-    if (units < 1 || units != std::floor(units) || units > 1e9) fail(spec, text, "units must be a positive integer");
+    if (units < 1 || units != std::floor(units) || units > 1e9)
+      fail(spec, text, "units must be a positive integer");
     Dense::Options o;
     o.units = static_cast<std::int64_t>(units);
     o.activation = dash == std::string::npos ? "linear" : rest.substr(dash + 1);

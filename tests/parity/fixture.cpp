@@ -47,7 +47,8 @@ NpyArray read_npy(const fs::path& path) {
     throw std::runtime_error(path.string() + ": Fortran order is not supported");
   NpyArray a;
   std::string shape_text = field("shape");
-  shape_text = shape_text.substr(shape_text.find('(') + 1, shape_text.find(')') - shape_text.find('(') - 1);
+  shape_text =
+      shape_text.substr(shape_text.find('(') + 1, shape_text.find(')') - shape_text.find('(') - 1);
   for (std::size_t p = 0; p < shape_text.size();) {
     while (p < shape_text.size() && (shape_text[p] == ' ' || shape_text[p] == ',')) ++p;
     if (p >= shape_text.size()) break;
@@ -70,11 +71,16 @@ NpyArray read_npy(const fs::path& path) {
       a.values[static_cast<std::size_t>(i)] = static_cast<double>(v);
     }
   };
-  if (descr == "<f4") load(float{});
-  else if (descr == "<f8") load(double{});
-  else if (descr == "<i8") load(std::int64_t{});
-  else if (descr == "<i4") load(std::int32_t{});
-  else throw std::runtime_error(path.string() + ": unsupported dtype " + descr);
+  if (descr == "<f4")
+    load(float{});
+  else if (descr == "<f8")
+    load(double{});
+  else if (descr == "<i8")
+    load(std::int64_t{});
+  else if (descr == "<i4")
+    load(std::int32_t{});
+  else
+    throw std::runtime_error(path.string() + ": unsupported dtype " + descr);
   return a;
 }
 
@@ -99,7 +105,8 @@ std::vector<std::string> list_cases(const std::string& family) {
   const fs::path dir = fixtures_root() / family;
   if (!fs::exists(dir)) return out;
   for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory() && fs::exists(e.path() / "meta.json")) out.push_back(e.path().filename().string());
+    if (e.is_directory() && fs::exists(e.path() / "meta.json"))
+      out.push_back(e.path().filename().string());
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -120,7 +127,8 @@ Errors compare(const Tensor& actual, const NpyArray& expected, double rel_floor)
 }
 
 void report(const std::string& fixture, const std::string& quantity, const Errors& e) {
-  std::printf("PARITY %s %s max_abs=%.3g max_rel=%.3g\n", fixture.c_str(), quantity.c_str(), e.max_abs, e.max_rel);
+  std::printf("PARITY %s %s max_abs=%.3g max_rel=%.3g\n", fixture.c_str(), quantity.c_str(),
+              e.max_abs, e.max_rel);
   if (const char* path = std::getenv("BNORM_PARITY_REPORT")) {
     if (FILE* f = std::fopen(path, "a")) {
       std::fprintf(f, "%s %s %.6g %.6g\n", fixture.c_str(), quantity.c_str(), e.max_abs, e.max_rel);

@@ -41,13 +41,15 @@ class KerasBn : public ::testing::TestWithParam<std::string> {
   // float64 truth at the normal tolerance, and against Keras at Keras's own error.
   bool large_mean() const { return fx_.config().value("data", "") == "large_mean"; }
 
-  void check(const std::string& quantity, const Tensor& actual, const std::string& array, double tol) {
+  void check(const std::string& quantity, const Tensor& actual, const std::string& array,
+             double tol) {
     const auto e = compare(actual, fx_.array(array), kRelFloor);
     report(fx_.name(), quantity, e);
     EXPECT_LE(e.max_rel, large_mean() ? kLargeMeanKerasTol : tol) << fx_.name() << " " << quantity;
   }
 
-  void check_exact(const std::string& quantity, const Tensor& actual, const Tensor& exact, double tol) {
+  void check_exact(const std::string& quantity, const Tensor& actual, const Tensor& exact,
+                   double tol) {
     NpyArray a;
     a.values.assign(exact.data(), exact.data() + exact.size());
     const auto e = compare(actual, a, kRelFloor);
@@ -75,11 +77,11 @@ TEST_P(KerasBn, TrainingForwardAndGradients) {
       dgamma(Shape{d.channels}), dbeta(Shape{d.channels});
   const Tensor gamma = fx_.tensor("gamma"), beta = fx_.tensor("beta");
   kernels::reference::batch_norm_moments(d, x.data(), mean.data(), var.data());
-  kernels::reference::batch_norm_forward(d, x.data(), mean.data(), var.data(), gamma.data(), beta.data(),
-                                         c.at("epsilon").get<float>(), y.data());
-  kernels::reference::batch_norm_backward(d, x.data(), fx_.tensor("dy").data(), mean.data(), var.data(),
-                                          gamma.data(), c.at("epsilon").get<float>(), true, dx64.data(),
-                                          dgamma.data(), dbeta.data());
+  kernels::reference::batch_norm_forward(d, x.data(), mean.data(), var.data(), gamma.data(),
+                                         beta.data(), c.at("epsilon").get<float>(), y.data());
+  kernels::reference::batch_norm_backward(d, x.data(), fx_.tensor("dy").data(), mean.data(),
+                                          var.data(), gamma.data(), c.at("epsilon").get<float>(),
+                                          true, dx64.data(), dgamma.data(), dbeta.data());
   auto fresh = make_layer();
   check_exact("y_training", fresh.forward(x, Mode::training), y, kForwardTol);
   fresh.backward(fx_.tensor("dy"));

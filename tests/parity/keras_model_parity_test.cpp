@@ -70,7 +70,8 @@ TEST_P(KerasSeed, TwentyTrainOnBatchStepsMatchKeras) {
   report(fx.name(), "losses", le);
   EXPECT_LE(le.max_rel, kTrajectoryTol);
   check_weights_after(fx, model, kTrajectoryTol);
-  const auto pe = compare(model.predict(fx.tensor("x_eval")), fx.array("predictions_after"), kRelFloor);
+  const auto pe =
+      compare(model.predict(fx.tensor("x_eval")), fx.array("predictions_after"), kRelFloor);
   report(fx.name(), "predictions_after", pe);
   EXPECT_LE(pe.max_rel, kTrajectoryTol);
 }
@@ -103,7 +104,8 @@ TEST_P(KerasFrozen, FitMatchesKeras) {
     for (std::size_t i = 2; i < 6; ++i) {
       const auto before = fx.array(kWeightNames[i]);
       for (std::size_t k = 0; k < before.values.size(); ++k)
-        EXPECT_EQ(w[i][static_cast<std::int64_t>(k)], static_cast<float>(before.values[k])) << kWeightNames[i];
+        EXPECT_EQ(w[i][static_cast<std::int64_t>(k)], static_cast<float>(before.values[k]))
+            << kWeightNames[i];
     }
   }
 }

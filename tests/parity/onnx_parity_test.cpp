@@ -6,7 +6,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "fixture.hpp"
@@ -24,7 +23,8 @@ fs::path onnx_root() { return fs::path(BNORM_SOURCE_DIR) / "tests" / "parity" / 
 std::vector<std::string> onnx_cases() {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(onnx_root()))
-    if (e.is_directory() && fs::exists(e.path() / "expected.json")) out.push_back(e.path().filename().string());
+    if (e.is_directory() && fs::exists(e.path() / "expected.json"))
+      out.push_back(e.path().filename().string());
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -40,7 +40,8 @@ Tensor read_tensor(const fs::path& path) {
   std::vector<float> v(static_cast<std::size_t>(n));
   if (t.data_type() != 1) throw std::runtime_error(path.string() + ": not FLOAT");
   if (t.has_raw_data()) {
-    if (t.raw_data().size() != v.size() * sizeof(float)) throw std::runtime_error(path.string() + ": raw size");
+    if (t.raw_data().size() != v.size() * sizeof(float))
+      throw std::runtime_error(path.string() + ": raw size");
     std::memcpy(v.data(), t.raw_data().data(), t.raw_data().size());
   } else {
     if (t.float_data_size() != n) throw std::runtime_error(path.string() + ": float_data size");
@@ -64,7 +65,8 @@ TEST_P(OnnxBatchNorm, MatchesOperatorTestData) {
   const auto meta = nlohmann::json::parse(in);
   std::map<std::string, Tensor> io;
   for (const char* group : {"inputs", "outputs"})
-    for (const auto& e : meta.at(group)) io[e.at("role").get<std::string>()] = read_tensor(dir / e.at("file").get<std::string>());
+    for (const auto& e : meta.at(group))
+      io[e.at("role").get<std::string>()] = read_tensor(dir / e.at("file").get<std::string>());
   const auto& attrs = meta.at("attributes");
   const float epsilon = attrs.at("epsilon").get<float>();
   const double momentum = attrs.at("momentum").get<float>();  // ONNX attributes are float32
@@ -90,7 +92,8 @@ TEST_P(OnnxBatchNorm, MatchesOperatorTestData) {
     Tensor running_mean = io.at("input_mean"), running_var = io.at("input_var");
     kernels::batch_norm_update_moving(d.channels, mean.data(), var.data(), momentum, 1.0f,
                                       running_mean.data(), running_var.data());
-    for (auto [role, actual] : {std::pair{"running_mean", &running_mean}, std::pair{"running_var", &running_var}}) {
+    for (auto [role, actual] :
+         {std::pair{"running_mean", &running_mean}, std::pair{"running_var", &running_var}}) {
       const auto e = compare(*actual, as_array(io.at(role)), kRelFloor);
       report(name, role, e);
       EXPECT_LE(e.max_rel, kForwardTol) << role;

@@ -41,7 +41,8 @@ class TorchBn : public ::testing::TestWithParam<std::string> {
     return bn;
   }
 
-  void check(const std::string& quantity, const Tensor& actual, const std::string& array, double tol) {
+  void check(const std::string& quantity, const Tensor& actual, const std::string& array,
+             double tol) {
     const auto e = compare(actual, fx_.array(array), kRelFloor);
     report(fx_.name(), quantity, e);
     EXPECT_LE(e.max_rel, tol) << fx_.name() << " " << quantity;

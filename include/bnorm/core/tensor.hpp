@@ -29,7 +29,7 @@ class Shape {
   // Product of all dims (1 for rank 0).
   std::int64_t size() const noexcept;
   const std::vector<std::int64_t>& dims() const noexcept { return dims_; }
-  // "(32, 28, 28)"; with_batch_none renders dim 0 as "None", as Keras summary() does.
+  // "(32, 28, 28)"; a rank-1 shape prints as "(5,)", as Python does.
   std::string str() const;
   bool operator==(const Shape& other) const noexcept = default;
 
@@ -47,8 +47,9 @@ class Tensor {
 
   Tensor(const Tensor& other);
   Tensor& operator=(const Tensor& other);
-  Tensor(Tensor&&) noexcept = default;
-  Tensor& operator=(Tensor&&) noexcept = default;
+  // A moved-from tensor is empty (rank 0, size 0), never a shape without storage.
+  Tensor(Tensor&& other) noexcept;
+  Tensor& operator=(Tensor&& other) noexcept;
 
   const Shape& shape() const noexcept { return shape_; }
   int rank() const noexcept { return shape_.rank(); }

@@ -19,9 +19,9 @@ enum class Mode { training, inference };
 struct Variable {
   std::string name;
   Tensor value;
-  Tensor gradient;      // same shape as value; written by backward() (trainable only)
+  Tensor gradient;  // same shape as value; written by backward() (trainable only)
   bool trainable = true;
-  float l2 = 0.0f;      // L2 regularizer factor: adds l2 * sum(value^2) to the loss
+  float l2 = 0.0f;  // L2 regularizer factor: adds l2 * sum(value^2) to the loss
 };
 
 // How a weight starts (Keras initializer names).

@@ -32,9 +32,9 @@ struct History {
   std::vector<double> epoch_seconds;
 };
 
-// Keras verbose=1 progress bar: "  12/1875 ━━━━━━━━━━━━━━━━━━━━ 3s 2ms/step - accuracy: ... - loss: ...".
-// On a terminal it redraws one line (at most ~10 times a second); otherwise it prints only each
-// epoch's final line.
+// Keras verbose=1 progress bar: "  12/1875 ━━━━━━━━━━━━━━━━━━━━ 3s 2ms/step - accuracy: ... - loss:
+// ...". On a terminal it redraws one line (at most ~10 times a second); otherwise it prints only
+// each epoch's final line.
 class ProgressBar final : public Callback {
  public:
   explicit ProgressBar(std::FILE* out = stdout, int width = 20);
@@ -70,7 +70,8 @@ class CSVLogger final : public Callback {
 // Keras EarlyStopping(monitor, min_delta, patience, mode="auto").
 class EarlyStopping final : public Callback {
  public:
-  explicit EarlyStopping(std::string monitor = "val_loss", int patience = 0, double min_delta = 0.0);
+  explicit EarlyStopping(std::string monitor = "val_loss", int patience = 0,
+                         double min_delta = 0.0);
   void on_train_begin(Sequential&, int epochs, std::int64_t steps_per_epoch) override;
   void on_epoch_end(Sequential&, int epoch, const Logs& logs) override;
   int stopped_epoch() const noexcept { return stopped_epoch_; }

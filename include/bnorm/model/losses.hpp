@@ -8,7 +8,11 @@
 
 namespace bnorm {
 
-enum class LossKind { sparse_categorical_crossentropy, categorical_crossentropy, mean_squared_error };
+enum class LossKind {
+  sparse_categorical_crossentropy,
+  categorical_crossentropy,
+  mean_squared_error
+};
 
 // "sparse_categorical_crossentropy" (or "scce"), "categorical_crossentropy" (or "cce"),
 // "mean_squared_error" (or "mse"); ValueError naming the valid names otherwise.

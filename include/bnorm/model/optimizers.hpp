@@ -36,7 +36,8 @@ class Optimizer {
   std::unordered_map<const Variable*, std::vector<Tensor>> slots_;
 };
 
-// w -= lr * g; with momentum: m = momentum * m - lr * g; w += m (nesterov: w += momentum * m - lr * g).
+// w -= lr * g; with momentum: m = momentum * m - lr * g; w += m (nesterov: w += momentum * m - lr *
+// g). ValueError for momentum outside [0, 1], as Keras.
 class SGD final : public Optimizer {
  public:
   struct Options {

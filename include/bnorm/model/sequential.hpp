@@ -26,13 +26,16 @@ struct FitOptions {
   std::int64_t batch_size = 32;
   int epochs = 1;
   // Keras: the last fraction of x/y (before shuffling) is held out for validation.
-  float validation_split = 0.0f;
+  double validation_split = 0.0;
   // Explicit validation data (takes precedence over validation_split).
   const Tensor* validation_x = nullptr;
   const Tensor* validation_y = nullptr;
   bool shuffle = true;
   std::vector<Callback*> callbacks;
 };
+
+// Keras's split of n samples for validation_split: the first floor(n * (1 - split)) train.
+std::int64_t validation_split_index(std::int64_t n, double split) noexcept;
 
 struct EvaluateResult {
   double loss = 0.0;
@@ -78,6 +81,7 @@ class Sequential {
                std::vector<std::string> metrics = {"accuracy"});
   bool compiled() const noexcept { return optimizer_ != nullptr; }
   Optimizer& optimizer();
+  const Optimizer& optimizer() const;
   LossKind loss() const noexcept { return loss_; }
   const std::vector<std::string>& metrics() const noexcept { return metrics_; }
 

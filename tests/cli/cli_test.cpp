@@ -1,0 +1,365 @@
+// The `bnorm` executable: every bad input is exit status != 0 and exactly one line on stderr
+// naming the problem; small end-to-end runs write every promised file.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "io/test_files.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using bnorm::testing::read_bytes;
+using bnorm::testing::TempDir;
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+// Runs `bnorm <args>` (args are passed through the shell) and captures both streams.
+Result bnorm(const std::string& args) {
+  TempDir capture;
+  const std::string out = capture.file("stdout"), err = capture.file("stderr");
+  const std::string command =
+      quote(BNORM_CLI_PATH) + " " + args + " >" + quote(out) + " 2>" + quote(err) + " </dev/null";
+  const int status = std::system(command.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_bytes(out);
+  r.err = read_bytes(err);
+  return r;
+}
+
+// A failure: non-zero exit, exactly one line "bnorm: error: ..." on stderr containing `needle`.
+void expect_one_line_error(const Result& r, const std::string& needle, int code = -1) {
+  EXPECT_NE(r.code, 0) << r.out;
+  if (code >= 0) {
+    EXPECT_EQ(r.code, code) << r.err;
+  }
+  EXPECT_EQ(r.err.rfind("bnorm: error: ", 0), 0u) << "stderr: " << r.err;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(r.err.back(), '\n') << "stderr: " << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr: " << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
+}
+
+bool has_real_data() { return fs::exists(bnorm::testing::kRealFashionMnist); }
+
+// --- command-line validation (no data needed: checked before anything is read) ----------------
+
+TEST(CliUsage, NoCommand) { expect_one_line_error(bnorm(""), "subcommand", 2); }
+
+TEST(CliUsage, UnknownOption) { expect_one_line_error(bnorm("train --bogus"), "--bogus", 2); }
+
+TEST(CliUsage, HelpSucceeds) {
+  const Result r = bnorm("train --help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("--batch-size"), std::string::npos);
+  EXPECT_TRUE(r.err.empty());
+}
+
+TEST(CliUsage, BatchSizeZero) {
+  expect_one_line_error(bnorm("train --batch-size 0"),
+                        "--batch-size must be at least 1; received 0", 2);
+  expect_one_line_error(bnorm("train --batch-size=-3"), "received -3", 2);
+  expect_one_line_error(bnorm("evaluate --model x.bnorm --batch-size 0"), "--batch-size", 2);
+}
+
+TEST(CliUsage, EpochsBelowOne) {
+  expect_one_line_error(bnorm("train --epochs 0"), "--epochs must be at least 1; received 0", 2);
+}
+
+TEST(CliUsage, ThreadsBelowOne) {
+  expect_one_line_error(bnorm("train --threads 0"), "--threads must be at least 1", 2);
+}
+
+TEST(CliUsage, BadLearningRate) {
+  expect_one_line_error(bnorm("train --lr 0"), "--lr must be a finite number > 0", 2);
+  expect_one_line_error(bnorm("train --lr=-0.1"), "--lr", 2);
+  expect_one_line_error(bnorm("train --lr inf"), "--lr", 2);
+}
+
+TEST(CliUsage, ValidationSplitOutsideRange) {
+  expect_one_line_error(bnorm("train --validation-split 1"), "--validation-split must be in [0, 1)",
+                        2);
+}
+
+TEST(CliUsage, UnknownOptimizer) {
+  expect_one_line_error(bnorm("train --optimizer adamw"), "unknown --optimizer 'adamw'", 2);
+}
+
+TEST(CliUsage, NotANumber) { expect_one_line_error(bnorm("train --epochs many"), "--epochs", 2); }
+
+TEST(CliUsage, EvaluateMode) {
+  expect_one_line_error(bnorm("evaluate --model m.bnorm --mode testing"), "--mode", 2);
+}
+
+TEST(CliUsage, ModelIsRequired) {
+  expect_one_line_error(bnorm("evaluate"), "--model", 2);
+  expect_one_line_error(bnorm("predict"), "--model", 2);
+  expect_one_line_error(bnorm("summary"), "--model", 2);
+}
+
+// --- bad specs: the library's messages -------------------------------------------------------
+
+TEST(CliSpec, UnknownLayer) {
+  expect_one_line_error(bnorm("train --model dense8-relu,conv9,dense10-softmax"), "conv9", 1);
+}
+
+TEST(CliSpec, MomentumOutsideUnitInterval) {
+  expect_one_line_error(bnorm("train --model dense8-relu,bn:momentum=2,dense10-softmax"),
+                        "momentum", 1);
+}
+
+TEST(CliSpec, NegativeEpsilon) {
+  expect_one_line_error(bnorm("train --model dense8-relu,bn:epsilon=-0.001,dense10-softmax"),
+                        "epsilon", 1);
+}
+
+TEST(CliSpec, OutputShapeMismatch) {
+  expect_one_line_error(bnorm("train --model dense8-relu,dense5-softmax"), "outputs shape (5,)", 1);
+}
+
+// --- data problems ----------------------------------------------------------------------------
+
+TEST(CliData, MissingDatasetSaysWhichPackageToInstall) {
+  const Result r = bnorm("train --data /nonexistent/fashion-mnist --quiet");
+  expect_one_line_error(r, "Fashion-MNIST not found in /nonexistent/fashion-mnist", 1);
+  EXPECT_NE(r.err.find("apt-get install dataset-fashion-mnist"), std::string::npos);
+}
+
+TEST(CliData, MissingFileInDataDir) {
+  TempDir data;
+  expect_one_line_error(bnorm("train --quiet --data " + quote(data.path().string())),
+                        "missing train-images-idx3-ubyte.gz", 1);
+}
+
+TEST(CliData, TruncatedIdx) {
+  TempDir data;
+  bnorm::testing::write_fake_fashion_mnist(data.path().string(), 100, 20, /*gzip=*/false);
+  fs::resize_file(data.file("train-images-idx3-ubyte"), 16 + 784 * 50 + 3);
+  const Result r = bnorm("train --quiet --data " + quote(data.path().string()) + " --out " +
+                         quote(data.file("out")));
+  expect_one_line_error(r, "truncated", 1);
+  EXPECT_NE(r.err.find("train-images-idx3-ubyte"), std::string::npos);
+}
+
+TEST(CliData, WrongMagic) {
+  TempDir data;
+  bnorm::testing::write_fake_fashion_mnist(data.path().string(), 100, 20);
+  fs::copy_file(data.file("t10k-labels-idx1-ubyte.gz"), data.file("t10k-images-idx3-ubyte.gz"),
+                fs::copy_options::overwrite_existing);
+  expect_one_line_error(bnorm("train --quiet --data " + quote(data.path().string()) + " --out " +
+                              quote(data.file("out"))),
+                        "bad magic", 1);
+}
+
+// --- model files ------------------------------------------------------------------------------
+
+TEST(CliModelFile, Unreadable) {
+  TempDir dir;
+  for (const char* cmd : {"evaluate", "predict", "summary"}) {
+    expect_one_line_error(bnorm(std::string(cmd) + " --model " + quote(dir.file("none.bnorm"))),
+                          "cannot open", 1);
+  }
+  bnorm::testing::write_bytes(dir.file("junk.bnorm"), "this is not a model\n");
+  for (const char* cmd : {"evaluate", "predict", "summary"}) {
+    expect_one_line_error(bnorm(std::string(cmd) + " --model " + quote(dir.file("junk.bnorm"))),
+                          "not a bnorm model (bad magic)", 1);
+  }
+}
+
+// --- end to end on a small fake data set ------------------------------------------------------
+
+class CliFakeData : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    data_ = dir_->file("data");
+    out_ = dir_->file("out");
+    fs::create_directory(data_);
+    bnorm::testing::write_fake_fashion_mnist(data_, 300, 40);
+    train_ = new Result(bnorm("train --quiet --epochs 2 --batch-size 16 --threads 1 --data " +
+                              quote(data_) + " --out " + quote(out_)));
+  }
+  static void TearDownTestSuite() {
+    delete train_;
+    delete dir_;
+  }
+  static std::string data_flag() { return " --data " + quote(data_); }
+  static TempDir* dir_;
+  static std::string data_, out_;
+  static Result* train_;
+};
+TempDir* CliFakeData::dir_ = nullptr;
+std::string CliFakeData::data_, CliFakeData::out_;
+Result* CliFakeData::train_ = nullptr;
+
+TEST_F(CliFakeData, TrainWritesEveryOutput) {
+  ASSERT_EQ(train_->code, 0) << train_->err;
+  EXPECT_TRUE(train_->err.empty()) << train_->err;
+  for (const char* name : {"history_seed.csv", "history_seed-nobn.csv", "model_seed.bnorm",
+                           "model_seed-nobn.bnorm", "summary.json", "curves.svg"}) {
+    EXPECT_TRUE(fs::is_regular_file(fs::path(out_) / name)) << name;
+  }
+  // Nothing half-written is left behind.
+  for (const auto& entry : fs::directory_iterator(out_)) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos) << entry.path();
+  }
+  std::istringstream csv(read_bytes(out_ + "/history_seed.csv"));
+  std::string line;
+  std::getline(csv, line);
+  EXPECT_EQ(line, "epoch,accuracy,loss,val_accuracy,val_loss");
+  int rows = 0;
+  while (std::getline(csv, line)) rows += line.empty() ? 0 : 1;
+  EXPECT_EQ(rows, 2);
+  EXPECT_NE(train_->out.find("training mode"), std::string::npos) << train_->out;
+  EXPECT_NE(train_->out.find("final test accuracy"), std::string::npos) << train_->out;
+}
+
+TEST_F(CliFakeData, SummaryJsonDescribesTheRun) {
+  ASSERT_EQ(train_->code, 0) << train_->err;
+  const auto doc = nlohmann::json::parse(read_bytes(out_ + "/summary.json"));
+  EXPECT_EQ(doc["config"]["epochs"], 2);
+  EXPECT_EQ(doc["config"]["batch_size"], 16);
+  // Keras holds out the last floor(300 * 0.1) = 30 images; the counts are the ones fit uses.
+  const int train = doc["config"]["train_samples"],
+            validation = doc["config"]["validation_samples"];
+  EXPECT_EQ(train + validation, 300);
+  EXPECT_GE(validation, 30);
+  EXPECT_LE(validation, 31);
+  EXPECT_EQ(doc["config"]["test_samples"], 40);
+  EXPECT_EQ(doc["threads"], 1);
+  ASSERT_EQ(doc["models"].size(), 2u);
+  EXPECT_EQ(doc["models"][0]["name"], "seed");
+  EXPECT_EQ(doc["models"][1]["name"], "seed-nobn");
+  EXPECT_EQ(doc["models"][0]["epochs"].size(), 2u);
+  EXPECT_TRUE(doc["models"][0]["epochs"][1]["test_accuracy"].is_number());
+  EXPECT_TRUE(doc["models"][0]["batch_norm_test_modes"]["training_mode"]["accuracy"].is_number());
+  EXPECT_TRUE(doc["models"][1]["batch_norm_test_modes"].is_null());
+}
+
+TEST_F(CliFakeData, ChartIsSelfContainedSvg) {
+  ASSERT_EQ(train_->code, 0) << train_->err;
+  const std::string svg = read_bytes(out_ + "/curves.svg");
+  EXPECT_NE(svg.find("<svg"), std::string::npos);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_NE(svg.find("Accuracy"), std::string::npos);
+  EXPECT_NE(svg.find("Loss"), std::string::npos);
+  EXPECT_NE(svg.find("seed-nobn"), std::string::npos);
+  EXPECT_EQ(svg.find("<script"), std::string::npos);
+  EXPECT_EQ(svg.find("href"), std::string::npos);
+}
+
+TEST_F(CliFakeData, EvaluatePredictSummary) {
+  ASSERT_EQ(train_->code, 0) << train_->err;
+  const std::string model = " --model " + quote(out_ + "/model_seed.bnorm");
+  Result r = bnorm("evaluate" + model + data_flag());
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("test_accuracy: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("40 test images"), std::string::npos) << r.out;
+  r = bnorm("evaluate --mode training --batch-size 8" + model + data_flag());
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("training mode"), std::string::npos) << r.out;
+
+  r = bnorm("predict --index 0,5,7" + model + data_flag());
+  EXPECT_EQ(r.code, 0) << r.err;
+  for (const char* needle : {"test image 0:", "test image 5:", "test image 7:", "Ankle boot"}) {
+    EXPECT_NE(r.out.find(needle), std::string::npos) << needle << "\n" << r.out;
+  }
+  expect_one_line_error(bnorm("predict --index 40" + model + data_flag()),
+                        "--index 40 is outside the test set [0, 40)", 2);
+
+  r = bnorm("summary" + model);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("batch_normalization"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Adam"), std::string::npos) << r.out;
+
+  for (const char* cmd : {"evaluate", "predict"}) {
+    expect_one_line_error(bnorm(std::string(cmd) + model + " --data /nonexistent/fm"),
+                          "Fashion-MNIST not found in /nonexistent/fm", 1);
+  }
+}
+
+TEST_F(CliFakeData, CustomSpecAndOptions) {
+  const std::string out = dir_->file("custom");
+  const Result r = bnorm(
+      "train --quiet --epochs 1 --optimizer rmsprop --lr 0.002 --seed 3 "
+      "--validation-split 0 --model 'dense16-tanh,bn:momentum=0.9,dropout0.1,"
+      "dense10-softmax'" +
+      data_flag() + " --out " + quote(out));
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::istringstream csv(read_bytes(out + "/history_custom.csv"));
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_EQ(header, "epoch,accuracy,loss");
+  const auto doc = nlohmann::json::parse(read_bytes(out + "/summary.json"));
+  EXPECT_EQ(doc["config"]["optimizer"], "RMSprop");
+  EXPECT_EQ(doc["models"][0]["spec"], "dense16-tanh,bn:momentum=0.9,dropout0.1,dense10-softmax");
+}
+
+// A non-finite loss: one line naming epoch and step, and the checkpoint of the last good epoch
+// (here: from the earlier successful run into the same directory) is untouched and loadable.
+TEST_F(CliFakeData, NonFiniteLossKeepsTheLastGoodCheckpoint) {
+  ASSERT_EQ(train_->code, 0) << train_->err;
+  const std::string out = dir_->file("diverge");
+  fs::create_directory(out);
+  fs::copy_file(out_ + "/model_seed.bnorm", out + "/model_seed.bnorm");
+  const std::string before = read_bytes(out + "/model_seed.bnorm");
+  const Result r = bnorm("train --quiet --epochs 2 --model seed --optimizer sgd --lr 1e30" +
+                         data_flag() + " --out " + quote(out));
+  expect_one_line_error(r, "epoch", 1);
+  EXPECT_NE(r.err.find("step"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("last good checkpoint"), std::string::npos) << r.err;
+  EXPECT_EQ(read_bytes(out + "/model_seed.bnorm"), before);
+  EXPECT_EQ(bnorm("summary --model " + quote(out + "/model_seed.bnorm")).code, 0);
+}
+
+// --- the real data set ------------------------------------------------------------------------
+
+TEST(CliRealData, SmallRunEndToEnd) {
+  if (!has_real_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  TempDir dir;
+  const std::string out = dir.file("run");
+  const Result r =
+      bnorm("train --train-limit 2000 --test-limit 500 --epochs 1 --quiet --out " + quote(out));
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* name : {"history_seed.csv", "history_seed-nobn.csv", "curves.svg",
+                           "summary.json", "model_seed.bnorm", "model_seed-nobn.bnorm"}) {
+    EXPECT_TRUE(fs::is_regular_file(fs::path(out) / name)) << name;
+  }
+  std::istringstream csv(read_bytes(out + "/history_seed.csv"));
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_EQ(header, "epoch,accuracy,loss,val_accuracy,val_loss");
+  const auto doc = nlohmann::json::parse(read_bytes(out + "/summary.json"));
+  EXPECT_EQ(doc["config"]["test_samples"], 500);
+  // Even one epoch on 1800 images learns something on Fashion-MNIST (chance is 0.1).
+  EXPECT_GT(doc["models"][0]["final_test"]["accuracy"].get<double>(), 0.5);
+
+  const std::string model = " --model " + quote(out + "/model_seed.bnorm");
+  Result e = bnorm("evaluate" + model);
+  EXPECT_EQ(e.code, 0) << e.err;
+  EXPECT_NE(e.out.find("10000 test images"), std::string::npos) << e.out;
+  e = bnorm("predict --index 0,5,7" + model);
+  EXPECT_EQ(e.code, 0) << e.err;
+  EXPECT_NE(e.out.find("test image 0: true 9 (Ankle boot)"), std::string::npos) << e.out;
+  e = bnorm("summary" + model);
+  EXPECT_EQ(e.code, 0) << e.err;
+}
+
+}  // namespace

@@ -1,0 +1,126 @@
+// The gradient checker itself: it passes correct layers and catches wrong gradients, including
+// a batch-normalization backward that forgets the batch statistics depend on x.
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kernels/batch_norm.hpp"
+#include "support/test_support.hpp"
+
+namespace bnorm {
+namespace {
+
+// y = w * x elementwise (w per feature); backward scaled by `error` to simulate a bug.
+class ScaleLayer final : public Layer {
+ public:
+  explicit ScaleLayer(float error = 1.0f) : Layer("scale"), error_(error) {}
+  std::string class_name() const override { return "Scale"; }
+  Shape output_shape(const Shape& s) const override { return s; }
+
+ protected:
+  void do_build(const Shape& s, Random& rng) override {
+    w_ = &add_weight("w", s, true);
+    test::fill_uniform(w_->value, rng, 0.5f, 1.5f);
+  }
+  void do_forward(const Tensor& x, Mode, Tensor& y) override {
+    y.resize(x.shape());
+    const std::int64_t f = w_->value.size();
+    for (std::int64_t i = 0; i < x.size(); ++i) y[i] = x[i] * w_->value[i % f];
+  }
+  void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) override {
+    const Tensor& x = *last_input_;
+    const std::int64_t f = w_->value.size();
+    w_->gradient.fill(0.0f);
+    for (std::int64_t i = 0; i < x.size(); ++i) w_->gradient[i % f] += dy[i] * x[i];
+    if (compute_dx) {
+      dx.resize(x.shape());
+      for (std::int64_t i = 0; i < x.size(); ++i) dx[i] = error_ * dy[i] * w_->value[i % f];
+    }
+  }
+
+ private:
+  float error_;
+  Variable* w_ = nullptr;
+};
+
+// Batch normalization over (N, C) without scale/offset whose backward can drop the terms that
+// come from the batch statistics depending on x (a classic bug).
+class NaiveBn final : public Layer {
+ public:
+  explicit NaiveBn(bool forget_batch_terms) : Layer("naive_bn"), forget_(forget_batch_terms) {}
+  std::string class_name() const override { return "NaiveBn"; }
+  Shape output_shape(const Shape& s) const override { return s; }
+
+ protected:
+  void do_build(const Shape&, Random&) override {}
+  void do_forward(const Tensor& x, Mode, Tensor& y) override {
+    dims_ = {x.shape()[0], x.shape()[1], 1};
+    mean_.resize(Shape{dims_.channels});
+    var_.resize(Shape{dims_.channels});
+    y.resize(x.shape());
+    kernels::reference::batch_norm_moments(dims_, x.data(), mean_.data(), var_.data());
+    kernels::reference::batch_norm_forward(dims_, x.data(), mean_.data(), var_.data(), nullptr,
+                                           nullptr, 1e-3f, y.data());
+  }
+  void do_backward(const Tensor& dy, bool, Tensor& dx) override {
+    dx.resize(dy.shape());
+    kernels::reference::batch_norm_backward(dims_, last_input_->data(), dy.data(), mean_.data(),
+                                            var_.data(), nullptr, 1e-3f, !forget_, dx.data(),
+                                            nullptr, nullptr);
+  }
+
+ private:
+  bool forget_;
+  kernels::BatchNormDims dims_;
+  Tensor mean_, var_;
+};
+
+TEST(GradientCheck, PassesACorrectLayer) {
+  ScaleLayer layer;
+  Random rng(1);
+  layer.build(Shape{3}, rng);
+  const Tensor x = test::random_normal(Shape{4, 3}, rng);
+  EXPECT_TRUE(test::check_layer_gradients(layer, x));
+}
+
+TEST(GradientCheck, CatchesAFivePercentErrorInDx) {
+  ScaleLayer layer(1.05f);
+  Random rng(1);
+  layer.build(Shape{3}, rng);
+  const Tensor x = test::random_normal(Shape{4, 3}, rng);
+  const auto r = test::check_layer_gradients(layer, x);
+  EXPECT_FALSE(r);
+  EXPECT_NE(std::string(r.message()).find("dx["), std::string::npos) << r.message();
+}
+
+TEST(GradientCheck, CatchesMissingBatchStatisticTerms) {
+  Random rng(2);
+  const Tensor x = test::random_normal(Shape{8, 3}, rng, 1.0f, 2.0f);
+  NaiveBn good(false), bad(true);
+  good.build(Shape{3}, rng);
+  bad.build(Shape{3}, rng);
+  EXPECT_TRUE(test::check_layer_gradients(good, x));
+  EXPECT_FALSE(test::check_layer_gradients(bad, x));
+}
+
+TEST(GradientCheck, ExpectCloseReportsTheWorstElement) {
+  const Tensor a(Shape{2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6});
+  Tensor b = a;
+  b[4] = 5.5f;
+  b[1] = 2.01f;
+  const auto r = test::all_close(a, b, 1e-3, 0.0);
+  ASSERT_FALSE(r);
+  const std::string msg = r.message();
+  EXPECT_NE(msg.find("2 of 6"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("index 4 [1, 1]"), std::string::npos) << msg;
+  EXPECT_TRUE(test::all_close(a, a, 0.0, 0.0));
+  EXPECT_FALSE(test::all_close(a, a.reshaped(Shape{3, 2}), 1.0, 1.0));  // shape mismatch
+  Tensor n = a;
+  n[0] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(test::all_close(n, n, 1.0, 1.0));  // NaN never matches
+}
+
+}  // namespace
+}  // namespace bnorm

@@ -1,0 +1,339 @@
+// The layer contract, run over every layer type and configuration: build, output_shape,
+// forward shape in both modes, parameter counts, gradient check by central differences,
+// determinism with the same seed, input validation.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/layers/activation.hpp"
+#include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/layers/dense.hpp"
+#include "bnorm/layers/dropout.hpp"
+#include "bnorm/layers/flatten.hpp"
+#include "support/test_support.hpp"
+
+namespace bnorm {
+namespace {
+
+struct LayerCase {
+  std::string name;
+  std::function<std::unique_ptr<Layer>()> make;
+  Shape input;            // per-sample
+  Shape expected_output;  // per-sample
+  std::int64_t expected_params = 0;
+  std::int64_t expected_trainable = 0;
+  std::int64_t batch = 6;
+  bool random_in_training = false;  // Dropout: a new mask per training forward
+  bool allow_kinks = false;         // piecewise-linear (relu)
+};
+
+std::ostream& operator<<(std::ostream& os, const LayerCase& c) { return os << c.name; }
+
+std::unique_ptr<Layer> bn(BatchNormalization::Options o, bool trainable = true) {
+  // Non-trivial gamma/beta so the checks see them.
+  o.gamma_initializer = Initializer::random_uniform(0.5f, 1.5f);
+  o.beta_initializer = Initializer::random_uniform(-0.5f, 0.5f);
+  auto l = std::make_unique<BatchNormalization>(o);
+  l->set_trainable(trainable);
+  return l;
+}
+
+std::unique_ptr<Layer> bn_axis(int axis) {
+  BatchNormalization::Options o;
+  o.axis = axis;
+  return bn(o);
+}
+
+std::unique_ptr<Layer> dense(std::int64_t units, std::string activation, bool use_bias = true) {
+  Dense::Options o;
+  o.units = units;
+  o.activation = std::move(activation);
+  o.use_bias = use_bias;
+  o.bias_initializer = Initializer::random_uniform(-0.1f, 0.1f);
+  return std::make_unique<Dense>(o);
+}
+
+std::vector<LayerCase> cases() {
+  std::vector<LayerCase> c;
+  for (const char* act : {"linear", "relu", "sigmoid", "tanh", "softmax"}) {
+    for (bool bias : {true, false}) {
+      const std::string a = act;
+      c.push_back({"Dense_" + a + (bias ? "_bias" : "_nobias"),
+                   [a, bias] { return dense(4, a, bias); }, Shape{5}, Shape{4}, bias ? 24 : 20,
+                   bias ? 24 : 20, 6, false, a == "relu"});
+    }
+  }
+  c.push_back(
+      {"Dense_rank3_input", [] { return dense(4, "tanh"); }, Shape{3, 5}, Shape{3, 4}, 24, 24, 4});
+  for (const char* act : {"linear", "relu", "sigmoid", "tanh", "softmax"}) {
+    const std::string a = act;
+    c.push_back({"Activation_" + a, [a] { return std::make_unique<Activation>(a); }, Shape{7},
+                 Shape{7}, 0, 0, 6, false, a == "relu"});
+  }
+  c.push_back({"Activation_softmax_rank3", [] { return std::make_unique<Activation>("softmax"); },
+               Shape{2, 3, 4}, Shape{2, 3, 4}, 0, 0, 3});
+  c.push_back({"Dropout_0_3", [] { return std::make_unique<Dropout>(0.3f); }, Shape{8}, Shape{8}, 0,
+               0, 6, true});
+  c.push_back(
+      {"Dropout_0", [] { return std::make_unique<Dropout>(0.0f); }, Shape{8}, Shape{8}, 0, 0, 6});
+  c.push_back(
+      {"Flatten", [] { return std::make_unique<Flatten>(); }, Shape{2, 3, 4}, Shape{24}, 0, 0, 3});
+  c.push_back(
+      {"Flatten_rank1", [] { return std::make_unique<Flatten>(); }, Shape{5}, Shape{5}, 0, 0, 3});
+  c.push_back({"BN_axis_last_2d", [] { return bn_axis(-1); }, Shape{6}, Shape{6}, 24, 12, 8});
+  c.push_back({"BN_axis1_2d", [] { return bn_axis(1); }, Shape{6}, Shape{6}, 24, 12, 8});
+  c.push_back({"BN_axis1_4d", [] { return bn_axis(1); }, Shape{3, 4, 2}, Shape{3, 4, 2}, 12, 6, 3});
+  c.push_back(
+      {"BN_axis_last_4d", [] { return bn_axis(-1); }, Shape{2, 3, 4}, Shape{2, 3, 4}, 16, 8, 3});
+  c.push_back({"BN_axis2_4d", [] { return bn_axis(2); }, Shape{2, 3, 4}, Shape{2, 3, 4}, 12, 6, 3});
+  c.push_back(
+      {"BN_axis_minus2_3d", [] { return bn_axis(-2); }, Shape{5, 3}, Shape{5, 3}, 20, 10, 4});
+  c.push_back({"BN_center_off",
+               [] {
+                 BatchNormalization::Options o;
+                 o.center = false;
+                 return bn(o);
+               },
+               Shape{5}, Shape{5}, 15, 5, 8});
+  c.push_back({"BN_scale_off",
+               [] {
+                 BatchNormalization::Options o;
+                 o.scale = false;
+                 return bn(o);
+               },
+               Shape{5}, Shape{5}, 15, 5, 8});
+  c.push_back({"BN_center_scale_off",
+               [] {
+                 BatchNormalization::Options o;
+                 o.center = false;
+                 o.scale = false;
+                 return bn(o);
+               },
+               Shape{5}, Shape{5}, 10, 0, 8});
+  c.push_back(
+      {"BN_frozen", [] { return bn({}, /*trainable=*/false); }, Shape{5}, Shape{5}, 20, 0, 8});
+  c.push_back({"BN_pytorch_axis1_4d",
+               [] {
+                 BatchNormalization::Options o = BatchNormalization::pytorch_defaults();
+                 o.axis = 1;
+                 return bn(o);
+               },
+               Shape{3, 2, 2}, Shape{3, 2, 2}, 12, 6, 4});
+  return c;
+}
+
+class LayerContractTest : public ::testing::TestWithParam<LayerCase> {
+ protected:
+  std::unique_ptr<Layer> built(std::uint64_t seed = 42) {
+    auto layer = GetParam().make();
+    Random rng(seed);
+    layer->build(GetParam().input, rng);
+    return layer;
+  }
+  Tensor input(std::uint64_t seed = 7) {
+    Random rng(seed);
+    return test::random_normal(test::with_batch(GetParam().batch, GetParam().input), rng, 0.3f,
+                               1.0f);
+  }
+};
+
+TEST_P(LayerContractTest, BuildAndOutputShape) {
+  const LayerCase& c = GetParam();
+  auto layer = c.make();
+  EXPECT_FALSE(layer->built());
+  EXPECT_FALSE(layer->class_name().empty());
+  EXPECT_FALSE(layer->name().empty());
+  Random rng(1);
+  layer->build(c.input, rng);
+  EXPECT_TRUE(layer->built());
+  EXPECT_EQ(layer->input_shape(), c.input);
+  EXPECT_EQ(layer->output_shape(c.input), c.expected_output);
+  EXPECT_EQ(layer->count_params(), c.expected_params);
+  EXPECT_EQ(layer->count_trainable_params(), c.expected_trainable);
+  std::int64_t total = 0, trainable = 0;
+  std::set<std::string> names;
+  for (const Variable* v : std::as_const(*layer).weights()) {
+    total += v->value.size();
+    EXPECT_FALSE(v->name.empty());
+    EXPECT_TRUE(names.insert(v->name).second) << "duplicate weight name " << v->name;
+  }
+  for (Variable* v : layer->trainable_weights()) {
+    trainable += v->value.size();
+    EXPECT_TRUE(v->trainable);
+    EXPECT_EQ(v->gradient.shape(), v->value.shape()) << v->name;
+  }
+  EXPECT_EQ(total, layer->count_params());
+  EXPECT_EQ(trainable, layer->count_trainable_params());
+}
+
+TEST_P(LayerContractTest, BuildAgainWithSameShapeIsANoOp) {
+  auto layer = built(3);
+  std::vector<Tensor> before;
+  for (Variable* v : layer->weights()) before.push_back(v->value);
+  Random other(999);
+  layer->build(GetParam().input, other);
+  const auto after = layer->weights();
+  ASSERT_EQ(after.size(), before.size());
+  for (std::size_t i = 0; i < before.size(); ++i)
+    EXPECT_TRUE(test::bitwise_equal(after[i]->value, before[i]));
+}
+
+TEST_P(LayerContractTest, ForwardShapeInBothModes) {
+  const LayerCase& c = GetParam();
+  auto layer = built();
+  const Tensor x = input();
+  for (Mode mode : {Mode::training, Mode::inference}) {
+    const Tensor& y = layer->forward(x, mode);
+    EXPECT_EQ(y.shape(), test::with_batch(c.batch, c.expected_output));
+    EXPECT_TRUE(y.all_finite());
+  }
+  // Other batch sizes work with the same built layer.
+  Random rng(5);
+  const Tensor x2 = test::random_normal(test::with_batch(c.batch + 3, c.input), rng);
+  EXPECT_EQ(layer->forward(x2, Mode::training).shape(),
+            test::with_batch(c.batch + 3, c.expected_output));
+  EXPECT_EQ(layer->forward(x2, Mode::inference).shape(),
+            test::with_batch(c.batch + 3, c.expected_output));
+}
+
+TEST_P(LayerContractTest, ForwardDoesNotModifyInput) {
+  auto layer = built();
+  const Tensor x = input();
+  const Tensor copy = x;
+  layer->forward(x, Mode::training);
+  const Tensor y = layer->forward(x, Mode::training);
+  layer->backward(y);
+  EXPECT_TRUE(test::bitwise_equal(x, copy));
+}
+
+TEST_P(LayerContractTest, BackwardShapes) {
+  const LayerCase& c = GetParam();
+  auto layer = built();
+  const Tensor x = input();
+  for (Mode mode : {Mode::training, Mode::inference}) {
+    const Tensor y = layer->forward(x, mode);
+    const Tensor dy = Tensor::full(y.shape(), 0.5f);
+    const Tensor& dx = layer->backward(dy);
+    EXPECT_EQ(dx.shape(), x.shape());
+    EXPECT_TRUE(dx.all_finite());
+    for (Variable* v : layer->trainable_weights()) {
+      EXPECT_EQ(v->gradient.shape(), v->value.shape());
+      EXPECT_TRUE(v->gradient.all_finite());
+    }
+  }
+  (void)c;
+}
+
+TEST_P(LayerContractTest, BackwardRejectsAGradientOfTheWrongShape) {
+  auto layer = built();
+  const Tensor x = input();
+  const Tensor y = layer->forward(x, Mode::training);
+  std::vector<std::int64_t> dims = y.shape().dims();
+  dims.back() += 1;
+  EXPECT_THROW(layer->backward(Tensor(Shape(dims))), ShapeError);
+}
+
+TEST_P(LayerContractTest, GradientCheckInference) {
+  const LayerCase& c = GetParam();
+  auto layer = built();
+  test::GradCheckOptions o;
+  o.mode = Mode::inference;
+  o.allow_kinks = c.allow_kinks;
+  EXPECT_TRUE(test::check_layer_gradients(*layer, input(), o));
+}
+
+TEST_P(LayerContractTest, GradientCheckTraining) {
+  const LayerCase& c = GetParam();
+  auto layer = built();
+  if (c.random_in_training) {
+    // A new random mask per forward rules out finite differences; the layer is linear in x for
+    // a fixed mask, so dx must be dy * (y / x) elementwise.
+    const Tensor x = input();
+    const Tensor y = layer->forward(x, Mode::training);
+    Random rng(3);
+    const Tensor dy = test::random_normal(y.shape(), rng);
+    const Tensor dx = layer->backward(dy);
+    std::vector<double> expected(static_cast<std::size_t>(x.size()));
+    for (std::int64_t i = 0; i < x.size(); ++i)
+      expected[static_cast<std::size_t>(i)] = double(dy[i]) * y[i] / x[i];
+    test::expect_close(dx.values(), expected, 1e-5, 1e-6);
+    return;
+  }
+  test::GradCheckOptions o;
+  o.mode = Mode::training;
+  o.allow_kinks = c.allow_kinks;
+  EXPECT_TRUE(test::check_layer_gradients(*layer, input(), o));
+}
+
+TEST_P(LayerContractTest, DeterministicWithTheSameSeed) {
+  auto a = built(11);
+  auto b = built(11);
+  const auto wa = a->weights();
+  const auto wb = b->weights();
+  ASSERT_EQ(wa.size(), wb.size());
+  for (std::size_t i = 0; i < wa.size(); ++i)
+    EXPECT_TRUE(test::bitwise_equal(wa[i]->value, wb[i]->value));
+  const Tensor x = input();
+  for (int step = 0; step < 3; ++step) {
+    for (Mode mode : {Mode::training, Mode::inference}) {
+      const Tensor ya = a->forward(x, mode);
+      const Tensor yb = b->forward(x, mode);
+      EXPECT_TRUE(test::bitwise_equal(ya, yb)) << "step " << step;
+      const Tensor dy = Tensor::full(ya.shape(), 0.25f);
+      EXPECT_TRUE(test::bitwise_equal(a->backward(dy), b->backward(dy)));
+    }
+  }
+}
+
+TEST_P(LayerContractTest, InferenceIsDeterministic) {
+  auto layer = built();
+  const Tensor x = input();
+  const Tensor y1 = layer->forward(x, Mode::inference);
+  const Tensor y2 = layer->forward(x, Mode::inference);
+  EXPECT_TRUE(test::bitwise_equal(y1, y2));
+}
+
+TEST_P(LayerContractTest, RejectsInputOfAnotherShape) {
+  const LayerCase& c = GetParam();
+  auto layer = built();
+  std::vector<std::int64_t> dims = test::with_batch(c.batch, c.input).dims();
+  dims.back() += 1;
+  const Tensor wrong{Shape(dims)};
+  EXPECT_THROW(layer->forward(wrong, Mode::training), ShapeError);
+  EXPECT_THROW(layer->forward(wrong, Mode::inference), ShapeError);
+  // Missing batch dimension (per-sample tensor given as a batch).
+  const Tensor unbatched{c.input};
+  EXPECT_THROW(layer->forward(unbatched, Mode::inference), ShapeError);
+}
+
+TEST_P(LayerContractTest, RejectsAnEmptyBatch) {
+  auto layer = built();
+  const Tensor empty{test::with_batch(0, GetParam().input)};
+  EXPECT_THROW(layer->forward(empty, Mode::training), ShapeError);
+  EXPECT_THROW(layer->forward(empty, Mode::inference), ShapeError);
+}
+
+TEST_P(LayerContractTest, ForwardBeforeBuildThrows) {
+  auto layer = GetParam().make();
+  const Tensor x = input();
+  EXPECT_THROW(layer->forward(x, Mode::inference), Error);
+}
+
+TEST_P(LayerContractTest, RebuildWithAnotherShapeThrows) {
+  auto layer = built();
+  std::vector<std::int64_t> dims = GetParam().input.dims();
+  dims.back() += 2;
+  Random rng(1);
+  EXPECT_THROW(layer->build(Shape(dims), rng), ShapeError);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllLayers, LayerContractTest, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace bnorm

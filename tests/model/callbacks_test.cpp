@@ -1,0 +1,257 @@
+// Callbacks: call order and arguments, stop_training, EarlyStopping, CSVLogger, ProgressBar.
+#include "bnorm/model/callbacks.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bnorm/model/sequential.hpp"
+#include "bnorm/model/spec.hpp"
+#include "support/test_support.hpp"
+
+namespace bnorm {
+namespace {
+
+struct Data {
+  Tensor x, y;
+};
+
+Data make_data(std::int64_t n, std::uint64_t seed) {
+  Random rng(seed);
+  Data d{test::random_normal(Shape{n, 4}, rng), Tensor(Shape{n})};
+  for (std::int64_t i = 0; i < n; ++i) d.y[i] = d.x[i * 4] + d.x[i * 4 + 1] > 0 ? 1.0f : 0.0f;
+  return d;
+}
+
+Sequential small_model(std::uint64_t seed = 1) {
+  Sequential m(seed);
+  m.add(Input{Shape{4}});
+  add_layers_from_spec(m, "dense8-relu,bn,dense2-softmax");
+  m.compile(make_optimizer("adam", 0.01), LossKind::sparse_categorical_crossentropy);
+  return m;
+}
+
+class Recorder final : public Callback {
+ public:
+  void on_train_begin(Sequential&, int epochs, std::int64_t steps) override {
+    events.push_back("train_begin " + std::to_string(epochs) + " " + std::to_string(steps));
+  }
+  void on_epoch_begin(Sequential&, int epoch) override {
+    events.push_back("epoch_begin " + std::to_string(epoch));
+  }
+  void on_train_batch_end(Sequential&, std::int64_t step, const Logs& logs) override {
+    events.push_back("batch_end " + std::to_string(step));
+    batch_logs.push_back(logs);
+  }
+  void on_epoch_end(Sequential& model, int epoch, const Logs& logs) override {
+    events.push_back("epoch_end " + std::to_string(epoch));
+    epoch_logs.push_back(logs);
+    if (stop_after_epoch == epoch) model.stop_training = true;
+  }
+  void on_train_end(Sequential&) override { events.push_back("train_end"); }
+
+  int stop_after_epoch = -1;
+  std::vector<std::string> events;
+  std::vector<Logs> batch_logs, epoch_logs;
+};
+
+TEST(Callbacks, CallOrderAndArguments) {
+  const Data d = make_data(40, 1), v = make_data(10, 2);
+  Sequential m = small_model();
+  Recorder r;
+  FitOptions o;
+  o.batch_size = 16;
+  o.epochs = 2;
+  o.validation_x = &v.x;
+  o.validation_y = &v.y;
+  o.callbacks = {&r};
+  const History h = m.fit(d.x, d.y, o);
+  const std::vector<std::string> expected{"train_begin 2 3", "epoch_begin 0", "batch_end 0",
+                                          "batch_end 1",     "batch_end 2",   "epoch_end 0",
+                                          "epoch_begin 1",   "batch_end 0",   "batch_end 1",
+                                          "batch_end 2",     "epoch_end 1",   "train_end"};
+  EXPECT_EQ(r.events, expected);
+  ASSERT_EQ(r.epoch_logs.size(), 2u);
+  for (int e = 0; e < 2; ++e) {
+    for (const char* key : {"loss", "accuracy", "val_loss", "val_accuracy"}) {
+      ASSERT_TRUE(r.epoch_logs[e].count(key)) << key;
+      EXPECT_EQ(r.epoch_logs[e].at(key), h.history.at(key)[static_cast<std::size_t>(e)]) << key;
+    }
+  }
+  // Batch logs are running means over the epoch: the last one equals the epoch's loss.
+  ASSERT_EQ(r.batch_logs.size(), 6u);
+  EXPECT_NEAR(r.batch_logs[2].at("loss"), h.history.at("loss")[0], 1e-9);
+  EXPECT_NEAR(r.batch_logs[5].at("loss"), h.history.at("loss")[1], 1e-9);
+  EXPECT_EQ(r.batch_logs[0].count("val_loss"), 0u);
+}
+
+TEST(Callbacks, StopTrainingEndsAfterTheCurrentEpoch) {
+  const Data d = make_data(32, 3);
+  Sequential m = small_model();
+  Recorder r;
+  r.stop_after_epoch = 1;
+  FitOptions o;
+  o.epochs = 10;
+  o.callbacks = {&r};
+  const History h = m.fit(d.x, d.y, o);
+  EXPECT_EQ(h.history.at("loss").size(), 2u);
+  EXPECT_EQ(r.events.back(), "train_end");
+}
+
+TEST(EarlyStopping, StopsWhenTheMonitorStopsImproving) {
+  // Keras semantics: an epoch improves when current + min_delta < best (mode min); training
+  // stops once `patience` epochs in a row have not improved. min_delta huge: only the first
+  // epoch (against best = inf) improves.
+  const Data d = make_data(32, 4);
+  Sequential m = small_model();
+  EarlyStopping es("loss", /*patience=*/2, /*min_delta=*/1e6);
+  FitOptions o;
+  o.epochs = 10;
+  o.callbacks = {&es};
+  const History h = m.fit(d.x, d.y, o);
+  EXPECT_EQ(h.history.at("loss").size(), 3u);
+  EXPECT_EQ(es.stopped_epoch(), 2);
+
+  // patience 0 stops right after the first non-improving epoch.
+  Sequential m0 = small_model();
+  EarlyStopping es0("loss", 0, 1e6);
+  o.callbacks = {&es0};
+  EXPECT_EQ(m0.fit(d.x, d.y, o).history.at("loss").size(), 2u);
+  EXPECT_EQ(es0.stopped_epoch(), 1);
+}
+
+TEST(EarlyStopping, AccuracyIsMaximized) {
+  // "accuracy" is monitored in max mode: with a huge min_delta nothing after epoch 0 improves.
+  const Data d = make_data(32, 5);
+  Sequential m = small_model();
+  EarlyStopping es("accuracy", 1, 1e6);
+  FitOptions o;
+  o.epochs = 10;
+  o.callbacks = {&es};
+  EXPECT_EQ(m.fit(d.x, d.y, o).history.at("loss").size(), 2u);
+}
+
+TEST(EarlyStopping, DoesNotStopWhileImproving) {
+  // Patience longer than the run: training is never stopped early.
+  const Data d = make_data(32, 6);
+  Sequential m = small_model();
+  EarlyStopping es("loss", 100);
+  FitOptions o;
+  o.epochs = 4;
+  o.callbacks = {&es};
+  EXPECT_EQ(m.fit(d.x, d.y, o).history.at("loss").size(), 4u);
+  EXPECT_LT(es.stopped_epoch(), 1);  // never stopped (Keras reports 0, bnorm -1)
+}
+
+TEST(EarlyStopping, ReusableAcrossFits) {
+  const Data d = make_data(32, 7);
+  Sequential m = small_model();
+  EarlyStopping es("loss", 0, 1e6);
+  FitOptions o;
+  o.epochs = 5;
+  o.callbacks = {&es};
+  EXPECT_EQ(m.fit(d.x, d.y, o).history.at("loss").size(), 2u);
+  m.stop_training = false;
+  // on_train_begin resets the state (Keras "Allow instances to be re-used").
+  EXPECT_EQ(m.fit(d.x, d.y, o).history.at("loss").size(), 2u);
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, sep);) out.push_back(item);
+  return out;
+}
+
+TEST(CSVLogger, WritesKerasHeaderAndOneRowPerEpoch) {
+  const std::string path = ::testing::TempDir() + "bnorm_csvlogger_test.csv";
+  std::filesystem::remove(path);
+  const Data d = make_data(40, 8), v = make_data(12, 9);
+  Sequential m = small_model();
+  CSVLogger logger(path);
+  FitOptions o;
+  o.epochs = 3;
+  o.batch_size = 8;
+  o.validation_x = &v.x;
+  o.validation_y = &v.y;
+  o.callbacks = {&logger};
+  const History h = m.fit(d.x, d.y, o);
+  const auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0], "epoch,accuracy,loss,val_accuracy,val_loss");
+  const char* keys[] = {"accuracy", "loss", "val_accuracy", "val_loss"};
+  for (int e = 0; e < 3; ++e) {
+    const auto cells = split(lines[static_cast<std::size_t>(e + 1)], ',');
+    ASSERT_EQ(cells.size(), 5u) << lines[static_cast<std::size_t>(e + 1)];
+    EXPECT_EQ(cells[0], std::to_string(e));
+    for (int k = 0; k < 4; ++k) {
+      const double expected = h.history.at(keys[k])[static_cast<std::size_t>(e)];
+      EXPECT_NEAR(std::stod(cells[static_cast<std::size_t>(k + 1)]), expected,
+                  1e-6 * std::max(1.0, std::abs(expected)))
+          << keys[k] << " epoch " << e;
+    }
+  }
+  // No temporary file is left next to it.
+  for (const auto& entry : std::filesystem::directory_iterator(::testing::TempDir())) {
+    const std::string name = entry.path().filename().string();
+    EXPECT_FALSE(name.rfind("bnorm_csvlogger_test.csv", 0) == 0 &&
+                 name != "bnorm_csvlogger_test.csv")
+        << "left over: " << name;
+  }
+  std::filesystem::remove(path);
+}
+
+TEST(CSVLogger, WithoutValidationOnlyTrainingColumns) {
+  const std::string path = ::testing::TempDir() + "bnorm_csvlogger_test2.csv";
+  const Data d = make_data(20, 10);
+  Sequential m = small_model();
+  CSVLogger logger(path);
+  FitOptions o;
+  o.epochs = 1;
+  o.callbacks = {&logger};
+  m.fit(d.x, d.y, o);
+  const auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0], "epoch,accuracy,loss");
+  std::filesystem::remove(path);
+}
+
+TEST(ProgressBar, PrintsFinalLinePerEpochWhenNotATerminal) {
+  std::FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  const Data d = make_data(40, 11);
+  Sequential m = small_model();
+  ProgressBar bar(f);
+  FitOptions o;
+  o.epochs = 2;
+  o.batch_size = 10;
+  o.callbacks = {&bar};
+  m.fit(d.x, d.y, o);
+  std::fflush(f);
+  std::rewind(f);
+  std::string out;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+  std::fclose(f);
+  EXPECT_NE(out.find("Epoch 1/2"), std::string::npos) << out;
+  EXPECT_NE(out.find("Epoch 2/2"), std::string::npos) << out;
+  EXPECT_NE(out.find("4/4"), std::string::npos) << out;
+  EXPECT_NE(out.find("loss: "), std::string::npos) << out;
+  EXPECT_NE(out.find("accuracy: "), std::string::npos) << out;
+  EXPECT_EQ(out.find('\r'), std::string::npos) << "no redraws when not a terminal";
+}
+
+}  // namespace
+}  // namespace bnorm

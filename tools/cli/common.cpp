@@ -1,0 +1,151 @@
+#include "common.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/io/checkpoint.hpp"
+#include "bnorm/io/idx.hpp"
+
+namespace bnorm::cli {
+
+namespace fs = std::filesystem;
+
+void check_batch_size(std::int64_t batch_size) {
+  if (batch_size < 1) {
+    throw UsageError("--batch-size must be at least 1; received " + std::to_string(batch_size));
+  }
+}
+
+void check_threads(int threads) {
+  if (threads < 1) {
+    throw UsageError("--threads must be at least 1; received " + std::to_string(threads));
+  }
+}
+
+void check_limit(std::int64_t limit, const char* option) {
+  if (limit < 0) {
+    throw UsageError(std::string(option) + " must be >= 0 (0 = all); received " +
+                     std::to_string(limit));
+  }
+}
+
+Tensor first_rows(const Tensor& t, std::int64_t limit) {
+  if (limit <= 0 || limit >= t.shape()[0]) return t;
+  return t.slice_rows(0, limit);
+}
+
+namespace {
+
+std::string not_found(const std::string& dir, const std::string& why) {
+  return "Fashion-MNIST not found in " + dir + " (" + why +
+         "); install it with: apt-get install dataset-fashion-mnist, or pass --data DIR";
+}
+
+std::string locate(const std::string& dir, const std::string& name) {
+  std::error_code ec;
+  for (const auto& candidate : {name + ".gz", name}) {
+    const fs::path p = fs::path(dir) / candidate;
+    if (fs::exists(p, ec)) return p.string();
+  }
+  throw IoError(not_found(dir, "missing " + name + ".gz"));
+}
+
+}  // namespace
+
+TestSet load_test_set(const std::string& dir, std::int64_t limit) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    throw IoError(not_found(dir, fs::exists(dir, ec) ? "not a directory" : "no such directory"));
+  }
+  const std::string images_path = locate(dir, "t10k-images-idx3-ubyte");
+  const std::string labels_path = locate(dir, "t10k-labels-idx1-ubyte");
+  TestSet set{io::read_idx_images(images_path), io::read_idx_labels(labels_path)};
+  if (set.x.shape()[0] != set.y.shape()[0]) {
+    throw IoError("Fashion-MNIST in " + dir + ": '" + images_path + "' holds " +
+                  std::to_string(set.x.shape()[0]) + " images but '" + labels_path + "' holds " +
+                  std::to_string(set.y.shape()[0]) + " labels (count mismatch)");
+  }
+  set.x = first_rows(set.x, limit);
+  set.y = first_rows(set.y, limit);
+  return set;
+}
+
+Tensor as_model_input(const Tensor& images, const Sequential& model) {
+  if (!model.input_shape()) {
+    throw ShapeError("model '" + model.name() +
+                     "' has no input shape (it was saved before it was built)");
+  }
+  const Shape& per_sample = *model.input_shape();
+  const std::int64_t n = images.shape()[0];
+  const std::int64_t image_size = images.size() / std::max<std::int64_t>(n, 1);
+  if (per_sample.size() != image_size) {
+    throw ShapeError("model '" + model.name() + "' expects inputs of shape " + per_sample.str() +
+                     " (" + std::to_string(per_sample.size()) + " values), but the images are " +
+                     Shape({images.shape()[1], images.shape()[2]}).str() + " (" +
+                     std::to_string(image_size) + " values)");
+  }
+  std::vector<std::int64_t> dims{n};
+  for (auto d : per_sample.dims()) dims.push_back(d);
+  return images.reshaped(Shape(dims));
+}
+
+void check_classifier_output(const Sequential& model, const std::string& what) {
+  const Shape out = model.output_shape();
+  if (out != Shape{kNumClasses}) {
+    throw ShapeError(what + " outputs shape " + out.str() + " per image; Fashion-MNIST needs (" +
+                     std::to_string(kNumClasses) +
+                     ",) (one probability per class: end the model with dense10-softmax)");
+  }
+}
+
+Sequential load_model_for_inference(const std::string& path) {
+  Sequential model = io::load_model(path);
+  if (!model.built()) {
+    throw IoError("model file '" + path +
+                  "': the model was saved before it was built (no weights)");
+  }
+  if (!model.compiled()) model.compile("adam", "sparse_categorical_crossentropy");
+  return model;
+}
+
+void write_text_file(const std::string& path, const std::string& contents) {
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    throw IoError("cannot write '" + path + "': " + std::strerror(errno));
+  }
+  std::size_t done = 0;
+  int err = 0;
+  while (done < contents.size()) {
+    const ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      err = errno;
+      break;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    throw IoError("cannot write '" + path + "': " + std::strerror(err));
+  }
+}
+
+std::string fixed(double value, int digits) {
+  if (std::isnan(value)) return "nan";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, value);
+  return buf;
+}
+
+}  // namespace bnorm::cli

@@ -1,0 +1,70 @@
+// tools/cli/common.hpp — pieces shared by the bnorm commands.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+
+#include "bnorm/core/tensor.hpp"
+#include "bnorm/model/sequential.hpp"
+
+namespace CLI {
+class App;
+}
+
+namespace bnorm::cli {
+
+// A command-line value out of its range ("--batch-size must be >= 1; received 0"). Exit status 2,
+// like CLI11's own usage errors; library errors (data, model files, specs) exit with 1.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Each command registers its subcommand and returns what to run once parsing succeeded.
+using Action = std::function<void()>;
+Action add_train_command(CLI::App& app);
+Action add_evaluate_command(CLI::App& app);
+Action add_predict_command(CLI::App& app);
+Action add_summary_command(CLI::App& app);
+
+inline constexpr int kNumClasses = 10;
+// Fashion-MNIST class names by label.
+inline constexpr std::array<const char*, kNumClasses> kClassNames = {
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+// Option checks; each throws UsageError naming the option and the received value.
+void check_batch_size(std::int64_t batch_size);
+void check_threads(int threads);
+void check_limit(std::int64_t limit, const char* option);
+
+// The first `limit` rows (all when limit is 0 or larger than the tensor).
+Tensor first_rows(const Tensor& t, std::int64_t limit);
+
+// The Fashion-MNIST test split only (evaluate and predict do not need the 60000 training
+// images); the same "not found ... install it with" errors as io::load_fashion_mnist.
+struct TestSet {
+  Tensor x;  // (N, 28, 28) in [0, 1]
+  Tensor y;  // (N,)
+};
+TestSet load_test_set(const std::string& dir, std::int64_t limit);
+
+// Images (N, H, W) viewed with the model's per-sample input shape, e.g. (N, 784);
+// ShapeError when the sizes differ or the model has no input shape.
+Tensor as_model_input(const Tensor& images, const Sequential& model);
+// ShapeError unless the model outputs one value per Fashion-MNIST class.
+void check_classifier_output(const Sequential& model, const std::string& what);
+// A model from a file, compiled (sparse categorical cross-entropy) when the file has no
+// compile settings, so that evaluate works.
+Sequential load_model_for_inference(const std::string& path);
+
+// Atomic text file write (temp file + fsync + rename); IoError naming the file otherwise.
+void write_text_file(const std::string& path, const std::string& contents);
+
+// "0.8712" style fixed formatting.
+std::string fixed(double value, int digits);
+
+}  // namespace bnorm::cli

@@ -1,0 +1,72 @@
+// bnorm — command-line front end: parse, call the library, print. Every failure becomes one line
+// "bnorm: error: <message>" on stderr: exit 2 for a bad command line, 1 for everything else.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/version.hpp"
+#include "common.hpp"
+
+namespace {
+
+int fail(const std::string& message, int status) {
+  std::string line = message;
+  for (char& c : line) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  std::fprintf(stderr, "bnorm: error: %s\n", line.c_str());
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace bnorm::cli;
+  CLI::App app{
+      "bnorm: Keras-exact batch normalization in a small Keras-style network library.\n"
+      "Trains, evaluates and inspects models on Fashion-MNIST.",
+      "bnorm"};
+  app.set_version_flag("--version", std::string("bnorm ") + BNORM_VERSION_STRING);
+  app.require_subcommand(1);
+  app.fallthrough(false);
+
+  std::vector<std::pair<CLI::App*, Action>> commands;
+  auto add = [&](const char* name, Action (*make)(CLI::App&)) {
+    Action action = make(app);
+    commands.emplace_back(app.get_subcommand(name), std::move(action));
+  };
+  add("train", add_train_command);
+  add("evaluate", add_evaluate_command);
+  add("predict", add_predict_command);
+  add("summary", add_summary_command);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return fail(std::string(e.what()) + " (see 'bnorm --help')", 2);
+  }
+
+  try {
+    for (auto& [sub, action] : commands) {
+      if (sub->parsed()) action();
+    }
+    std::fflush(stdout);
+    return 0;
+  } catch (const UsageError& e) {
+    return fail(e.what(), 2);
+  } catch (const bnorm::Error& e) {
+    return fail(e.what(), 1);
+  } catch (const std::bad_alloc&) {
+    return fail("out of memory", 1);
+  } catch (const std::exception& e) {
+    return fail(e.what(), 1);
+  } catch (...) {
+    return fail("unknown error", 1);
+  }
+}

@@ -1,0 +1,344 @@
+// bnorm train — the main job: trains the seed model and the same model without BN on
+// Fashion-MNIST, records train/validation/test metrics per epoch, and writes the reports.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/core/parallel.hpp"
+#include "bnorm/io/checkpoint.hpp"
+#include "bnorm/io/idx.hpp"
+#include "bnorm/model/callbacks.hpp"
+#include "bnorm/model/sequential.hpp"
+#include "bnorm/model/spec.hpp"
+#include "bnorm/version.hpp"
+#include "common.hpp"
+#include "report.hpp"
+
+namespace bnorm::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TrainOptions {
+  std::vector<std::string> models;  // seed | seed-nobn | SPEC; empty = seed and seed-nobn
+  int epochs = 10;
+  std::int64_t batch_size = 32;
+  std::string optimizer = "adam";
+  double learning_rate = -1.0;  // < 0: the optimizer's Keras default (Adam: 1e-3)
+  bool learning_rate_given = false;
+  std::uint64_t seed = 42;
+  int threads = 0;  // 0: leave bnorm's default
+  bool threads_given = false;
+  std::string data = io::kDefaultFashionMnistDir;
+  std::string out;
+  bool quiet = false;
+  double validation_split = 0.1;
+  std::int64_t train_limit = 0;
+  std::int64_t test_limit = 0;
+};
+
+struct ModelPlan {
+  std::string name;
+  std::string spec;
+  std::unique_ptr<Sequential> model;
+};
+
+std::string timestamp(const char* format) {
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  char buf[64];
+  std::strftime(buf, sizeof buf, format, &local);
+  return buf;
+}
+
+void validate(const TrainOptions& o) {
+  if (o.epochs < 1) {
+    throw UsageError("--epochs must be at least 1; received " + std::to_string(o.epochs));
+  }
+  check_batch_size(o.batch_size);
+  if (o.threads_given) check_threads(o.threads);
+  if (o.learning_rate_given && !(std::isfinite(o.learning_rate) && o.learning_rate > 0.0)) {
+    throw UsageError("--lr must be a finite number > 0; received " +
+                     std::to_string(o.learning_rate));
+  }
+  if (!(o.validation_split >= 0.0 && o.validation_split < 1.0)) {
+    throw UsageError("--validation-split must be in [0, 1); received " +
+                     std::to_string(o.validation_split));
+  }
+  std::string opt = o.optimizer;
+  std::transform(opt.begin(), opt.end(), opt.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  if (opt != "sgd" && opt != "adam" && opt != "rmsprop") {
+    throw UsageError("unknown --optimizer '" + o.optimizer + "' (choose sgd, adam or rmsprop)");
+  }
+  check_limit(o.train_limit, "--train-limit");
+  check_limit(o.test_limit, "--test-limit");
+}
+
+// Builds and compiles every requested model before any data is read, so a bad spec fails fast.
+std::vector<ModelPlan> plan_models(const TrainOptions& o, std::int64_t input_size) {
+  std::vector<std::string> requested = o.models;
+  if (requested.empty()) requested = {"seed", "seed-nobn"};
+  const auto customs = std::count_if(requested.begin(), requested.end(), [](const std::string& m) {
+    return m != "seed" && m != "seed-nobn";
+  });
+  std::vector<ModelPlan> plans;
+  int custom_index = 0;
+  for (const auto& m : requested) {
+    ModelPlan p;
+    if (m == "seed") {
+      p.name = "seed";
+      p.spec = kSeedSpec;
+    } else if (m == "seed-nobn") {
+      p.name = "seed-nobn";
+      p.spec = kSeedNoBnSpec;
+    } else {
+      ++custom_index;
+      p.name = customs > 1 ? "custom-" + std::to_string(custom_index) : "custom";
+      p.spec = m;
+    }
+    for (const auto& other : plans) {
+      if (other.name == p.name) throw UsageError("--model " + m + " is given twice");
+    }
+    p.model = std::make_unique<Sequential>(o.seed, p.name);
+    p.model->add(Input{Shape{input_size}});
+    add_layers_from_spec(*p.model, p.spec);
+    p.model->build();
+    check_classifier_output(*p.model, "model '" + p.name + "' (" + p.spec + ")");
+    p.model->compile(make_optimizer(o.optimizer, o.learning_rate),
+                     LossKind::sparse_categorical_crossentropy, {"accuracy"});
+    plans.push_back(std::move(p));
+  }
+  return plans;
+}
+
+bool has_batch_norm(const Sequential& model) {
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    if (model.layer(i).class_name() == "BatchNormalization") return true;
+  }
+  return false;
+}
+
+double log_value(const Logs& logs, const char* key) {
+  const auto it = logs.find(key);
+  return it == logs.end() ? kMissing : it->second;
+}
+
+// Times each epoch (training + validation) and evaluates the test set, in inference mode, at its
+// end. Placed after ProgressBar so that its line follows the epoch's progress line.
+class EpochRecorder final : public Callback {
+ public:
+  EpochRecorder(const Tensor& x, const Tensor& y, std::int64_t batch_size, bool print)
+      : x_(x), y_(y), batch_size_(batch_size), print_(print) {}
+  void on_epoch_begin(Sequential&, int) override { start_ = std::chrono::steady_clock::now(); }
+  void on_epoch_end(Sequential& model, int epoch, const Logs& logs) override {
+    EpochRecord r;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    r.epoch = epoch + 1;
+    r.accuracy = log_value(logs, "accuracy");
+    r.loss = log_value(logs, "loss");
+    r.val_accuracy = log_value(logs, "val_accuracy");
+    r.val_loss = log_value(logs, "val_loss");
+    const EvaluateResult test = model.evaluate(x_, y_, batch_size_, Mode::inference);
+    r.test_accuracy = test.accuracy;
+    r.test_loss = test.loss;
+    if (print_) {
+      std::printf("test_accuracy: %.4f - test_loss: %.4f - %.2fs for the epoch\n", r.test_accuracy,
+                  r.test_loss, r.seconds);
+      std::fflush(stdout);
+    }
+    records.push_back(r);
+  }
+  std::vector<EpochRecord> records;
+
+ private:
+  const Tensor& x_;
+  const Tensor& y_;
+  std::int64_t batch_size_;
+  bool print_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+std::string choose_out_dir(const std::string& requested) {
+  if (!requested.empty()) return requested;
+  const std::string base = "runs/" + timestamp("%Y%m%d-%H%M%S");
+  std::string dir = base;
+  std::error_code ec;
+  for (int i = 2; fs::exists(dir, ec); ++i) dir = base + "-" + std::to_string(i);
+  return dir;
+}
+
+void run_train(TrainOptions o) {
+  validate(o);
+  if (o.threads_given) set_num_threads(o.threads);
+
+  const std::int64_t image_size = 28 * 28;
+  std::vector<ModelPlan> plans = plan_models(o, image_size);
+
+  io::Dataset data = io::load_fashion_mnist(o.data);
+  Tensor train_images = first_rows(data.train_x, o.train_limit);
+  Tensor train_y = first_rows(data.train_y, o.train_limit);
+  Tensor test_images = first_rows(data.test_x, o.test_limit);
+  Tensor test_y = first_rows(data.test_y, o.test_limit);
+  data = {};
+  const std::int64_t n_train = train_images.shape()[0];
+  const std::int64_t n_test = test_images.shape()[0];
+  const Tensor train_x = as_model_input(train_images, *plans.front().model);
+  const Tensor test_x = as_model_input(test_images, *plans.front().model);
+  train_images = {};
+  test_images = {};
+
+  TrainConfig config;
+  config.epochs = o.epochs;
+  config.batch_size = o.batch_size;
+  config.optimizer = plans.front().model->optimizer().name();
+  config.learning_rate = plans.front().model->optimizer().learning_rate();
+  config.seed = o.seed;
+  config.threads = num_threads();
+  config.validation_split = o.validation_split;
+  config.data_dir = o.data;
+  config.train_limit = o.train_limit;
+  config.test_limit = o.test_limit;
+  config.train_samples = o.validation_split > 0.0
+                             ? bnorm::validation_split_index(n_train, o.validation_split)
+                             : n_train;
+  config.validation_samples = n_train - config.train_samples;
+  config.test_samples = n_test;
+  if (config.train_samples < 1 || config.validation_samples < (o.validation_split > 0.0 ? 1 : 0)) {
+    throw UsageError("--validation-split " + std::to_string(o.validation_split) + " of " +
+                     std::to_string(n_train) +
+                     " images leaves an empty training or validation set");
+  }
+
+  config.out_dir = choose_out_dir(o.out);
+  {
+    std::error_code ec;
+    fs::create_directories(config.out_dir, ec);
+    if (ec || !fs::is_directory(config.out_dir)) {
+      throw IoError("cannot create output directory '" + config.out_dir + "'" +
+                    (ec ? " (" + ec.message() + ")" : ""));
+    }
+  }
+  const fs::path out(config.out_dir);
+
+  if (!o.quiet) {
+    std::printf(
+        "Fashion-MNIST from %s: %lld training images (%lld held out for validation), "
+        "%lld test images; %d thread%s; writing to %s\n",
+        o.data.c_str(), static_cast<long long>(config.train_samples),
+        static_cast<long long>(config.validation_samples), static_cast<long long>(n_test),
+        config.threads, config.threads == 1 ? "" : "s", config.out_dir.c_str());
+  }
+
+  std::vector<ModelRun> runs;
+  for (auto& plan : plans) {
+    Sequential& model = *plan.model;
+    ModelRun run;
+    run.name = plan.name;
+    run.spec = plan.spec;
+    run.params = model.count_params();
+    run.trainable_params = model.count_trainable_params();
+    run.history_file = "history_" + plan.name + ".csv";
+    run.model_file = "model_" + plan.name + ".bnorm";
+    run.has_batch_norm = has_batch_norm(model);
+    const std::string model_path = (out / run.model_file).string();
+
+    if (!o.quiet) {
+      std::printf("\nModel '%s': %s\n%s", plan.name.c_str(), plan.spec.c_str(),
+                  model.summary().c_str());
+      std::fflush(stdout);
+    }
+    ProgressBar progress(stdout);
+    EpochRecorder recorder(test_x, test_y, o.batch_size, !o.quiet);
+    CSVLogger csv((out / run.history_file).string());
+    io::ModelCheckpoint checkpoint(model_path);
+    FitOptions fit;
+    fit.batch_size = o.batch_size;
+    fit.epochs = o.epochs;
+    fit.validation_split = o.validation_split;
+    if (!o.quiet) fit.callbacks.push_back(&progress);
+    fit.callbacks.push_back(&recorder);
+    fit.callbacks.push_back(&csv);
+    fit.callbacks.push_back(&checkpoint);
+    try {
+      model.fit(train_x, train_y, fit);
+    } catch (const NonFiniteError& e) {
+      std::error_code ec;
+      const std::string kept = fs::exists(model_path, ec)
+                                   ? "the last good checkpoint is " + model_path
+                                   : "no checkpoint was written (no epoch completed)";
+      throw NonFiniteError("model '" + plan.name + "': " + e.what() + "; " + kept);
+    }
+    run.epochs = recorder.records;
+    const EvaluateResult inference = model.evaluate(test_x, test_y, o.batch_size, Mode::inference);
+    run.test_accuracy = inference.accuracy;
+    run.test_loss = inference.loss;
+    if (run.has_batch_norm) {
+      const EvaluateResult training = model.evaluate(test_x, test_y, o.batch_size, Mode::training);
+      run.training_mode_accuracy = training.accuracy;
+      run.training_mode_loss = training.loss;
+      run.inference_mode_accuracy = inference.accuracy;
+      run.inference_mode_loss = inference.loss;
+    }
+    runs.push_back(std::move(run));
+  }
+
+  std::printf("%s", render_summary_table(config, runs).c_str());
+  write_text_file(
+      (out / "summary.json").string(),
+      render_summary_json(config, runs, timestamp("%Y-%m-%dT%H:%M:%S%z"), BNORM_VERSION_STRING));
+  write_text_file((out / "curves.svg").string(), render_curves_svg(runs));
+  std::printf("\nWrote %s: ", config.out_dir.c_str());
+  for (const auto& r : runs) std::printf("%s, %s, ", r.history_file.c_str(), r.model_file.c_str());
+  std::printf("summary.json, curves.svg\n");
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+Action add_train_command(CLI::App& app) {
+  auto o = std::make_shared<TrainOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "train",
+      "Train on Fashion-MNIST (default: the seed model and the same model without BN) and write "
+      "histories, checkpoints, summary.json and curves.svg");
+  cmd->add_option("--model", o->models,
+                  "seed | seed-nobn | SPEC (e.g. \"dense64-relu,bn,dense10-softmax\"); repeat to "
+                  "train several; default: seed and seed-nobn")
+      ->allow_extra_args(false);
+  cmd->add_option("--epochs", o->epochs, "Number of epochs")->capture_default_str();
+  cmd->add_option("--batch-size", o->batch_size, "Batch size")->capture_default_str();
+  cmd->add_option("--optimizer", o->optimizer, "sgd | adam | rmsprop")->capture_default_str();
+  cmd->add_option("--lr", o->learning_rate,
+                  "Learning rate (default: the optimizer's Keras default; Adam 0.001)");
+  cmd->add_option("--seed", o->seed, "Seed for initialization, shuffling and dropout")
+      ->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Threads for bnorm and OpenBLAS (default: all cores)");
+  cmd->add_option("--data", o->data, "Directory with the Fashion-MNIST IDX files (raw or .gz)")
+      ->capture_default_str();
+  cmd->add_option("--out", o->out, "Output directory (default: runs/<YYYYmmdd-HHMMSS>)");
+  cmd->add_flag("--quiet", o->quiet, "No progress bars; print only the final summary");
+  cmd->add_option("--validation-split", o->validation_split,
+                  "Fraction of the training images held out (the last ones, as Keras does)")
+      ->capture_default_str();
+  cmd->add_option("--train-limit", o->train_limit,
+                  "Use only the first N training images (0 = all)");
+  cmd->add_option("--test-limit", o->test_limit, "Use only the first N test images (0 = all)");
+  return [o, cmd] {
+    o->learning_rate_given = cmd->count("--lr") > 0;
+    o->threads_given = cmd->count("--threads") > 0;
+    run_train(*o);
+  };
+}
+
+}  // namespace bnorm::cli
