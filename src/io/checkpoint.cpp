@@ -767,6 +767,14 @@ Sequential load_model(const std::string& path) {
       }
       Tensor t(v.value.shape());
       get_floats(file.data + pw.offset, t);
+      // A file may carry a valid checksum and still hold NaN/Inf (or a negative variance):
+      // such weights would poison every output, so they are refused at the door.
+      if (!t.all_finite()) throw IoError(context + wname + " contains NaN or Inf");
+      if (pw.name == "moving_variance") {
+        for (float value : t.values())
+          if (value < 0.0f)
+            throw IoError(context + wname + " has a negative value " + std::to_string(value));
+      }
       values.push_back(std::move(t));
       expected_offset += bytes;
     }

@@ -345,6 +345,29 @@ TEST_F(DamagedFile, UnknownLayerClassIsNeverInstantiated) {
   }
 }
 
+TEST_F(DamagedFile, NonFiniteOrNegativeVarianceWeightsAreRefused) {
+  // A well-formed file (valid checksum) whose weights would poison every output.
+  for (const float bad :
+       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), -1.0f}) {
+    Sequential model = make_trained_model();
+    auto weights = model.get_weights();
+    std::size_t target = 0;  // the first moving_variance
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < model.size(); ++i)
+      for (const Variable* v : model.layer(i).weights()) {
+        if (v->name == "moving_variance" && target == 0) target = k;
+        ++k;
+      }
+    ASSERT_GT(target, 0u);
+    weights[target][0] = bad;
+    model.set_weights(weights);
+    save_model(model, path_);
+    const std::string message = io_error([&] { load_model(path_); });
+    EXPECT_CONTAINS(message, "moving_variance");
+    EXPECT_CONTAINS(message, bad < 0 ? "negative" : "NaN or Inf");
+  }
+}
+
 TEST_F(DamagedFile, WeightShapeMismatchNamesTheWeight) {
   std::string layer;
   rewrite_description(path_, [&](json& doc) {

@@ -286,6 +286,26 @@ TEST(BatchNormKernel, MomentsOfIntegersAroundOneMillion) {
   }
 }
 
+TEST(BatchNormKernel, MomentsWithMeanOverStdOfOneMillionInEveryCodePath) {
+  // {1e6, 1e6 + 1, 1e6 + 2, 1e6 + 3} repeated: |mean| / std = 1e6 / 1.118 ~ 9e5. Every path that
+  // computes moments (channels-last rows, channels-first planes, the reference) is held to 1e-5
+  // relative of the float64 result.
+  const std::int64_t n = 1024;
+  const double exact_mean = 1e6 + 1.5, exact_var = 1.25;
+  for (const BatchNormDims dims : {BatchNormDims{n, 1, 1}, BatchNormDims{1, 1, n},
+                                   BatchNormDims{n / 8, 1, 8}}) {
+    std::vector<float> x(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i)
+      x[static_cast<std::size_t>(i)] = 1e6f + static_cast<float>(i % 4);
+    float mean = 0, var = 0;
+    kernels::batch_norm_moments(dims, x.data(), &mean, &var);
+    EXPECT_NEAR(mean, exact_mean, 1e-5 * exact_mean);
+    EXPECT_NEAR(var, exact_var, 1e-5 * exact_var) << "inner " << dims.inner;
+    kernels::reference::batch_norm_moments(dims, x.data(), &mean, &var);
+    EXPECT_NEAR(var, exact_var, 1e-5 * exact_var) << "reference, inner " << dims.inner;
+  }
+}
+
 // The trap the kernels avoid: E[x^2] - E[x]^2 accumulated in float32.
 float naive_float32_variance(const std::vector<float>& x) {
   float sum = 0.0f, sum_sq = 0.0f;
