@@ -10,8 +10,7 @@ bash scripts/setup.sh build
 
 if [ "${BNORM_SKIP_SANITIZE:-0}" != "1" ]; then
   bash scripts/setup.sh build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBNORM_SANITIZE=ON
-  # OpenBLAS and OpenMP runtimes keep thread-local buffers alive at exit: leaks there are not ours.
-  export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   (cd build-asan && ctest --output-on-failure -j"$jobs" -LE consumer)
 fi

@@ -4,9 +4,6 @@
 
 #include <algorithm>
 
-// OpenBLAS's own thread control; declared here so core does not include cblas.h.
-extern "C" void openblas_set_num_threads(int) __attribute__((weak));
-
 namespace bnorm {
 
 namespace {
@@ -18,7 +15,6 @@ int num_threads() noexcept { return g_threads > 0 ? g_threads : omp_get_max_thre
 void set_num_threads(int n) noexcept {
   g_threads = std::max(1, n);
   omp_set_num_threads(g_threads);
-  if (openblas_set_num_threads) openblas_set_num_threads(g_threads);
 }
 
 void parallel_for(std::int64_t count, std::int64_t grain,

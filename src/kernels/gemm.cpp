@@ -6,10 +6,25 @@
 
 namespace bnorm::kernels {
 
+namespace {
+// OpenBLAS splits work differently for different thread counts, and the sums come out in a
+// different order: results would depend on --threads. bnorm keeps BLAS on one thread so that a
+// seed gives the same bits at any thread count (DESIGN convention 7); bnorm's own kernels use
+// parallel_for with fixed chunks instead.
+void pin_blas_to_one_thread() {
+  static const bool pinned = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)pinned;
+}
+}  // namespace
+
 void gemm(GemmDims d, bool transpose_a, bool transpose_b, float alpha, const float* a,
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
           std::int64_t ldc) noexcept {
   if (d.m == 0 || d.n == 0) return;
+  pin_blas_to_one_thread();
   cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans,
               transpose_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(d.m),
               static_cast<blasint>(d.n), static_cast<blasint>(d.k), alpha, a,

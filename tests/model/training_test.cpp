@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/core/parallel.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
@@ -91,6 +92,31 @@ TEST(Fit, SameSeedGivesIdenticalWeightsBitForBit) {
   Sequential c = blob_model(43, "adam", 0.01, "dense16-relu,bn,dropout0.2,dense3-softmax");
   c.fit(data.x, data.y, o);
   EXPECT_FALSE(same_weights(a, c));
+}
+
+TEST(Fit, SameBitsAtOneAndTwoThreads) {
+  // The seed model's shapes (784 -> 64 -> 10, batch 32): large enough that a multi-threaded BLAS
+  // would split the work and change the summation order.
+  Random rng(5);
+  Tensor x(Shape{256, 784}), y(Shape{256});
+  for (auto& v : x.values()) v = rng.uniform();
+  for (auto& v : y.values()) v = static_cast<float>(rng.below(10));
+  std::vector<std::vector<Tensor>> weights;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    Sequential m(42);
+    m.add(Input{Shape{784}});
+    add_layers_from_spec(m, kSeedSpec);
+    m.compile("adam", "sparse_categorical_crossentropy");
+    FitOptions o;
+    o.epochs = 2;
+    m.fit(x, y, o);
+    weights.push_back(m.get_weights());
+  }
+  set_num_threads(1);
+  ASSERT_EQ(weights[0].size(), weights[1].size());
+  for (std::size_t i = 0; i < weights[0].size(); ++i)
+    EXPECT_TRUE(test::bitwise_equal(weights[0][i], weights[1][i])) << "weight " << i;
 }
 
 TEST(Fit, ShuffleDependsOnTheSeedNotOnInitialWeights) {

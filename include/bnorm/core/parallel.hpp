@@ -6,9 +6,9 @@
 
 namespace bnorm {
 
-// Number of threads parallel_for uses (and BLAS is told to use).
+// Number of threads parallel_for uses. (BLAS always runs on one thread: see kernels/gemm.cpp.)
 int num_threads() noexcept;
-// Sets the thread count for bnorm and OpenBLAS; n < 1 is clamped to 1.
+// Sets the thread count for bnorm's kernels; n < 1 is clamped to 1.
 void set_num_threads(int n) noexcept;
 
 // Calls body(begin, end) over fixed chunks of [0, count) of at least `grain` items. The
