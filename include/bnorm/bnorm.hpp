@@ -1,6 +1,7 @@
 // bnorm/bnorm.hpp — umbrella header.
 #pragma once
 
+#include "bnorm/core/denormal.hpp"
 #include "bnorm/core/error.hpp"
 #include "bnorm/core/parallel.hpp"
 #include "bnorm/core/random.hpp"

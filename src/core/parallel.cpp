@@ -3,6 +3,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <optional>
+
+#include "bnorm/core/denormal.hpp"
 
 namespace bnorm {
 
@@ -26,8 +29,15 @@ void parallel_for(std::int64_t count, std::int64_t grain,
     for (std::int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(count, (c + 1) * grain));
     return;
   }
-#pragma omp parallel for schedule(static) num_threads(num_threads())
-  for (std::int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(count, (c + 1) * grain));
+  // Worker threads have their own floating-point mode: hand them the caller's denormal mode.
+  const bool flush = flushing_denormals();
+#pragma omp parallel num_threads(num_threads())
+  {
+    std::optional<ScopedFlushDenormal> scope;
+    if (flush) scope.emplace();
+#pragma omp for schedule(static)
+    for (std::int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(count, (c + 1) * grain));
+  }
 }
 
 }  // namespace bnorm

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <utility>
 
+#include "bnorm/core/denormal.hpp"
 #include "bnorm/core/error.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
 
@@ -231,6 +232,7 @@ double Sequential::train_step(const Tensor& x, const Tensor& y, double* correct)
 }
 
 double Sequential::train_on_batch(const Tensor& x, const Tensor& y) {
+  const ScopedFlushDenormal flush_denormals;  // as TensorFlow runs its CPU kernels
   if (!optimizer_) throw ValueError("Sequential::train_on_batch: compile the model first");
   check_xy(x, y, "train_on_batch");
   build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
@@ -240,6 +242,7 @@ double Sequential::train_on_batch(const Tensor& x, const Tensor& y) {
 }
 
 History Sequential::fit(const Tensor& x, const Tensor& y, const FitOptions& o) {
+  const ScopedFlushDenormal flush_denormals;  // as TensorFlow runs its CPU kernels
   if (!optimizer_) throw ValueError("Sequential::fit: compile the model first");
   if (o.batch_size < 1)
     throw ValueError("fit: batch_size must be >= 1; received " + std::to_string(o.batch_size));
@@ -335,6 +338,7 @@ History Sequential::fit(const Tensor& x, const Tensor& y, const FitOptions& o) {
 
 EvaluateResult Sequential::evaluate(const Tensor& x, const Tensor& y, std::int64_t batch_size,
                                     Mode mode) {
+  const ScopedFlushDenormal flush_denormals;  // as TensorFlow runs its CPU kernels
   if (batch_size < 1)
     throw ValueError("evaluate: batch_size must be >= 1; received " + std::to_string(batch_size));
   check_xy(x, y, "evaluate");
@@ -374,6 +378,7 @@ EvaluateResult Sequential::evaluate(const Tensor& x, const Tensor& y, std::int64
 }
 
 Tensor Sequential::predict(const Tensor& x, std::int64_t batch_size) {
+  const ScopedFlushDenormal flush_denormals;  // as TensorFlow runs its CPU kernels
   if (batch_size < 1)
     throw ValueError("predict: batch_size must be >= 1; received " + std::to_string(batch_size));
   if (x.rank() < 2 || x.shape()[0] == 0)
