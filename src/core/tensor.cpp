@@ -25,8 +25,13 @@ std::string dims_str(const std::vector<std::int64_t>& dims) {
 }
 
 void check_dims(const std::vector<std::int64_t>& dims) {
+  std::int64_t size = 1;
   for (auto d : dims) {
     if (d < 0) throw ShapeError("shape " + dims_str(dims) + ": dimensions must be >= 0");
+    // A product that wraps around would allocate a small buffer for a huge shape.
+    if (__builtin_mul_overflow(size, d, &size)) {
+      throw ShapeError("shape " + dims_str(dims) + ": the number of elements overflows int64");
+    }
   }
 }
 }  // namespace

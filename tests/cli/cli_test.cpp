@@ -125,6 +125,19 @@ TEST(CliSpec, MomentumOutsideUnitInterval) {
                         "momentum", 1);
 }
 
+TEST(CliSpec, ZeroOrNaNEpsilonAndNaNMomentum) {
+  // The rest of the bad-input matrix (docs/bad-inputs.md) as a user meets it on the command line.
+  expect_one_line_error(bnorm("train --model dense8-relu,bn:epsilon=0,dense10-softmax"), "epsilon",
+                        1);
+  expect_one_line_error(bnorm("train --model dense8-relu,bn:epsilon=nan,dense10-softmax"),
+                        "epsilon", 1);
+  expect_one_line_error(bnorm("train --model dense8-relu,bn:momentum=nan,dense10-softmax"),
+                        "momentum", 1);
+  expect_one_line_error(bnorm("train --model dense8-relu,bn:momentum=-0.5,dense10-softmax"),
+                        "momentum", 1);
+  expect_one_line_error(bnorm("train --model dense8-relu,bn:axis=0,dense10-softmax"), "axis", 1);
+}
+
 TEST(CliSpec, NegativeEpsilon) {
   expect_one_line_error(bnorm("train --model dense8-relu,bn:epsilon=-0.001,dense10-softmax"),
                         "epsilon", 1);

@@ -231,5 +231,11 @@ TEST(ErrorTest, Hierarchy) {
   EXPECT_THROW(throw ValueError("x"), std::runtime_error);
 }
 
+TEST(ShapeTest, ElementCountOverflowIsAShapeError) {
+  const std::int64_t big = std::int64_t{1} << 40;
+  EXPECT_THROW((Shape{big, big}), ShapeError);
+  EXPECT_NO_THROW((Shape{big, 4}));
+}
+
 }  // namespace
 }  // namespace bnorm
