@@ -31,27 +31,11 @@ namespace bnorm::io {
 namespace {
 
 namespace fs = std::filesystem;
+using bnorm::testing::io_error;
 using bnorm::testing::read_bytes;
 using bnorm::testing::TempDir;
 using bnorm::testing::write_bytes;
 using json = nlohmann::ordered_json;
-
-template <class F>
-std::string io_error(F&& f) {
-  try {
-    f();
-  } catch (const IoError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected IoError, got another exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected IoError, nothing was thrown";
-  return {};
-}
-
-#define EXPECT_CONTAINS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "message: " << (haystack)
 
 Tensor random_tensor(Shape shape, Random& rng, float scale = 1.0f, float shift = 0.0f) {
   Tensor t(std::move(shape));

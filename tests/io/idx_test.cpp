@@ -15,28 +15,11 @@ namespace bnorm::io {
 namespace {
 
 using bnorm::testing::idx_bytes;
+using bnorm::testing::io_error;
 using bnorm::testing::pattern_bytes;
 using bnorm::testing::TempDir;
 using bnorm::testing::write_bytes;
 using bnorm::testing::write_gzip;
-
-// Runs `f`, expects an IoError, and returns its message.
-template <class F>
-std::string io_error(F&& f) {
-  try {
-    f();
-  } catch (const IoError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected IoError, got another exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected IoError, nothing was thrown";
-  return {};
-}
-
-#define EXPECT_CONTAINS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "message: " << (haystack)
 
 class IdxTest : public ::testing::TestWithParam<bool> {  // parameter: gzip
  protected:

@@ -1,6 +1,7 @@
 // tests/io/test_files.hpp — temporary directories and small IDX files for the io and cli tests.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <stdlib.h>
 #include <zlib.h>
 
@@ -10,6 +11,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "bnorm/core/error.hpp"
 
 namespace bnorm::testing {
 
@@ -100,4 +103,22 @@ inline void write_fake_fashion_mnist(const std::string& dir, std::uint32_t train
 
 inline constexpr const char* kRealFashionMnist = "/usr/share/datasets/fashion-mnist";
 
+// Runs `f`, expects an IoError, and returns its message.
+template <class F>
+std::string io_error(F&& f) {
+  try {
+    f();
+  } catch (const IoError& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected IoError, got another exception: " << e.what();
+    return {};
+  }
+  ADD_FAILURE() << "expected IoError, nothing was thrown";
+  return {};
+}
+
 }  // namespace bnorm::testing
+
+#define EXPECT_CONTAINS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "message: " << (haystack)
