@@ -31,19 +31,6 @@ double f64(ActivationKind kind, double x) {
   }
 }
 
-std::vector<double> softmax64(const std::vector<float>& z, std::int64_t rows, std::int64_t cols) {
-  std::vector<double> p(z.size());
-  for (std::int64_t r = 0; r < rows; ++r) {
-    double mx = -INFINITY;
-    for (std::int64_t c = 0; c < cols; ++c) mx = std::max(mx, double(z[r * cols + c]));
-    double s = 0.0;
-    for (std::int64_t c = 0; c < cols; ++c) s += std::exp(double(z[r * cols + c]) - mx);
-    for (std::int64_t c = 0; c < cols; ++c)
-      p[static_cast<std::size_t>(r * cols + c)] = std::exp(double(z[r * cols + c]) - mx) / s;
-  }
-  return p;
-}
-
 }  // namespace
 void PrintTo(ActivationKind k, std::ostream* os) { *os << activation_name(k); }
 namespace {
@@ -134,7 +121,7 @@ TEST(ActivationKernel, SoftmaxMatchesFloat64AndRowsSumToOne) {
   for (float& v : z) v = 4.0f * rng.normal();
   std::vector<float> p(z.size());
   kernels::activation_forward(ActivationKind::softmax, rows, cols, z.data(), p.data());
-  test::expect_close(p, softmax64(z, rows, cols), 1e-5, 1e-7);
+  test::expect_close(p, test::softmax64(z, rows, cols), 1e-5, 1e-7);
   for (std::int64_t r = 0; r < rows; ++r) {
     double s = 0.0;
     for (std::int64_t c = 0; c < cols; ++c) s += p[static_cast<std::size_t>(r * cols + c)];
@@ -143,7 +130,7 @@ TEST(ActivationKernel, SoftmaxMatchesFloat64AndRowsSumToOne) {
   // Softmax is over rows of `cols`: one row of 80 differs from 8 rows of 10.
   std::vector<float> whole(z.size());
   kernels::activation_forward(ActivationKind::softmax, 1, rows * cols, z.data(), whole.data());
-  test::expect_close(whole, softmax64(z, 1, rows * cols), 1e-5, 1e-8);
+  test::expect_close(whole, test::softmax64(z, 1, rows * cols), 1e-5, 1e-8);
 }
 
 TEST(ActivationKernel, SoftmaxIsStableForHugeLogits) {

@@ -13,21 +13,6 @@
 namespace bnorm {
 namespace {
 
-// log_softmax in float64.
-std::vector<double> log_softmax64(const std::vector<float>& z, std::int64_t rows,
-                                  std::int64_t cols) {
-  std::vector<double> out(z.size());
-  for (std::int64_t r = 0; r < rows; ++r) {
-    double mx = -INFINITY;
-    for (std::int64_t c = 0; c < cols; ++c) mx = std::max(mx, double(z[r * cols + c]));
-    double s = 0.0;
-    for (std::int64_t c = 0; c < cols; ++c) s += std::exp(double(z[r * cols + c]) - mx);
-    for (std::int64_t c = 0; c < cols; ++c)
-      out[static_cast<std::size_t>(r * cols + c)] = double(z[r * cols + c]) - mx - std::log(s);
-  }
-  return out;
-}
-
 // Central differences of a float64-returning function of float32 inputs.
 std::vector<double> numeric_gradient(std::vector<float> v,
                                      const std::function<double(const std::vector<float>&)>& f,
@@ -52,7 +37,7 @@ TEST(SparseSoftmaxCrossEntropy, MatchesFloat64) {
   std::vector<float> z(rows * classes);
   for (float& v : z) v = 3.0f * rng.normal();
   const std::vector<std::int32_t> labels{0, 4, 2, 2, 1, 3};
-  const auto ls = log_softmax64(z, rows, classes);
+  const auto ls = test::log_softmax64(z, rows, classes);
   double expected_loss = 0.0;
   std::vector<double> expected_probs(z.size()), expected_grad(z.size());
   const double scale = 1.0 / rows;
@@ -118,7 +103,7 @@ TEST(SoftmaxCrossEntropy, DenseTargetsMatchFloat64) {
   for (float& v : z) v = 2.0f * rng.normal();
   // Row 0 one-hot, row 1 smoothed, row 2 sums to 2 (dlogits = probs * sum(t) - t).
   const std::vector<float> t{0, 1, 0, 0, 0.1f, 0.7f, 0.1f, 0.1f, 0.5f, 0.5f, 1.0f, 0.0f};
-  const auto ls = log_softmax64(z, rows, classes);
+  const auto ls = test::log_softmax64(z, rows, classes);
   double expected_loss = 0.0;
   std::vector<double> expected_grad(z.size());
   const float scale = 0.5f;

@@ -356,4 +356,25 @@ ElementCheck check_element(float* value, double analytic, double loss0, const Lo
          << "):" << failures.str();
 }
 
+std::vector<double> log_softmax64(const std::vector<float>& z, std::int64_t rows,
+                                  std::int64_t cols) {
+  std::vector<double> out(z.size());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* row = z.data() + r * cols;
+    double mx = -INFINITY;
+    for (std::int64_t c = 0; c < cols; ++c) mx = std::max(mx, static_cast<double>(row[c]));
+    double s = 0.0;
+    for (std::int64_t c = 0; c < cols; ++c) s += std::exp(row[c] - mx);
+    for (std::int64_t c = 0; c < cols; ++c)
+      out[static_cast<std::size_t>(r * cols + c)] = row[c] - mx - std::log(s);
+  }
+  return out;
+}
+
+std::vector<double> softmax64(const std::vector<float>& z, std::int64_t rows, std::int64_t cols) {
+  std::vector<double> p = log_softmax64(z, rows, cols);
+  for (double& v : p) v = std::exp(v);
+  return p;
+}
+
 }  // namespace bnorm::test

@@ -118,4 +118,9 @@ Tensor forward_copy(Layer& layer, const Tensor& x, Mode mode);
 // Adds a shape with a leading batch dimension: (batch, dims...).
 Shape with_batch(std::int64_t batch, const Shape& per_sample);
 
+// Row-wise log_softmax / softmax of a rows x cols matrix, computed in float64.
+std::vector<double> log_softmax64(const std::vector<float>& z, std::int64_t rows,
+                                  std::int64_t cols);
+std::vector<double> softmax64(const std::vector<float>& z, std::int64_t rows, std::int64_t cols);
+
 }  // namespace bnorm::test
