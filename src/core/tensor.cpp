@@ -169,11 +169,11 @@ Tensor Tensor::slice_rows(std::int64_t begin, std::int64_t end) const {
   return t;
 }
 
-bool Tensor::all_finite() const noexcept {
+std::int64_t Tensor::first_non_finite() const noexcept {
   const float* p = data();
-  bool ok = true;
-  for (std::int64_t i = 0; i < size_; ++i) ok &= std::isfinite(p[i]);
-  return ok;
+  for (std::int64_t i = 0; i < size_; ++i)
+    if (!std::isfinite(p[i])) return i;
+  return -1;
 }
 
 void check_same_shape(const Shape& expected, const Shape& received, const std::string& what) {

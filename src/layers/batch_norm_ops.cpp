@@ -42,13 +42,6 @@ std::string index_str(const Shape& s, std::int64_t i) {
   return "[" + out + "]";
 }
 
-std::int64_t first_non_finite(const Tensor& t) noexcept {
-  const float* p = t.data();
-  for (std::int64_t i = 0; i < t.size(); ++i)
-    if (!std::isfinite(p[i])) return i;
-  return -1;
-}
-
 // x validated and viewed around its normalized axis.
 struct View {
   std::string fn;  // the public function, first word of every message
@@ -104,7 +97,7 @@ void check_per_channel(const std::string& fn, const char* name, const Tensor& t,
     throw ShapeError(fn + ": " + name + " must have shape " + expected.str() + " " + why +
                      "; received " + t.shape().str());
   }
-  if (const auto i = first_non_finite(t); i >= 0) {
+  if (const auto i = t.first_non_finite(); i >= 0) {
     throw NonFiniteError(fn + ": " + name + " must be finite; received " + num(t[i]) +
                          " at channel " + std::to_string(i));
   }
@@ -135,7 +128,7 @@ void check_variance_plus_epsilon(const View& v, const char* name, const Tensor& 
 
 // Data tensor `name` (x or dy) must be finite: throws naming its first NaN/Inf, if any.
 void check_data_finite(const View& v, const char* name, const Tensor& t, const char* consequence) {
-  if (const auto i = first_non_finite(t); i >= 0) {
+  if (const auto i = t.first_non_finite(); i >= 0) {
     throw NonFiniteError(v.fn + ": " + name + " must be finite; received " + num(t[i]) +
                          " at index " + index_str(t.shape(), i) + consequence);
   }
@@ -148,7 +141,7 @@ void check_batch_statistics(const View& v, const Tensor& x, const Tensor& batch_
   check_data_finite(v, "x", x, "; the batch is rejected");
   float largest = 0.0f;
   for (float e : x.values()) largest = std::max(largest, std::abs(e));
-  const auto c = first_non_finite(batch_variance);
+  const auto c = batch_variance.first_non_finite();
   throw NonFiniteError(
       v.fn + ": x is too large for float32 statistics: the batch variance of channel " +
       std::to_string(c) + " along axis " + std::to_string(v.axis_arg) +
@@ -189,7 +182,7 @@ Tensor batch_norm_inference(const Tensor& x, const Tensor& mean, const Tensor& v
                               scale ? scale->data() : nullptr, offset ? offset->data() : nullptr,
                               epsilon, y.data());
   // The statistics and scale/offset are finite, so a non-finite y comes from x or overflow.
-  if (const auto i = first_non_finite(y); i >= 0) {
+  if (const auto i = y.first_non_finite(); i >= 0) {
     check_data_finite(v, "x", x, "");
     const auto c = channel_of(v, i);
     throw NonFiniteError(v.fn + ": the result overflows float32 at index " +
@@ -215,7 +208,7 @@ BatchNormTrainingResult batch_norm_training(const Tensor& x, const Tensor* scale
                               scale ? scale->data() : nullptr, offset ? offset->data() : nullptr,
                               epsilon, r.y.data());
   // |xhat| <= sqrt(count), so only a huge scale or offset can overflow y.
-  if (const auto i = first_non_finite(r.y); i >= 0) {
+  if (const auto i = r.y.first_non_finite(); i >= 0) {
     const auto c = channel_of(v, i);
     throw NonFiniteError(v.fn + ": the result overflows float32 at index " +
                          index_str(x.shape(), i) + " (expected |y| <= 3.4e+38); received x = " +
@@ -281,7 +274,7 @@ BatchNormGradients batch_norm_backward(const Tensor& x, const Tensor& dy, const 
   check_data_finite(v, "dy", dy, "");
   const bool in_dx = !g.dx.all_finite();
   const Tensor& bad = in_dx ? g.dx : (g.dscale.all_finite() ? g.doffset : g.dscale);
-  const auto i = first_non_finite(bad);
+  const auto i = bad.first_non_finite();
   const auto c = in_dx ? channel_of(v, i) : i;
   throw NonFiniteError(v.fn + ": the gradients overflow float32 in channel " + std::to_string(c) +
                        " (expected finite dx, dscale, doffset); received mean = " + num(mean[c]) +

@@ -132,11 +132,6 @@ void check_weights(const Label& label, std::initializer_list<const Variable*> we
   }
 }
 
-std::int64_t first_non_finite(const Tensor& t) noexcept {
-  for (std::int64_t c = 0; c < t.size(); ++c)
-    if (!std::isfinite(t[c])) return c;
-  return -1;
-}
 }  // namespace
 
 void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
@@ -162,8 +157,8 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   // A non-finite batch is rejected before it can reach the moving statistics. The float64
   // mean of float32 values is finite iff they all are; the variance can also overflow float32.
   if (!used_mean_.all_finite() || !used_variance_.all_finite()) {
-    const auto m = first_non_finite(used_mean_);
-    const auto c = m >= 0 ? m : first_non_finite(used_variance_);
+    const auto m = used_mean_.first_non_finite();
+    const auto c = m >= 0 ? m : used_variance_.first_non_finite();
     const std::string what =
         m < 0 ? "the batch variance overflows float32 (values too large; batch_variance = " +
                     num(used_variance_[c]) + ")"

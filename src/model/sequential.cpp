@@ -222,13 +222,15 @@ double Sequential::train_step(const Tensor& x, const Tensor& y, double* correct)
   const Tensor* g = logits ? &last.backward_from_logits(loss_gradient_, layers_.size() > 1)
                            : &last.backward(loss_gradient_, layers_.size() > 1);
   for (std::size_t i = layers_.size() - 1; i-- > 0;) g = &layers_[i]->backward(*g, i > 0);
-  trainable_.clear();
-  for (auto& l : layers_) {
-    l->add_regularization_gradients();
-    for (Variable* v : l->trainable_weights()) trainable_.push_back(v);
-  }
+  for (auto& l : layers_) l->add_regularization_gradients();
   optimizer_->apply(trainable_);
   return loss;
+}
+
+void Sequential::collect_trainable() {
+  trainable_.clear();
+  for (auto& l : layers_)
+    for (Variable* v : l->trainable_weights()) trainable_.push_back(v);
 }
 
 double Sequential::train_on_batch(const Tensor& x, const Tensor& y) {
@@ -236,6 +238,7 @@ double Sequential::train_on_batch(const Tensor& x, const Tensor& y) {
   if (!optimizer_) throw ValueError("Sequential::train_on_batch: compile the model first");
   check_xy(x, y, "train_on_batch");
   build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
+  collect_trainable();
   const double loss = train_step(x, y, nullptr);
   if (!std::isfinite(loss)) throw NonFiniteError("train_on_batch: the loss is not finite");
   return loss;
@@ -285,6 +288,7 @@ History Sequential::fit(const Tensor& x, const Tensor& y, const FitOptions& o) {
   Tensor bx, by;
   History history;
   stop_training = false;
+  collect_trainable();  // trainable flags are read once per fit, as Keras reads them at compile
   for (auto* cb : o.callbacks) cb->on_train_begin(*this, o.epochs, steps);
   for (int epoch = 0; epoch < o.epochs && !stop_training; ++epoch) {
     const auto start = std::chrono::steady_clock::now();

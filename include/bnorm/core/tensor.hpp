@@ -71,7 +71,9 @@ class Tensor {
   void fill(float value) noexcept;
   // Rows [begin, end) along dim 0 as a new tensor.
   Tensor slice_rows(std::int64_t begin, std::int64_t end) const;
-  bool all_finite() const noexcept;
+  bool all_finite() const noexcept { return first_non_finite() < 0; }
+  // Index of the first NaN/Inf value, or -1 when every value is finite.
+  std::int64_t first_non_finite() const noexcept;
 
  private:
   struct AlignedFree {
