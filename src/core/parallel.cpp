@@ -20,8 +20,7 @@ void set_num_threads(int n) noexcept {
   omp_set_num_threads(g_threads);
 }
 
-void parallel_for(std::int64_t count, std::int64_t grain,
-                  const std::function<void(std::int64_t, std::int64_t)>& body) {
+void parallel_for(std::int64_t count, std::int64_t grain, ChunkBody body) {
   if (count <= 0) return;
   grain = std::max<std::int64_t>(grain, 1);
   const std::int64_t chunks = (count + grain - 1) / grain;

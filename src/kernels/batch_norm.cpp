@@ -1,144 +1,223 @@
-// Batch-norm kernels, the fast path. Two layouts:
-//  - inner == 1 (channels last, Keras axis=-1): rows of `channels` values; each pass walks the
-//    rows once and updates a block of per-channel accumulators, so loads are contiguous and the
-//    inner loop vectorizes across channels.
-//  - inner > 1 (channels first): each (outer, channel) pair is a contiguous run of `inner`
-//    values, reduced per channel.
-// Accumulation is float64 (sums of up to millions of float32 terms stay exact to ~1e-16), and
-// channel blocks are independent, so the parallel split never changes a single bit.
+// Batch-norm kernels, the fast path: blocking, threads and per-channel math around the
+// per-instruction-set bodies in batch_norm_simd.cpp.
+//
+// Passes over memory (the byte model of `bnorm bench`): statistics in one pass (shifted
+// float64 sums), normalize in a second; backward reduces sum(dy) and sum(dy * (x - mean)) in
+// one pass and writes dx in a second. A ReLU after BN is fused into both: the forward writes
+// max(y, 0), the backward re-derives the mask from x instead of reading a stored one.
+//
+// Channels are processed in tiles of kTile. A tile's reduction is split into at most kMaxBlocks
+// fixed blocks of rows (or of outer indices, for channels-first data) that depend only on the
+// shape; each block's float64 partial sums are combined in block order. Threads only decide
+// who computes which block, so results are bitwise identical at any thread count.
 #include "kernels/batch_norm.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "bnorm/core/parallel.hpp"
+#include "kernels/batch_norm_simd.hpp"
 
 namespace bnorm::kernels {
 
 namespace {
 
-constexpr std::int64_t kBlock = 128;                // channels per accumulator block (on the stack)
-constexpr std::int64_t kParallelMinSize = 1 << 18;  // below this, threads cost more than they save
+constexpr std::int64_t kTile = 256;             // channels per tile (per-channel arrays on stack)
+constexpr std::int64_t kMaxBlocks = 16;         // reduction blocks per tile
+constexpr std::int64_t kBlockElems = 1 << 15;   // smallest reduction block worth its own partials
+constexpr std::int64_t kParallelMin = 1 << 16;  // elements; below, threads cost more than they save
+constexpr std::int64_t kChunkElems = 1 << 14;   // elements per chunk of an elementwise pass
 
-// Runs body(c0, c1) over channel blocks, in parallel for large tensors.
-template <class Body>
-void for_channel_blocks(const BatchNormDims& d, std::int64_t block, Body&& body) {
-  if (d.size() < kParallelMinSize) {
-    for (std::int64_t c0 = 0; c0 < d.channels; c0 += block)
-      body(c0, std::min(d.channels, c0 + block));
-  } else {
-    parallel_for(d.channels, block, body);
+std::atomic<StreamingStores> g_streaming{[] {
+  const char* env = std::getenv("BNORM_NT_STORES");
+  if (env && std::strcmp(env, "always") == 0) return StreamingStores::always;
+  if (env && std::strcmp(env, "never") == 0) return StreamingStores::never;
+  return StreamingStores::automatic;
+}()};
+
+bool use_streaming_stores(const BatchNormDims& d) {
+  switch (g_streaming.load(std::memory_order_relaxed)) {
+    case StreamingStores::always:
+      return true;
+    case StreamingStores::never:
+      return false;
+    default:
+      return d.size() * static_cast<std::int64_t>(sizeof(float)) >= kStreamingMinBytes;
   }
 }
 
-// ---- moments ----
-void moments_rows(const BatchNormDims& d, const float* x, float* mean_out, float* var_out,
-                  std::int64_t c0, std::int64_t c1) {
-  const std::int64_t nc = c1 - c0, stride = d.channels, rows = d.outer;
-  double sum[kBlock] = {}, m2[kBlock] = {}, mean[kBlock];
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * stride + c0;
-    for (std::int64_t j = 0; j < nc; ++j) sum[j] += xr[j];
+// Calls body(begin, end) over chunks of [0, count): threaded or not, the same chunks.
+template <class Body>
+void run(bool threaded, std::int64_t count, std::int64_t grain, Body&& body) {
+  if (threaded) return parallel_for(count, grain, body);
+  for (std::int64_t b = 0; b < count; b += grain) body(b, std::min(count, b + grain));
+}
+
+// Blocks for reducing `elems` values split along an axis of length `extent`.
+std::int64_t reduction_blocks(std::int64_t elems, std::int64_t extent) {
+  return std::clamp<std::int64_t>(elems / kBlockElems, 1, std::min(kMaxBlocks, extent));
+}
+
+// Per-channel scale inv = gamma / sqrt(variance + epsilon), float32. Forward and the fused
+// ReLU backward both use this function, so the backward's mask matches the forward's output.
+inline float channel_inv(const float* variance, const float* gamma, float epsilon, std::int64_t c) {
+  const float rstd = 1.0f / std::sqrt(variance[c] + epsilon);
+  return gamma ? gamma[c] * rstd : rstd;
+}
+
+struct Tile {
+  std::int64_t c0, nc;
+};
+
+// Runs tile_fn(tile, threaded_inside) over the channel tiles. When every tile is too small to
+// split into several reduction blocks, tiles themselves run in parallel; otherwise tiles run in
+// order and parallelize inside. Either way each channel's arithmetic is the same.
+template <class TileFn>
+void for_tiles(const BatchNormDims& d, TileFn&& tile_fn) {
+  const std::int64_t tiles = (d.channels + kTile - 1) / kTile;
+  const bool threaded = d.size() >= kParallelMin;
+  const std::int64_t extent = d.inner == 1 ? d.outer : d.outer;
+  const std::int64_t tile_elems = d.count() * std::min(kTile, d.channels);
+  if (tiles > 1 && reduction_blocks(tile_elems, extent) == 1) {
+    run(threaded, tiles, 1, [&](std::int64_t t0, std::int64_t t1) {
+      for (std::int64_t t = t0; t < t1; ++t) {
+        const std::int64_t c0 = t * kTile;
+        tile_fn(Tile{c0, std::min(kTile, d.channels - c0)}, false);
+      }
+    });
+    return;
   }
-  for (std::int64_t j = 0; j < nc; ++j) mean[j] = sum[j] / static_cast<double>(rows);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * stride + c0;
-    for (std::int64_t j = 0; j < nc; ++j) {
-      const double dev = xr[j] - mean[j];
-      m2[j] += dev * dev;
-    }
+  for (std::int64_t c0 = 0; c0 < d.channels; c0 += kTile)
+    tile_fn(Tile{c0, std::min(kTile, d.channels - c0)}, threaded);
+}
+
+// Float64 per-channel sums s1, s2 (nc each) of a tile, from fixed blocks combined in order.
+// rows_fn(r0, r1, s1, s2) accumulates rows [r0, r1) into zeroed arrays (channels-last data);
+// plane_fn(o, j, &s1, &s2) returns one (outer, channel) plane's sums (channels-first data).
+template <class RowsFn, class PlaneFn>
+void reduce_tile(const BatchNormDims& d, Tile t, bool threaded, RowsFn&& rows_fn,
+                 PlaneFn&& plane_fn, double* s1, double* s2) {
+  const std::int64_t nc = t.nc;
+  const std::int64_t blocks = reduction_blocks(d.count() * nc, d.outer);
+  double part[kMaxBlocks][2][kTile];
+  auto block_range = [&](std::int64_t b) {
+    return std::pair{b * d.outer / blocks, (b + 1) * d.outer / blocks};
+  };
+  if (d.inner == 1) {
+    run(threaded && blocks > 1, blocks, 1, [&](std::int64_t b0, std::int64_t b1) {
+      for (std::int64_t b = b0; b < b1; ++b) {
+        std::fill_n(part[b][0], nc, 0.0);
+        std::fill_n(part[b][1], nc, 0.0);
+        const auto [r0, r1] = block_range(b);
+        rows_fn(r0, r1, part[b][0], part[b][1]);
+      }
+    });
+  } else {
+    run(threaded, blocks * nc, 1, [&](std::int64_t i0, std::int64_t i1) {
+      for (std::int64_t i = i0; i < i1; ++i) {
+        const std::int64_t b = i / nc, j = i % nc;
+        const auto [o0, o1] = block_range(b);
+        double a1 = 0.0, a2 = 0.0;
+        for (std::int64_t o = o0; o < o1; ++o) {
+          double p1, p2;
+          plane_fn(o, j, &p1, &p2);
+          a1 += p1;
+          a2 += p2;
+        }
+        part[b][0][j] = a1;
+        part[b][1][j] = a2;
+      }
+    });
   }
   for (std::int64_t j = 0; j < nc; ++j) {
-    mean_out[c0 + j] = static_cast<float>(mean[j]);
-    var_out[c0 + j] = static_cast<float>(m2[j] / static_cast<double>(rows));
+    double a1 = 0.0, a2 = 0.0;
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      a1 += part[b][0][j];
+      a2 += part[b][1][j];
+    }
+    s1[j] = a1;
+    s2[j] = a2;
   }
 }
 
-void moments_planes(const BatchNormDims& d, const float* x, float* mean_out, float* var_out,
-                    std::int64_t c0, std::int64_t c1) {
+// Channels [c0, c0 + nc) of an elementwise pass: rows_fn(r0, r1) for channels-last data,
+// plane_fn(o, j) for each (outer, channel) plane of channels-first data.
+template <class RowsFn, class PlaneFn>
+void elementwise_tile(const BatchNormDims& d, Tile t, bool threaded, RowsFn&& rows_fn,
+                      PlaneFn&& plane_fn) {
+  if (d.inner == 1) {
+    const std::int64_t grain = std::max<std::int64_t>(1, kChunkElems / d.channels);
+    run(threaded, d.outer, grain, rows_fn);
+  } else {
+    const std::int64_t grain = std::max<std::int64_t>(1, kChunkElems / d.inner);
+    run(threaded, d.outer * t.nc, grain, [&](std::int64_t p0, std::int64_t p1) {
+      for (std::int64_t p = p0; p < p1; ++p) plane_fn(p / t.nc, p % t.nc);
+    });
+  }
+}
+
+// Statistics of a tile: shifted sums, then mean = shift + s1/n, var = s2/n - (s1/n)^2.
+void tile_moments(const BatchNormDims& d, Tile t, bool threaded, const float* x, float* mean,
+                  float* variance) {
+  const auto& ops = simd::ops();
   const std::int64_t plane = d.channels * d.inner;
+  float shift[kTile];
+  for (std::int64_t j = 0; j < t.nc; ++j) shift[j] = x[(t.c0 + j) * d.inner];
+  double s1[kTile], s2[kTile];
+  reduce_tile(
+      d, t, threaded,
+      [&](std::int64_t r0, std::int64_t r1, double* a1, double* a2) {
+        ops.rows_sums(x + r0 * d.channels + t.c0, d.channels, r1 - r0, t.nc, shift, a1, a2);
+      },
+      [&](std::int64_t o, std::int64_t j, double* a1, double* a2) {
+        ops.plane_sums(x + o * plane + (t.c0 + j) * d.inner, d.inner, shift[j], a1, a2);
+      },
+      s1, s2);
   const double n = static_cast<double>(d.count());
-  for (std::int64_t c = c0; c < c1; ++c) {
-    double sum = 0.0;
-    for (std::int64_t o = 0; o < d.outer; ++o) {
-      const float* xp = x + o * plane + c * d.inner;
-      for (std::int64_t i = 0; i < d.inner; ++i) sum += xp[i];
-    }
-    const double mean = sum / n;
-    double m2 = 0.0;
-    for (std::int64_t o = 0; o < d.outer; ++o) {
-      const float* xp = x + o * plane + c * d.inner;
-      for (std::int64_t i = 0; i < d.inner; ++i) {
-        const double dev = xp[i] - mean;
-        m2 += dev * dev;
-      }
-    }
-    mean_out[c] = static_cast<float>(mean);
-    var_out[c] = static_cast<float>(m2 / n);
+  for (std::int64_t j = 0; j < t.nc; ++j) {
+    const double m1 = s1[j] / n;
+    mean[t.c0 + j] = static_cast<float>(shift[j] + m1);
+    variance[t.c0 + j] = static_cast<float>(std::max(0.0, s2[j] / n - m1 * m1));
   }
 }
 
-// Per-channel scale inv = gamma * rsqrt(variance + epsilon) for channels [c0, c1).
-void scales(const float* variance, const float* gamma, float epsilon, std::int64_t c0,
-            std::int64_t c1, float* inv) {
-  for (std::int64_t c = c0; c < c1; ++c) {
-    const float rstd = 1.0f / std::sqrt(variance[c] + epsilon);
-    inv[c - c0] = gamma ? gamma[c] * rstd : rstd;
+// y = (x - mean) * inv + beta (then max(., 0) when relu) for a tile.
+void tile_normalize(const BatchNormDims& d, Tile t, bool threaded, const float* x,
+                    const float* mean, const float* variance, const float* gamma, const float* beta,
+                    float epsilon, bool relu, bool stream, float* y) {
+  const auto& ops = simd::ops();
+  float m[kTile], inv[kTile], b[kTile];
+  for (std::int64_t j = 0; j < t.nc; ++j) {
+    const std::int64_t c = t.c0 + j;
+    m[j] = mean[c];
+    inv[j] = channel_inv(variance, gamma, epsilon, c);
+    b[j] = beta ? beta[c] : 0.0f;
   }
+  const std::int64_t plane = d.channels * d.inner;
+  elementwise_tile(
+      d, t, threaded,
+      [&](std::int64_t r0, std::int64_t r1) {
+        const std::int64_t off = r0 * d.channels + t.c0;
+        ops.rows_normalize(x + off, y + off, d.channels, r1 - r0, t.nc, m, inv, b, relu, stream);
+      },
+      [&](std::int64_t o, std::int64_t j) {
+        const std::int64_t off = o * plane + (t.c0 + j) * d.inner;
+        ops.plane_normalize(x + off, y + off, d.inner, m[j], inv[j], b[j], relu, stream);
+      });
 }
 
-}  // namespace
-
-void batch_norm_moments(BatchNormDims d, const float* x, float* batch_mean,
-                        float* batch_variance) noexcept {
-  if (d.inner == 1) {
-    for_channel_blocks(d, kBlock, [&](std::int64_t c0, std::int64_t c1) {
-      moments_rows(d, x, batch_mean, batch_variance, c0, c1);
-    });
-  } else {
-    for_channel_blocks(d, 1, [&](std::int64_t c0, std::int64_t c1) {
-      moments_planes(d, x, batch_mean, batch_variance, c0, c1);
-    });
-  }
+void forward_impl(const BatchNormDims& d, const float* x, const float* mean, const float* variance,
+                  const float* gamma, const float* beta, float epsilon, bool relu, float* y) {
+  const bool stream = use_streaming_stores(d);
+  for_tiles(d, [&](Tile t, bool threaded) {
+    tile_normalize(d, t, threaded, x, mean, variance, gamma, beta, epsilon, relu, stream, y);
+  });
 }
 
-void batch_norm_forward(BatchNormDims d, const float* x, const float* mean, const float* variance,
-                        const float* gamma, const float* beta, float epsilon, float* y) noexcept {
-  if (d.inner == 1) {
-    for_channel_blocks(d, kBlock, [&](std::int64_t c0, std::int64_t c1) {
-      const std::int64_t nc = c1 - c0;
-      float inv[kBlock], m[kBlock], b[kBlock];
-      scales(variance, gamma, epsilon, c0, c1, inv);
-      for (std::int64_t j = 0; j < nc; ++j) {
-        m[j] = mean[c0 + j];
-        b[j] = beta ? beta[c0 + j] : 0.0f;
-      }
-      for (std::int64_t r = 0; r < d.outer; ++r) {
-        const float* xr = x + r * d.channels + c0;
-        float* yr = y + r * d.channels + c0;
-        for (std::int64_t j = 0; j < nc; ++j) yr[j] = (xr[j] - m[j]) * inv[j] + b[j];
-      }
-    });
-  } else {
-    const std::int64_t plane = d.channels * d.inner;
-    for_channel_blocks(d, 1, [&](std::int64_t c0, std::int64_t c1) {
-      for (std::int64_t c = c0; c < c1; ++c) {
-        float inv;
-        scales(variance, gamma, epsilon, c, c + 1, &inv);
-        const float m = mean[c], b = beta ? beta[c] : 0.0f;
-        for (std::int64_t o = 0; o < d.outer; ++o) {
-          const float* xp = x + o * plane + c * d.inner;
-          float* yp = y + o * plane + c * d.inner;
-          for (std::int64_t i = 0; i < d.inner; ++i) yp[i] = (xp[i] - m) * inv + b;
-        }
-      }
-    });
-  }
-}
-
-namespace {
-
-// dx = A * dy + B * (x - mean) + K per channel, from the two reductions (see batch_norm.hpp).
+// dx = A * g + B * (x - mean) + K per channel, from the two reductions (see batch_norm.hpp).
 struct BackwardCoefficients {
   float a, b, k;
 };
@@ -151,76 +230,110 @@ BackwardCoefficients backward_coefficients(double sum_dy, double sum_dy_xc, doub
           static_cast<float>(-g * rstd * sum_dy / n)};
 }
 
+void backward_impl(const BatchNormDims& d, const float* x, const float* dy, const float* mean,
+                   const float* variance, const float* gamma, const float* beta, float epsilon,
+                   bool relu, bool batch_statistics, float* dx, float* dgamma, float* dbeta) {
+  const auto& ops = simd::ops();
+  const bool stream = use_streaming_stores(d);
+  const double n = static_cast<double>(d.count());
+  const std::int64_t plane = d.channels * d.inner;
+  for_tiles(d, [&](Tile t, bool threaded) {
+    float m[kTile], inv[kTile], bt[kTile];
+    for (std::int64_t j = 0; j < t.nc; ++j) {
+      const std::int64_t c = t.c0 + j;
+      m[j] = mean[c];
+      inv[j] = relu ? channel_inv(variance, gamma, epsilon, c) : 0.0f;
+      bt[j] = relu && beta ? beta[c] : 0.0f;
+    }
+    const float* relu_inv = relu ? inv : nullptr;
+    double s1[kTile], s2[kTile];
+    reduce_tile(
+        d, t, threaded,
+        [&](std::int64_t r0, std::int64_t r1, double* a1, double* a2) {
+          const std::int64_t off = r0 * d.channels + t.c0;
+          ops.rows_grad_sums(x + off, dy + off, d.channels, r1 - r0, t.nc, m, relu_inv, bt, a1, a2);
+        },
+        [&](std::int64_t o, std::int64_t j, double* a1, double* a2) {
+          const std::int64_t off = o * plane + (t.c0 + j) * d.inner;
+          ops.plane_grad_sums(x + off, dy + off, d.inner, m[j], relu, inv[j], bt[j], a1, a2);
+        },
+        s1, s2);
+    float a[kTile], b[kTile], k[kTile];
+    for (std::int64_t j = 0; j < t.nc; ++j) {
+      const std::int64_t c = t.c0 + j;
+      const double rstd = 1.0 / std::sqrt(static_cast<double>(variance[c]) + epsilon);
+      if (dbeta) dbeta[c] = static_cast<float>(s1[j]);
+      if (dgamma) dgamma[c] = static_cast<float>(s2[j] * rstd);
+      const auto co =
+          backward_coefficients(s1[j], s2[j], rstd, gamma ? gamma[c] : 1.0, n, batch_statistics);
+      a[j] = co.a;
+      b[j] = co.b;
+      k[j] = co.k;
+    }
+    if (!dx) return;
+    elementwise_tile(
+        d, t, threaded,
+        [&](std::int64_t r0, std::int64_t r1) {
+          const std::int64_t off = r0 * d.channels + t.c0;
+          ops.rows_dx(x + off, dy + off, dx + off, d.channels, r1 - r0, t.nc, m, a, b, k, relu_inv,
+                      bt, stream);
+        },
+        [&](std::int64_t o, std::int64_t j) {
+          const std::int64_t off = o * plane + (t.c0 + j) * d.inner;
+          ops.plane_dx(x + off, dy + off, dx + off, d.inner, m[j], a[j], b[j], k[j], relu, inv[j],
+                       bt[j], stream);
+        });
+  });
+}
+
 }  // namespace
+
+void set_streaming_stores(StreamingStores mode) noexcept {
+  g_streaming.store(mode, std::memory_order_relaxed);
+}
+
+void batch_norm_moments(BatchNormDims d, const float* x, float* batch_mean,
+                        float* batch_variance) noexcept {
+  for_tiles(d, [&](Tile t, bool threaded) {
+    tile_moments(d, t, threaded, x, batch_mean, batch_variance);
+  });
+}
+
+void batch_norm_forward(BatchNormDims d, const float* x, const float* mean, const float* variance,
+                        const float* gamma, const float* beta, float epsilon, float* y) noexcept {
+  forward_impl(d, x, mean, variance, gamma, beta, epsilon, false, y);
+}
+
+void batch_norm_forward_relu(BatchNormDims d, const float* x, const float* mean,
+                             const float* variance, const float* gamma, const float* beta,
+                             float epsilon, float* y) noexcept {
+  forward_impl(d, x, mean, variance, gamma, beta, epsilon, true, y);
+}
+
+void batch_norm_forward_training(BatchNormDims d, const float* x, const float* gamma,
+                                 const float* beta, float epsilon, bool relu, float* batch_mean,
+                                 float* batch_variance, float* y) noexcept {
+  const bool stream = use_streaming_stores(d);
+  for_tiles(d, [&](Tile t, bool threaded) {
+    tile_moments(d, t, threaded, x, batch_mean, batch_variance);
+    tile_normalize(d, t, threaded, x, batch_mean, batch_variance, gamma, beta, epsilon, relu,
+                   stream, y);
+  });
+}
 
 void batch_norm_backward(BatchNormDims d, const float* x, const float* dy, const float* mean,
                          const float* variance, const float* gamma, float epsilon,
                          bool batch_statistics, float* dx, float* dgamma, float* dbeta) noexcept {
-  const double n = static_cast<double>(d.count());
-  if (d.inner == 1) {
-    for_channel_blocks(d, kBlock, [&](std::int64_t c0, std::int64_t c1) {
-      const std::int64_t nc = c1 - c0, stride = d.channels;
-      double sum_dy[kBlock] = {}, sum_dy_xc[kBlock] = {};
-      float m[kBlock];
-      for (std::int64_t j = 0; j < nc; ++j) m[j] = mean[c0 + j];
-      for (std::int64_t r = 0; r < d.outer; ++r) {
-        const float* xr = x + r * stride + c0;
-        const float* gr = dy + r * stride + c0;
-        for (std::int64_t j = 0; j < nc; ++j) {
-          sum_dy[j] += gr[j];
-          sum_dy_xc[j] += static_cast<double>(gr[j]) * (static_cast<double>(xr[j]) - m[j]);
-        }
-      }
-      float a[kBlock], b[kBlock], k[kBlock];
-      for (std::int64_t j = 0; j < nc; ++j) {
-        const std::int64_t c = c0 + j;
-        const double rstd = 1.0 / std::sqrt(static_cast<double>(variance[c]) + epsilon);
-        if (dbeta) dbeta[c] = static_cast<float>(sum_dy[j]);
-        if (dgamma) dgamma[c] = static_cast<float>(sum_dy_xc[j] * rstd);
-        const auto co = backward_coefficients(sum_dy[j], sum_dy_xc[j], rstd, gamma ? gamma[c] : 1.0,
-                                              n, batch_statistics);
-        a[j] = co.a;
-        b[j] = co.b;
-        k[j] = co.k;
-      }
-      if (!dx) return;
-      for (std::int64_t r = 0; r < d.outer; ++r) {
-        const float* xr = x + r * stride + c0;
-        const float* gr = dy + r * stride + c0;
-        float* dr = dx + r * stride + c0;
-        for (std::int64_t j = 0; j < nc; ++j) dr[j] = a[j] * gr[j] + b[j] * (xr[j] - m[j]) + k[j];
-      }
-    });
-  } else {
-    const std::int64_t plane = d.channels * d.inner;
-    for_channel_blocks(d, 1, [&](std::int64_t c0, std::int64_t c1) {
-      for (std::int64_t c = c0; c < c1; ++c) {
-        const float m = mean[c];
-        double sum_dy = 0.0, sum_dy_xc = 0.0;
-        for (std::int64_t o = 0; o < d.outer; ++o) {
-          const float* xp = x + o * plane + c * d.inner;
-          const float* gp = dy + o * plane + c * d.inner;
-          for (std::int64_t i = 0; i < d.inner; ++i) {
-            sum_dy += gp[i];
-            sum_dy_xc += static_cast<double>(gp[i]) * (static_cast<double>(xp[i]) - m);
-          }
-        }
-        const double rstd = 1.0 / std::sqrt(static_cast<double>(variance[c]) + epsilon);
-        if (dbeta) dbeta[c] = static_cast<float>(sum_dy);
-        if (dgamma) dgamma[c] = static_cast<float>(sum_dy_xc * rstd);
-        if (!dx) continue;
-        const auto co = backward_coefficients(sum_dy, sum_dy_xc, rstd, gamma ? gamma[c] : 1.0, n,
-                                              batch_statistics);
-        for (std::int64_t o = 0; o < d.outer; ++o) {
-          const float* xp = x + o * plane + c * d.inner;
-          const float* gp = dy + o * plane + c * d.inner;
-          float* dp = dx + o * plane + c * d.inner;
-          for (std::int64_t i = 0; i < d.inner; ++i)
-            dp[i] = co.a * gp[i] + co.b * (xp[i] - m) + co.k;
-        }
-      }
-    });
-  }
+  backward_impl(d, x, dy, mean, variance, gamma, nullptr, epsilon, false, batch_statistics, dx,
+                dgamma, dbeta);
+}
+
+void batch_norm_relu_backward(BatchNormDims d, const float* x, const float* dy, const float* mean,
+                              const float* variance, const float* gamma, const float* beta,
+                              float epsilon, bool batch_statistics, float* dx, float* dgamma,
+                              float* dbeta) noexcept {
+  backward_impl(d, x, dy, mean, variance, gamma, beta, epsilon, true, batch_statistics, dx, dgamma,
+                dbeta);
 }
 
 void batch_norm_update_moving(std::int64_t channels, const float* batch_mean,

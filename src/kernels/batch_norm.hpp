@@ -21,9 +21,18 @@ struct BatchNormDims {
   std::int64_t size() const noexcept { return outer * channels * inner; }
 };
 
+// Outputs of at least this many bytes are written with non-temporal stores: they cannot stay
+// in cache anyway (this machine's L3 is 32 MiB), and streaming skips the read-for-ownership.
+inline constexpr std::int64_t kStreamingMinBytes = std::int64_t{32} << 20;
+enum class StreamingStores { automatic, always, never };
+// For measurements and tests (initially from BNORM_NT_STORES=always|never, else automatic).
+void set_streaming_stores(StreamingStores mode) noexcept;
+
 // Biased moments per channel (divide by count), as Keras and PyTorch normalize with.
-// Two passes with float64 accumulation: mean first, then sum((x - mean)^2); never
-// E[x^2] - E[x]^2, which cancels catastrophically in float32 for |mean| >> std.
+// One pass of float64 sums of v = x - K, K = the channel's first value: mean = K + sum(v)/n,
+// variance = sum(v^2)/n - (sum(v)/n)^2. Never E[x^2] - E[x]^2 on raw float32 data, which
+// cancels catastrophically for |mean| >> std; shifted by a value of the data, the float64
+// difference loses at most ~1e-16 * n relative. (The reference is the two-pass formula.)
 void batch_norm_moments(BatchNormDims dims, const float* x, float* batch_mean,
                         float* batch_variance) noexcept;
 
@@ -34,6 +43,19 @@ void batch_norm_moments(BatchNormDims dims, const float* x, float* batch_mean,
 void batch_norm_forward(BatchNormDims dims, const float* x, const float* mean,
                         const float* variance, const float* gamma, const float* beta, float epsilon,
                         float* y) noexcept;
+
+// y = max(batch_norm_forward(...), 0): BN followed by ReLU in one pass (oneDNN's
+// fuse_norm_relu), as Conv/Dense -> BatchNormalization -> ReLU networks use it.
+void batch_norm_forward_relu(BatchNormDims dims, const float* x, const float* mean,
+                             const float* variance, const float* gamma, const float* beta,
+                             float epsilon, float* y) noexcept;
+
+// Training forward: batch_mean/batch_variance = batch_norm_moments(x), then
+// y = batch_norm_forward(x, batch_mean, batch_variance, ...), with the ReLU fused when relu.
+// Three passes over memory: one for the statistics, a read and a write for y.
+void batch_norm_forward_training(BatchNormDims dims, const float* x, const float* gamma,
+                                 const float* beta, float epsilon, bool relu, float* batch_mean,
+                                 float* batch_variance, float* y) noexcept;
 
 // Gradients of y = batch_norm_forward(x, mean, variance, ...) given dy.
 // batch_statistics = true: mean/variance are the batch's own moments of x (training mode), so
@@ -46,6 +68,14 @@ void batch_norm_backward(BatchNormDims dims, const float* x, const float* dy, co
                          const float* variance, const float* gamma, float epsilon,
                          bool batch_statistics, float* dx, float* dgamma, float* dbeta) noexcept;
 
+// Gradients of y = max(batch_norm_forward(x, ...), 0) given dy: batch_norm_backward applied to
+// dy * [pre > 0], where pre is recomputed from x exactly as batch_norm_forward_relu computes it,
+// so the mask equals (y > 0) of that forward without storing it. beta as in the forward.
+void batch_norm_relu_backward(BatchNormDims dims, const float* x, const float* dy,
+                              const float* mean, const float* variance, const float* gamma,
+                              const float* beta, float epsilon, bool batch_statistics, float* dx,
+                              float* dgamma, float* dbeta) noexcept;
+
 // moving = moving * momentum + batch * (1 - momentum), per channel (Keras 3's formula; PyTorch's
 // running = (1 - m) * running + m * batch is the same with momentum = 1 - m).
 // variance_scale multiplies batch_variance first: 1 for Keras (biased), count / (count - 1)
@@ -57,6 +87,8 @@ void batch_norm_update_moving(std::int64_t channels, const float* batch_mean,
                               float* moving_mean, float* moving_variance) noexcept;
 
 namespace reference {
+// (The ReLU variants are tested as compositions: reference forward then max(., 0); reference
+// backward of dy masked by the fast forward's y > 0.)
 void batch_norm_moments(BatchNormDims dims, const float* x, float* batch_mean,
                         float* batch_variance) noexcept;
 void batch_norm_forward(BatchNormDims dims, const float* x, const float* mean,

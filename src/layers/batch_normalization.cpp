@@ -153,7 +153,10 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
         label() + ": expected more than 1 value per channel when training; received input shape " +
         x.shape().str());
   }
-  kernels::batch_norm_moments(d, x.data(), used_mean_.data(), used_variance_.data());
+  // Statistics and normalization in one call (three passes over memory); y is only returned
+  // if the checks below pass.
+  kernels::batch_norm_forward_training(d, x.data(), gamma, beta, options_.epsilon, false,
+                                       used_mean_.data(), used_variance_.data(), y.data());
   // A non-finite batch is rejected before it can reach the moving statistics. The float64
   // mean of float32 values is finite iff they all are; the variance can also overflow float32.
   if (!used_mean_.all_finite() || !used_variance_.all_finite()) {
@@ -174,8 +177,6 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
                            "); the batch is rejected and moving statistics left unchanged");
     }
   }
-  kernels::batch_norm_forward(d, x.data(), used_mean_.data(), used_variance_.data(), gamma, beta,
-                              options_.epsilon, y.data());
   if (mode != Mode::training || !trainable() || !options_.track_moving_statistics) return;
   const double n = static_cast<double>(d.count());
   const float variance_scale =

@@ -1,6 +1,7 @@
 // BN kernels: fast and reference versions against the float64 naive reference in test support,
-// over 2-D (inner = 1) and 3-D/4-D (inner > 1) views, degenerate sizes, center/scale off;
-// moving-average closed form; stable moments on large-mean data.
+// over 2-D (inner = 1) and 3-D/4-D (inner > 1) views, degenerate sizes, center/scale off, on
+// every instruction set compiled in; fused ReLU and training forward; bitwise determinism over
+// thread counts; moving-average closed form; stable moments on large-mean data.
 #include "kernels/batch_norm.hpp"
 
 #include <gtest/gtest.h>
@@ -9,8 +10,11 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "bnorm/core/error.hpp"
+#include "bnorm/core/isa.hpp"
 #include "bnorm/core/parallel.hpp"
 #include "support/test_support.hpp"
 
@@ -27,15 +31,21 @@ void PrintTo(const Case& c, std::ostream* os) {
   *os << "[outer " << c.outer << ", channels " << c.channels << ", inner " << c.inner << "]";
 }
 
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  return "o" + std::to_string(info.param.outer) + "_c" + std::to_string(info.param.channels) +
-         "_i" + std::to_string(info.param.inner);
+using IsaCase = std::tuple<Case, std::string>;
+
+std::string case_name(const ::testing::TestParamInfo<IsaCase>& info) {
+  const Case& c = std::get<0>(info.param);
+  return std::get<1>(info.param) + "_o" + std::to_string(c.outer) + "_c" +
+         std::to_string(c.channels) + "_i" + std::to_string(c.inner);
 }
 
-class BatchNormKernelTest : public ::testing::TestWithParam<Case> {
+// Runs on one instruction set (restores the best one afterwards).
+class BatchNormKernelTest : public ::testing::TestWithParam<IsaCase> {
  protected:
   void SetUp() override {
-    const Case c = GetParam();
+    set_isa(std::get<1>(GetParam()));
+    ASSERT_EQ(active_isa(), std::get<1>(GetParam()));
+    const Case c = std::get<0>(GetParam());
     dims = {c.outer, c.channels, c.inner};
     view = {c.outer, c.channels, c.inner};
     Random rng(1000 + static_cast<std::uint64_t>(c.outer * 131 + c.channels * 17 + c.inner));
@@ -49,6 +59,7 @@ class BatchNormKernelTest : public ::testing::TestWithParam<Case> {
     gamma = random_values(rng, c.channels, 1.0f, 0.3f);
     beta = random_values(rng, c.channels, 0.0f, 0.5f);
   }
+  void TearDown() override { set_isa("best"); }
 
   static std::vector<float> random_values(Random& rng, std::int64_t n, float mean, float stddev) {
     std::vector<float> v(static_cast<std::size_t>(n));
@@ -162,15 +173,107 @@ TEST_P(BatchNormKernelTest, BackwardOptionalOutputs) {
   test::expect_close(dbeta2, dbeta, 1e-6, 1e-7);
 }
 
-INSTANTIATE_TEST_SUITE_P(Views, BatchNormKernelTest,
-                         ::testing::Values(
-                             // 2-D (N, C): outer = N, inner = 1
-                             Case{32, 64, 1}, Case{1, 5, 1}, Case{7, 1, 1}, Case{33, 17, 1},
-                             Case{2, 130, 1}, Case{128, 3, 1}, Case{1, 1, 1}, Case{1000, 33, 1},
-                             // 3-D / 4-D (N, C, L) and (N, C, H, W): inner = L or H * W
-                             Case{2, 3, 35}, Case{5, 8, 9}, Case{1, 4, 13}, Case{3, 1, 11},
-                             Case{16, 16, 49}, Case{4, 7, 1}, Case{9, 2, 100}),
-                         case_name);
+TEST_P(BatchNormKernelTest, ForwardReluIsMaxOfForwardAndZero) {
+  const auto m = test::naive_bn_moments(view, x);
+  const std::vector<float> mean(m.mean.begin(), m.mean.end());
+  const std::vector<float> var(m.variance.begin(), m.variance.end());
+  std::vector<float> y(x.size()), yr(x.size(), std::nanf(""));
+  kernels::batch_norm_forward(dims, x.data(), mean.data(), var.data(), gamma.data(), beta.data(),
+                              1e-3f, y.data());
+  kernels::batch_norm_forward_relu(dims, x.data(), mean.data(), var.data(), gamma.data(),
+                                   beta.data(), 1e-3f, yr.data());
+  for (std::size_t i = 0; i < y.size(); ++i) ASSERT_EQ(yr[i], std::max(y[i], 0.0f)) << "at " << i;
+}
+
+TEST_P(BatchNormKernelTest, ForwardTrainingIsMomentsThenForward) {
+  for (bool relu : {false, true}) {
+    SCOPED_TRACE(relu ? "relu" : "no relu");
+    const std::size_t c = static_cast<std::size_t>(dims.channels);
+    std::vector<float> mean(c), var(c), y(x.size());
+    kernels::batch_norm_moments(dims, x.data(), mean.data(), var.data());
+    (relu ? kernels::batch_norm_forward_relu : kernels::batch_norm_forward)(
+        dims, x.data(), mean.data(), var.data(), gamma.data(), beta.data(), 1e-3f, y.data());
+    std::vector<float> tmean(c, -1.0f), tvar(c, -1.0f), ty(x.size(), std::nanf(""));
+    kernels::batch_norm_forward_training(dims, x.data(), gamma.data(), beta.data(), 1e-3f, relu,
+                                         tmean.data(), tvar.data(), ty.data());
+    EXPECT_EQ(std::memcmp(tmean.data(), mean.data(), c * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(tvar.data(), var.data(), c * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(ty.data(), y.data(), y.size() * sizeof(float)), 0);
+  }
+}
+
+// The fused backward equals the plain backward of dy masked by the fused forward's y > 0: the
+// mask is re-derived from x bit for bit, never stored.
+TEST_P(BatchNormKernelTest, ReluBackwardIsBackwardOfMaskedGradient) {
+  const std::size_t c = static_cast<std::size_t>(dims.channels);
+  std::vector<float> mean(c), var(c), y(x.size());
+  kernels::batch_norm_forward_training(dims, x.data(), gamma.data(), beta.data(), 1e-3f, true,
+                                       mean.data(), var.data(), y.data());
+  std::vector<float> masked(dy.size());
+  std::size_t zeros = 0;
+  for (std::size_t i = 0; i < dy.size(); ++i) {
+    masked[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    zeros += y[i] > 0.0f ? 0 : 1;
+  }
+  if (x.size() > 16) {
+    EXPECT_GT(zeros, 0u) << "the data should exercise the ReLU mask";
+  }
+  for (bool batch_statistics : {true, false}) {
+    SCOPED_TRACE(batch_statistics ? "batch statistics" : "moving statistics");
+    std::vector<float> dx(x.size()), dg(c), db(c), fdx(x.size(), std::nanf("")),
+        fdg(c, std::nanf("")), fdb(c, std::nanf(""));
+    kernels::batch_norm_backward(dims, x.data(), masked.data(), mean.data(), var.data(),
+                                 gamma.data(), 1e-3f, batch_statistics, dx.data(), dg.data(),
+                                 db.data());
+    kernels::batch_norm_relu_backward(dims, x.data(), dy.data(), mean.data(), var.data(),
+                                      gamma.data(), beta.data(), 1e-3f, batch_statistics,
+                                      fdx.data(), fdg.data(), fdb.data());
+    EXPECT_EQ(std::memcmp(fdx.data(), dx.data(), dx.size() * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(fdg.data(), dg.data(), c * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(fdb.data(), db.data(), c * sizeof(float)), 0);
+    // And against the float64 reference of the same masked gradient.
+    const std::vector<double> mu64(mean.begin(), mean.end()), vr64(var.begin(), var.end());
+    const auto expected =
+        test::naive_bn_backward(view, x, masked, mu64, vr64, gamma, 1e-3f, batch_statistics);
+    const double count = static_cast<double>(dims.count());
+    test::expect_close(fdx, expected.dx, 1e-4, 1e-5);
+    test::expect_close(fdg, expected.dgamma, 1e-5, 1e-6 * count);
+    test::expect_close(fdb, expected.dbeta, 1e-5, 1e-6 * count);
+  }
+}
+
+// Shapes cover: vector tails (channels or inner not a multiple of any vector width), one tile
+// and several (256 channels each), one reduction block and several (fixed by the shape),
+// threaded and unthreaded passes, tiles in parallel.
+INSTANTIATE_TEST_SUITE_P(
+    Views, BatchNormKernelTest,
+    ::testing::Combine(::testing::Values(
+                           // 2-D (N, C): outer = N, inner = 1
+                           Case{32, 64, 1}, Case{1, 5, 1}, Case{7, 1, 1}, Case{33, 17, 1},
+                           Case{2, 130, 1}, Case{128, 3, 1}, Case{1, 1, 1}, Case{1000, 33, 1},
+                           Case{4096, 64, 1}, Case{600, 300, 1}, Case{200, 600, 1}, Case{3, 40, 1},
+                           // 3-D / 4-D (N, C, L) and (N, C, H, W): inner = L or H * W
+                           Case{2, 3, 35}, Case{5, 8, 9}, Case{1, 4, 13}, Case{3, 1, 11},
+                           Case{16, 16, 49}, Case{4, 7, 1}, Case{9, 2, 100}, Case{64, 8, 196},
+                           Case{2, 300, 120}, Case{40, 3, 1000}),
+                       ::testing::ValuesIn(available_isas())),
+    case_name);
+
+TEST(BatchNormIsa, ScalarAndTheBestAreAvailableAndUnknownNamesAreRefused) {
+  const auto isas = available_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.back(), "scalar");
+  EXPECT_EQ(active_isa(), isas.front());
+  try {
+    set_isa("avx9000");
+    FAIL() << "expected ValueError";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("'avx9000' is not available here"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("scalar"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(active_isa(), isas.front()) << "a refused choice leaves the kernels as they were";
+}
 
 TEST(BatchNormKernel, OneValuePerChannelHasZeroVarianceAndOutputsBeta) {
   // count = 1: variance 0; y = (x - x) * gamma / sqrt(eps) + beta = beta exactly.
@@ -292,18 +395,23 @@ TEST(BatchNormKernel, MomentsWithMeanOverStdOfOneMillionInEveryCodePath) {
   // relative of the float64 result.
   const std::int64_t n = 1024;
   const double exact_mean = 1e6 + 1.5, exact_var = 1.25;
-  for (const BatchNormDims dims : {BatchNormDims{n, 1, 1}, BatchNormDims{1, 1, n},
-                                   BatchNormDims{n / 8, 1, 8}}) {
-    std::vector<float> x(static_cast<std::size_t>(n));
-    for (std::int64_t i = 0; i < n; ++i)
-      x[static_cast<std::size_t>(i)] = 1e6f + static_cast<float>(i % 4);
-    float mean = 0, var = 0;
-    kernels::batch_norm_moments(dims, x.data(), &mean, &var);
-    EXPECT_NEAR(mean, exact_mean, 1e-5 * exact_mean);
-    EXPECT_NEAR(var, exact_var, 1e-5 * exact_var) << "inner " << dims.inner;
-    kernels::reference::batch_norm_moments(dims, x.data(), &mean, &var);
-    EXPECT_NEAR(var, exact_var, 1e-5 * exact_var) << "reference, inner " << dims.inner;
+  for (const BatchNormDims dims :
+       {BatchNormDims{n, 1, 1}, BatchNormDims{1, 1, n}, BatchNormDims{n / 8, 1, 8}}) {
+    for (const std::string& isa : available_isas()) {
+      set_isa(isa);
+      SCOPED_TRACE(isa);
+      std::vector<float> x(static_cast<std::size_t>(n));
+      for (std::int64_t i = 0; i < n; ++i)
+        x[static_cast<std::size_t>(i)] = 1e6f + static_cast<float>(i % 4);
+      float mean = 0, var = 0;
+      kernels::batch_norm_moments(dims, x.data(), &mean, &var);
+      EXPECT_NEAR(mean, exact_mean, 1e-5 * exact_mean);
+      EXPECT_NEAR(var, exact_var, 1e-5 * exact_var) << "inner " << dims.inner;
+      kernels::reference::batch_norm_moments(dims, x.data(), &mean, &var);
+      EXPECT_NEAR(var, exact_var, 1e-5 * exact_var) << "reference, inner " << dims.inner;
+    }
   }
+  set_isa("best");
 }
 
 // The trap the kernels avoid: E[x^2] - E[x]^2 accumulated in float32.
@@ -372,34 +480,86 @@ TEST(BatchNormKernel, ForwardKeepsPrecisionForLargeMean) {
   test::expect_close(y, expected, 1e-4, 1e-4);
 }
 
-TEST(BatchNormKernel, SameBitsAtOneAndTwoThreads) {
+// Every kernel, every instruction set, shapes that split into several reduction blocks and
+// tiles: the same bits at 1, 2 and 3 threads (blocks are fixed by the shape, combined in order).
+TEST(BatchNormKernel, SameBitsAtOneTwoAndThreeThreads) {
   const int saved = num_threads();
-  const BatchNormDims dims{2048, 24, 9};
-  Random rng(5);
-  std::vector<float> x(static_cast<std::size_t>(dims.size())), dy(x.size());
-  for (float& v : x) v = 3.0f + rng.normal();
-  for (float& v : dy) v = rng.normal();
-  std::vector<float> gamma(24, 1.5f), beta(24, 0.5f);
-  auto run = [&](int threads) {
-    set_num_threads(threads);
-    std::vector<float> out(static_cast<std::size_t>(dims.channels * 4) + x.size() * 2);
-    float* mean = out.data();
-    float* var = mean + dims.channels;
-    float* dgamma = var + dims.channels;
-    float* dbeta = dgamma + dims.channels;
-    float* y = dbeta + dims.channels;
-    float* dx = y + x.size();
-    kernels::batch_norm_moments(dims, x.data(), mean, var);
-    kernels::batch_norm_forward(dims, x.data(), mean, var, gamma.data(), beta.data(), 1e-3f, y);
-    kernels::batch_norm_backward(dims, x.data(), dy.data(), mean, var, gamma.data(), 1e-3f, true,
-                                 dx, dgamma, dbeta);
-    return out;
-  };
-  const auto one = run(1);
-  const auto two = run(2);
+  for (const std::string& isa : available_isas()) {
+    set_isa(isa);
+    for (const BatchNormDims dims :
+         {BatchNormDims{2048, 24, 9}, BatchNormDims{8192, 64, 1}, BatchNormDims{600, 300, 1},
+          BatchNormDims{64, 300, 7}, BatchNormDims{256, 600, 1}}) {
+      SCOPED_TRACE(isa + " [" + std::to_string(dims.outer) + ", " + std::to_string(dims.channels) +
+                   ", " + std::to_string(dims.inner) + "]");
+      Random rng(5);
+      std::vector<float> x(static_cast<std::size_t>(dims.size())), dy(x.size());
+      for (float& v : x) v = 3.0f + rng.normal();
+      for (float& v : dy) v = rng.normal();
+      const std::size_t c = static_cast<std::size_t>(dims.channels);
+      std::vector<float> gamma(c, 1.5f), beta(c, 0.5f);
+      auto run = [&](int threads) {
+        set_num_threads(threads);
+        std::vector<float> out(c * 8 + x.size() * 4);
+        float* p = out.data();
+        auto take = [&p](std::size_t n) {
+          float* q = p;
+          p += n;
+          return q;
+        };
+        float *mean = take(c), *var = take(c), *dg = take(c), *db = take(c), *rdg = take(c),
+              *rdb = take(c), *tm = take(c), *tv = take(c);
+        float *y = take(x.size()), *dx = take(x.size()), *ry = take(x.size()),
+              *rdx = take(x.size());
+        kernels::batch_norm_moments(dims, x.data(), mean, var);
+        kernels::batch_norm_forward(dims, x.data(), mean, var, gamma.data(), beta.data(), 1e-3f, y);
+        kernels::batch_norm_backward(dims, x.data(), dy.data(), mean, var, gamma.data(), 1e-3f,
+                                     true, dx, dg, db);
+        kernels::batch_norm_forward_training(dims, x.data(), gamma.data(), beta.data(), 1e-3f, true,
+                                             tm, tv, ry);
+        kernels::batch_norm_relu_backward(dims, x.data(), dy.data(), tm, tv, gamma.data(),
+                                          beta.data(), 1e-3f, true, rdx, rdg, rdb);
+        return out;
+      };
+      const auto one = run(1);
+      for (int threads : {2, 3}) {
+        const auto other = run(threads);
+        ASSERT_EQ(one.size(), other.size());
+        EXPECT_EQ(std::memcmp(one.data(), other.data(), one.size() * sizeof(float)), 0)
+            << threads << " threads";
+      }
+    }
+  }
+  set_isa("best");
   set_num_threads(saved);
-  ASSERT_EQ(one.size(), two.size());
-  EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0);
+}
+
+// Outputs of 32 MiB and more are written with non-temporal stores; small ones can be forced to.
+// Either way the values are the same.
+TEST(BatchNormKernel, StreamingStoresWriteTheSameValues) {
+  const BatchNormDims rows{1000, 72, 1}, planes{10, 6, 1001};
+  for (const BatchNormDims dims : {rows, planes}) {
+    Random rng(11);
+    std::vector<float> x(static_cast<std::size_t>(dims.size())), dy(x.size());
+    for (float& v : x) v = rng.normal();
+    for (float& v : dy) v = rng.normal();
+    const std::size_t c = static_cast<std::size_t>(dims.channels);
+    std::vector<float> gamma(c, 0.7f), beta(c, 0.1f);
+    auto run = [&](kernels::StreamingStores mode) {
+      kernels::set_streaming_stores(mode);
+      std::vector<float> out(c * 4 + x.size() * 2);
+      float *mean = out.data(), *var = mean + c, *dg = var + c, *db = dg + c, *y = db + c,
+            *dx = y + x.size();
+      kernels::batch_norm_forward_training(dims, x.data(), gamma.data(), beta.data(), 1e-3f, false,
+                                           mean, var, y);
+      kernels::batch_norm_relu_backward(dims, x.data(), dy.data(), mean, var, gamma.data(),
+                                        beta.data(), 1e-3f, true, dx, dg, db);
+      return out;
+    };
+    const auto streamed = run(kernels::StreamingStores::always);
+    const auto cached = run(kernels::StreamingStores::never);
+    kernels::set_streaming_stores(kernels::StreamingStores::automatic);
+    EXPECT_EQ(std::memcmp(streamed.data(), cached.data(), cached.size() * sizeof(float)), 0);
+  }
 }
 
 }  // namespace

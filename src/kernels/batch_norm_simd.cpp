@@ -1,0 +1,460 @@
+// Per-instruction-set bodies of the batch-norm kernels (see batch_norm_simd.hpp). Highway
+// re-includes this file once per target; everything between HWY_BEFORE_NAMESPACE and
+// HWY_AFTER_NAMESPACE is compiled for each.
+//
+// Sums run in float64 lanes: float32 data is promoted as it is loaded, so a sum over millions
+// of values keeps ~1e-16 relative error, and the one-pass shifted variance (s2 - s1^2/n)/n
+// does not cancel: the shift is a value of the channel, so |x - shift| is of the order of the
+// spread, not of |mean|. Differences are taken in float64, where +-3e38 data cannot overflow.
+// Elementwise passes run in float32 lanes. Tails shorter than a vector go through a small
+// stack buffer, so no lane ever reads or writes past the caller's memory.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/batch_norm_simd.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+// foreach_target.h must come first.
+#include <cstdint>
+#include <cstring>
+
+#include "hwy/cache_control.h"
+#include "hwy/highway.h"
+#include "kernels/batch_norm_simd.hpp"
+
+HWY_BEFORE_NAMESPACE();
+namespace bnorm::kernels::simd {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;   // full float vector (elementwise passes)
+using DD = hn::ScalableTag<double>;  // float64 accumulators
+using DH = hn::Rebind<float, DD>;    // as many floats as DD has doubles (promoted to DD)
+
+constexpr std::size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
+
+// Loads n < Lanes(d) values, zero-filling the rest.
+template <class D, typename T = hn::TFromD<D>>
+HWY_INLINE hn::Vec<D> LoadPart(D d, const T* p, std::size_t n) {
+  alignas(64) T buf[kMaxLanes] = {};
+  std::memcpy(buf, p, n * sizeof(T));
+  return hn::Load(d, buf);
+}
+
+template <class D, typename T = hn::TFromD<D>>
+HWY_INLINE void StorePart(hn::Vec<D> v, D d, T* p, std::size_t n) {
+  alignas(64) T buf[kMaxLanes];
+  hn::Store(v, d, buf);
+  std::memcpy(p, buf, n * sizeof(T));
+}
+
+// Stores a full vector, non-temporally when asked and the address allows it.
+template <class D, typename T = hn::TFromD<D>>
+HWY_INLINE void StoreFull(hn::Vec<D> v, D d, T* p, bool stream) {
+  if (stream && (reinterpret_cast<std::uintptr_t>(p) % (hn::Lanes(d) * sizeof(T))) == 0) {
+    hn::Stream(v, d, p);
+  } else {
+    hn::StoreU(v, d, p);
+  }
+}
+
+// The normalization, written once so the backward's ReLU mask sees the forward's exact bits.
+template <class V>
+HWY_INLINE V Normalize(V x, V mean, V inv, V beta) {
+  return hn::MulAdd(hn::Sub(x, mean), inv, beta);
+}
+
+// Rows: how many rows to walk per column strip so a row tile stays in L1 (~16 KiB).
+HWY_INLINE std::int64_t RowTile(std::int64_t nc) {
+  const std::int64_t t = 4096 / (nc > 0 ? nc : 1);
+  return t < 1 ? 1 : t;
+}
+
+// ---------------------------------------------------------------- rows: sums
+// One strip of lanes columns: accumulate over the rows of a tile.
+template <int kStrips>
+HWY_INLINE void RowsSumsStrips(const float* x, std::int64_t ld, std::int64_t rows,
+                               const float* shift, double* s1, double* s2) {
+  const DD dd;
+  const DH dh;
+  const std::size_t N = hn::Lanes(dd);
+  hn::Vec<DD> a1[kStrips], a2[kStrips], k[kStrips];
+  for (int s = 0; s < kStrips; ++s) {
+    a1[s] = hn::LoadU(dd, s1 + s * N);
+    a2[s] = hn::LoadU(dd, s2 + s * N);
+    k[s] = hn::PromoteTo(dd, hn::LoadU(dh, shift + s * N));
+  }
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ld;
+    for (int s = 0; s < kStrips; ++s) {
+      const auto v = hn::Sub(hn::PromoteTo(dd, hn::LoadU(dh, xr + s * N)), k[s]);
+      a1[s] = hn::Add(a1[s], v);
+      a2[s] = hn::MulAdd(v, v, a2[s]);
+    }
+  }
+  for (int s = 0; s < kStrips; ++s) {
+    hn::StoreU(a1[s], dd, s1 + s * N);
+    hn::StoreU(a2[s], dd, s2 + s * N);
+  }
+}
+
+void RowsSums(const float* x, std::int64_t ld, std::int64_t rows, std::int64_t nc,
+              const float* shift, double* s1, double* s2) {
+  const DD dd;
+  const DH dh;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(dd));
+  const std::int64_t tile = RowTile(nc);
+  for (std::int64_t r0 = 0; r0 < rows; r0 += tile) {
+    const std::int64_t nr = rows - r0 < tile ? rows - r0 : tile;
+    const float* xt = x + r0 * ld;
+    std::int64_t j = 0;
+    for (; j + 4 * N <= nc; j += 4 * N)
+      RowsSumsStrips<4>(xt + j, ld, nr, shift + j, s1 + j, s2 + j);
+    for (; j + N <= nc; j += N) RowsSumsStrips<1>(xt + j, ld, nr, shift + j, s1 + j, s2 + j);
+    if (j < nc) {
+      const std::size_t n = static_cast<std::size_t>(nc - j);
+      auto a1 = LoadPart(dd, s1 + j, n), a2 = LoadPart(dd, s2 + j, n);
+      const auto k = hn::PromoteTo(dd, LoadPart(dh, shift + j, n));
+      for (std::int64_t r = 0; r < nr; ++r) {
+        const auto v = hn::Sub(hn::PromoteTo(dd, LoadPart(dh, xt + r * ld + j, n)), k);
+        a1 = hn::Add(a1, v);
+        a2 = hn::MulAdd(v, v, a2);
+      }
+      StorePart(a1, dd, s1 + j, n);
+      StorePart(a2, dd, s2 + j, n);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- rows: gradient sums
+template <bool kRelu>
+HWY_INLINE void GradTerm(hn::Vec<DH> x, hn::Vec<DH> g, hn::Vec<DH> m, hn::Vec<DH> inv,
+                         hn::Vec<DH> b, hn::Vec<DD>& a1, hn::Vec<DD>& a2) {
+  const DD dd;
+  const DH dh;
+  // x - mean in float64: exact enough, and finite even where float32 would overflow.
+  const auto xc = hn::Sub(hn::PromoteTo(dd, x), hn::PromoteTo(dd, m));
+  if (kRelu) g = hn::IfThenElseZero(hn::Gt(Normalize(x, m, inv, b), hn::Zero(dh)), g);
+  const auto gd = hn::PromoteTo(dd, g);
+  a1 = hn::Add(a1, gd);
+  a2 = hn::MulAdd(gd, xc, a2);
+}
+
+template <bool kRelu, int kStrips>
+HWY_INLINE void RowsGradStrips(const float* x, const float* dy, std::int64_t ld, std::int64_t rows,
+                               const float* mean, const float* inv, const float* beta, double* s1,
+                               double* s2) {
+  const DD dd;
+  const DH dh;
+  const std::size_t N = hn::Lanes(dd);
+  hn::Vec<DD> a1[kStrips], a2[kStrips];
+  hn::Vec<DH> m[kStrips], iv[kStrips], b[kStrips];
+  for (int s = 0; s < kStrips; ++s) {
+    a1[s] = hn::LoadU(dd, s1 + s * N);
+    a2[s] = hn::LoadU(dd, s2 + s * N);
+    m[s] = hn::LoadU(dh, mean + s * N);
+    iv[s] = kRelu ? hn::LoadU(dh, inv + s * N) : hn::Zero(dh);
+    b[s] = kRelu ? hn::LoadU(dh, beta + s * N) : hn::Zero(dh);
+  }
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (int s = 0; s < kStrips; ++s) {
+      const std::int64_t o = r * ld + static_cast<std::int64_t>(s * N);
+      GradTerm<kRelu>(hn::LoadU(dh, x + o), hn::LoadU(dh, dy + o), m[s], iv[s], b[s], a1[s], a2[s]);
+    }
+  }
+  for (int s = 0; s < kStrips; ++s) {
+    hn::StoreU(a1[s], dd, s1 + s * N);
+    hn::StoreU(a2[s], dd, s2 + s * N);
+  }
+}
+
+template <bool kRelu>
+void RowsGradSumsT(const float* x, const float* dy, std::int64_t ld, std::int64_t rows,
+                   std::int64_t nc, const float* mean, const float* inv, const float* beta,
+                   double* s1, double* s2) {
+  const DD dd;
+  const DH dh;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(dd));
+  const std::int64_t tile = RowTile(2 * nc);
+  for (std::int64_t r0 = 0; r0 < rows; r0 += tile) {
+    const std::int64_t nr = rows - r0 < tile ? rows - r0 : tile;
+    const float* xt = x + r0 * ld;
+    const float* gt = dy + r0 * ld;
+    std::int64_t j = 0;
+    for (; j + 4 * N <= nc; j += 4 * N)
+      RowsGradStrips<kRelu, 4>(xt + j, gt + j, ld, nr, mean + j, inv + j, beta + j, s1 + j, s2 + j);
+    for (; j + N <= nc; j += N)
+      RowsGradStrips<kRelu, 1>(xt + j, gt + j, ld, nr, mean + j, inv + j, beta + j, s1 + j, s2 + j);
+    if (j < nc) {
+      const std::size_t n = static_cast<std::size_t>(nc - j);
+      auto a1 = LoadPart(dd, s1 + j, n), a2 = LoadPart(dd, s2 + j, n);
+      const auto m = LoadPart(dh, mean + j, n);
+      const auto iv = kRelu ? LoadPart(dh, inv + j, n) : hn::Zero(dh);
+      const auto b = kRelu ? LoadPart(dh, beta + j, n) : hn::Zero(dh);
+      for (std::int64_t r = 0; r < nr; ++r) {
+        GradTerm<kRelu>(LoadPart(dh, xt + r * ld + j, n), LoadPart(dh, gt + r * ld + j, n), m, iv,
+                        b, a1, a2);
+      }
+      StorePart(a1, dd, s1 + j, n);
+      StorePart(a2, dd, s2 + j, n);
+    }
+  }
+}
+
+void RowsGradSums(const float* x, const float* dy, std::int64_t ld, std::int64_t rows,
+                  std::int64_t nc, const float* mean, const float* relu_inv, const float* relu_beta,
+                  double* s1, double* s2) {
+  if (relu_inv) return RowsGradSumsT<true>(x, dy, ld, rows, nc, mean, relu_inv, relu_beta, s1, s2);
+  RowsGradSumsT<false>(x, dy, ld, rows, nc, mean, nullptr, nullptr, s1, s2);
+}
+
+// ---------------------------------------------------------------- rows: normalize
+// Whole rows at a time (row-major order), so non-temporal stores fill complete cache lines.
+template <bool kRelu>
+void RowsNormalizeT(const float* x, float* y, std::int64_t ld, std::int64_t rows, std::int64_t nc,
+                    const float* mean, const float* inv, const float* beta, bool stream) {
+  const DF df;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(df));
+  const auto zero = hn::Zero(df);
+  const std::int64_t full = nc - nc % N;
+  const std::size_t tail = static_cast<std::size_t>(nc - full);
+  // Up to 4 strips: keep the per-channel constants in registers for the whole row loop.
+  if (full == nc && nc <= 4 * N) {
+    const int strips = static_cast<int>(nc / N);
+    hn::Vec<DF> m[4], iv[4], b[4];
+    for (int s = 0; s < strips; ++s) {
+      m[s] = hn::LoadU(df, mean + s * N);
+      iv[s] = hn::LoadU(df, inv + s * N);
+      b[s] = hn::LoadU(df, beta + s * N);
+    }
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * ld;
+      float* yr = y + r * ld;
+      for (int s = 0; s < strips; ++s) {
+        auto v = Normalize(hn::LoadU(df, xr + s * N), m[s], iv[s], b[s]);
+        if (kRelu) v = hn::Max(v, zero);
+        StoreFull(v, df, yr + s * N, stream);
+      }
+    }
+  } else {
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * ld;
+      float* yr = y + r * ld;
+      for (std::int64_t j = 0; j < full; j += N) {
+        auto v = Normalize(hn::LoadU(df, xr + j), hn::LoadU(df, mean + j), hn::LoadU(df, inv + j),
+                           hn::LoadU(df, beta + j));
+        if (kRelu) v = hn::Max(v, zero);
+        StoreFull(v, df, yr + j, stream);
+      }
+      if (tail) {
+        auto v = Normalize(LoadPart(df, xr + full, tail), LoadPart(df, mean + full, tail),
+                           LoadPart(df, inv + full, tail), LoadPart(df, beta + full, tail));
+        if (kRelu) v = hn::Max(v, zero);
+        StorePart(v, df, yr + full, tail);
+      }
+    }
+  }
+  if (stream) hwy::FlushStream();
+}
+
+void RowsNormalize(const float* x, float* y, std::int64_t ld, std::int64_t rows, std::int64_t nc,
+                   const float* mean, const float* inv, const float* beta, bool relu, bool stream) {
+  if (relu) return RowsNormalizeT<true>(x, y, ld, rows, nc, mean, inv, beta, stream);
+  RowsNormalizeT<false>(x, y, ld, rows, nc, mean, inv, beta, stream);
+}
+
+// ---------------------------------------------------------------- rows: dx
+template <bool kRelu>
+HWY_INLINE hn::Vec<DF> DxTerm(hn::Vec<DF> x, hn::Vec<DF> g, hn::Vec<DF> m, hn::Vec<DF> a,
+                              hn::Vec<DF> b, hn::Vec<DF> k, hn::Vec<DF> inv, hn::Vec<DF> beta) {
+  const DF df;
+  if (kRelu) g = hn::IfThenElseZero(hn::Gt(Normalize(x, m, inv, beta), hn::Zero(df)), g);
+  return hn::MulAdd(a, g, hn::MulAdd(b, hn::Sub(x, m), k));
+}
+
+template <bool kRelu>
+void RowsDxT(const float* x, const float* dy, float* dx, std::int64_t ld, std::int64_t rows,
+             std::int64_t nc, const float* mean, const float* a, const float* b, const float* k,
+             const float* inv, const float* beta, bool stream) {
+  const DF df;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(df));
+  const std::int64_t full = nc - nc % N;
+  const std::size_t tail = static_cast<std::size_t>(nc - full);
+  const auto zero = hn::Zero(df);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ld;
+    const float* gr = dy + r * ld;
+    float* dr = dx + r * ld;
+    for (std::int64_t j = 0; j < full; j += N) {
+      const auto v = DxTerm<kRelu>(
+          hn::LoadU(df, xr + j), hn::LoadU(df, gr + j), hn::LoadU(df, mean + j),
+          hn::LoadU(df, a + j), hn::LoadU(df, b + j), hn::LoadU(df, k + j),
+          kRelu ? hn::LoadU(df, inv + j) : zero, kRelu ? hn::LoadU(df, beta + j) : zero);
+      StoreFull(v, df, dr + j, stream);
+    }
+    if (tail) {
+      const auto v = DxTerm<kRelu>(LoadPart(df, xr + full, tail), LoadPart(df, gr + full, tail),
+                                   LoadPart(df, mean + full, tail), LoadPart(df, a + full, tail),
+                                   LoadPart(df, b + full, tail), LoadPart(df, k + full, tail),
+                                   kRelu ? LoadPart(df, inv + full, tail) : zero,
+                                   kRelu ? LoadPart(df, beta + full, tail) : zero);
+      StorePart(v, df, dr + full, tail);
+    }
+  }
+  if (stream) hwy::FlushStream();
+}
+
+void RowsDx(const float* x, const float* dy, float* dx, std::int64_t ld, std::int64_t rows,
+            std::int64_t nc, const float* mean, const float* a, const float* b, const float* k,
+            const float* relu_inv, const float* relu_beta, bool stream) {
+  if (relu_inv)
+    return RowsDxT<true>(x, dy, dx, ld, rows, nc, mean, a, b, k, relu_inv, relu_beta, stream);
+  RowsDxT<false>(x, dy, dx, ld, rows, nc, mean, a, b, k, nullptr, nullptr, stream);
+}
+
+// ---------------------------------------------------------------- planes
+// Four independent accumulator pairs hide the add latency.
+void PlaneSums(const float* x, std::int64_t n, float shift, double* s1, double* s2) {
+  const DD dd;
+  const DH dh;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(dd));
+  const auto k = hn::Set(dd, static_cast<double>(shift));
+  auto a0 = hn::Zero(dd), a1 = hn::Zero(dd), a2 = hn::Zero(dd), a3 = hn::Zero(dd);
+  auto q0 = hn::Zero(dd), q1 = hn::Zero(dd), q2 = hn::Zero(dd), q3 = hn::Zero(dd);
+  std::int64_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    const auto v0 = hn::Sub(hn::PromoteTo(dd, hn::LoadU(dh, x + i)), k);
+    const auto v1 = hn::Sub(hn::PromoteTo(dd, hn::LoadU(dh, x + i + N)), k);
+    const auto v2 = hn::Sub(hn::PromoteTo(dd, hn::LoadU(dh, x + i + 2 * N)), k);
+    const auto v3 = hn::Sub(hn::PromoteTo(dd, hn::LoadU(dh, x + i + 3 * N)), k);
+    a0 = hn::Add(a0, v0);
+    a1 = hn::Add(a1, v1);
+    a2 = hn::Add(a2, v2);
+    a3 = hn::Add(a3, v3);
+    q0 = hn::MulAdd(v0, v0, q0);
+    q1 = hn::MulAdd(v1, v1, q1);
+    q2 = hn::MulAdd(v2, v2, q2);
+    q3 = hn::MulAdd(v3, v3, q3);
+  }
+  for (; i + N <= n; i += N) {
+    const auto v = hn::Sub(hn::PromoteTo(dd, hn::LoadU(dh, x + i)), k);
+    a0 = hn::Add(a0, v);
+    q0 = hn::MulAdd(v, v, q0);
+  }
+  if (i < n) {
+    const std::size_t t = static_cast<std::size_t>(n - i);
+    const auto live = hn::FirstN(dd, t);
+    const auto v = hn::IfThenElseZero(live, hn::Sub(hn::PromoteTo(dd, LoadPart(dh, x + i, t)), k));
+    a0 = hn::Add(a0, v);
+    q0 = hn::MulAdd(v, v, q0);
+  }
+  *s1 = hn::GetLane(hn::SumOfLanes(dd, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+  *s2 = hn::GetLane(hn::SumOfLanes(dd, hn::Add(hn::Add(q0, q1), hn::Add(q2, q3))));
+}
+
+template <bool kRelu>
+void PlaneGradSumsT(const float* x, const float* dy, std::int64_t n, float mean, float inv,
+                    float beta, double* s1, double* s2) {
+  const DD dd;
+  const DH dh;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(dd));
+  const auto m = hn::Set(dh, mean), iv = hn::Set(dh, inv), b = hn::Set(dh, beta);
+  auto a0 = hn::Zero(dd), a1 = hn::Zero(dd), q0 = hn::Zero(dd), q1 = hn::Zero(dd);
+  std::int64_t i = 0;
+  for (; i + 2 * N <= n; i += 2 * N) {
+    GradTerm<kRelu>(hn::LoadU(dh, x + i), hn::LoadU(dh, dy + i), m, iv, b, a0, q0);
+    GradTerm<kRelu>(hn::LoadU(dh, x + i + N), hn::LoadU(dh, dy + i + N), m, iv, b, a1, q1);
+  }
+  for (; i + N <= n; i += N)
+    GradTerm<kRelu>(hn::LoadU(dh, x + i), hn::LoadU(dh, dy + i), m, iv, b, a0, q0);
+  if (i < n) {
+    // Zero-filled dy lanes contribute nothing (masked or not).
+    const std::size_t t = static_cast<std::size_t>(n - i);
+    GradTerm<kRelu>(LoadPart(dh, x + i, t), LoadPart(dh, dy + i, t), m, iv, b, a0, q0);
+  }
+  *s1 = hn::GetLane(hn::SumOfLanes(dd, hn::Add(a0, a1)));
+  *s2 = hn::GetLane(hn::SumOfLanes(dd, hn::Add(q0, q1)));
+}
+
+void PlaneGradSums(const float* x, const float* dy, std::int64_t n, float mean, bool relu,
+                   float relu_inv, float relu_beta, double* s1, double* s2) {
+  if (relu) return PlaneGradSumsT<true>(x, dy, n, mean, relu_inv, relu_beta, s1, s2);
+  PlaneGradSumsT<false>(x, dy, n, mean, 0.0f, 0.0f, s1, s2);
+}
+
+template <bool kRelu>
+void PlaneNormalizeT(const float* x, float* y, std::int64_t n, float mean, float inv, float beta,
+                     bool stream) {
+  const DF df;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(df));
+  const auto m = hn::Set(df, mean), iv = hn::Set(df, inv), b = hn::Set(df, beta);
+  const auto zero = hn::Zero(df);
+  std::int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    auto v = Normalize(hn::LoadU(df, x + i), m, iv, b);
+    if (kRelu) v = hn::Max(v, zero);
+    StoreFull(v, df, y + i, stream);
+  }
+  if (i < n) {
+    const std::size_t t = static_cast<std::size_t>(n - i);
+    auto v = Normalize(LoadPart(df, x + i, t), m, iv, b);
+    if (kRelu) v = hn::Max(v, zero);
+    StorePart(v, df, y + i, t);
+  }
+  if (stream) hwy::FlushStream();
+}
+
+void PlaneNormalize(const float* x, float* y, std::int64_t n, float mean, float inv, float beta,
+                    bool relu, bool stream) {
+  if (relu) return PlaneNormalizeT<true>(x, y, n, mean, inv, beta, stream);
+  PlaneNormalizeT<false>(x, y, n, mean, inv, beta, stream);
+}
+
+template <bool kRelu>
+void PlaneDxT(const float* x, const float* dy, float* dx, std::int64_t n, float mean, float a,
+              float b, float k, float inv, float beta, bool stream) {
+  const DF df;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(df));
+  const auto m = hn::Set(df, mean), va = hn::Set(df, a), vb = hn::Set(df, b), vk = hn::Set(df, k);
+  const auto iv = hn::Set(df, inv), bt = hn::Set(df, beta);
+  std::int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    StoreFull(DxTerm<kRelu>(hn::LoadU(df, x + i), hn::LoadU(df, dy + i), m, va, vb, vk, iv, bt), df,
+              dx + i, stream);
+  }
+  if (i < n) {
+    const std::size_t t = static_cast<std::size_t>(n - i);
+    StorePart(DxTerm<kRelu>(LoadPart(df, x + i, t), LoadPart(df, dy + i, t), m, va, vb, vk, iv, bt),
+              df, dx + i, t);
+  }
+  if (stream) hwy::FlushStream();
+}
+
+void PlaneDx(const float* x, const float* dy, float* dx, std::int64_t n, float mean, float a,
+             float b, float k, bool relu, float relu_inv, float relu_beta, bool stream) {
+  if (relu) return PlaneDxT<true>(x, dy, dx, n, mean, a, b, k, relu_inv, relu_beta, stream);
+  PlaneDxT<false>(x, dy, dx, n, mean, a, b, k, 0.0f, 0.0f, stream);
+}
+
+const BatchNormOps* GetOps() {
+  static const BatchNormOps table = {&RowsSums,  &RowsGradSums,  &RowsNormalize,  &RowsDx,
+                                     &PlaneSums, &PlaneGradSums, &PlaneNormalize, &PlaneDx};
+  return &table;
+}
+
+// NOLINTNEXTLINE(google-readability-namespace-comments)
+}  // namespace HWY_NAMESPACE
+}  // namespace bnorm::kernels::simd
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "bnorm/core/isa.hpp"
+
+namespace bnorm::kernels::simd {
+
+HWY_EXPORT(GetOps);
+
+const BatchNormOps& ops() noexcept {
+  bnorm::detail::ensure_isa_selected();
+  return *HWY_DYNAMIC_DISPATCH(GetOps)();
+}
+
+}  // namespace bnorm::kernels::simd
+#endif  // HWY_ONCE
