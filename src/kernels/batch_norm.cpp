@@ -25,8 +25,9 @@ namespace bnorm::kernels {
 
 namespace {
 
-constexpr std::int64_t kTile = 256;             // channels per tile (per-channel arrays on stack)
+constexpr std::int64_t kTile = 1024;            // channels per tile: whole rows of most layers
 constexpr std::int64_t kMaxBlocks = 16;         // reduction blocks per tile
+constexpr std::int64_t kPartDoubles = 8192;     // partial sums of all blocks of a tile (64 KiB)
 constexpr std::int64_t kBlockElems = 1 << 15;   // smallest reduction block worth its own partials
 constexpr std::int64_t kParallelMin = 1 << 16;  // elements; below, threads cost more than they save
 constexpr std::int64_t kChunkElems = 1 << 14;   // elements per chunk of an elementwise pass
@@ -56,16 +57,11 @@ void run(bool threaded, std::int64_t count, std::int64_t grain, Body&& body) {
   for (std::int64_t b = 0; b < count; b += grain) body(b, std::min(count, b + grain));
 }
 
-// Blocks for reducing `elems` values split along an axis of length `extent`.
-std::int64_t reduction_blocks(std::int64_t elems, std::int64_t extent) {
-  return std::clamp<std::int64_t>(elems / kBlockElems, 1, std::min(kMaxBlocks, extent));
-}
-
-// Per-channel scale inv = gamma / sqrt(variance + epsilon), float32. Forward and the fused
-// ReLU backward both use this function, so the backward's mask matches the forward's output.
-inline float channel_inv(const float* variance, const float* gamma, float epsilon, std::int64_t c) {
-  const float rstd = 1.0f / std::sqrt(variance[c] + epsilon);
-  return gamma ? gamma[c] * rstd : rstd;
+// Blocks for reducing a tile of nc channels, `elems` values in all, split along the outer axis
+// of length `extent`; each block keeps 2 * nc partial sums.
+std::int64_t reduction_blocks(std::int64_t elems, std::int64_t extent, std::int64_t nc) {
+  const std::int64_t cap = std::min({kMaxBlocks, extent, kPartDoubles / (2 * nc)});
+  return std::clamp<std::int64_t>(elems / kBlockElems, 1, std::max<std::int64_t>(cap, 1));
 }
 
 struct Tile {
@@ -79,9 +75,8 @@ template <class TileFn>
 void for_tiles(const BatchNormDims& d, TileFn&& tile_fn) {
   const std::int64_t tiles = (d.channels + kTile - 1) / kTile;
   const bool threaded = d.size() >= kParallelMin;
-  const std::int64_t extent = d.inner == 1 ? d.outer : d.outer;
-  const std::int64_t tile_elems = d.count() * std::min(kTile, d.channels);
-  if (tiles > 1 && reduction_blocks(tile_elems, extent) == 1) {
+  const std::int64_t nc = std::min(kTile, d.channels);
+  if (tiles > 1 && reduction_blocks(d.count() * nc, d.outer, nc) == 1) {
     run(threaded, tiles, 1, [&](std::int64_t t0, std::int64_t t1) {
       for (std::int64_t t = t0; t < t1; ++t) {
         const std::int64_t c0 = t * kTile;
@@ -101,18 +96,26 @@ template <class RowsFn, class PlaneFn>
 void reduce_tile(const BatchNormDims& d, Tile t, bool threaded, RowsFn&& rows_fn,
                  PlaneFn&& plane_fn, double* s1, double* s2) {
   const std::int64_t nc = t.nc;
-  const std::int64_t blocks = reduction_blocks(d.count() * nc, d.outer);
-  double part[kMaxBlocks][2][kTile];
+  const std::int64_t blocks = reduction_blocks(d.count() * nc, d.outer, nc);
+  double part_storage[kPartDoubles];
+  // part(b, 0) and part(b, 1): block b's s1 and s2 arrays.
+  auto part = [&](std::int64_t b, int which) { return part_storage + (2 * b + which) * nc; };
   auto block_range = [&](std::int64_t b) {
     return std::pair{b * d.outer / blocks, (b + 1) * d.outer / blocks};
   };
+  if (d.inner == 1 && blocks == 1) {  // small batches: straight into the result
+    std::fill_n(s1, nc, 0.0);
+    std::fill_n(s2, nc, 0.0);
+    rows_fn(0, d.outer, s1, s2);
+    return;
+  }
   if (d.inner == 1) {
-    run(threaded && blocks > 1, blocks, 1, [&](std::int64_t b0, std::int64_t b1) {
+    run(threaded, blocks, 1, [&](std::int64_t b0, std::int64_t b1) {
       for (std::int64_t b = b0; b < b1; ++b) {
-        std::fill_n(part[b][0], nc, 0.0);
-        std::fill_n(part[b][1], nc, 0.0);
+        std::fill_n(part(b, 0), nc, 0.0);
+        std::fill_n(part(b, 1), nc, 0.0);
         const auto [r0, r1] = block_range(b);
-        rows_fn(r0, r1, part[b][0], part[b][1]);
+        rows_fn(r0, r1, part(b, 0), part(b, 1));
       }
     });
   } else {
@@ -127,16 +130,16 @@ void reduce_tile(const BatchNormDims& d, Tile t, bool threaded, RowsFn&& rows_fn
           a1 += p1;
           a2 += p2;
         }
-        part[b][0][j] = a1;
-        part[b][1][j] = a2;
+        part(b, 0)[j] = a1;
+        part(b, 1)[j] = a2;
       }
     });
   }
   for (std::int64_t j = 0; j < nc; ++j) {
     double a1 = 0.0, a2 = 0.0;
     for (std::int64_t b = 0; b < blocks; ++b) {
-      a1 += part[b][0][j];
-      a2 += part[b][1][j];
+      a1 += part(b, 0)[j];
+      a2 += part(b, 1)[j];
     }
     s1[j] = a1;
     s2[j] = a2;
@@ -176,12 +179,8 @@ void tile_moments(const BatchNormDims& d, Tile t, bool threaded, const float* x,
         ops.plane_sums(x + o * plane + (t.c0 + j) * d.inner, d.inner, shift[j], a1, a2);
       },
       s1, s2);
-  const double n = static_cast<double>(d.count());
-  for (std::int64_t j = 0; j < t.nc; ++j) {
-    const double m1 = s1[j] / n;
-    mean[t.c0 + j] = static_cast<float>(shift[j] + m1);
-    variance[t.c0 + j] = static_cast<float>(std::max(0.0, s2[j] / n - m1 * m1));
-  }
+  ops.finalize_moments(t.nc, shift, s1, s2, static_cast<double>(d.count()), mean + t.c0,
+                       variance + t.c0);
 }
 
 // y = (x - mean) * inv + beta (then max(., 0) when relu) for a tile.
@@ -189,13 +188,11 @@ void tile_normalize(const BatchNormDims& d, Tile t, bool threaded, const float* 
                     const float* mean, const float* variance, const float* gamma, const float* beta,
                     float epsilon, bool relu, bool stream, float* y) {
   const auto& ops = simd::ops();
-  float m[kTile], inv[kTile], b[kTile];
-  for (std::int64_t j = 0; j < t.nc; ++j) {
-    const std::int64_t c = t.c0 + j;
-    m[j] = mean[c];
-    inv[j] = channel_inv(variance, gamma, epsilon, c);
-    b[j] = beta ? beta[c] : 0.0f;
-  }
+  float inv[kTile], zeros[kTile];
+  const float* m = mean + t.c0;
+  ops.channel_inv(t.nc, variance + t.c0, gamma ? gamma + t.c0 : nullptr, epsilon, inv);
+  const float* b = beta ? beta + t.c0 : zeros;
+  if (!beta) std::fill_n(zeros, t.nc, 0.0f);
   const std::int64_t plane = d.channels * d.inner;
   elementwise_tile(
       d, t, threaded,
@@ -217,19 +214,6 @@ void forward_impl(const BatchNormDims& d, const float* x, const float* mean, con
   });
 }
 
-// dx = A * g + B * (x - mean) + K per channel, from the two reductions (see batch_norm.hpp).
-struct BackwardCoefficients {
-  float a, b, k;
-};
-
-BackwardCoefficients backward_coefficients(double sum_dy, double sum_dy_xc, double rstd, double g,
-                                           double n, bool batch_statistics) {
-  if (!batch_statistics) return {static_cast<float>(g * rstd), 0.0f, 0.0f};
-  // xhat = (x - mean) rstd; sum(dy xhat) = rstd * sum(dy (x - mean)).
-  return {static_cast<float>(g * rstd), static_cast<float>(-g * rstd * rstd * rstd * sum_dy_xc / n),
-          static_cast<float>(-g * rstd * sum_dy / n)};
-}
-
 void backward_impl(const BatchNormDims& d, const float* x, const float* dy, const float* mean,
                    const float* variance, const float* gamma, const float* beta, float epsilon,
                    bool relu, bool batch_statistics, float* dx, float* dgamma, float* dbeta) {
@@ -238,13 +222,12 @@ void backward_impl(const BatchNormDims& d, const float* x, const float* dy, cons
   const double n = static_cast<double>(d.count());
   const std::int64_t plane = d.channels * d.inner;
   for_tiles(d, [&](Tile t, bool threaded) {
-    float m[kTile], inv[kTile], bt[kTile];
-    for (std::int64_t j = 0; j < t.nc; ++j) {
-      const std::int64_t c = t.c0 + j;
-      m[j] = mean[c];
-      inv[j] = relu ? channel_inv(variance, gamma, epsilon, c) : 0.0f;
-      bt[j] = relu && beta ? beta[c] : 0.0f;
-    }
+    // The fused ReLU's mask needs the forward's inv and beta, computed as the forward does.
+    float inv[kTile], zeros[kTile];
+    const float* m = mean + t.c0;
+    if (relu) ops.channel_inv(t.nc, variance + t.c0, gamma ? gamma + t.c0 : nullptr, epsilon, inv);
+    const float* bt = relu && beta ? beta + t.c0 : zeros;
+    if (bt == zeros) std::fill_n(zeros, t.nc, 0.0f);
     const float* relu_inv = relu ? inv : nullptr;
     double s1[kTile], s2[kTile];
     reduce_tile(
@@ -259,17 +242,9 @@ void backward_impl(const BatchNormDims& d, const float* x, const float* dy, cons
         },
         s1, s2);
     float a[kTile], b[kTile], k[kTile];
-    for (std::int64_t j = 0; j < t.nc; ++j) {
-      const std::int64_t c = t.c0 + j;
-      const double rstd = 1.0 / std::sqrt(static_cast<double>(variance[c]) + epsilon);
-      if (dbeta) dbeta[c] = static_cast<float>(s1[j]);
-      if (dgamma) dgamma[c] = static_cast<float>(s2[j] * rstd);
-      const auto co =
-          backward_coefficients(s1[j], s2[j], rstd, gamma ? gamma[c] : 1.0, n, batch_statistics);
-      a[j] = co.a;
-      b[j] = co.b;
-      k[j] = co.k;
-    }
+    ops.backward_coefficients(t.nc, s1, s2, variance + t.c0, gamma ? gamma + t.c0 : nullptr,
+                              epsilon, n, batch_statistics, dgamma ? dgamma + t.c0 : nullptr,
+                              dbeta ? dbeta + t.c0 : nullptr, a, b, k);
     if (!dx) return;
     elementwise_tile(
         d, t, threaded,

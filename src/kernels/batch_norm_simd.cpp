@@ -61,10 +61,15 @@ HWY_INLINE V Normalize(V x, V mean, V inv, V beta) {
   return hn::MulAdd(hn::Sub(x, mean), inv, beta);
 }
 
-// Rows: how many rows to walk per column strip so a row tile stays in L1 (~16 KiB).
+// Rows per group in the elementwise row passes.
+constexpr std::int64_t kRowGroup = 8;
+
+// Reductions over rows keep a strip of per-channel accumulators in registers while walking a
+// tile of rows: ~16 KiB of rows (they stay in L1 for the next strip), and at least 8 rows so
+// the accumulator loads and stores are amortized (8 concurrent row streams for wide rows).
 HWY_INLINE std::int64_t RowTile(std::int64_t nc) {
   const std::int64_t t = 4096 / (nc > 0 ? nc : 1);
-  return t < 1 ? 1 : t;
+  return t < 8 ? 8 : t;
 }
 
 // ---------------------------------------------------------------- rows: sums
@@ -234,20 +239,27 @@ void RowsNormalizeT(const float* x, float* y, std::int64_t ld, std::int64_t rows
       }
     }
   } else {
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * ld;
-      float* yr = y + r * ld;
+    // Wider rows: 8 rows at a time, one strip of channels after another, so each strip's
+    // constants are loaded once per 8 rows (a strip is a whole cache line with AVX-512).
+    for (std::int64_t r0 = 0; r0 < rows; r0 += kRowGroup) {
+      const std::int64_t nr = rows - r0 < kRowGroup ? rows - r0 : kRowGroup;
       for (std::int64_t j = 0; j < full; j += N) {
-        auto v = Normalize(hn::LoadU(df, xr + j), hn::LoadU(df, mean + j), hn::LoadU(df, inv + j),
-                           hn::LoadU(df, beta + j));
-        if (kRelu) v = hn::Max(v, zero);
-        StoreFull(v, df, yr + j, stream);
+        const auto m = hn::LoadU(df, mean + j), iv = hn::LoadU(df, inv + j),
+                   b = hn::LoadU(df, beta + j);
+        for (std::int64_t r = r0; r < r0 + nr; ++r) {
+          auto v = Normalize(hn::LoadU(df, x + r * ld + j), m, iv, b);
+          if (kRelu) v = hn::Max(v, zero);
+          StoreFull(v, df, y + r * ld + j, stream);
+        }
       }
       if (tail) {
-        auto v = Normalize(LoadPart(df, xr + full, tail), LoadPart(df, mean + full, tail),
-                           LoadPart(df, inv + full, tail), LoadPart(df, beta + full, tail));
-        if (kRelu) v = hn::Max(v, zero);
-        StorePart(v, df, yr + full, tail);
+        const auto m = LoadPart(df, mean + full, tail), iv = LoadPart(df, inv + full, tail),
+                   b = LoadPart(df, beta + full, tail);
+        for (std::int64_t r = r0; r < r0 + nr; ++r) {
+          auto v = Normalize(LoadPart(df, x + r * ld + full, tail), m, iv, b);
+          if (kRelu) v = hn::Max(v, zero);
+          StorePart(v, df, y + r * ld + full, tail);
+        }
       }
     }
   }
@@ -278,24 +290,31 @@ void RowsDxT(const float* x, const float* dy, float* dx, std::int64_t ld, std::i
   const std::int64_t full = nc - nc % N;
   const std::size_t tail = static_cast<std::size_t>(nc - full);
   const auto zero = hn::Zero(df);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * ld;
-    const float* gr = dy + r * ld;
-    float* dr = dx + r * ld;
+  // As RowsNormalize: 8 rows per group, strip by strip, constants loaded once per group.
+  for (std::int64_t r0 = 0; r0 < rows; r0 += kRowGroup) {
+    const std::int64_t nr = rows - r0 < kRowGroup ? rows - r0 : kRowGroup;
     for (std::int64_t j = 0; j < full; j += N) {
-      const auto v = DxTerm<kRelu>(
-          hn::LoadU(df, xr + j), hn::LoadU(df, gr + j), hn::LoadU(df, mean + j),
-          hn::LoadU(df, a + j), hn::LoadU(df, b + j), hn::LoadU(df, k + j),
-          kRelu ? hn::LoadU(df, inv + j) : zero, kRelu ? hn::LoadU(df, beta + j) : zero);
-      StoreFull(v, df, dr + j, stream);
+      const auto m = hn::LoadU(df, mean + j), va = hn::LoadU(df, a + j), vb = hn::LoadU(df, b + j),
+                 vk = hn::LoadU(df, k + j);
+      const auto iv = kRelu ? hn::LoadU(df, inv + j) : zero;
+      const auto bt = kRelu ? hn::LoadU(df, beta + j) : zero;
+      for (std::int64_t r = r0; r < r0 + nr; ++r) {
+        const std::int64_t o = r * ld + j;
+        StoreFull(DxTerm<kRelu>(hn::LoadU(df, x + o), hn::LoadU(df, dy + o), m, va, vb, vk, iv, bt),
+                  df, dx + o, stream);
+      }
     }
     if (tail) {
-      const auto v = DxTerm<kRelu>(LoadPart(df, xr + full, tail), LoadPart(df, gr + full, tail),
-                                   LoadPart(df, mean + full, tail), LoadPart(df, a + full, tail),
-                                   LoadPart(df, b + full, tail), LoadPart(df, k + full, tail),
-                                   kRelu ? LoadPart(df, inv + full, tail) : zero,
-                                   kRelu ? LoadPart(df, beta + full, tail) : zero);
-      StorePart(v, df, dr + full, tail);
+      const auto m = LoadPart(df, mean + full, tail), va = LoadPart(df, a + full, tail),
+                 vb = LoadPart(df, b + full, tail), vk = LoadPart(df, k + full, tail);
+      const auto iv = kRelu ? LoadPart(df, inv + full, tail) : zero;
+      const auto bt = kRelu ? LoadPart(df, beta + full, tail) : zero;
+      for (std::int64_t r = r0; r < r0 + nr; ++r) {
+        const std::int64_t o = r * ld + full;
+        StorePart(DxTerm<kRelu>(LoadPart(df, x + o, tail), LoadPart(df, dy + o, tail), m, va, vb,
+                                vk, iv, bt),
+                  df, dx + o, tail);
+      }
     }
   }
   if (stream) hwy::FlushStream();
@@ -433,9 +452,108 @@ void PlaneDx(const float* x, const float* dy, float* dx, std::int64_t n, float m
   PlaneDxT<false>(x, dy, dx, n, mean, a, b, k, 0.0f, 0.0f, stream);
 }
 
+// ---------------------------------------------------------------- per-channel math
+// Vectorized: with tens of channels these loops (sqrt, divisions) cost as much as the data
+// passes of a small batch. Sqrt and Div are correctly rounded IEEE operations, so the results
+// are the same bits on every instruction set.
+
+// inv = gamma * (1 / sqrt(variance + epsilon)), float32; gamma == nullptr means 1.
+void ChannelInv(std::int64_t nc, const float* variance, const float* gamma, float epsilon,
+                float* inv) {
+  const DF df;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(df));
+  const auto eps = hn::Set(df, epsilon), one = hn::Set(df, 1.0f);
+  for (std::int64_t j = 0; j < nc; j += N) {
+    const std::size_t n = static_cast<std::size_t>(nc - j < N ? nc - j : N);
+    const bool part = static_cast<std::int64_t>(n) < N;
+    const auto v = part ? LoadPart(df, variance + j, n) : hn::LoadU(df, variance + j);
+    auto r = hn::Div(one, hn::Sqrt(hn::Add(v, eps)));
+    if (gamma) r = hn::Mul(part ? LoadPart(df, gamma + j, n) : hn::LoadU(df, gamma + j), r);
+    part ? StorePart(r, df, inv + j, n) : hn::StoreU(r, df, inv + j);
+  }
+}
+
+// mean = shift + s1 / n, variance = max(s2 / n - (s1 / n)^2, 0), in float64 then rounded.
+void FinalizeMoments(std::int64_t nc, const float* shift, const double* s1, const double* s2,
+                     double count, float* mean, float* variance) {
+  const DD dd;
+  const DH dh;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(dd));
+  const auto n = hn::Set(dd, count), zero = hn::Zero(dd);
+  for (std::int64_t j = 0; j < nc; j += N) {
+    const std::size_t t = static_cast<std::size_t>(nc - j < N ? nc - j : N);
+    const bool part = static_cast<std::int64_t>(t) < N;
+    const auto a1 = part ? LoadPart(dd, s1 + j, t) : hn::LoadU(dd, s1 + j);
+    const auto a2 = part ? LoadPart(dd, s2 + j, t) : hn::LoadU(dd, s2 + j);
+    const auto k = hn::PromoteTo(dd, part ? LoadPart(dh, shift + j, t) : hn::LoadU(dh, shift + j));
+    const auto m1 = hn::Div(a1, n);
+    const auto m = hn::DemoteTo(dh, hn::Add(k, m1));
+    const auto v = hn::DemoteTo(dh, hn::Max(hn::Sub(hn::Div(a2, n), hn::Mul(m1, m1)), zero));
+    if (part) {
+      StorePart(m, dh, mean + j, t);
+      StorePart(v, dh, variance + j, t);
+    } else {
+      hn::StoreU(m, dh, mean + j);
+      hn::StoreU(v, dh, variance + j);
+    }
+  }
+}
+
+// From s1 = sum(g), s2 = sum(g * (x - mean)) per channel, in float64 (rstd = 1/sqrt(var + eps)):
+// dbeta = s1, dgamma = s2 * rstd, and dx = a * g + b * (x - mean) + k with a = gamma * rstd,
+// b = -gamma * rstd^3 * s2 / n, k = -gamma * rstd * s1 / n (b = k = 0 for constant statistics).
+void BackwardCoefficients(std::int64_t nc, const double* s1, const double* s2,
+                          const float* variance, const float* gamma, float epsilon, double count,
+                          bool batch_statistics, float* dgamma, float* dbeta, float* a, float* b,
+                          float* k) {
+  const DD dd;
+  const DH dh;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(dd));
+  const auto eps = hn::Set(dd, static_cast<double>(epsilon)), one = hn::Set(dd, 1.0);
+  const auto n = hn::Set(dd, count);
+  for (std::int64_t j = 0; j < nc; j += N) {
+    const std::size_t t = static_cast<std::size_t>(nc - j < N ? nc - j : N);
+    const bool part = static_cast<std::int64_t>(t) < N;
+    auto load_d = [&](const double* p) {
+      return part ? LoadPart(dd, p + j, t) : hn::LoadU(dd, p + j);
+    };
+    auto load_f = [&](const float* p) {
+      return hn::PromoteTo(dd, part ? LoadPart(dh, p + j, t) : hn::LoadU(dh, p + j));
+    };
+    auto store_f = [&](hn::Vec<DD> v, float* p) {
+      if (!p) return;
+      const auto f = hn::DemoteTo(dh, v);
+      part ? StorePart(f, dh, p + j, t) : hn::StoreU(f, dh, p + j);
+    };
+    const auto a1 = load_d(s1), a2 = load_d(s2);
+    const auto rstd = hn::Div(one, hn::Sqrt(hn::Add(load_f(variance), eps)));
+    const auto g = gamma ? load_f(gamma) : one;
+    store_f(a1, dbeta);
+    store_f(hn::Mul(a2, rstd), dgamma);
+    const auto gr = hn::Mul(g, rstd);
+    store_f(gr, a);
+    if (batch_statistics) {
+      store_f(hn::Neg(hn::Div(hn::Mul(hn::Mul(gr, hn::Mul(rstd, rstd)), a2), n)), b);
+      store_f(hn::Neg(hn::Div(hn::Mul(gr, a1), n)), k);
+    } else {
+      store_f(hn::Zero(dd), b);
+      store_f(hn::Zero(dd), k);
+    }
+  }
+}
+
 const BatchNormOps* GetOps() {
-  static const BatchNormOps table = {&RowsSums,  &RowsGradSums,  &RowsNormalize,  &RowsDx,
-                                     &PlaneSums, &PlaneGradSums, &PlaneNormalize, &PlaneDx};
+  static const BatchNormOps table = {.rows_sums = &RowsSums,
+                                     .rows_grad_sums = &RowsGradSums,
+                                     .rows_normalize = &RowsNormalize,
+                                     .rows_dx = &RowsDx,
+                                     .plane_sums = &PlaneSums,
+                                     .plane_grad_sums = &PlaneGradSums,
+                                     .plane_normalize = &PlaneNormalize,
+                                     .plane_dx = &PlaneDx,
+                                     .channel_inv = &ChannelInv,
+                                     .finalize_moments = &FinalizeMoments,
+                                     .backward_coefficients = &BackwardCoefficients};
   return &table;
 }
 

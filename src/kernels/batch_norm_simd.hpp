@@ -43,6 +43,19 @@ struct BatchNormOps {
                           float beta, bool relu, bool stream);
   void (*plane_dx)(const float* x, const float* dy, float* dx, std::int64_t n, float mean, float a,
                    float b, float k, bool relu, float relu_inv, float relu_beta, bool stream);
+
+  // Per-channel math between passes (nc channels).
+  // inv = gamma / sqrt(variance + epsilon) in float32 (gamma == nullptr: 1).
+  void (*channel_inv)(std::int64_t nc, const float* variance, const float* gamma, float epsilon,
+                      float* inv);
+  // mean = shift + s1/n, variance = max(s2/n - (s1/n)^2, 0).
+  void (*finalize_moments)(std::int64_t nc, const float* shift, const double* s1, const double* s2,
+                           double n, float* mean, float* variance);
+  // dbeta, dgamma (each may be nullptr) and the dx coefficients a, b, k from the sums.
+  void (*backward_coefficients)(std::int64_t nc, const double* s1, const double* s2,
+                                const float* variance, const float* gamma, float epsilon, double n,
+                                bool batch_statistics, float* dgamma, float* dbeta, float* a,
+                                float* b, float* k);
 };
 
 // The table for the active instruction set.
