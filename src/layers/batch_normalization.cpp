@@ -143,9 +143,9 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
   const float* beta = beta_ ? beta_->value.data() : nullptr;
   if (!used_batch_statistics_) {
-    kernels::batch_norm_forward(d, x.data(), moving_mean_->value.data(),
-                                moving_variance_->value.data(), gamma, beta, options_.epsilon,
-                                y.data());
+    (fused_relu_ ? kernels::batch_norm_forward_relu : kernels::batch_norm_forward)(
+        d, x.data(), moving_mean_->value.data(), moving_variance_->value.data(), gamma, beta,
+        options_.epsilon, y.data());
     return;
   }
   if (d.count() == 1 && options_.error_on_single_value && mode == Mode::training) {
@@ -155,7 +155,7 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   }
   // Statistics and normalization in one call (three passes over memory); y is only returned
   // if the checks below pass.
-  kernels::batch_norm_forward_training(d, x.data(), gamma, beta, options_.epsilon, false,
+  kernels::batch_norm_forward_training(d, x.data(), gamma, beta, options_.epsilon, fused_relu_,
                                        used_mean_.data(), used_variance_.data(), y.data());
   // A non-finite batch is rejected before it can reach the moving statistics. The float64
   // mean of float32 values is finite iff they all are; the variance can also overflow float32.
@@ -208,11 +208,18 @@ void BatchNormalization::do_backward(const Tensor& dy, bool compute_dx, Tensor& 
       used_batch_statistics_ ? used_variance_.data() : moving_variance_->value.data();
   if (compute_dx) dx.resize(x.shape());
   const bool grads = trainable();
-  kernels::batch_norm_backward(d, x.data(), dy.data(), mean, variance,
-                               gamma_ ? gamma_->value.data() : nullptr, options_.epsilon,
-                               used_batch_statistics_, compute_dx ? dx.data() : nullptr,
-                               grads && gamma_ ? gamma_->gradient.data() : nullptr,
-                               grads && beta_ ? beta_->gradient.data() : nullptr);
+  const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
+  float* dx_out = compute_dx ? dx.data() : nullptr;
+  float* dgamma = grads && gamma_ ? gamma_->gradient.data() : nullptr;
+  float* dbeta = grads && beta_ ? beta_->gradient.data() : nullptr;
+  if (fused_relu_) {
+    kernels::batch_norm_relu_backward(d, x.data(), dy.data(), mean, variance, gamma,
+                                      beta_ ? beta_->value.data() : nullptr, options_.epsilon,
+                                      used_batch_statistics_, dx_out, dgamma, dbeta);
+  } else {
+    kernels::batch_norm_backward(d, x.data(), dy.data(), mean, variance, gamma, options_.epsilon,
+                                 used_batch_statistics_, dx_out, dgamma, dbeta);
+  }
 }
 
 }  // namespace bnorm

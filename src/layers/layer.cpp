@@ -81,6 +81,10 @@ void Layer::check_input(const Tensor& x) const {
 
 const Tensor& Layer::forward(const Tensor& x, Mode mode) {
   check_input(x);
+  if (absorbed_) {  // computed by the previous layer
+    last_input_ = &x;
+    return x;
+  }
   // A forward that throws leaves nothing for backward (which would read a stale or dead x).
   last_input_ = nullptr;
   do_forward(x, mode, output_);
@@ -90,6 +94,10 @@ const Tensor& Layer::forward(const Tensor& x, Mode mode) {
 
 const Tensor& Layer::backward(const Tensor& dy, bool compute_dx) {
   if (!last_input_) throw ValueError(label() + ": backward called before forward");
+  if (absorbed_) {
+    check_same_shape(last_input_->shape(), dy.shape(), label() + " backward: gradient dy");
+    return dy;
+  }
   check_same_shape(output_.shape(), dy.shape(), label() + " backward: gradient dy");
   do_backward(dy, compute_dx, dx_);
   return dx_;

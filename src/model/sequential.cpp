@@ -12,6 +12,7 @@
 
 #include "bnorm/core/denormal.hpp"
 #include "bnorm/core/error.hpp"
+#include "bnorm/layers/activation.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
 
 namespace bnorm {
@@ -123,7 +124,24 @@ Layer& Sequential::add(std::unique_ptr<Layer> layer) {
   // Build eagerly when the input shape is known, so shape errors surface at add().
   if (input_shape_ && built()) layer->build(output_shape(), rng_);
   layers_.push_back(std::move(layer));
+  fuse_layers();
   return *layers_.back();
+}
+
+// BatchNormalization directly followed by Activation('relu'): BN computes the ReLU in its own
+// passes (forward and backward) and the Activation passes tensors through. Same values, two
+// fewer passes over the activations; re-decided whenever the layer list changes.
+void Sequential::fuse_layers() {
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    auto* bn = dynamic_cast<BatchNormalization*>(layers_[i].get());
+    auto* next = i + 1 < layers_.size() ? dynamic_cast<Activation*>(layers_[i + 1].get()) : nullptr;
+    const bool fuse = bn && next && next->activation() == ActivationKind::relu;
+    if (bn) bn->set_fused_relu(fuse);
+    if (auto* act = dynamic_cast<Activation*>(layers_[i].get())) {
+      auto* prev = i > 0 ? dynamic_cast<BatchNormalization*>(layers_[i - 1].get()) : nullptr;
+      act->set_absorbed(prev && act->activation() == ActivationKind::relu);
+    }
+  }
 }
 
 Layer& Sequential::layer(const std::string& name) {

@@ -119,6 +119,36 @@ TEST(Fit, SameBitsAtOneAndTwoThreads) {
     EXPECT_TRUE(test::bitwise_equal(weights[0][i], weights[1][i])) << "weight " << i;
 }
 
+// BatchNormalization followed by Activation('relu') runs as one fused layer; a Flatten between
+// them (an identity on (N, 16)) prevents the fusion. Training must give the same bits.
+TEST(Fit, FusedBatchNormReluTrainsBitForBitLikeTheUnfusedPair) {
+  const Blobs data = make_blobs(300, 3);
+  const std::string fused_spec = "dense16,bn,relu,dense3-softmax";
+  const std::string plain_spec = "dense16,bn,flatten,relu,dense3-softmax";
+  for (const std::string optimizer : {"adam", "sgd"}) {
+    SCOPED_TRACE(optimizer);
+    Sequential fused = blob_model(7, optimizer, 0.05, fused_spec);
+    Sequential plain = blob_model(7, optimizer, 0.05, plain_spec);
+    auto& bn = dynamic_cast<BatchNormalization&>(fused.layer(1));
+    EXPECT_TRUE(bn.fused_relu());
+    EXPECT_TRUE(fused.layer(2).absorbed());
+    EXPECT_FALSE(dynamic_cast<BatchNormalization&>(plain.layer(1)).fused_relu());
+    EXPECT_FALSE(plain.layer(3).absorbed());
+    ASSERT_TRUE(same_weights(fused, plain));
+    const History hf = fused.fit(data.x, data.y, fit_options(16, 3));
+    const History hp = plain.fit(data.x, data.y, fit_options(16, 3));
+    EXPECT_EQ(hf.history.at("loss"), hp.history.at("loss"));
+    EXPECT_TRUE(same_weights(fused, plain));
+    EXPECT_TRUE(test::bitwise_equal(fused.predict(data.x), plain.predict(data.x)));
+    // Frozen BN (inference statistics inside fit) fuses too.
+    fused.layer(1).set_trainable(false);
+    plain.layer(1).set_trainable(false);
+    fused.fit(data.x, data.y, fit_options(16, 1));
+    plain.fit(data.x, data.y, fit_options(16, 1));
+    EXPECT_TRUE(same_weights(fused, plain));
+  }
+}
+
 TEST(Fit, ShuffleDependsOnTheSeedNotOnInitialWeights) {
   // Same initial weights, different seeds: the shuffled order (and so the result) differs.
   const Blobs data = make_blobs(128, 2);

@@ -58,6 +58,12 @@ class BatchNormalization final : public Layer {
   // Whether this forward in `mode` normalizes with batch statistics (Keras: training && trainable).
   bool uses_batch_statistics(Mode mode) const noexcept;
 
+  // max(y, 0) computed in the same pass (and its gradient in the backward's passes), for a model
+  // that absorbs the Activation('relu') that follows this layer; the ReLU mask is re-derived
+  // from x in the backward, never stored. Off by default: a lone layer is plain Keras BN.
+  void set_fused_relu(bool fused) noexcept { fused_relu_ = fused; }
+  bool fused_relu() const noexcept { return fused_relu_; }
+
   Variable* gamma() noexcept { return gamma_; }
   Variable* beta() noexcept { return beta_; }
   Variable* moving_mean() noexcept { return moving_mean_; }
@@ -80,6 +86,7 @@ class BatchNormalization final : public Layer {
   // Statistics used by the last forward (batch or moving), for backward.
   Tensor used_mean_, used_variance_;
   bool used_batch_statistics_ = false;
+  bool fused_relu_ = false;
 };
 
 }  // namespace bnorm

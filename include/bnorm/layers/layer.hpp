@@ -78,6 +78,12 @@ class Layer {
   // returns dL/dx (owned by the layer). compute_dx=false skips dx (the model's first layer).
   const Tensor& backward(const Tensor& dy, bool compute_dx = true);
 
+  // Set by a model that computes this layer inside the previous one (BatchNormalization fused
+  // with a following ReLU): forward then returns x itself and backward returns dy unchanged.
+  // Weights, names and summaries are unaffected.
+  void set_absorbed(bool absorbed) noexcept { absorbed_ = absorbed; }
+  bool absorbed() const noexcept { return absorbed_; }
+
   // Layers whose output is softmax(z) expose z after forward, so a cross-entropy loss can work
   // from logits (as Keras does); backward_from_logits then takes dL/dz instead of dL/dy.
   virtual const Tensor* softmax_logits() const noexcept { return nullptr; }
@@ -115,6 +121,7 @@ class Layer {
   std::string name_;
   bool trainable_ = true;
   bool built_ = false;
+  bool absorbed_ = false;
   Shape input_shape_;
   std::vector<std::unique_ptr<Variable>> weights_;  // stable addresses for optimizers
   Tensor dx_;

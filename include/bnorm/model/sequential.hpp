@@ -115,7 +115,9 @@ class Sequential {
  private:
   const Tensor& forward(const Tensor& x, Mode mode);
   double train_step(const Tensor& x, const Tensor& y, double* correct);
-  void collect_trainable();  // fills trainable_ from the layers' current trainable flags
+  void collect_trainable();
+  void fuse_layers();  // BatchNormalization + Activation('relu') pairs (see sequential.cpp)  //
+                       // fills trainable_ from the layers' current trainable flags
   void check_xy(const Tensor& x, const Tensor& y, const std::string& what) const;
 
   std::string name_;
