@@ -30,12 +30,14 @@ struct Result {
   std::string out, err;
 };
 
-// Runs `bnorm <args>` (args are passed through the shell) and captures both streams.
-Result bnorm(const std::string& args) {
+// Runs `bnorm <args>` (args are passed through the shell) and captures both streams; `env` is
+// an optional "NAME=value" for the environment of that run.
+Result bnorm(const std::string& args, const std::string& env = "") {
   TempDir capture;
   const std::string out = capture.file("stdout"), err = capture.file("stderr");
-  const std::string command =
-      quote(BNORM_CLI_PATH) + " " + args + " >" + quote(out) + " 2>" + quote(err) + " </dev/null";
+  const std::string command = (env.empty() ? "" : "env " + quote(env) + " ") +
+                              quote(BNORM_CLI_PATH) + " " + args + " >" + quote(out) + " 2>" +
+                              quote(err) + " </dev/null";
   const int status = std::system(command.c_str());
   Result r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -85,6 +87,21 @@ TEST(CliUsage, EpochsBelowOne) {
 
 TEST(CliUsage, ThreadsBelowOne) {
   expect_one_line_error(bnorm("train --threads 0"), "--threads must be at least 1", 2);
+}
+
+TEST(CliUsage, UnavailableInstructionSetInBnormIsa) {
+  expect_one_line_error(bnorm("train --epochs 1", "BNORM_ISA=avx9000"),
+                        "BNORM_ISA: instruction set 'avx9000' is not available here", 2);
+}
+
+TEST(CliData, TrainsOnTheScalarKernelsWhenBnormIsaAsksForThem) {
+  if (!has_real_data()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  TempDir dir;
+  const Result r = bnorm(
+      "train --epochs 1 --train-limit 256 --test-limit 256 --quiet --out " + quote(dir.file("run")),
+      "BNORM_ISA=scalar");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir.file("run") + "/summary.json")) << r.out;
 }
 
 TEST(CliUsage, BadLearningRate) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/core/isa.hpp"
 #include "bnorm/version.hpp"
 #include "common.hpp"
 
@@ -53,6 +54,12 @@ int main(int argc, char** argv) {
   }
 
   try {
+    // BNORM_ISA picks the kernels' instruction set; a value not available here is an error.
+    try {
+      bnorm::apply_isa_environment();
+    } catch (const bnorm::ValueError& e) {
+      throw UsageError(e.what());
+    }
     for (auto& [sub, action] : commands) {
       if (sub->parsed()) action();
     }
