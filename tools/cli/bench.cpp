@@ -303,7 +303,9 @@ Action add_bench_command(CLI::App& app) {
       const TrainRaw& r = *train_raw;
       TrainOptions o;
       o.model = r.model;
-      check_batch_size(r.batch);
+      if (r.batch < 1) {
+        throw UsageError("--batch must be at least 1; received " + std::to_string(r.batch));
+      }
       o.batch = r.batch;
       check_threads(r.threads);
       o.threads = r.threads;
