@@ -19,6 +19,18 @@ double median(std::vector<double> values) {
   return 0.5 * (lower + upper);
 }
 
+namespace {
+
+// One thread's block of the triad. A function of its own with restrict-qualified parameters, so
+// that the compiler vectorizes it without run-time alias checks and keeps s in a register.
+__attribute__((noinline)) void triad_block(float* __restrict a, const float* __restrict b,
+                                           const float* __restrict c, float s,
+                                           std::int64_t count) noexcept {
+  for (std::int64_t i = 0; i < count; ++i) a[i] = b[i] + s * c[i];
+}
+
+}  // namespace
+
 struct Triad::Arrays {
   Tensor a, b, c;
 };
@@ -34,9 +46,9 @@ Triad::Triad(std::int64_t mib_per_array) : arrays_(std::make_unique<Arrays>()) {
 Triad::~Triad() = default;
 
 double Triad::measure_gbps(int reps) {
-  float* __restrict a = arrays_->a.data();
-  const float* __restrict b = arrays_->b.data();
-  const float* __restrict c = arrays_->c.data();
+  float* a = arrays_->a.data();
+  const float* b = arrays_->b.data();
+  const float* c = arrays_->c.data();
   const std::int64_t n = arrays_->a.size();
   const int threads = num_threads();
   // One contiguous block per thread (parallel_for's static schedule over `threads` chunks),
@@ -45,7 +57,7 @@ double Triad::measure_gbps(int reps) {
   const float s = 3.0f;
   auto triad = [&] {
     parallel_for(n, grain, [=](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t i = begin; i < end; ++i) a[i] = b[i] + s * c[i];
+      triad_block(a + begin, b + begin, c + begin, s, end - begin);
     });
   };
   triad();  // untimed: wakes the thread pool and settles the pages
