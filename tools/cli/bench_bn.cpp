@@ -3,8 +3,10 @@
 // measured in the same run on the same shapes.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <thread>
 
 #include "bench.hpp"
 #include "bnorm/core/error.hpp"
@@ -99,7 +101,13 @@ struct Row {
   int threads;
   double bnorm_seconds, bnorm_gbps, triad_gbps;
   std::vector<PeerColumn> peers;
+  double load_average;  // 1-minute load average before the row: other work competing for cores
 };
+
+double load_average() {
+  double load[1] = {0.0};
+  return getloadavg(load, 1) == 1 ? load[0] : -1.0;
+}
 
 double gbps(double bytes, double seconds) { return seconds > 0.0 ? bytes / seconds / 1e9 : 0.0; }
 
@@ -142,6 +150,7 @@ void print_json_row(const Row& row, double bytes) {
                             {"triad_gbps", row.triad_gbps},
                             {"pct_triad", 100.0 * row.bnorm_gbps / row.triad_gbps},
                             {"bytes", bytes},
+                            {"load_average", row.load_average},
                             {"peers", peers}};
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
@@ -229,6 +238,11 @@ void run_bench_bn(const BnOptions& o) {
       std::printf("PyTorch %s (%s): F.batch_norm and aten.native_batch_norm_backward.\n",
                   torch->version().c_str(), o.python.c_str());
     }
+    const unsigned cores = std::thread::hardware_concurrency();
+    std::printf(
+        "Load average at the start: %.2f on %u cores (other running work slows the rows with "
+        "more threads most: an OpenMP team waits for its slowest thread).\n",
+        load_average(), cores);
     for (const auto& n : notes) std::printf("%s\n", n.c_str());
     std::printf("\n");
     print_table_header(names);
@@ -243,7 +257,7 @@ void run_bench_bn(const BnOptions& o) {
     for (const BnMode mode : o.modes) {
       const double bytes = static_cast<double>(workload.tensor_bytes()) * byte_passes(mode);
       for (const int t : o.threads) {
-        Row row{c, mode, t, 0.0, 0.0, 0.0, {}};
+        Row row{c, mode, t, 0.0, 0.0, 0.0, {}, load_average()};
         set_num_threads(t);
         row.triad_gbps = triad.measure_gbps();
         row.bnorm_seconds = median_seconds_per_call([&] { workload.run(mode); }, o.min_time);
