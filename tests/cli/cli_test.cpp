@@ -4,12 +4,14 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "io/test_files.hpp"
 
@@ -390,6 +392,135 @@ TEST(CliRealData, SmallRunEndToEnd) {
   EXPECT_NE(e.out.find("test image 0: true 9 (Ankle boot)"), std::string::npos) << e.out;
   e = bnorm("summary" + model);
   EXPECT_EQ(e.code, 0) << e.err;
+}
+
+// --- bnorm bench
+// ---------------------------------------------------------------------------------- Argument
+// errors and tiny smoke runs only: timings are never asserted.
+
+TEST(CliBench, NeedsASubcommand) { expect_one_line_error(bnorm("bench"), "subcommand", 2); }
+
+TEST(CliBench, BadShapes) {
+  expect_one_line_error(bnorm("bench bn --shape 64x0x3"),
+                        "--shape '64x0x3': dimension 2 is 0; every dimension must be at least 1",
+                        2);
+  expect_one_line_error(bnorm("bench bn --shape abc"), "--shape 'abc' is not a shape", 2);
+  expect_one_line_error(bnorm("bench bn --shape 64xx3"), "--shape '64xx3' is not a shape", 2);
+  expect_one_line_error(bnorm("bench bn --shape=-4x3"), "is not a shape", 2);
+}
+
+TEST(CliBench, ShapeRankMustMatchLayout) {
+  expect_one_line_error(bnorm("bench bn --shape 64x56 --layout nhwc"),
+                        "--shape '64x56' has 2 dimensions; --layout nhwc needs 4", 2);
+  expect_one_line_error(bnorm("bench bn --shape 8x4x4x16 --layout nc"), "--layout nc needs 2", 2);
+  expect_one_line_error(bnorm("bench bn --shape 8x4x4"), "has 3 dimensions", 2);
+}
+
+TEST(CliBench, UnknownLayoutModePeer) {
+  expect_one_line_error(bnorm("bench bn --layout nhcw"), "unknown --layout 'nhcw'", 2);
+  expect_one_line_error(bnorm("bench bn --mode forward"), "unknown --mode 'forward'", 2);
+  expect_one_line_error(bnorm("bench bn --peers torch,mxnet"), "unknown --peers 'mxnet'", 2);
+  expect_one_line_error(bnorm("bench train --peers onednn"), "unknown --peers 'onednn'", 2);
+}
+
+TEST(CliBench, ThreadsAndMinTime) {
+  expect_one_line_error(bnorm("bench bn --threads 0"), "--threads must be", 2);
+  expect_one_line_error(bnorm("bench bn --threads 1,0"), "received '0'", 2);
+  expect_one_line_error(bnorm("bench bn --min-time 0"), "--min-time", 2);
+  expect_one_line_error(bnorm("bench train --threads 0"), "--threads must be at least 1", 2);
+  expect_one_line_error(bnorm("bench train --epochs 0"), "--epochs", 2);
+  expect_one_line_error(bnorm("bench train --batch 0"), "--batch must be at least 1", 2);
+}
+
+void expect_positive_finite(const nlohmann::json& j, const char* key) {
+  ASSERT_TRUE(j.contains(key)) << j.dump();
+  ASSERT_TRUE(j[key].is_number()) << j.dump();
+  const double v = j[key].get<double>();
+  EXPECT_TRUE(std::isfinite(v) && v > 0.0) << key << " = " << v;
+}
+
+std::vector<nlohmann::json> json_lines(const std::string& text) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+TEST(CliBench, BnSmokeJson) {
+  const Result r = bnorm(
+      "bench bn --shape 8x4 --layout nc --mode all --threads 1 --min-time 0.01 --peers none --json "
+      "--triad-mib 4");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  const auto rows = json_lines(r.out);
+  ASSERT_EQ(rows.size(), 3u) << r.out;
+  const char* modes[] = {"train", "infer", "backward"};
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto& row = rows[i];
+    EXPECT_EQ(row["shape"], "8x4");
+    EXPECT_EQ(row["layout"], "nc");
+    EXPECT_EQ(row["mode"], modes[i]);
+    EXPECT_EQ(row["threads"], 1);
+    for (const char* key : {"bnorm_us", "bnorm_gbps", "triad_gbps", "pct_triad"}) {
+      expect_positive_finite(row, key);
+    }
+    ASSERT_TRUE(row["peers"].is_object());
+    EXPECT_TRUE(row["peers"].empty());
+  }
+}
+
+// Every peer that is there answers; one that is not (here PyTorch, through an interpreter that
+// does not exist) is a note on stderr, not a failure.
+TEST(CliBench, BnPeersAutoWithoutPython) {
+  const Result r = bnorm(
+      "bench bn --shape 4x2x2x8 --mode train,backward --threads 1 --min-time 0.01 --json "
+      "--triad-mib 4 --python /nonexistent/python3");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("PyTorch: not installed (/nonexistent/python3)"), std::string::npos)
+      << r.err;
+  const auto rows = json_lines(r.out);
+  ASSERT_EQ(rows.size(), 2u) << r.out;
+  for (const auto& row : rows) {
+    EXPECT_EQ(row["layout"], "nhwc");
+    EXPECT_FALSE(row["peers"].contains("torch"));
+    for (const auto& [name, peer] : row["peers"].items()) {
+      for (const char* key : {"us", "gbps", "speedup"}) expect_positive_finite(peer, key);
+    }
+  }
+  // Named explicitly, a missing peer is an error.
+  expect_one_line_error(
+      bnorm("bench bn --shape 8x4 --peers torch --min-time 0.01 --python /nonexistent/python3"),
+      "PyTorch: not installed", 1);
+}
+
+TEST(CliBench, BnTable) {
+  const Result r = bnorm(
+      "bench bn --shape 16x8 --mode infer --threads 1 --min-time 0.01 --peers none "
+      "--triad-mib 4");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("speedup = peer time / bnorm time"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("16x8"), std::string::npos) << r.out;
+}
+
+TEST(CliBench, TrainSmokeJson) {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  fs::create_directory(data);
+  bnorm::testing::write_fake_fashion_mnist(data, 200, 20);
+  const Result r =
+      bnorm("bench train --peers none --json --epochs 2 --batch 50 --data " + quote(data));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto doc = nlohmann::json::parse(r.out);
+  EXPECT_EQ(doc["spec"], "dense64-relu,bn,dense10-softmax");
+  const auto& run = doc["results"]["bnorm"];
+  ASSERT_EQ(run["epoch_seconds"].size(), 2u) << r.out;
+  for (const char* key : {"first_epoch_s", "steady_epoch_s", "peak_rss_mib", "loss"}) {
+    expect_positive_finite(run, key);
+  }
+  // A bad spec fails in the training child and is reported as one line.
+  expect_one_line_error(
+      bnorm("bench train --peers none --model dense8,conv3 --data " + quote(data)), "conv3", 1);
 }
 
 }  // namespace

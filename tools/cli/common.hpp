@@ -29,6 +29,7 @@ Action add_train_command(CLI::App& app);
 Action add_evaluate_command(CLI::App& app);
 Action add_predict_command(CLI::App& app);
 Action add_summary_command(CLI::App& app);
+Action add_bench_command(CLI::App& app);
 
 inline constexpr int kNumClasses = 10;
 // Fashion-MNIST class names by label.
@@ -44,13 +45,15 @@ void check_limit(std::int64_t limit, const char* option);
 // The first `limit` rows (all when limit is 0 or larger than the tensor).
 Tensor first_rows(const Tensor& t, std::int64_t limit);
 
-// The Fashion-MNIST test split only (evaluate and predict do not need the 60000 training
-// images); the same "not found ... install it with" errors as io::load_fashion_mnist.
+// One Fashion-MNIST split alone: the test split (evaluate and predict do not need the 60000
+// training images) or the training split (bench train does not need the test images); the same
+// "not found ... install it with" errors as io::load_fashion_mnist.
 struct TestSet {
   Tensor x;  // (N, 28, 28) in [0, 1]
   Tensor y;  // (N,)
 };
 TestSet load_test_set(const std::string& dir, std::int64_t limit);
+TestSet load_train_set(const std::string& dir, std::int64_t limit);
 
 // Images (N, H, W) viewed with the model's per-sample input shape, e.g. (N, 784);
 // ShapeError when the sizes differ or the model has no input shape.

@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   using namespace bnorm::cli;
   CLI::App app{
       "bnorm: Keras-exact batch normalization in a small Keras-style network library.\n"
-      "Trains, evaluates and inspects models on Fashion-MNIST.",
+      "Trains, evaluates and inspects models on Fashion-MNIST, and benchmarks them.",
       "bnorm"};
   app.set_version_flag("--version", std::string("bnorm ") + BNORM_VERSION_STRING);
   app.require_subcommand(1);
@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   add("evaluate", add_evaluate_command);
   add("predict", add_predict_command);
   add("summary", add_summary_command);
+  add("bench", add_bench_command);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Keras training peer of `bnorm bench train`: the same model, data and settings as bnorm.
+
+Builds a bnorm model spec (bnorm_spec.py) as a keras.Sequential on Input(784), compiles it with
+Adam (lr 1e-3), sparse categorical cross-entropy and accuracy, and fits it on the Fashion-MNIST
+training images (no validation split, shuffled, verbose 0) with TensorFlow limited to --threads
+intra-op threads and one inter-op thread. Prints one JSON line:
+  {"epoch_seconds": [...], "loss": x, "accuracy": x, "version": "...", "images": n}
+or {"unsupported": "..."} (exit 4), or {"error": "..."} (exit 3) when Keras/TensorFlow cannot be
+imported. Peak memory is measured by the parent (wait4's ru_maxrss).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import bnorm_spec
+
+
+def build_model(keras, layers):
+    model = keras.Sequential([keras.Input(shape=(784,))])
+    for layer in layers:
+        kind = layer["kind"]
+        if kind == "dense":
+            model.add(keras.layers.Dense(layer["units"], activation=layer["activation"],
+                                         use_bias=layer["use_bias"]))
+        elif kind == "bn":
+            model.add(keras.layers.BatchNormalization(momentum=layer["momentum"],
+                                                      epsilon=layer["epsilon"],
+                                                      center=layer["center"],
+                                                      scale=layer["scale"]))
+        elif kind == "dropout":
+            model.add(keras.layers.Dropout(layer["rate"]))
+        elif kind == "flatten":
+            model.add(keras.layers.Flatten())
+        elif kind == "activation":
+            model.add(keras.layers.Activation(layer["activation"]))
+    if model.output_shape[-1] != 10:
+        raise bnorm_spec.Unsupported("the model outputs %d values; Fashion-MNIST needs 10"
+                                     % model.output_shape[-1])
+    return model
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", default="dense64-relu,bn,dense10-softmax")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--train-limit", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        import keras
+    except Exception as e:
+        print(json.dumps({"error": "cannot import keras/tensorflow: %s" % e}), flush=True)
+        return 3
+    keras.utils.set_random_seed(args.seed)
+    try:
+        model = build_model(keras, bnorm_spec.parse(args.spec))
+    except bnorm_spec.Unsupported as e:
+        print(json.dumps({"unsupported": str(e)}), flush=True)
+        return 4
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    x, y = bnorm_spec.load_train_set(args.data, args.train_limit)
+    timer = EpochTimer()
+    history = model.fit(x, y, batch_size=args.batch, epochs=args.epochs, shuffle=True, verbose=0,
+                        callbacks=[timer])
+    print(json.dumps({"epoch_seconds": timer.seconds, "loss": history.history["loss"][-1],
+                      "accuracy": history.history["accuracy"][-1],
+                      "version": "%s (TensorFlow %s)" % (keras.__version__, tf.__version__),
+                      "images": len(x)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+// bnorm bench — registers `bench bn` and `bench train` and turns their options into checked
+// BnOptions / TrainOptions. The work is in bench_bn.cpp and bench_train.cpp.
+#include "bench.hpp"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <thread>
+
+#include "bnorm/io/idx.hpp"
+#include "common.hpp"
+
+namespace bnorm::cli {
+
+namespace bench {
+
+namespace {
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t");
+  if (b == std::string::npos) return "";
+  const auto e = s.find_last_not_of(" \t");
+  return s.substr(b, e - b + 1);
+}
+
+// Splits every value at commas, so "--x a,b --x c" and "--x a --x b,c" mean the same.
+std::vector<std::string> split_commas(const std::vector<std::string>& values) {
+  std::vector<std::string> out;
+  for (const auto& v : values) {
+    std::string cur;
+    for (char c : v) {
+      if (c == ',') {
+        out.push_back(trim(cur));
+        cur.clear();
+      } else {
+        cur += c;
+      }
+    }
+    out.push_back(trim(cur));
+  }
+  return out;
+}
+
+// A positive decimal integer below 2^40, or -1.
+std::int64_t parse_positive(const std::string& text) {
+  if (text.empty() || text.size() > 13) return -1;
+  std::int64_t v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return -1;
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
+const char* layout_order(Layout layout) {
+  switch (layout) {
+    case Layout::nhwc:
+      return "N x H x W x C";
+    case Layout::nchw:
+      return "N x C x H x W";
+    case Layout::nc:
+      return "N x C";
+  }
+  return "";
+}
+
+struct Peers {
+  bool torch = false, onednn = false, keras = false, explicit_list = false;
+};
+
+// "auto", "none" or a list of names from `known`.
+Peers parse_peers(const std::vector<std::string>& values, const std::vector<std::string>& known) {
+  std::string choices = "auto, none, or a comma list of";
+  for (std::size_t i = 0; i < known.size(); ++i) choices += (i ? ", " : " ") + known[i];
+  Peers p;
+  const auto names = split_commas(values);
+  if (names.size() == 1 && (names[0] == "auto" || names[0] == "none")) {
+    const bool on = names[0] == "auto";
+    for (const auto& k : known) {
+      if (k == "torch") p.torch = on;
+      if (k == "onednn") p.onednn = on;
+      if (k == "keras") p.keras = on;
+    }
+    return p;
+  }
+  p.explicit_list = true;
+  for (const auto& n : names) {
+    if (std::find(known.begin(), known.end(), n) == known.end()) {
+      throw UsageError("unknown --peers '" + n + "' (choose " + choices + ")");
+    }
+    if (n == "torch") p.torch = true;
+    if (n == "onednn") p.onednn = true;
+    if (n == "keras") p.keras = true;
+  }
+  return p;
+}
+
+void check_min_time(double min_time) {
+  if (!(std::isfinite(min_time) && min_time > 0.0 && min_time <= 600.0)) {
+    throw UsageError("--min-time must be a number of seconds in (0, 600]; received " +
+                     std::to_string(min_time));
+  }
+}
+
+}  // namespace
+
+std::vector<std::int64_t> parse_shape(const std::string& text) {
+  const std::string bad =
+      "--shape '" + text + "' is not a shape like 64x56x56x64 (positive integers separated by 'x')";
+  std::vector<std::int64_t> dims;
+  std::string cur;
+  const std::string t = text + "x";
+  for (char c : t) {
+    if (c != 'x') {
+      cur += c;
+      continue;
+    }
+    if (cur == "0" || (!cur.empty() && parse_positive(cur) == 0)) {
+      throw UsageError("--shape '" + text + "': dimension " + std::to_string(dims.size() + 1) +
+                       " is 0; every dimension must be at least 1");
+    }
+    const std::int64_t v = parse_positive(cur);
+    if (v < 1) throw UsageError(bad);
+    dims.push_back(v);
+    cur.clear();
+  }
+  // Elements must be countable in int64 with room for the five buffers of a case.
+  std::int64_t elements = 1;
+  for (auto d : dims) {
+    if (elements > (std::int64_t{1} << 36) / d) {
+      throw UsageError("--shape '" + text + "' has more than 2^36 elements");
+    }
+    elements *= d;
+  }
+  return dims;
+}
+
+Layout parse_layout(const std::string& text) {
+  if (text == "nhwc") return Layout::nhwc;
+  if (text == "nchw") return Layout::nchw;
+  if (text == "nc") return Layout::nc;
+  throw UsageError("unknown --layout '" + text + "' (choose nhwc, nchw or nc)");
+}
+
+std::vector<BnMode> parse_modes(const std::vector<std::string>& values) {
+  std::vector<BnMode> modes;
+  auto add = [&](BnMode m) {
+    if (std::find(modes.begin(), modes.end(), m) == modes.end()) modes.push_back(m);
+  };
+  for (const auto& v : split_commas(values)) {
+    if (v == "train") {
+      add(BnMode::train);
+    } else if (v == "infer") {
+      add(BnMode::infer);
+    } else if (v == "backward") {
+      add(BnMode::backward);
+    } else if (v == "all") {
+      add(BnMode::train);
+      add(BnMode::infer);
+      add(BnMode::backward);
+    } else {
+      throw UsageError("unknown --mode '" + v + "' (choose train, infer, backward or all)");
+    }
+  }
+  return modes;
+}
+
+std::vector<int> parse_threads(const std::vector<std::string>& values) {
+  std::vector<int> threads;
+  for (const auto& v : split_commas(values)) {
+    const std::int64_t n = parse_positive(v);
+    if (n < 1 || n > 4096) {
+      throw UsageError("--threads must be a comma list of counts from 1 to 4096; received '" + v +
+                       "'");
+    }
+    if (std::find(threads.begin(), threads.end(), static_cast<int>(n)) == threads.end()) {
+      threads.push_back(static_cast<int>(n));
+    }
+  }
+  return threads;
+}
+
+}  // namespace bench
+
+Action add_bench_command(CLI::App& app) {
+  using namespace bench;
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "Benchmark bnorm's batch normalization and training against oneDNN, PyTorch, Keras");
+  cmd->require_subcommand(1);
+
+  // ---- bench bn ----
+  struct BnRaw {
+    std::vector<std::string> shapes, modes{"all"}, threads, peers{"auto"};
+    std::string layout;
+    bool json = false;
+    double min_time = 0.5;
+    std::string python;
+    std::int64_t triad_mib = 128;
+  };
+  auto bn_raw = std::make_shared<BnRaw>();
+  CLI::App* bn = cmd->add_subcommand(
+      "bn", "Time bnorm's BN kernels (train, infer, backward) against the STREAM triad and peers");
+  bn->add_option("--shape", bn_raw->shapes,
+                 "Tensor shape(s) in the layout's order, e.g. 64x56x56x64 (comma list or "
+                 "repeated); default: the issue's cases")
+      ->delimiter(',');
+  bn->add_option("--layout", bn_raw->layout,
+                 "nhwc (N x H x W x C), nchw (N x C x H x W) or nc (N x C); default: nhwc for 4-D "
+                 "and nc for 2-D shapes (without --shape: only the default cases of that layout)");
+  bn->add_option("--mode", bn_raw->modes, "train, infer, backward or all (comma list)")
+      ->delimiter(',');
+  bn->add_option("--threads", bn_raw->threads, "Thread counts, e.g. 1,2 (default: 1 and all cores)")
+      ->delimiter(',');
+  bn->add_flag("--json", bn_raw->json, "One JSON object per case instead of a table");
+  bn->add_option("--min-time", bn_raw->min_time,
+                 "Seconds of timed calls per implementation and case (default 0.5)");
+  bn->add_option("--peers", bn_raw->peers, "auto, none, or a comma list of torch, onednn")
+      ->delimiter(',');
+  bn->add_option("--python", bn_raw->python,
+                 "Python interpreter for the PyTorch peer (default: $BNORM_PYTHON, else python3)");
+  bn->add_option("--triad-mib", bn_raw->triad_mib,
+                 "MiB per STREAM triad array (default 128; three arrays)");
+
+  // ---- bench train ----
+  struct TrainRaw {
+    std::string model = "seed";
+    std::int64_t batch = 32;
+    int threads = 1, epochs = 2;
+    std::string python, data = io::kDefaultFashionMnistDir;
+    bool json = false;
+    std::vector<std::string> peers{"auto"};
+    std::int64_t train_limit = 0;
+    std::uint64_t seed = 42;
+  };
+  auto train_raw = std::make_shared<TrainRaw>();
+  CLI::App* train = cmd->add_subcommand(
+      "train",
+      "Seconds per epoch and peak memory of Fashion-MNIST training: bnorm, PyTorch, Keras");
+  train->add_option("--model", train_raw->model, "seed (default), seed-nobn or a model SPEC");
+  train->add_option("--batch", train_raw->batch, "Batch size (default 32)");
+  train->add_option("--threads", train_raw->threads,
+                    "Threads for every implementation (default 1)");
+  train->add_option("--epochs", train_raw->epochs,
+                    "Epochs; the first is reported apart from the rest (default 2)");
+  train->add_option("--python", train_raw->python,
+                    "Python interpreter for the peers (default: $BNORM_PYTHON, else python3)");
+  train->add_flag("--json", train_raw->json, "One JSON object instead of a table");
+  train->add_option("--peers", train_raw->peers, "auto, none, or a comma list of torch, keras")
+      ->delimiter(',');
+  train->add_option("--data", train_raw->data, "Directory with the Fashion-MNIST IDX files");
+  train->add_option("--train-limit", train_raw->train_limit,
+                    "Train on the first N images only (0 = all 60000)");
+  train->add_option("--seed", train_raw->seed, "Seed for bnorm's initialization and shuffling");
+
+  return [bn, bn_raw, train, train_raw] {
+    if (bn->parsed()) {
+      BnOptions o;
+      const BnRaw& r = *bn_raw;
+      check_min_time(r.min_time);
+      o.min_time = r.min_time;
+      o.json = r.json;
+      o.python = choose_python(r.python);
+      if (r.triad_mib < 1 || r.triad_mib > 65536) {
+        throw UsageError("--triad-mib must be from 1 to 65536; received " +
+                         std::to_string(r.triad_mib));
+      }
+      o.triad_mib = r.triad_mib;
+      o.modes = parse_modes(r.modes);
+      if (r.threads.empty()) {
+        const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+        o.threads = cores > 1 ? std::vector<int>{1, cores} : std::vector<int>{1};
+      } else {
+        o.threads = parse_threads(r.threads);
+      }
+      const Peers peers = parse_peers(r.peers, {"torch", "onednn"});
+      o.want_torch = peers.torch;
+      o.want_onednn = peers.onednn;
+      o.peers_explicit = peers.explicit_list;
+      const bool layout_given = !r.layout.empty();
+      const Layout layout = layout_given ? parse_layout(r.layout) : Layout::nhwc;
+      if (r.shapes.empty()) {
+        for (const auto& c : bnorm::bench::default_bn_cases()) {
+          if (!layout_given || c.layout == layout) o.cases.push_back(c);
+        }
+      }
+      for (const auto& text : r.shapes) {
+        BnCase c{parse_shape(trim(text)), layout};
+        const int rank = static_cast<int>(c.shape.size());
+        if (!layout_given) c.layout = rank == 2 ? Layout::nc : Layout::nhwc;
+        if (rank != bnorm::bench::layout_rank(c.layout)) {
+          throw UsageError("--shape '" + trim(text) + "' has " + std::to_string(rank) +
+                           " dimension" + (rank == 1 ? "" : "s") + "; --layout " +
+                           bnorm::bench::layout_name(c.layout) + " needs " +
+                           std::to_string(bnorm::bench::layout_rank(c.layout)) + " (" +
+                           layout_order(c.layout) + ")");
+        }
+        o.cases.push_back(std::move(c));
+      }
+      run_bench_bn(o);
+    }
+    if (train->parsed()) {
+      const TrainRaw& r = *train_raw;
+      TrainOptions o;
+      o.model = r.model;
+      if (r.batch < 1) {
+        throw UsageError("--batch must be at least 1; received " + std::to_string(r.batch));
+      }
+      o.batch = r.batch;
+      check_threads(r.threads);
+      o.threads = r.threads;
+      if (r.epochs < 1 || r.epochs > 1000) {
+        throw UsageError("--epochs must be from 1 to 1000; received " + std::to_string(r.epochs));
+      }
+      o.epochs = r.epochs;
+      o.python = choose_python(r.python);
+      o.json = r.json;
+      const Peers peers = parse_peers(r.peers, {"torch", "keras"});
+      o.want_torch = peers.torch;
+      o.want_keras = peers.keras;
+      o.peers_explicit = peers.explicit_list;
+      o.data = r.data;
+      check_limit(r.train_limit, "--train-limit");
+      o.train_limit = r.train_limit;
+      o.seed = r.seed;
+      run_bench_train(o);
+    }
+  };
+}
+
+}  // namespace bnorm::cli

@@ -1,0 +1,182 @@
+// tools/cli/bench.hpp — pieces of `bnorm bench` shared by its files: options, the timing method,
+// the STREAM triad probe, the oneDNN peer and the Python peer processes.
+#pragma once
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bn_workload.hpp"
+
+namespace bnorm::cli::bench {
+
+using bnorm::bench::BnCase;
+using bnorm::bench::BnMode;
+using bnorm::bench::Layout;
+
+// ---- options --------------------------------------------------------------------------------
+
+struct BnOptions {
+  std::vector<BnCase> cases;
+  std::vector<BnMode> modes;
+  std::vector<int> threads;
+  bool json = false;
+  double min_time = 0.5;  // seconds of timed calls per implementation and case
+  bool want_torch = false, want_onednn = false;
+  bool peers_explicit = false;  // named with --peers (a missing one is an error, not a note)
+  std::string python;
+  std::int64_t triad_mib = 128;  // size of each of the three triad arrays
+};
+
+struct TrainOptions {
+  std::string model = "seed";  // seed | seed-nobn | SPEC
+  std::int64_t batch = 32;
+  int threads = 1;
+  int epochs = 2;
+  std::string python;
+  bool json = false;
+  bool want_torch = false, want_keras = false;
+  bool peers_explicit = false;
+  std::string data;
+  std::int64_t train_limit = 0;  // 0 = all 60000 images
+  std::uint64_t seed = 42;
+};
+
+// Parsers behind the options; each throws UsageError naming the option and the bad value.
+std::vector<std::int64_t> parse_shape(const std::string& text);
+Layout parse_layout(const std::string& text);
+std::vector<BnMode> parse_modes(const std::vector<std::string>& values);
+std::vector<int> parse_threads(const std::vector<std::string>& values);
+
+void run_bench_bn(const BnOptions& options);
+void run_bench_train(const TrainOptions& options);
+
+// ---- timing ---------------------------------------------------------------------------------
+
+// Median seconds per call: warm-up, then samples of k back-to-back calls (k chosen so that one
+// sample lasts long enough for the clock to resolve it) until `min_time` seconds have been spent
+// timing; the median sample divided by k. The same method is used for bnorm and every peer
+// (bench/peers/torch_bn.py implements it in Python).
+template <class Call>
+double median_seconds_per_call(Call&& call, double min_time);
+
+double median(std::vector<double> values);
+
+// STREAM triad a[i] = b[i] + s * c[i] over three float32 arrays far larger than the caches,
+// threaded with bnorm::parallel_for; counted as 12 bytes per element (STREAM's convention).
+class Triad {
+ public:
+  explicit Triad(std::int64_t mib_per_array);
+  ~Triad();
+  Triad(const Triad&) = delete;
+  Triad& operator=(const Triad&) = delete;
+  // Median GB/s of `reps` timed triads (after one untimed) at bnorm's current thread count.
+  double measure_gbps(int reps = 7);
+
+ private:
+  struct Arrays;
+  std::unique_ptr<Arrays> arrays_;
+};
+
+// ---- peers ----------------------------------------------------------------------------------
+
+// One peer's time for one case, or why it has none.
+struct PeerResult {
+  bool ok = false;
+  double seconds = 0.0;
+  std::string error;
+};
+
+// oneDNN's batch_normalization primitive, when bnorm was built with it (BNORM_HAVE_ONEDNN).
+bool onednn_built_in();
+std::string onednn_version();  // "2.6.3", or "" when not built in
+
+// oneDNN's buffers for one case (its own, filled like bnorm's workload), timed per mode.
+class OneDnnPeer {
+ public:
+  OneDnnPeer(Layout layout, const std::vector<std::int64_t>& shape);
+  ~OneDnnPeer();
+  OneDnnPeer(const OneDnnPeer&) = delete;
+  OneDnnPeer& operator=(const OneDnnPeer&) = delete;
+  // `nhwc_view` describes an (N, C) tensor as N x C x 1 x 1 NHWC, oneDNN's fast path.
+  PeerResult time(BnMode mode, bool nhwc_view, int threads, double min_time);
+
+ private:
+  struct Buffers;
+  std::unique_ptr<Buffers> buffers_;
+};
+
+// The Python interpreter: --python, else $BNORM_PYTHON, else python3.
+std::string choose_python(const std::string& option);
+// Path of a peer script (bench/peers/<name>): next to the installed binary
+// (<prefix>/share/bnorm/peers) or in the source tree bnorm was built from.
+std::string locate_peer_script(const std::string& name);
+
+// A child process whose stdin and stdout are pipes to us (stderr goes to a temporary file, whose
+// last line explains a failure). Used for line-by-line JSON requests to a Python peer.
+class ChildProcess {
+ public:
+  ChildProcess(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  bool write_line(const std::string& line);
+  // One line from the child's stdout without the newline; false at end of file.
+  bool read_line(std::string& line);
+  // Closes both pipes (read everything needed first), waits for the child; its exit status
+  // (or 128 + signal) and resource usage, e.g. ru_maxrss, its peak resident memory.
+  int wait(rusage* usage = nullptr);
+  std::string stderr_tail() const;
+
+ private:
+  int pid_ = -1;
+  int in_fd_ = -1;   // our end of the child's stdin
+  int out_fd_ = -1;  // our end of the child's stdout
+  std::string buffer_;
+  std::string stderr_path_;
+  bool waited_ = false;
+  int status_ = 0;
+  rusage usage_{};
+};
+
+// The environment a Python peer runs with at `threads` threads: OMP_NUM_THREADS and the glibc
+// malloc tunables that stop PyTorch's per-call output allocations from getting fresh pages.
+std::map<std::string, std::string> python_peer_env(int threads);
+
+// ---- template definitions -------------------------------------------------------------------
+
+template <class Call>
+double median_seconds_per_call(Call&& call, double min_time) {
+  using clock = std::chrono::steady_clock;
+  auto seconds_since = [](clock::time_point t) {
+    return std::chrono::duration<double>(clock::now() - t).count();
+  };
+  // Warm-up: caches, page tables, thread pools; a fifth of the budget, at most 0.1 s.
+  const double warm_up = std::min(0.1, min_time / 5.0);
+  const auto warm_start = clock::now();
+  std::int64_t warm_calls = 0;
+  do {
+    call();
+    ++warm_calls;
+  } while (warm_calls < 2 || seconds_since(warm_start) < warm_up);
+  // Calls per sample: a sample lasts >= max(10 us, min_time / 200).
+  const double per_call = seconds_since(warm_start) / static_cast<double>(warm_calls);
+  const double target = std::max(1e-5, min_time / 200.0);
+  const std::int64_t k = std::max<std::int64_t>(1, static_cast<std::int64_t>(target / per_call));
+  std::vector<double> samples;
+  const auto start = clock::now();
+  while (samples.size() < 5 || seconds_since(start) < min_time) {
+    const auto t0 = clock::now();
+    for (std::int64_t i = 0; i < k; ++i) call();
+    samples.push_back(seconds_since(t0) / static_cast<double>(k));
+  }
+  return median(std::move(samples));
+}
+
+}  // namespace bnorm::cli::bench

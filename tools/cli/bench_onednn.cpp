@@ -1,0 +1,190 @@
+// bnorm bench — oneDNN's batch_normalization primitive as a peer (when built with it).
+// forward_training: batch moments + normalize (use_scale | use_shift); forward_inference with
+// use_global_stats; backward (prop_kind::backward): diff_src, diff_scale and diff_shift.
+#include "bench.hpp"
+
+#ifdef BNORM_HAVE_ONEDNN
+#include <omp.h>
+
+#include <oneapi/dnnl/dnnl.hpp>
+#include <unordered_map>
+
+#include "bnorm/core/random.hpp"
+#include "bnorm/core/tensor.hpp"
+#endif
+
+namespace bnorm::cli::bench {
+
+#ifndef BNORM_HAVE_ONEDNN
+
+bool onednn_built_in() { return false; }
+std::string onednn_version() { return ""; }
+
+struct OneDnnPeer::Buffers {};
+OneDnnPeer::OneDnnPeer(Layout, const std::vector<std::int64_t>&) {}
+OneDnnPeer::~OneDnnPeer() = default;
+PeerResult OneDnnPeer::time(BnMode, bool, int, double) {
+  return {false, 0.0, "oneDNN: not built in"};
+}
+
+#else
+
+namespace {
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+
+// oneDNN's logical dims are always N, C, spatial...; the tag gives the memory order.
+memory::desc data_desc(Layout layout, const std::vector<std::int64_t>& shape, bool nhwc_view) {
+  const auto f32 = memory::data_type::f32;
+  switch (layout) {
+    case Layout::nhwc:
+      return {{shape[0], shape[3], shape[1], shape[2]}, f32, tag::nhwc};
+    case Layout::nchw:
+      return {{shape[0], shape[1], shape[2], shape[3]}, f32, tag::nchw};
+    case Layout::nc:
+      if (nhwc_view) return {{shape[0], shape[1], 1, 1}, f32, tag::nhwc};
+      return {{shape[0], shape[1]}, f32, tag::nc};
+  }
+  return {};
+}
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+using fwd = dnnl::batch_normalization_forward;
+using bwd = dnnl::batch_normalization_backward;
+
+// Primitive descriptors through the API of the installed major version (2.x: op descriptors;
+// 3.x: engine-first constructors).
+fwd::primitive_desc make_forward(dnnl::prop_kind kind, const memory::desc& md, float epsilon,
+                                 dnnl::normalization_flags flags) {
+#if DNNL_VERSION_MAJOR >= 3
+  return fwd::primitive_desc(cpu_engine(), kind, md, md, epsilon, flags);
+#else
+  return fwd::primitive_desc(fwd::desc(kind, md, epsilon, flags), cpu_engine());
+#endif
+}
+
+bwd::primitive_desc make_backward(const memory::desc& md, float epsilon,
+                                  dnnl::normalization_flags flags,
+                                  const fwd::primitive_desc& hint) {
+#if DNNL_VERSION_MAJOR >= 3
+  return bwd::primitive_desc(cpu_engine(), dnnl::prop_kind::backward, md, md, md, epsilon, flags,
+                             hint);
+#else
+  return bwd::primitive_desc(bwd::desc(dnnl::prop_kind::backward, md, md, epsilon, flags),
+                             cpu_engine(), hint);
+#endif
+}
+
+}  // namespace
+
+bool onednn_built_in() { return true; }
+
+std::string onednn_version() {
+  const dnnl_version_t* v = dnnl::version();
+  return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+}
+
+struct OneDnnPeer::Buffers {
+  Layout layout;
+  std::vector<std::int64_t> shape;
+  std::int64_t channels;
+  Tensor x, y, dy, dx, scale, shift, mean, variance, dscale, dshift;
+};
+
+OneDnnPeer::OneDnnPeer(Layout layout, const std::vector<std::int64_t>& shape) {
+  const std::int64_t channels = layout == Layout::nhwc ? shape[3] : shape[1];
+  std::int64_t size = 1;
+  for (auto d : shape) size *= d;
+  // Own buffers (64-byte aligned, zeroed so touched), same distributions as bnorm's workload.
+  buffers_.reset(new Buffers{layout, shape, channels, Tensor(Shape{size}), Tensor(Shape{size}),
+                             Tensor(Shape{size}), Tensor(Shape{size}), Tensor(Shape{channels}),
+                             Tensor(Shape{channels}), Tensor(Shape{channels}),
+                             Tensor(Shape{channels}), Tensor(Shape{channels}),
+                             Tensor(Shape{channels})});
+  Buffers& b = *buffers_;
+  Random rng(42);
+  for (std::int64_t c = 0; c < channels; ++c) {
+    b.scale[c] = rng.uniform(0.5f, 1.5f);
+    b.shift[c] = rng.uniform(-0.5f, 0.5f);
+  }
+  for (std::int64_t i = 0; i < size; ++i) {
+    b.x[i] = 2.0f * rng.normal() + 0.5f;
+    b.dy[i] = rng.normal();
+  }
+}
+
+OneDnnPeer::~OneDnnPeer() = default;
+
+PeerResult OneDnnPeer::time(BnMode mode, bool nhwc_view, int threads, double min_time) {
+  try {
+    Buffers& b = *buffers_;
+    // oneDNN runs on OpenMP; its kernels are configured for the thread count at creation.
+    omp_set_num_threads(threads);
+    const float epsilon = bnorm::bench::kBenchEpsilon;
+    const memory::desc md = data_desc(b.layout, b.shape, nhwc_view);
+    auto& engine = cpu_engine();
+    dnnl::stream stream(engine);
+    const memory::desc cd({b.channels}, memory::data_type::f32, tag::x);
+    memory x_m(md, engine, b.x.data()), y_m(md, engine, b.y.data()), dy_m(md, engine, b.dy.data()),
+        dx_m(md, engine, b.dx.data());
+    memory scale_m(cd, engine, b.scale.data()), shift_m(cd, engine, b.shift.data()),
+        mean_m(cd, engine, b.mean.data()), var_m(cd, engine, b.variance.data()),
+        dscale_m(cd, engine, b.dscale.data()), dshift_m(cd, engine, b.dshift.data());
+
+    const auto affine = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+    const auto train_pd = make_forward(dnnl::prop_kind::forward_training, md, epsilon, affine);
+    const fwd train(train_pd);
+    const std::unordered_map<int, memory> train_args = {
+        {DNNL_ARG_SRC, x_m},       {DNNL_ARG_DST, y_m},     {DNNL_ARG_SCALE, scale_m},
+        {DNNL_ARG_SHIFT, shift_m}, {DNNL_ARG_MEAN, mean_m}, {DNNL_ARG_VARIANCE, var_m}};
+    // Batch moments for inference and backward.
+    train.execute(stream, train_args);
+    stream.wait();
+
+    dnnl::primitive prim;
+    std::unordered_map<int, memory> args;
+    switch (mode) {
+      case BnMode::train:
+        prim = train;
+        args = train_args;
+        break;
+      case BnMode::infer:
+        prim = fwd(make_forward(dnnl::prop_kind::forward_inference, md, epsilon,
+                                affine | dnnl::normalization_flags::use_global_stats));
+        args = train_args;
+        break;
+      case BnMode::backward:
+        prim = bwd(make_backward(md, epsilon, affine, train_pd));
+        // oneDNN 2.6 refuses to execute the backward pass without the shift argument, although
+        // the gradients do not depend on it.
+        args = {{DNNL_ARG_SRC, x_m},
+                {DNNL_ARG_DIFF_DST, dy_m},
+                {DNNL_ARG_MEAN, mean_m},
+                {DNNL_ARG_VARIANCE, var_m},
+                {DNNL_ARG_SCALE, scale_m},
+                {DNNL_ARG_SHIFT, shift_m},
+                {DNNL_ARG_DIFF_SRC, dx_m},
+                {DNNL_ARG_DIFF_SCALE, dscale_m},
+                {DNNL_ARG_DIFF_SHIFT, dshift_m}};
+        break;
+    }
+    const double seconds = median_seconds_per_call(
+        [&] {
+          prim.execute(stream, args);
+          stream.wait();
+        },
+        min_time);
+    return {true, seconds, ""};
+  } catch (const dnnl::error& e) {
+    return {false, 0.0, std::string("oneDNN: ") + e.what()};
+  }
+}
+
+#endif
+
+}  // namespace bnorm::cli::bench
