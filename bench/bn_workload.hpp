@@ -95,13 +95,13 @@ inline std::string shape_string(const std::vector<std::int64_t>& shape) {
 
 inline constexpr float kBenchEpsilon = 1e-3f;  // Keras's default epsilon
 
-// Training-mode forward: batch moments, then normalize with them. The one place the two kernel
-// calls are composed; a fused training kernel replaces the body when it exists.
+// Training-mode forward: batch moments, then normalize with them (what the BatchNormalization
+// layer calls in training; no ReLU).
 inline void bn_forward_training(kernels::BatchNormDims dims, const float* x, const float* gamma,
                                 const float* beta, float epsilon, float* y, float* batch_mean,
                                 float* batch_variance) noexcept {
-  kernels::batch_norm_moments(dims, x, batch_mean, batch_variance);
-  kernels::batch_norm_forward(dims, x, batch_mean, batch_variance, gamma, beta, epsilon, y);
+  kernels::batch_norm_forward_training(dims, x, gamma, beta, epsilon, /*relu=*/false, batch_mean,
+                                       batch_variance, y);
 }
 
 // Every buffer one case needs, allocated once (bnorm::Tensor: 64-byte aligned, zeroed, so every
