@@ -4,12 +4,16 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <string_view>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/core/parallel.hpp"
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/idx.hpp"
 
@@ -27,6 +31,25 @@ void check_threads(int threads) {
   if (threads < 1) {
     throw UsageError("--threads must be at least 1; received " + std::to_string(threads));
   }
+}
+
+int configure_threads(bool flag_given, int flag_threads) {
+  if (flag_given) {
+    check_threads(flag_threads);
+    set_num_threads(flag_threads);
+    return num_threads();
+  }
+  const char* env = std::getenv(kThreadsEnv);
+  if (env == nullptr || *env == '\0') return num_threads();
+  const std::string_view text(env);
+  int threads = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), threads);
+  if (ec != std::errc() || end != text.data() + text.size() || threads < 1) {
+    throw UsageError(std::string(kThreadsEnv) + " must be an integer >= 1 (or unset); received '" +
+                     std::string(text) + "'");
+  }
+  set_num_threads(threads);
+  return num_threads();
 }
 
 void check_limit(std::int64_t limit, const char* option) {

@@ -41,6 +41,13 @@ void check_batch_size(std::int64_t batch_size);
 void check_threads(int threads);
 void check_limit(std::int64_t limit, const char* option);
 
+// Environment variable giving the thread count when --threads is absent.
+inline constexpr const char* kThreadsEnv = "BNORM_NUM_THREADS";
+// Sets bnorm's thread count: --threads when given (the environment is then not read), else
+// BNORM_NUM_THREADS when set and non-empty, else bnorm's default (all cores). UsageError for a
+// value that is not an integer >= 1 (e.g. "0", "-1", "abc", "2x"). Returns the count in use.
+int configure_threads(bool flag_given, int flag_threads);
+
 // The first `limit` rows (all when limit is 0 or larger than the tensor).
 Tensor first_rows(const Tensor& t, std::int64_t limit);
 

@@ -29,7 +29,7 @@ void run_evaluate(const EvaluateOptions& o) {
   if (o.mode != "inference" && o.mode != "training") {
     throw UsageError("--mode must be inference or training; received '" + o.mode + "'");
   }
-  if (o.threads_given) set_num_threads(o.threads);
+  configure_threads(o.threads_given, o.threads);
   Sequential model = load_model_for_inference(o.model);
   check_classifier_output(model, "model '" + o.model + "'");
   const TestSet test = load_test_set(o.data, o.test_limit);
@@ -57,7 +57,8 @@ Action add_evaluate_command(CLI::App& app) {
                   "updated)")
       ->capture_default_str();
   cmd->add_option("--test-limit", o->test_limit, "Use only the first N test images (0 = all)");
-  cmd->add_option("--threads", o->threads, "Threads for bnorm and OpenBLAS");
+  cmd->add_option("--threads", o->threads,
+                  "Threads for bnorm's kernels (default: $BNORM_NUM_THREADS, else all cores)");
   return [o, cmd] {
     o->threads_given = cmd->count("--threads") > 0;
     run_evaluate(*o);

@@ -180,7 +180,7 @@ std::string choose_out_dir(const std::string& requested) {
 
 void run_train(TrainOptions o) {
   validate(o);
-  if (o.threads_given) set_num_threads(o.threads);
+  configure_threads(o.threads_given, o.threads);
 
   const std::int64_t image_size = 28 * 28;
   std::vector<ModelPlan> plans = plan_models(o, image_size);
@@ -323,7 +323,8 @@ Action add_train_command(CLI::App& app) {
                   "Learning rate (default: the optimizer's Keras default; Adam 0.001)");
   cmd->add_option("--seed", o->seed, "Seed for initialization, shuffling and dropout")
       ->capture_default_str();
-  cmd->add_option("--threads", o->threads, "Threads for bnorm and OpenBLAS (default: all cores)");
+  cmd->add_option("--threads", o->threads,
+                  "Threads for bnorm's kernels (default: $BNORM_NUM_THREADS, else all cores)");
   cmd->add_option("--data", o->data, "Directory with the Fashion-MNIST IDX files (raw or .gz)")
       ->capture_default_str();
   cmd->add_option("--out", o->out, "Output directory (default: runs/<YYYYmmdd-HHMMSS>)");
