@@ -143,6 +143,30 @@ void Tensor::resize(const Shape& shape) {
   size_ = n;
 }
 
+void Tensor::resize_like(const Shape& like, int axis, std::int64_t size) {
+  if (data_ && rank() == like.rank() && size >= 0) {
+    bool same = true;
+    std::int64_t n = 1;
+    bool overflow = false;
+    for (int i = 0; i < like.rank(); ++i) {
+      const std::int64_t d = i == axis ? size : like[i];
+      same = same && shape_[i] == d;
+      overflow = overflow || __builtin_mul_overflow(n, d, &n);
+    }
+    if (same) return;
+    // Same rank and enough capacity: overwrite the dims in place (no new vector, no new buffer).
+    if (!overflow && n <= capacity_) {
+      shape_ = like;  // equal lengths: std::vector's copy assignment reuses the storage
+      shape_[axis] = size;
+      size_ = n;
+      return;
+    }
+  }
+  Shape s = like;
+  s[axis] = size;
+  resize(s);
+}
+
 Tensor Tensor::reshaped(const Shape& shape) const {
   if (shape.size() != size_) {
     throw ShapeError("reshape: cannot view " + shape_.str() + " (" + std::to_string(size_) +

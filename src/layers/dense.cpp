@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <utility>
-#include <vector>
 
 #include "bnorm/core/error.hpp"
 #include "kernels/activation.hpp"
@@ -46,28 +44,16 @@ const Tensor* Dense::softmax_logits() const noexcept {
   return activation_ == ActivationKind::softmax && !z_.empty() ? &z_ : nullptr;
 }
 
-namespace {
-// Resizes t to `like` with the last dimension replaced by `last`; allocates nothing when t already
-// has that shape (the steady state of a training loop).
-void resize_last_dim(Tensor& t, const Shape& like, std::int64_t last) {
-  bool same = t.rank() == like.rank() && t.shape()[like.rank() - 1] == last;
-  for (int i = 0; same && i + 1 < like.rank(); ++i) same = t.shape()[i] == like[i];
-  if (same) return;
-  std::vector<std::int64_t> dims = like.dims();
-  dims.back() = last;
-  t.resize(Shape(std::move(dims)));
-}
-}  // namespace
-
 // Dense acts on the last axis: a batch (N, ..., in) is rows = N * ... of `in` features.
 // GEMM with beta = 0, then one epilogue pass y = activation(z + bias). Only softmax keeps z (its
 // logits feed the fused cross-entropy); relu, sigmoid and tanh differentiate through y itself.
 void Dense::do_forward(const Tensor& x, Mode, Tensor& y) {
   const std::int64_t in = kernel_->value.shape()[0], units = options_.units;
   const std::int64_t rows = x.size() / in;
-  resize_last_dim(y, x.shape(), units);
+  const int last = x.rank() - 1;
+  y.resize_like(x.shape(), last, units);
   Tensor& z = activation_ == ActivationKind::softmax ? z_ : y;
-  if (&z != &y) resize_last_dim(z, x.shape(), units);
+  if (&z != &y) z.resize_like(x.shape(), last, units);
   kernels::gemm({rows, units, in}, false, false, 1.0f, x.data(), in, kernel_->value.data(), units,
                 0.0f, z.data(), units);
   kernels::bias_activation_forward(activation_, rows, units, bias_ ? bias_->value.data() : nullptr,

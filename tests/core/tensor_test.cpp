@@ -171,6 +171,25 @@ TEST(TensorTest, ResizeReusesStorageForEqualCount) {
   EXPECT_NE(u.data(), nullptr);
 }
 
+TEST(TensorTest, ResizeLikeReplacesOneDimAndKeepsTheBuffer) {
+  Tensor t;
+  t.resize_like(Shape{32, 28, 28}, 0, 32);
+  EXPECT_EQ(t.shape(), (Shape{32, 28, 28}));
+  const float* p = t.data();
+  t.resize_like(Shape{100, 28, 28}, 0, 16);  // smaller: same buffer
+  EXPECT_EQ(t.shape(), (Shape{16, 28, 28}));
+  EXPECT_EQ(t.size(), 16 * 28 * 28);
+  EXPECT_EQ(t.data(), p);
+  t.resize_like(Shape{8, 28, 28}, 0, 32);  // back to the capacity: same buffer
+  EXPECT_EQ(t.shape(), (Shape{32, 28, 28}));
+  EXPECT_EQ(t.data(), p);
+  t.resize_like(Shape{32, 28, 28}, 2, 64);  // larger: reallocates
+  EXPECT_EQ(t.shape(), (Shape{32, 28, 64}));
+  EXPECT_EQ(t.size(), 32 * 28 * 64);
+  t.resize_like(Shape{5, 3}, 1, 10);  // another rank
+  EXPECT_EQ(t.shape(), (Shape{5, 10}));
+}
+
 TEST(TensorTest, Reshaped) {
   Tensor t(Shape{2, 3}, std::vector<float>{0, 1, 2, 3, 4, 5});
   Tensor r = t.reshaped(Shape{3, 2});

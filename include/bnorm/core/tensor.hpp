@@ -66,6 +66,11 @@ class Tensor {
 
   // Reuses the storage when the element count is unchanged (no allocation per training step).
   void resize(const Shape& shape);
+  // Resizes to `like` with dimension `axis` (0 <= axis < rank) replaced by `size`, e.g. a batch
+  // of other rows or a layer's output of other units. Allocates nothing (not even a Shape) when
+  // the rank is unchanged and the capacity suffices: the steady state of a training loop, the
+  // last partial batch included.
+  void resize_like(const Shape& like, int axis, std::int64_t size);
   // Same data viewed with another shape of equal size; ShapeError otherwise.
   Tensor reshaped(const Shape& shape) const;
   void fill(float value) noexcept;
