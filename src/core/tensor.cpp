@@ -167,13 +167,22 @@ void Tensor::resize_like(const Shape& like, int axis, std::int64_t size) {
   resize(s);
 }
 
-Tensor Tensor::reshaped(const Shape& shape) const {
+Tensor Tensor::reshaped(const Shape& shape) const& {
   if (shape.size() != size_) {
     throw ShapeError("reshape: cannot view " + shape_.str() + " (" + std::to_string(size_) +
                      " values) as " + shape.str());
   }
   Tensor t(shape);
   std::copy(data(), data() + size_, t.data());
+  return t;
+}
+
+Tensor Tensor::reshaped(const Shape& shape) && {
+  if (shape.size() != size_ || shape.rank() < 1 || shape.rank() > Shape::kMaxRank) {
+    return std::as_const(*this).reshaped(shape);  // the same ShapeError (or a rank error)
+  }
+  Tensor t(std::move(*this));
+  t.shape_ = shape;
   return t;
 }
 

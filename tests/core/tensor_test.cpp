@@ -201,6 +201,18 @@ TEST(TensorTest, Reshaped) {
   EXPECT_THROW(t.reshaped(Shape{2, 4}), ShapeError);
 }
 
+TEST(TensorTest, ReshapedRvalueMovesTheStorage) {
+  Tensor t(Shape{2, 3}, std::vector<float>{0, 1, 2, 3, 4, 5});
+  const float* p = t.data();
+  Tensor r = std::move(t).reshaped(Shape{3, 2});
+  EXPECT_EQ(r.data(), p);
+  EXPECT_EQ(r.shape(), (Shape{3, 2}));
+  EXPECT_EQ(r[5], 5.0f);
+  EXPECT_TRUE(t.empty());  // NOLINT(bugprone-use-after-move): moved-from tensors are empty
+  EXPECT_THROW(std::move(r).reshaped(Shape{4}), ShapeError);
+  EXPECT_EQ(r.size(), 6) << "a failed reshape leaves the tensor as it was";
+}
+
 TEST(TensorTest, SliceRows) {
   Tensor t(Shape{4, 2, 3});
   for (std::int64_t i = 0; i < t.size(); ++i) t[i] = static_cast<float>(i);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string_view>
+#include <utility>
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/core/parallel.hpp"
@@ -59,7 +60,7 @@ void check_limit(std::int64_t limit, const char* option) {
   }
 }
 
-Tensor first_rows(const Tensor& t, std::int64_t limit) {
+Tensor first_rows(Tensor t, std::int64_t limit) {
   if (limit <= 0 || limit >= t.shape()[0]) return t;
   return t.slice_rows(0, limit);
 }
@@ -95,12 +96,12 @@ TestSet load_test_set(const std::string& dir, std::int64_t limit) {
                   std::to_string(set.x.shape()[0]) + " images but '" + labels_path + "' holds " +
                   std::to_string(set.y.shape()[0]) + " labels (count mismatch)");
   }
-  set.x = first_rows(set.x, limit);
-  set.y = first_rows(set.y, limit);
+  set.x = first_rows(std::move(set.x), limit);
+  set.y = first_rows(std::move(set.y), limit);
   return set;
 }
 
-Tensor as_model_input(const Tensor& images, const Sequential& model) {
+Tensor as_model_input(Tensor images, const Sequential& model) {
   if (!model.input_shape()) {
     throw ShapeError("model '" + model.name() +
                      "' has no input shape (it was saved before it was built)");
@@ -116,7 +117,7 @@ Tensor as_model_input(const Tensor& images, const Sequential& model) {
   }
   std::vector<std::int64_t> dims{n};
   for (auto d : per_sample.dims()) dims.push_back(d);
-  return images.reshaped(Shape(dims));
+  return std::move(images).reshaped(Shape(dims));
 }
 
 void check_classifier_output(const Sequential& model, const std::string& what) {

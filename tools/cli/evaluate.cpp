@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "bnorm/core/parallel.hpp"
 #include "bnorm/io/idx.hpp"
@@ -32,8 +33,8 @@ void run_evaluate(const EvaluateOptions& o) {
   configure_threads(o.threads_given, o.threads);
   Sequential model = load_model_for_inference(o.model);
   check_classifier_output(model, "model '" + o.model + "'");
-  const TestSet test = load_test_set(o.data, o.test_limit);
-  const Tensor x = as_model_input(test.x, model);
+  TestSet test = load_test_set(o.data, o.test_limit);
+  const Tensor x = as_model_input(std::move(test.x), model);
   const Mode mode = o.mode == "training" ? Mode::training : Mode::inference;
   const EvaluateResult r = model.evaluate(x, test.y, o.batch_size, mode);
   std::printf("%s on %lld test images (%s mode, batch size %lld)\n", o.model.c_str(),

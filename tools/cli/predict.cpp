@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bnorm/io/idx.hpp"
@@ -41,7 +42,7 @@ void run_predict(const PredictOptions& o) {
     std::memcpy(images.data() + j * image_size, test.x.data() + o.indices[j] * image_size,
                 static_cast<std::size_t>(image_size) * sizeof(float));
   }
-  const Tensor probabilities = model.predict(as_model_input(images, model));
+  const Tensor probabilities = model.predict(as_model_input(std::move(images), model));
 
   for (std::int64_t j = 0; j < k; ++j) {
     const float* p = probabilities.data() + j * kNumClasses;

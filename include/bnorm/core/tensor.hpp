@@ -72,7 +72,9 @@ class Tensor {
   // last partial batch included.
   void resize_like(const Shape& like, int axis, std::int64_t size);
   // Same data viewed with another shape of equal size; ShapeError otherwise.
-  Tensor reshaped(const Shape& shape) const;
+  Tensor reshaped(const Shape& shape) const&;
+  // The rvalue form moves the storage instead of copying it (e.g. a whole data set).
+  Tensor reshaped(const Shape& shape) &&;
   void fill(float value) noexcept;
   // Rows [begin, end) along dim 0 as a new tensor.
   Tensor slice_rows(std::int64_t begin, std::int64_t end) const;
