@@ -98,7 +98,11 @@ void activation_backward(ActivationKind kind, std::int64_t rows, std::int64_t co
       if (dy != dx) std::copy(dy, dy + n, dx);
       return;
     case ActivationKind::relu:
-      for (std::int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+      // Both loads unconditional: the select vectorizes (no branch on a data-dependent mask).
+      for (std::int64_t i = 0; i < n; ++i) {
+        const float g = dy[i];
+        dx[i] = y[i] > 0.0f ? g : 0.0f;
+      }
       return;
     case ActivationKind::sigmoid:
       for (std::int64_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
