@@ -143,13 +143,46 @@ void Tensor::resize(const Shape& shape) {
   size_ = n;
 }
 
-Tensor Tensor::reshaped(const Shape& shape) const {
+void Tensor::resize_like(const Shape& like, int axis, std::int64_t size) {
+  if (data_ && rank() == like.rank() && size >= 0) {
+    bool same = true;
+    std::int64_t n = 1;
+    bool overflow = false;
+    for (int i = 0; i < like.rank(); ++i) {
+      const std::int64_t d = i == axis ? size : like[i];
+      same = same && shape_[i] == d;
+      overflow = overflow || __builtin_mul_overflow(n, d, &n);
+    }
+    if (same) return;
+    // Same rank and enough capacity: overwrite the dims in place (no new vector, no new buffer).
+    if (!overflow && n <= capacity_) {
+      shape_ = like;  // equal lengths: std::vector's copy assignment reuses the storage
+      shape_[axis] = size;
+      size_ = n;
+      return;
+    }
+  }
+  Shape s = like;
+  s[axis] = size;
+  resize(s);
+}
+
+Tensor Tensor::reshaped(const Shape& shape) const& {
   if (shape.size() != size_) {
     throw ShapeError("reshape: cannot view " + shape_.str() + " (" + std::to_string(size_) +
                      " values) as " + shape.str());
   }
   Tensor t(shape);
   std::copy(data(), data() + size_, t.data());
+  return t;
+}
+
+Tensor Tensor::reshaped(const Shape& shape) && {
+  if (shape.size() != size_ || shape.rank() < 1 || shape.rank() > Shape::kMaxRank) {
+    return std::as_const(*this).reshaped(shape);  // the same ShapeError (or a rank error)
+  }
+  Tensor t(std::move(*this));
+  t.shape_ = shape;
   return t;
 }
 

@@ -1,35 +1,68 @@
 #include "kernels/gemm.hpp"
 
+// BNORM_BLAS (CMake) selects the library and defines BNORM_BLAS_<NAME> for this file only.
+#if defined(BNORM_BLAS_MKL)
+#include <mkl_cblas.h>
+#elif defined(BNORM_BLAS_BLIS)
+#include <blis.h>
 #include <cblas.h>
+#else
+#include <cblas.h>
+#endif
 
 #include <algorithm>
+
+#ifndef BNORM_BLAS_NAME
+#define BNORM_BLAS_NAME "OpenBLAS"
+#define BNORM_BLAS_OPENBLAS
+#endif
+
+#if defined(BNORM_BLAS_GENERIC)
+// Generic links whatever CBLAS FindBLAS found (Debian's libblas.so.3 may even be OpenBLAS or
+// BLIS). Weak references: null unless the loaded library defines them.
+extern "C" {
+void openblas_set_num_threads(int) __attribute__((weak));
+void bli_thread_set_num_threads(std::int64_t) __attribute__((weak));
+}
+#endif
 
 namespace bnorm::kernels {
 
 namespace {
-// OpenBLAS splits work differently for different thread counts, and the sums come out in a
-// different order: results would depend on --threads. bnorm keeps BLAS on one thread so that a
-// seed gives the same bits at any thread count (DESIGN convention 7); bnorm's own kernels use
-// parallel_for with fixed chunks instead.
+// Threaded BLAS libraries split the work differently for different thread counts, and the sums
+// come out in a different order: results would depend on --threads. bnorm keeps BLAS on one
+// thread so that a seed gives the same bits at any thread count (DESIGN convention 7); bnorm's
+// own kernels use parallel_for with fixed chunks instead. MKL is linked sequential (one thread by
+// construction). A Generic library that is none of these follows its own settings
+// (e.g. OMP_NUM_THREADS=1): see docs/architecture.md.
 void pin_blas_to_one_thread() {
   static const bool pinned = [] {
+#if defined(BNORM_BLAS_OPENBLAS)
     openblas_set_num_threads(1);
+#elif defined(BNORM_BLAS_BLIS)
+    bli_thread_set_num_threads(1);
+#elif defined(BNORM_BLAS_GENERIC)
+    if (openblas_set_num_threads) openblas_set_num_threads(1);
+    if (bli_thread_set_num_threads) bli_thread_set_num_threads(1);
+#endif
     return true;
   }();
   (void)pinned;
 }
 }  // namespace
 
+const char* blas_name() noexcept { return BNORM_BLAS_NAME; }
+
 void gemm(GemmDims d, bool transpose_a, bool transpose_b, float alpha, const float* a,
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
           std::int64_t ldc) noexcept {
   if (d.m == 0 || d.n == 0) return;
   pin_blas_to_one_thread();
+  // Every vendor's integer type (int, MKL_INT, f77_int, blasint) takes an int: dims < 2^31.
+  const auto i = [](std::int64_t v) { return static_cast<int>(v); };
   cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans,
-              transpose_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(d.m),
-              static_cast<blasint>(d.n), static_cast<blasint>(d.k), alpha, a,
-              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
-              static_cast<blasint>(ldc));
+              transpose_b ? CblasTrans : CblasNoTrans, i(d.m), i(d.n), i(d.k), alpha, a, i(lda), b,
+              i(ldb), beta, c, i(ldc));
 }
 
 namespace reference {

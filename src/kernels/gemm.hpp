@@ -14,6 +14,9 @@ void gemm(GemmDims dims, bool transpose_a, bool transpose_b, float alpha, const 
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
           std::int64_t ldc) noexcept;
 
+// The BLAS bnorm was configured with (CMake BNORM_BLAS): "OpenBLAS", "MKL", "BLIS" or "Generic".
+const char* blas_name() noexcept;
+
 // Triple loop with float64 accumulation: the specification gemm is tested against.
 namespace reference {
 void gemm(GemmDims dims, bool transpose_a, bool transpose_b, float alpha, const float* a,

@@ -45,24 +45,19 @@ const Tensor* Dense::softmax_logits() const noexcept {
 }
 
 // Dense acts on the last axis: a batch (N, ..., in) is rows = N * ... of `in` features.
+// GEMM with beta = 0, then one epilogue pass y = activation(z + bias). Only softmax keeps z (its
+// logits feed the fused cross-entropy); relu, sigmoid and tanh differentiate through y itself.
 void Dense::do_forward(const Tensor& x, Mode, Tensor& y) {
   const std::int64_t in = kernel_->value.shape()[0], units = options_.units;
   const std::int64_t rows = x.size() / in;
-  std::vector<std::int64_t> out_dims = x.shape().dims();
-  out_dims.back() = units;
-  const Shape out_shape(out_dims);
-  // Linear layers write z straight into y; others keep z for the activation's backward.
-  Tensor& z = activation_ == ActivationKind::linear ? y : z_;
-  z.resize(out_shape);
-  y.resize(out_shape);
-  if (bias_) {
-    for (std::int64_t r = 0; r < rows; ++r)
-      std::copy(bias_->value.data(), bias_->value.data() + units, z.data() + r * units);
-  }
+  const int last = x.rank() - 1;
+  y.resize_like(x.shape(), last, units);
+  Tensor& z = activation_ == ActivationKind::softmax ? z_ : y;
+  if (&z != &y) z.resize_like(x.shape(), last, units);
   kernels::gemm({rows, units, in}, false, false, 1.0f, x.data(), in, kernel_->value.data(), units,
-                bias_ ? 1.0f : 0.0f, z.data(), units);
-  if (activation_ != ActivationKind::linear)
-    kernels::activation_forward(activation_, rows, units, z.data(), y.data());
+                0.0f, z.data(), units);
+  kernels::bias_activation_forward(activation_, rows, units, bias_ ? bias_->value.data() : nullptr,
+                                   z.data(), y.data());
 }
 
 void Dense::backward_linear(const Tensor& dz, bool compute_dx, Tensor& dx) {

@@ -95,10 +95,13 @@ const Tensor& Layer::forward(const Tensor& x, Mode mode) {
 const Tensor& Layer::backward(const Tensor& dy, bool compute_dx) {
   if (!last_input_) throw ValueError(label() + ": backward called before forward");
   if (absorbed_) {
-    check_same_shape(last_input_->shape(), dy.shape(), label() + " backward: gradient dy");
+    if (!(last_input_->shape() == dy.shape()))
+      check_same_shape(last_input_->shape(), dy.shape(), label() + " backward: gradient dy");
     return dy;
   }
-  check_same_shape(output_.shape(), dy.shape(), label() + " backward: gradient dy");
+  // The message (label() allocates) is built only on a mismatch: nothing allocates per step.
+  if (!(output_.shape() == dy.shape()))
+    check_same_shape(output_.shape(), dy.shape(), label() + " backward: gradient dy");
   do_backward(dy, compute_dx, dx_);
   return dx_;
 }
@@ -106,7 +109,8 @@ const Tensor& Layer::backward(const Tensor& dy, bool compute_dx) {
 const Tensor& Layer::backward_from_logits(const Tensor& dlogits, bool compute_dx) {
   if (!last_input_) throw ValueError(label() + ": backward called before forward");
   if (!softmax_logits()) throw ValueError(label() + ": the layer's output is not a softmax");
-  check_same_shape(softmax_logits()->shape(), dlogits.shape(), label() + " backward: dlogits");
+  if (!(softmax_logits()->shape() == dlogits.shape()))
+    check_same_shape(softmax_logits()->shape(), dlogits.shape(), label() + " backward: dlogits");
   do_backward_from_logits(dlogits, compute_dx, dx_);
   return dx_;
 }
@@ -140,10 +144,14 @@ std::vector<const Variable*> Layer::weights() const {
 
 std::vector<Variable*> Layer::trainable_weights() {
   std::vector<Variable*> out;
-  if (!trainable_) return out;
+  append_trainable_weights(out);
+  return out;
+}
+
+void Layer::append_trainable_weights(std::vector<Variable*>& out) {
+  if (!trainable_) return;
   for (auto& w : weights_)
     if (w->trainable) out.push_back(w.get());
-  return out;
 }
 
 std::int64_t Layer::count_params() const {

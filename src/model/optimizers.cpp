@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "bnorm/core/error.hpp"
+#include "kernels/optimizer.hpp"
 
 namespace bnorm {
 
@@ -45,19 +46,10 @@ std::map<std::string, double> SGD::config() const {
 }
 
 void SGD::update(Variable& v, std::int64_t) {
-  const float lr = learning_rate_, mu = options_.momentum;
-  float* w = v.value.data();
-  const float* g = v.gradient.data();
-  const std::int64_t n = v.value.size();
-  if (mu == 0.0f) {
-    for (std::int64_t i = 0; i < n; ++i) w[i] -= g[i] * lr;
-    return;
-  }
-  float* m = slots(v, 1)[0].data();
-  for (std::int64_t i = 0; i < n; ++i) {
-    m[i] = m[i] * mu - g[i] * lr;
-    w[i] += options_.nesterov ? m[i] * mu - g[i] * lr : m[i];
-  }
+  const float mu = options_.momentum;
+  float* m = mu == 0.0f ? nullptr : slots(v, 1)[0].data();
+  kernels::sgd_update(v.value.size(), v.gradient.data(), learning_rate_, mu, options_.nesterov,
+                      v.value.data(), m);
 }
 
 // ---- Adam ----
@@ -80,17 +72,9 @@ void Adam::update(Variable& v, std::int64_t step) {
   const float alpha =
       static_cast<float>(learning_rate_ * std::sqrt(1.0 - std::pow(options_.beta_2, t)) /
                          (1.0 - std::pow(options_.beta_1, t)));
-  const float one_minus_b1 = 1.0f - options_.beta_1, one_minus_b2 = 1.0f - options_.beta_2;
   auto& s = slots(v, 2);
-  float* m = s[0].data();
-  float* u = s[1].data();
-  float* w = v.value.data();
-  const float* g = v.gradient.data();
-  for (std::int64_t i = 0; i < v.value.size(); ++i) {
-    m[i] += (g[i] - m[i]) * one_minus_b1;
-    u[i] += (g[i] * g[i] - u[i]) * one_minus_b2;
-    w[i] -= (m[i] * alpha) / (std::sqrt(u[i]) + options_.epsilon);
-  }
+  kernels::adam_update(v.value.size(), v.gradient.data(), alpha, options_.beta_1, options_.beta_2,
+                       options_.epsilon, v.value.data(), s[0].data(), s[1].data());
 }
 
 // ---- RMSprop ----
@@ -110,29 +94,13 @@ std::map<std::string, double> RMSprop::config() const {
 }
 
 void RMSprop::update(Variable& v, std::int64_t) {
-  const float lr = learning_rate_, rho = options_.rho, mu = options_.momentum;
+  const float mu = options_.momentum;
   const int nslots = 1 + (options_.centered ? 1 : 0) + (mu > 0.0f ? 1 : 0);
   auto& s = slots(v, nslots);
-  float* vel = s[0].data();
-  float* avg = options_.centered ? s[1].data() : nullptr;
-  float* mom = mu > 0.0f ? s[static_cast<std::size_t>(nslots - 1)].data() : nullptr;
-  float* w = v.value.data();
-  const float* g = v.gradient.data();
-  for (std::int64_t i = 0; i < v.value.size(); ++i) {
-    vel[i] = rho * vel[i] + (1.0f - rho) * g[i] * g[i];
-    float denominator = vel[i];
-    if (avg) {
-      avg[i] = rho * avg[i] + (1.0f - rho) * g[i];
-      denominator -= avg[i] * avg[i];
-    }
-    const float increment = lr * g[i] / std::sqrt(denominator + options_.epsilon);
-    if (mom) {
-      mom[i] = mu * mom[i] + increment;
-      w[i] -= mom[i];
-    } else {
-      w[i] -= increment;
-    }
-  }
+  kernels::rmsprop_update(v.value.size(), v.gradient.data(), learning_rate_, options_.rho, mu,
+                          options_.epsilon, v.value.data(), s[0].data(),
+                          options_.centered ? s[1].data() : nullptr,
+                          mu > 0.0f ? s[static_cast<std::size_t>(nslots - 1)].data() : nullptr);
 }
 
 namespace {

@@ -60,13 +60,11 @@ std::string batch_shape_str(const Shape& per_sample) {
   return s + ")";
 }
 
-// Copies rows idx[begin, end) of src into dst (resized to hold them).
+// Copies rows idx[begin, end) of src into dst (resized to hold them; reused across steps).
 void gather_rows(const Tensor& src, const std::vector<std::int64_t>& idx, std::int64_t begin,
                  std::int64_t end, Tensor& dst) {
-  Shape s = src.shape();
-  const std::int64_t row = src.size() / std::max<std::int64_t>(1, s[0]);
-  s[0] = end - begin;
-  dst.resize(s);
+  const std::int64_t row = src.size() / std::max<std::int64_t>(1, src.shape()[0]);
+  dst.resize_like(src.shape(), 0, end - begin);
   for (std::int64_t i = begin; i < end; ++i) {
     const float* from = src.data() + idx[static_cast<std::size_t>(i)] * row;
     std::copy(from, from + row, dst.data() + (i - begin) * row);
@@ -75,10 +73,8 @@ void gather_rows(const Tensor& src, const std::vector<std::int64_t>& idx, std::i
 
 // Contiguous rows [begin, end) of src into dst.
 void copy_rows(const Tensor& src, std::int64_t begin, std::int64_t end, Tensor& dst) {
-  Shape s = src.shape();
-  const std::int64_t row = src.size() / std::max<std::int64_t>(1, s[0]);
-  s[0] = end - begin;
-  dst.resize(s);
+  const std::int64_t row = src.size() / std::max<std::int64_t>(1, src.shape()[0]);
+  dst.resize_like(src.shape(), 0, end - begin);
   std::copy(src.data() + begin * row, src.data() + end * row, dst.data());
 }
 }  // namespace
@@ -178,6 +174,15 @@ void Sequential::build(const Shape& input_shape) {
   }
 }
 
+void Sequential::build_for(const Tensor& x) {
+  // Already built for this per-sample shape: nothing to do, and nothing allocated (per step).
+  bool same = input_shape_ && x.rank() == input_shape_->rank() + 1 && built();
+  for (int i = 0; same && i < input_shape_->rank(); ++i)
+    same = x.shape()[i + 1] == (*input_shape_)[i];
+  if (same) return;
+  build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
+}
+
 void Sequential::build() {
   if (!input_shape_)
     throw ValueError("Sequential: cannot build without an input shape (add an Input)");
@@ -246,16 +251,15 @@ double Sequential::train_step(const Tensor& x, const Tensor& y, double* correct)
 }
 
 void Sequential::collect_trainable() {
-  trainable_.clear();
-  for (auto& l : layers_)
-    for (Variable* v : l->trainable_weights()) trainable_.push_back(v);
+  trainable_.clear();  // keeps its capacity: no allocation after the first call
+  for (auto& l : layers_) l->append_trainable_weights(trainable_);
 }
 
 double Sequential::train_on_batch(const Tensor& x, const Tensor& y) {
   const ScopedFlushDenormal flush_denormals;  // as TensorFlow runs its CPU kernels
   if (!optimizer_) throw ValueError("Sequential::train_on_batch: compile the model first");
   check_xy(x, y, "train_on_batch");
-  build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
+  build_for(x);
   collect_trainable();
   const double loss = train_step(x, y, nullptr);
   if (!std::isfinite(loss)) throw NonFiniteError("train_on_batch: the loss is not finite");
@@ -274,7 +278,7 @@ History Sequential::fit(const Tensor& x, const Tensor& y, const FitOptions& o) {
                      std::to_string(o.validation_split));
   }
   check_xy(x, y, "fit");
-  build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
+  build_for(x);
 
   // Keras: validation_split takes the last fraction of the samples, before any shuffling.
   const std::int64_t n_all = x.shape()[0];
@@ -364,7 +368,7 @@ EvaluateResult Sequential::evaluate(const Tensor& x, const Tensor& y, std::int64
   if (batch_size < 1)
     throw ValueError("evaluate: batch_size must be >= 1; received " + std::to_string(batch_size));
   check_xy(x, y, "evaluate");
-  build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
+  build_for(x);
   // Training mode updates BN moving statistics: keep a copy and put it back afterwards.
   std::vector<Tensor> saved;
   std::vector<std::int64_t> tracked;
@@ -405,7 +409,7 @@ Tensor Sequential::predict(const Tensor& x, std::int64_t batch_size) {
     throw ValueError("predict: batch_size must be >= 1; received " + std::to_string(batch_size));
   if (x.rank() < 2 || x.shape()[0] == 0)
     throw ShapeError("predict: x must be a non-empty batch; received " + x.shape().str());
-  build(Shape(std::vector<std::int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end())));
+  build_for(x);
   const std::int64_t n = x.shape()[0];
   std::vector<std::int64_t> out_dims{n};
   const Shape per = output_shape();

@@ -32,14 +32,14 @@ struct Result {
   std::string out, err;
 };
 
-// Runs `bnorm <args>` (args are passed through the shell) and captures both streams; `env` is
-// an optional "NAME=value" for the environment of that run.
+// Runs `bnorm <args>` (args are passed through the shell) and captures both streams. `env`
+// ("NAME=value ...", quoted as needed) is set for that one command.
 Result bnorm(const std::string& args, const std::string& env = "") {
   TempDir capture;
   const std::string out = capture.file("stdout"), err = capture.file("stderr");
-  const std::string command = (env.empty() ? "" : "env " + quote(env) + " ") +
-                              quote(BNORM_CLI_PATH) + " " + args + " >" + quote(out) + " 2>" +
-                              quote(err) + " </dev/null";
+  // BNORM_NUM_THREADS from the caller's environment must not leak into a test.
+  const std::string command = "env -u BNORM_NUM_THREADS " + env + " " + quote(BNORM_CLI_PATH) +
+                              " " + args + " >" + quote(out) + " 2>" + quote(err) + " </dev/null";
   const int status = std::system(command.c_str());
   Result r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -104,6 +104,32 @@ TEST(CliData, TrainsOnTheScalarKernelsWhenBnormIsaAsksForThem) {
       "BNORM_ISA=scalar");
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(fs::exists(dir.file("run") + "/summary.json")) << r.out;
+}
+
+TEST(CliUsage, BadThreadsEnvironment) {
+  for (const char* value : {"0", "-1", "abc", "2x", "1.5", " 2", "99999999999"}) {
+    SCOPED_TRACE(value);
+    const std::string env = "BNORM_NUM_THREADS=" + quote(value);
+    // Checked before any data or model file is read, by every command that computes.
+    for (const char* cmd : {"train --quiet --data /nonexistent", "evaluate --model none.bnorm",
+                            "predict --model none.bnorm"}) {
+      const Result r = bnorm(cmd, env);
+      expect_one_line_error(r, "BNORM_NUM_THREADS must be an integer >= 1", 2);
+      EXPECT_NE(r.err.find(std::string("received '") + value + "'"), std::string::npos) << r.err;
+    }
+  }
+}
+
+TEST(CliUsage, ThreadsFlagTakesPrecedenceOverTheEnvironment) {
+  // A given --threads is checked itself and the environment is not read at all.
+  expect_one_line_error(bnorm("train --threads 0", "BNORM_NUM_THREADS=2"),
+                        "--threads must be at least 1", 2);
+  expect_one_line_error(
+      bnorm("train --threads 1 --quiet --data /nonexistent", "BNORM_NUM_THREADS=abc"),
+      "Fashion-MNIST not found", 1);
+  // Empty means unset.
+  expect_one_line_error(bnorm("train --quiet --data /nonexistent", "BNORM_NUM_THREADS="),
+                        "Fashion-MNIST not found", 1);
 }
 
 TEST(CliUsage, BadLearningRate) {
@@ -283,6 +309,21 @@ TEST_F(CliFakeData, SummaryJsonDescribesTheRun) {
   EXPECT_TRUE(doc["models"][0]["epochs"][1]["test_accuracy"].is_number());
   EXPECT_TRUE(doc["models"][0]["batch_norm_test_modes"]["training_mode"]["accuracy"].is_number());
   EXPECT_TRUE(doc["models"][1]["batch_norm_test_modes"].is_null());
+}
+
+// --threads > BNORM_NUM_THREADS > bnorm's default; summary.json records the count used.
+TEST_F(CliFakeData, ThreadCountFromFlagOrEnvironment) {
+  const auto threads_used = [&](const std::string& flags, const std::string& env) {
+    TempDir out;
+    const Result r = bnorm("train --quiet --epochs 1 --model seed-nobn --train-limit 64" + flags +
+                               data_flag() + " --out " + quote(out.path().string()),
+                           env);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return nlohmann::json::parse(read_bytes(out.file("summary.json")))["threads"].get<int>();
+  };
+  EXPECT_EQ(threads_used("", "BNORM_NUM_THREADS=3"), 3);
+  EXPECT_EQ(threads_used(" --threads 1", "BNORM_NUM_THREADS=3"), 1);
+  EXPECT_EQ(threads_used(" --threads 2", ""), 2);
 }
 
 TEST_F(CliFakeData, ChartIsSelfContainedSvg) {

@@ -171,6 +171,25 @@ TEST(TensorTest, ResizeReusesStorageForEqualCount) {
   EXPECT_NE(u.data(), nullptr);
 }
 
+TEST(TensorTest, ResizeLikeReplacesOneDimAndKeepsTheBuffer) {
+  Tensor t;
+  t.resize_like(Shape{32, 28, 28}, 0, 32);
+  EXPECT_EQ(t.shape(), (Shape{32, 28, 28}));
+  const float* p = t.data();
+  t.resize_like(Shape{100, 28, 28}, 0, 16);  // smaller: same buffer
+  EXPECT_EQ(t.shape(), (Shape{16, 28, 28}));
+  EXPECT_EQ(t.size(), 16 * 28 * 28);
+  EXPECT_EQ(t.data(), p);
+  t.resize_like(Shape{8, 28, 28}, 0, 32);  // back to the capacity: same buffer
+  EXPECT_EQ(t.shape(), (Shape{32, 28, 28}));
+  EXPECT_EQ(t.data(), p);
+  t.resize_like(Shape{32, 28, 28}, 2, 64);  // larger: reallocates
+  EXPECT_EQ(t.shape(), (Shape{32, 28, 64}));
+  EXPECT_EQ(t.size(), 32 * 28 * 64);
+  t.resize_like(Shape{5, 3}, 1, 10);  // another rank
+  EXPECT_EQ(t.shape(), (Shape{5, 10}));
+}
+
 TEST(TensorTest, Reshaped) {
   Tensor t(Shape{2, 3}, std::vector<float>{0, 1, 2, 3, 4, 5});
   Tensor r = t.reshaped(Shape{3, 2});
@@ -180,6 +199,18 @@ TEST(TensorTest, Reshaped) {
   EXPECT_EQ(flat.rank(), 1);
   EXPECT_THROW(t.reshaped(Shape{4}), ShapeError);
   EXPECT_THROW(t.reshaped(Shape{2, 4}), ShapeError);
+}
+
+TEST(TensorTest, ReshapedRvalueMovesTheStorage) {
+  Tensor t(Shape{2, 3}, std::vector<float>{0, 1, 2, 3, 4, 5});
+  const float* p = t.data();
+  Tensor r = std::move(t).reshaped(Shape{3, 2});
+  EXPECT_EQ(r.data(), p);
+  EXPECT_EQ(r.shape(), (Shape{3, 2}));
+  EXPECT_EQ(r[5], 5.0f);
+  EXPECT_TRUE(t.empty());  // NOLINT(bugprone-use-after-move): moved-from tensors are empty
+  EXPECT_THROW(std::move(r).reshaped(Shape{4}), ShapeError);
+  EXPECT_EQ(r.size(), 6) << "a failed reshape leaves the tensor as it was";
 }
 
 TEST(TensorTest, SliceRows) {

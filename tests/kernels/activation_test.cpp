@@ -11,6 +11,7 @@
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/layers/activation.hpp"
+#include "kernels/gemm.hpp"
 #include "support/test_support.hpp"
 
 namespace bnorm {
@@ -179,6 +180,38 @@ TEST(ActivationKernel, SoftmaxBackwardMatchesFiniteDifferences) {
     expected[i] = (loss(h) - loss(-h)) / (2 * h);
   }
   test::expect_close(dz, expected, 1e-4, 1e-6);
+}
+
+// The Dense epilogue is "add the bias, then the activation" in one pass: same bits as the two
+// passes, in place or into another buffer (which then keeps z + bias), with or without a bias.
+TEST(ActivationKernel, BiasActivationEqualsBiasAddThenActivation) {
+  const std::int64_t rows = 5, cols = 12;
+  Random rng(53);
+  std::vector<float> z(rows * cols), bias(cols);
+  for (float& v : z) v = 3.0f * rng.normal();
+  for (float& v : bias) v = rng.normal();
+  for (ActivationKind kind : {ActivationKind::linear, ActivationKind::relu, ActivationKind::sigmoid,
+                              ActivationKind::tanh, ActivationKind::softmax}) {
+    SCOPED_TRACE(activation_name(kind));
+    std::vector<float> zb = z;
+    kernels::add_row_bias(rows, cols, bias.data(), zb.data());
+    std::vector<float> expected(z.size()), expected_nobias(z.size());
+    kernels::activation_forward(kind, rows, cols, zb.data(), expected.data());
+    kernels::activation_forward(kind, rows, cols, z.data(), expected_nobias.data());
+
+    std::vector<float> zz = z, y(z.size(), std::nanf(""));
+    kernels::bias_activation_forward(kind, rows, cols, bias.data(), zz.data(), y.data());
+    EXPECT_EQ(y, expected);
+    EXPECT_EQ(zz, zb) << "z keeps z + bias when y is another buffer";
+
+    std::vector<float> inplace = z;
+    kernels::bias_activation_forward(kind, rows, cols, bias.data(), inplace.data(), inplace.data());
+    EXPECT_EQ(inplace, expected);
+
+    std::vector<float> nobias = z;
+    kernels::bias_activation_forward(kind, rows, cols, nullptr, nobias.data(), nobias.data());
+    EXPECT_EQ(nobias, expected_nobias);
+  }
 }
 
 TEST(ActivationKernel, ParseAndNameRoundTrip) {

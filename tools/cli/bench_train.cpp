@@ -85,10 +85,9 @@ std::string train_in_child(const TrainOptions& o, const std::string& spec) {
     model.compile(make_optimizer("adam", 1e-3), LossKind::sparse_categorical_crossentropy,
                   {"accuracy"});
     TestSet data = load_train_set(o.data, o.train_limit);
-    // (N, 28, 28) -> (N, 784) in place: resize keeps the storage when the count is unchanged,
-    // so the images are not held twice (a copy would double the peak memory).
+    // (N, 28, 28) -> (N, 784), moving the storage: the images are never held twice.
     const std::int64_t n = data.x.shape()[0];
-    data.x.resize(Shape{n, 28 * 28});
+    data.x = as_model_input(std::move(data.x), model);
     FitOptions fit;
     fit.batch_size = o.batch;
     fit.epochs = o.epochs;

@@ -4,12 +4,17 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <string_view>
+#include <utility>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/core/parallel.hpp"
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/idx.hpp"
 
@@ -29,6 +34,25 @@ void check_threads(int threads) {
   }
 }
 
+int configure_threads(bool flag_given, int flag_threads) {
+  if (flag_given) {
+    check_threads(flag_threads);
+    set_num_threads(flag_threads);
+    return num_threads();
+  }
+  const char* env = std::getenv(kThreadsEnv);
+  if (env == nullptr || *env == '\0') return num_threads();
+  const std::string_view text(env);
+  int threads = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), threads);
+  if (ec != std::errc() || end != text.data() + text.size() || threads < 1) {
+    throw UsageError(std::string(kThreadsEnv) + " must be an integer >= 1 (or unset); received '" +
+                     std::string(text) + "'");
+  }
+  set_num_threads(threads);
+  return num_threads();
+}
+
 void check_limit(std::int64_t limit, const char* option) {
   if (limit < 0) {
     throw UsageError(std::string(option) + " must be >= 0 (0 = all); received " +
@@ -36,7 +60,7 @@ void check_limit(std::int64_t limit, const char* option) {
   }
 }
 
-Tensor first_rows(const Tensor& t, std::int64_t limit) {
+Tensor first_rows(Tensor t, std::int64_t limit) {
   if (limit <= 0 || limit >= t.shape()[0]) return t;
   return t.slice_rows(0, limit);
 }
@@ -71,12 +95,8 @@ TestSet load_split(const std::string& dir, const std::string& prefix, std::int64
                   std::to_string(set.x.shape()[0]) + " images but '" + labels_path + "' holds " +
                   std::to_string(set.y.shape()[0]) + " labels (count mismatch)");
   }
-  // Only a real limit slices: first_rows returns a copy, and holding the images twice would
-  // double the peak memory that `bench train` reports.
-  if (limit > 0 && limit < set.x.shape()[0]) {
-    set.x = set.x.slice_rows(0, limit);
-    set.y = set.y.slice_rows(0, limit);
-  }
+  set.x = first_rows(std::move(set.x), limit);
+  set.y = first_rows(std::move(set.y), limit);
   return set;
 }
 
@@ -90,7 +110,7 @@ TestSet load_train_set(const std::string& dir, std::int64_t limit) {
   return load_split(dir, "train", limit);
 }
 
-Tensor as_model_input(const Tensor& images, const Sequential& model) {
+Tensor as_model_input(Tensor images, const Sequential& model) {
   if (!model.input_shape()) {
     throw ShapeError("model '" + model.name() +
                      "' has no input shape (it was saved before it was built)");
@@ -106,7 +126,7 @@ Tensor as_model_input(const Tensor& images, const Sequential& model) {
   }
   std::vector<std::int64_t> dims{n};
   for (auto d : per_sample.dims()) dims.push_back(d);
-  return images.reshaped(Shape(dims));
+  return std::move(images).reshaped(Shape(dims));
 }
 
 void check_classifier_output(const Sequential& model, const std::string& what) {

@@ -42,8 +42,16 @@ void check_batch_size(std::int64_t batch_size);
 void check_threads(int threads);
 void check_limit(std::int64_t limit, const char* option);
 
-// The first `limit` rows (all when limit is 0 or larger than the tensor).
-Tensor first_rows(const Tensor& t, std::int64_t limit);
+// Environment variable giving the thread count when --threads is absent.
+inline constexpr const char* kThreadsEnv = "BNORM_NUM_THREADS";
+// Sets bnorm's thread count: --threads when given (the environment is then not read), else
+// BNORM_NUM_THREADS when set and non-empty, else bnorm's default (all cores). UsageError for a
+// value that is not an integer >= 1 (e.g. "0", "-1", "abc", "2x"). Returns the count in use.
+int configure_threads(bool flag_given, int flag_threads);
+
+// The first `limit` rows (all when limit is 0 or larger than the tensor: then `t` is moved, not
+// copied, so pass std::move(data) to keep one copy of a data set in memory).
+Tensor first_rows(Tensor t, std::int64_t limit);
 
 // One Fashion-MNIST split alone: the test split (evaluate and predict do not need the 60000
 // training images) or the training split (bench train does not need the test images); the same
@@ -55,9 +63,9 @@ struct TestSet {
 TestSet load_test_set(const std::string& dir, std::int64_t limit);
 TestSet load_train_set(const std::string& dir, std::int64_t limit);
 
-// Images (N, H, W) viewed with the model's per-sample input shape, e.g. (N, 784);
-// ShapeError when the sizes differ or the model has no input shape.
-Tensor as_model_input(const Tensor& images, const Sequential& model);
+// Images (N, H, W) viewed with the model's per-sample input shape, e.g. (N, 784), reusing their
+// storage; ShapeError when the sizes differ or the model has no input shape.
+Tensor as_model_input(Tensor images, const Sequential& model);
 // ShapeError unless the model outputs one value per Fashion-MNIST class.
 void check_classifier_output(const Sequential& model, const std::string& what);
 // A model from a file, compiled (sparse categorical cross-entropy) when the file has no

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "bnorm/core/parallel.hpp"
 #include "bnorm/io/idx.hpp"
@@ -29,11 +30,11 @@ void run_evaluate(const EvaluateOptions& o) {
   if (o.mode != "inference" && o.mode != "training") {
     throw UsageError("--mode must be inference or training; received '" + o.mode + "'");
   }
-  if (o.threads_given) set_num_threads(o.threads);
+  configure_threads(o.threads_given, o.threads);
   Sequential model = load_model_for_inference(o.model);
   check_classifier_output(model, "model '" + o.model + "'");
-  const TestSet test = load_test_set(o.data, o.test_limit);
-  const Tensor x = as_model_input(test.x, model);
+  TestSet test = load_test_set(o.data, o.test_limit);
+  const Tensor x = as_model_input(std::move(test.x), model);
   const Mode mode = o.mode == "training" ? Mode::training : Mode::inference;
   const EvaluateResult r = model.evaluate(x, test.y, o.batch_size, mode);
   std::printf("%s on %lld test images (%s mode, batch size %lld)\n", o.model.c_str(),
@@ -57,7 +58,8 @@ Action add_evaluate_command(CLI::App& app) {
                   "updated)")
       ->capture_default_str();
   cmd->add_option("--test-limit", o->test_limit, "Use only the first N test images (0 = all)");
-  cmd->add_option("--threads", o->threads, "Threads for bnorm and OpenBLAS");
+  cmd->add_option("--threads", o->threads,
+                  "Threads for bnorm's kernels (default: $BNORM_NUM_THREADS, else all cores)");
   return [o, cmd] {
     o->threads_given = cmd->count("--threads") > 0;
     run_evaluate(*o);

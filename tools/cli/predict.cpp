@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bnorm/io/idx.hpp"
@@ -20,6 +21,7 @@ struct PredictOptions {
 };
 
 void run_predict(const PredictOptions& o) {
+  configure_threads(false, 0);  // BNORM_NUM_THREADS, as train and evaluate
   Sequential model = load_model_for_inference(o.model);
   check_classifier_output(model, "model '" + o.model + "'");
   const TestSet test = load_test_set(o.data, 0);
@@ -40,7 +42,7 @@ void run_predict(const PredictOptions& o) {
     std::memcpy(images.data() + j * image_size, test.x.data() + o.indices[j] * image_size,
                 static_cast<std::size_t>(image_size) * sizeof(float));
   }
-  const Tensor probabilities = model.predict(as_model_input(images, model));
+  const Tensor probabilities = model.predict(as_model_input(std::move(images), model));
 
   for (std::int64_t j = 0; j < k; ++j) {
     const float* p = probabilities.data() + j * kNumClasses;

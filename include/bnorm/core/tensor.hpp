@@ -66,8 +66,15 @@ class Tensor {
 
   // Reuses the storage when the element count is unchanged (no allocation per training step).
   void resize(const Shape& shape);
+  // Resizes to `like` with dimension `axis` (0 <= axis < rank) replaced by `size`, e.g. a batch
+  // of other rows or a layer's output of other units. Allocates nothing (not even a Shape) when
+  // the rank is unchanged and the capacity suffices: the steady state of a training loop, the
+  // last partial batch included.
+  void resize_like(const Shape& like, int axis, std::int64_t size);
   // Same data viewed with another shape of equal size; ShapeError otherwise.
-  Tensor reshaped(const Shape& shape) const;
+  Tensor reshaped(const Shape& shape) const&;
+  // The rvalue form moves the storage instead of copying it (e.g. a whole data set).
+  Tensor reshaped(const Shape& shape) &&;
   void fill(float value) noexcept;
   // Rows [begin, end) along dim 0 as a new tensor.
   Tensor slice_rows(std::int64_t begin, std::int64_t end) const;

@@ -41,7 +41,7 @@ class Dense final : public Layer {
   ActivationKind activation_;
   Variable* kernel_ = nullptr;
   Variable* bias_ = nullptr;
-  Tensor z_;  // pre-activation (kept when the activation is not linear)
+  Tensor z_;  // pre-activation, kept only for softmax (its logits)
   Tensor dz_;
 };
 

@@ -95,6 +95,8 @@ class Layer {
   std::vector<const Variable*> weights() const;
   // Weights the optimizer updates: the trainable ones, none when trainable() is false.
   std::vector<Variable*> trainable_weights();
+  // Appends the same weights to `out`: no allocation when `out` has the capacity (per-step use).
+  void append_trainable_weights(std::vector<Variable*>& out);
   std::int64_t count_params() const;
   std::int64_t count_trainable_params() const;
   // sum of l2 * ||w||^2 over regularized trainable weights, and adds 2 * l2 * w to their gradients.

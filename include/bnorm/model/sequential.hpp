@@ -114,6 +114,8 @@ class Sequential {
 
  private:
   const Tensor& forward(const Tensor& x, Mode mode);
+  // build() for the per-sample shape of batch x; allocation-free once built for that shape.
+  void build_for(const Tensor& x);
   double train_step(const Tensor& x, const Tensor& y, double* correct);
   void collect_trainable();
   void fuse_layers();  // BatchNormalization + Activation('relu') pairs (see sequential.cpp)  //

@@ -1,0 +1,212 @@
+// A training step allocates nothing once the model has seen its first batch: layers keep their
+// outputs and gradients, the optimizer its slots, the loss its label buffer, fit its batch
+// buffers. This binary replaces the global operator new/delete to count allocations (operator
+// new only: BLAS and OpenMP allocate through malloc, once, in their own pools).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "bnorm/core/parallel.hpp"
+#include "bnorm/core/random.hpp"
+#include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/layers/dense.hpp"
+#include "bnorm/model/callbacks.hpp"
+#include "bnorm/model/sequential.hpp"
+#include "bnorm/model/spec.hpp"
+
+namespace {
+std::atomic<std::int64_t> g_allocations{0};
+
+void* counted_alloc(std::size_t size, std::size_t alignment) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (size == 0) size = 1;
+  void* p = nullptr;
+  if (alignment <= alignof(std::max_align_t)) {
+    p = std::malloc(size);
+  } else if (posix_memalign(&p, alignment, size) != 0) {
+    p = nullptr;
+  }
+  return p;
+}
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (void* p = counted_alloc(n, 0)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new(std::size_t n, std::align_val_t a) {
+  if (void* p = counted_alloc(n, static_cast<std::size_t>(a))) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n, 0); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n, 0); }
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return counted_alloc(n, static_cast<std::size_t>(a));
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return counted_alloc(n, static_cast<std::size_t>(a));
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+
+namespace bnorm {
+namespace {
+
+std::int64_t allocations() { return g_allocations.load(std::memory_order_relaxed); }
+
+// n samples of `features` values with labels in [0, 10).
+struct Data {
+  Tensor x, y;
+};
+Data make_data(std::int64_t n, std::int64_t features, std::uint64_t seed) {
+  Random rng(seed);
+  Data d{Tensor(Shape{n, features}), Tensor(Shape{n})};
+  for (auto& v : d.x.values()) v = rng.uniform(0.0f, 1.0f);
+  for (std::int64_t i = 0; i < n; ++i) d.y[i] = static_cast<float>(i % 10);
+  return d;
+}
+
+// The seed model (Dense(64, relu) -> BatchNormalization -> Dense(10, softmax); Adam 1e-3).
+Sequential seed_model(std::int64_t features = 784) {
+  Sequential m(42);
+  m.add(Input{Shape{features}});
+  add_layers_from_spec(m, kSeedSpec);
+  m.compile(make_optimizer("adam", 1e-3), LossKind::sparse_categorical_crossentropy);
+  return m;
+}
+
+// Allocations of f() beyond the first `warm_up` calls, over `calls` further calls.
+template <class F>
+std::int64_t allocations_after_warm_up(int warm_up, int calls, F&& f) {
+  for (int i = 0; i < warm_up; ++i) f();
+  const std::int64_t before = allocations();
+  for (int i = 0; i < calls; ++i) f();
+  return allocations() - before;
+}
+
+TEST(Allocation, TheCounterSeesAllocations) {
+  const std::int64_t before = allocations();
+  auto* v = new std::vector<int>(100);
+  delete v;
+  EXPECT_GE(allocations() - before, 2);
+}
+
+TEST(Allocation, TrainOnBatchAllocatesNothingAfterTheFirstSteps) {
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE(testing::Message() << threads << " threads");
+    set_num_threads(threads);
+    Sequential model = seed_model();
+    const Data a = make_data(32, 784, 1), b = make_data(32, 784, 2), last = make_data(16, 784, 3);
+    int i = 0;
+    // Full batches alternating with a smaller last batch: buffers keep the larger capacity.
+    EXPECT_EQ(allocations_after_warm_up(3, 12,
+                                        [&] {
+                                          const Data& d = (i++ % 3 == 0) ? last : (i % 2 ? a : b);
+                                          model.train_on_batch(d.x, d.y);
+                                        }),
+              0);
+  }
+  set_num_threads(1);
+}
+
+TEST(Allocation, OtherOptimizersAndLayersAllocateNothingPerStep) {
+  for (const char* optimizer : {"sgd", "rmsprop"}) {
+    SCOPED_TRACE(optimizer);
+    Sequential model(7);
+    model.add(Input{Shape{20}});
+    add_layers_from_spec(model, "dense16-tanh,bn,dropout0.2,dense8-sigmoid,dense10-softmax");
+    model.compile(optimizer, "sparse_categorical_crossentropy");
+    const Data d = make_data(32, 20, 4);
+    EXPECT_EQ(allocations_after_warm_up(2, 5, [&] { model.train_on_batch(d.x, d.y); }), 0);
+  }
+}
+
+// Records the allocation counter at the end of every training step of fit.
+class AllocationProbe final : public Callback {
+ public:
+  explicit AllocationProbe(std::vector<std::int64_t>& at_step) : at_step_(at_step) {}
+  void on_epoch_begin(Sequential&, int) override { at_step_.clear(); }
+  void on_train_batch_end(Sequential&, std::int64_t, const Logs&) override {
+    at_step_.push_back(allocations());  // reserved capacity: the probe allocates nothing
+  }
+  void on_epoch_end(Sequential&, int epoch, const Logs&) override {
+    // Steps 2.. of each epoch (step 1 follows the epoch start): each must allocate nothing.
+    for (std::size_t s = 1; s < at_step_.size(); ++s) {
+      EXPECT_EQ(at_step_[s] - at_step_[s - 1], 0)
+          << "epoch " << epoch + 1 << ", step " << s + 1 << " allocated";
+    }
+    ++epochs_checked;
+  }
+  int epochs_checked = 0;
+
+ private:
+  std::vector<std::int64_t>& at_step_;
+};
+
+TEST(Allocation, FitStepsAllocateNothingWithShufflingAndAPartialLastBatch) {
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE(testing::Message() << threads << " threads");
+    set_num_threads(threads);
+    Sequential model = seed_model();
+    const Data d = make_data(32 * 6 + 16, 784, 5);
+    std::vector<std::int64_t> at_step;
+    at_step.reserve(64);
+    AllocationProbe probe(at_step);
+    FitOptions o;
+    o.epochs = 3;
+    o.callbacks = {&probe};
+    model.fit(d.x, d.y, o);
+    EXPECT_EQ(probe.epochs_checked, 3);
+  }
+  set_num_threads(1);
+}
+
+// parallel_for references its body (no std::function): calling it allocates nothing.
+TEST(Allocation, ParallelForAllocatesNothing) {
+  double a = 0, b = 1, c = 2, d = 3;
+  const auto body = [&a, &b, &c, &d](std::int64_t, std::int64_t) { a += b + c + d; };
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    parallel_for(4, 1, body);  // warm-up: the OpenMP team is created once
+    const std::int64_t before = allocations();
+    parallel_for(4, 1, body);
+    EXPECT_EQ(allocations() - before, 0) << threads << " threads";
+  }
+  set_num_threads(1);
+}
+
+// Batches large enough for BatchNormalization's kernels to run on threads (batch_norm.cpp:
+// >= 2^16 values), so parallel_for runs inside the step.
+TEST(Allocation, ThreadedBatchNormStepsAllocateNothing) {
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE(testing::Message() << threads << " threads");
+    set_num_threads(threads);
+    Sequential model(3);
+    model.add(Input{Shape{64}});
+    add_layers_from_spec(model, "dense512-relu,bn,dense10-softmax");
+    model.compile("adam", "sparse_categorical_crossentropy");
+    const Data d = make_data(512, 64, 9);
+    constexpr int kSteps = 3;
+    EXPECT_EQ(allocations_after_warm_up(2, kSteps, [&] { model.train_on_batch(d.x, d.y); }), 0);
+  }
+  set_num_threads(1);
+}
+
+}  // namespace
+}  // namespace bnorm
