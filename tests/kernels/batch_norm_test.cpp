@@ -533,7 +533,7 @@ TEST(BatchNormKernel, SameBitsAtOneTwoAndThreeThreads) {
   set_num_threads(saved);
 }
 
-// Outputs of 32 MiB and more are written with non-temporal stores; small ones can be forced to.
+// Outputs of 8 MiB and more are written with non-temporal stores; small ones can be forced to.
 // Either way the values are the same.
 TEST(BatchNormKernel, StreamingStoresWriteTheSameValues) {
   const BatchNormDims rows{1000, 72, 1}, planes{10, 6, 1001};
