@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "bnorm/core/parallel.hpp"
+#include "hwy/cache_control.h"
 #include "kernels/batch_norm_simd.hpp"
 
 namespace bnorm::kernels {
@@ -158,6 +159,7 @@ void elementwise_tile(const BatchNormDims& d, Tile t, bool threaded, RowsFn&& ro
     const std::int64_t grain = std::max<std::int64_t>(1, kChunkElems / d.inner);
     run(threaded, d.outer * t.nc, grain, [&](std::int64_t p0, std::int64_t p1) {
       for (std::int64_t p = p0; p < p1; ++p) plane_fn(p / t.nc, p % t.nc);
+      hwy::FlushStream();  // orders this chunk's non-temporal stores (cheap when there are none)
     });
   }
 }

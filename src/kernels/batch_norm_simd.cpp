@@ -439,7 +439,6 @@ void PlaneNormalizeT(const float* x, float* y, std::int64_t n, float mean, float
     if (kRelu) v = hn::Max(v, zero);
     StorePart(v, df, y + i, t);
   }
-  if (stream) hwy::FlushStream();
 }
 
 void PlaneNormalize(const float* x, float* y, std::int64_t n, float mean, float inv, float beta,
@@ -465,7 +464,6 @@ void PlaneDxT(const float* x, const float* dy, float* dx, std::int64_t n, float 
     StorePart(DxTerm<kRelu>(LoadPart(df, x + i, t), LoadPart(df, dy + i, t), m, va, vb, vk, iv, bt),
               df, dx + i, t);
   }
-  if (stream) hwy::FlushStream();
 }
 
 void PlaneDx(const float* x, const float* dy, float* dx, std::int64_t n, float mean, float a,

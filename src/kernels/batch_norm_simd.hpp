@@ -7,7 +7,9 @@
 //
 // "rows" functions see x as `rows` rows of stride `ld` floats and touch channels [0, nc) of each
 // (the caller offsets x to the tile's first channel); per-channel arrays have nc entries.
-// "plane" functions see one contiguous run of n values of a single channel.
+// "plane" functions see one contiguous run of n values of a single channel. The rows functions
+// end their non-temporal stores with a fence; plane functions leave that to the caller (once per
+// chunk of planes: a fence per plane drains the write-combining buffers thousands of times).
 // Sums are float64: s1 += sum(v), s2 += sum(v * w). relu_inv == nullptr (rows) or relu == false
 // (plane) means no ReLU; otherwise dy is masked by pre = (x - mean) * relu_inv + relu_beta > 0,
 // computed exactly as the forward computes it, so the mask equals the forward's (y > 0).
