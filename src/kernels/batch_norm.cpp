@@ -119,7 +119,29 @@ void reduce_tile(const BatchNormDims& d, Tile t, bool threaded, RowsFn&& rows_fn
         rows_fn(r0, r1, part(b, 0), part(b, 1));
       }
     });
+  } else if (blocks >= 4) {
+    // Enough blocks to share out: each walks its outer range in memory order (every channel of
+    // one image, then the next), a single sequential stream per thread.
+    run(threaded, blocks, 1, [&](std::int64_t b0, std::int64_t b1) {
+      for (std::int64_t b = b0; b < b1; ++b) {
+        double* a1 = part(b, 0);
+        double* a2 = part(b, 1);
+        std::fill_n(a1, nc, 0.0);
+        std::fill_n(a2, nc, 0.0);
+        const auto [o0, o1] = block_range(b);
+        for (std::int64_t o = o0; o < o1; ++o) {
+          for (std::int64_t j = 0; j < nc; ++j) {
+            double p1, p2;
+            plane_fn(o, j, &p1, &p2);
+            a1[j] += p1;
+            a2[j] += p2;
+          }
+        }
+      }
+    });
   } else {
+    // Few blocks (small outer): share out (block, channel) pairs instead. Each pair's sum runs
+    // over o in order, as above, so both ways give the same bits.
     run(threaded, blocks * nc, 1, [&](std::int64_t i0, std::int64_t i1) {
       for (std::int64_t i = i0; i < i1; ++i) {
         const std::int64_t b = i / nc, j = i % nc;
