@@ -106,8 +106,8 @@ void conv2d_forward(const Conv2dDims& d, const float* x, const float* kernel, co
   });
 }
 
-void conv2d_backward(const Conv2dDims& d, const float* dy, const float* kernel, float* cols,
-                     float* dx, float* dkernel, float* dbias) noexcept {
+void conv2d_backward(const Conv2dDims& d, const float* dy, const float* kernel, const float* cols,
+                     float* dcols, float* dx, float* dkernel, float* dbias) noexcept {
   const std::int64_t K = d.patch(), F = d.filters, P = d.out_positions();
   const std::int64_t rows = d.batch * P;
   if (dbias) sum_rows(rows, F, dy, dbias);
@@ -121,9 +121,9 @@ void conv2d_backward(const Conv2dDims& d, const float* dy, const float* kernel, 
   if (dx) {
     parallel_for(d.batch, sample_grain(d), [&](std::int64_t n0, std::int64_t n1) {
       const std::int64_t r0 = n0 * P;
-      gemm({(n1 - n0) * P, K, F}, false, true, 1.0f, dy + r0 * F, F, kernel, F, 0.0f, cols + r0 * K,
-           K);
-      col2im(d, n0, n1, cols, dx);
+      gemm({(n1 - n0) * P, K, F}, false, true, 1.0f, dy + r0 * F, F, kernel, F, 0.0f,
+           dcols + r0 * K, K);
+      col2im(d, n0, n1, dcols, dx);
     });
   }
 }

@@ -61,10 +61,11 @@ void conv2d_forward(const Conv2dDims& d, const float* x, const float* kernel, co
 // Gradients given dy and the `cols` of the forward on the same x:
 //   dkernel = cols^T @ dy, dbias = sum of dy over (batch, out_h, out_w),
 //   dx = col2im(dy @ kernel^T) (each patch gradient added back where the patch came from).
-// dkernel, dbias and dx may each be null to skip them. `cols` is overwritten with dy @ kernel^T
-// when dx is computed.
-void conv2d_backward(const Conv2dDims& d, const float* dy, const float* kernel, float* cols,
-                     float* dx, float* dkernel, float* dbias) noexcept;
+// dkernel, dbias and dx may each be null to skip them. `dcols` (conv2d_cols_size floats) is the
+// workspace for dy @ kernel^T, used only when dx is computed; `cols` is left intact, so backward
+// can be repeated after one forward.
+void conv2d_backward(const Conv2dDims& d, const float* dy, const float* kernel, const float* cols,
+                     float* dcols, float* dx, float* dkernel, float* dbias) noexcept;
 
 // (batch, channels, spatial) <-> (batch, spatial, channels) copies, for channels_first layers
 // that run the NHWC kernels (spatial = height * width).

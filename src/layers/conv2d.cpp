@@ -177,6 +177,7 @@ void Conv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
   float* dbias = trainable() && bias_ ? bias_->gradient.data() : nullptr;
   float* dx_out = nullptr;
   if (compute_dx) {
+    dcols_.resize(cols_.shape());
     dx.resize(last_input_->shape());
     if (channels_first_) {
       dx_nhwc_.resize(Shape{n, g.in_h, g.in_w, g.in_c});
@@ -185,7 +186,8 @@ void Conv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
       dx_out = dx.data();
     }
   }
-  kernels::conv2d_backward(d, dz_nhwc, kernel_->value.data(), cols_.data(), dx_out, dkernel, dbias);
+  kernels::conv2d_backward(d, dz_nhwc, kernel_->value.data(), cols_.data(), dcols_.data(), dx_out,
+                           dkernel, dbias);
   if (compute_dx && channels_first_) {
     kernels::transpose_channels_last_to_first(n, g.in_c, g.in_h * g.in_w, dx_nhwc_.data(),
                                               dx.data());

@@ -77,8 +77,14 @@ TEST_P(Conv2dKernelTest, ForwardAndBackwardMatchFloat64Reference) {
 
   Tensor dx(t.x.shape()), dk(t.kernel.shape()), db(t.bias.shape());
   Tensor dx_ref(t.x.shape()), dk_ref(t.kernel.shape()), db_ref(t.bias.shape());
-  kernels::conv2d_backward(d, t.dy.data(), t.kernel.data(), cols.data(), dx.data(), dk.data(),
-                           db.data());
+  std::vector<float> dcols(cols.size());
+  kernels::conv2d_backward(d, t.dy.data(), t.kernel.data(), cols.data(), dcols.data(), dx.data(),
+                           dk.data(), db.data());
+  // cols is left intact: a second backward gives the same gradients.
+  Tensor dk2(t.kernel.shape());
+  kernels::conv2d_backward(d, t.dy.data(), t.kernel.data(), cols.data(), dcols.data(), nullptr,
+                           dk2.data(), nullptr);
+  EXPECT_TRUE(test::bitwise_equal(dk2, dk));
   kernels::reference::conv2d_backward(d, t.x.data(), t.dy.data(), t.kernel.data(), dx_ref.data(),
                                       dk_ref.data(), db_ref.data());
   test::expect_close(dx, dx_ref, 1e-5, 1e-5);
@@ -96,8 +102,9 @@ TEST_P(Conv2dKernelTest, SameBitsAtOneAndTwoThreads) {
     std::vector<float> cols(static_cast<std::size_t>(kernels::conv2d_cols_size(t.d)));
     Tensor y(t.dy.shape()), dx(t.x.shape()), dk(t.kernel.shape()), db(t.bias.shape());
     kernels::conv2d_forward(t.d, t.x.data(), t.kernel.data(), t.bias.data(), cols.data(), y.data());
-    kernels::conv2d_backward(t.d, t.dy.data(), t.kernel.data(), cols.data(), dx.data(), dk.data(),
-                             db.data());
+    std::vector<float> dcols(cols.size());
+    kernels::conv2d_backward(t.d, t.dy.data(), t.kernel.data(), cols.data(), dcols.data(),
+                             dx.data(), dk.data(), db.data());
     for (Tensor* r : {&y, &dx, &dk, &db}) results.push_back(*r);
   }
   set_num_threads(saved);

@@ -70,7 +70,8 @@ class Conv2D final : public Layer {
   Geometry geometry_{};
   Variable* kernel_ = nullptr;
   Variable* bias_ = nullptr;
-  Tensor cols_;    // im2col workspace, kept from forward for backward
+  Tensor cols_;    // im2col of the last forward's input, for backward
+  Tensor dcols_;   // backward's workspace for dy @ kernel^T
   Tensor z_;       // pre-activation output (when the activation is not linear)
   Tensor x_nhwc_;  // channels_first: the input transposed to NHWC
   Tensor y_nhwc_;  // channels_first: the NHWC output before transposing back
