@@ -9,10 +9,6 @@
 
 namespace bnorm {
 
-bool is_channels_first(const std::string& data_format) {
-  return detail::parse_data_format("data_format", data_format);
-}
-
 Conv2D::Conv2D(Options options)
     : Layer("conv2d"),
       options_(std::move(options)),
@@ -32,7 +28,8 @@ Conv2D::Conv2D(Options options)
                      " and dilation_rate " + detail::pair_str(r));
   }
   options_.padding = detail::normalize_padding(who, options_.padding);
-  channels_first_ = detail::parse_data_format(who, options_.data_format);
+  options_.data_format = detail::normalize_data_format(who, options_.data_format);
+  channels_first_ = options_.data_format == "channels_first";
   if (!(options_.kernel_l2 >= 0.0f) || !(options_.bias_l2 >= 0.0f)) {
     throw ValueError(who + ": L2 regularization factors must be >= 0");
   }

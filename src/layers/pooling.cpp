@@ -17,7 +17,8 @@ Pooling2D::Pooling2D(std::string name, Kind kind, Options options)
   detail::check_positive_pair(who, "pool_size", options_.pool_size);
   if (options_.strides) detail::check_positive_pair(who, "strides", *options_.strides);
   options_.padding = detail::normalize_padding(who, options_.padding);
-  channels_first_ = detail::parse_data_format(who, options_.data_format);
+  options_.data_format = detail::normalize_data_format(who, options_.data_format);
+  channels_first_ = options_.data_format == "channels_first";
 }
 
 namespace {
@@ -31,8 +32,7 @@ Pooling2D::Options square(std::int64_t pool_size) {
 MaxPooling2D::MaxPooling2D() : MaxPooling2D(Options()) {}
 MaxPooling2D::MaxPooling2D(std::int64_t pool_size) : MaxPooling2D(square(pool_size)) {}
 AveragePooling2D::AveragePooling2D() : AveragePooling2D(Options()) {}
-AveragePooling2D::AveragePooling2D(std::int64_t pool_size)
-    : AveragePooling2D(square(pool_size)) {}
+AveragePooling2D::AveragePooling2D(std::int64_t pool_size) : AveragePooling2D(square(pool_size)) {}
 MaxPooling2D::MaxPooling2D(Options options)
     : Pooling2D("max_pooling2d", Kind::max, std::move(options)) {}
 AveragePooling2D::AveragePooling2D(Options options)
@@ -117,7 +117,9 @@ void Pooling2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
 GlobalAveragePooling2D::GlobalAveragePooling2D() : GlobalAveragePooling2D(Options()) {}
 GlobalAveragePooling2D::GlobalAveragePooling2D(Options options)
     : Layer("global_average_pooling2d"), options_(std::move(options)) {
-  channels_first_ = detail::parse_data_format("GlobalAveragePooling2D", options_.data_format);
+  options_.data_format =
+      detail::normalize_data_format("GlobalAveragePooling2D", options_.data_format);
+  channels_first_ = options_.data_format == "channels_first";
 }
 
 Shape GlobalAveragePooling2D::output_shape(const Shape& input_shape) const {

@@ -28,11 +28,22 @@ std::string normalize_padding(const std::string& who, const std::string& padding
   return p;
 }
 
-bool parse_data_format(const std::string& who, const std::string& data_format) {
-  if (data_format == "channels_last") return false;
-  if (data_format == "channels_first") return true;
-  throw ValueError(who + ": data_format must be 'channels_last' or 'channels_first'; received '" +
-                   data_format + "'");
+namespace {
+std::string lower(const std::string& s) {
+  std::string out = s;
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+}  // namespace
+
+std::string normalize_data_format(const std::string& who, const std::string& data_format) {
+  const std::string f = lower(data_format);
+  if (f != "channels_last" && f != "channels_first") {
+    throw ValueError(who + ": data_format must be 'channels_last' or 'channels_first'; received '" +
+                     data_format + "'");
+  }
+  return f;
 }
 
 void check_positive_pair(const std::string& who, const char* what,

@@ -15,8 +15,8 @@ std::string pair_str(const std::array<std::int64_t, 2>& v);
 std::string batch_shape_str(const Shape& per_sample);
 // Lower-cases and checks Keras's padding ("valid", "same"); ValueError naming `who` otherwise.
 std::string normalize_padding(const std::string& who, const std::string& padding);
-// Checks "channels_last" / "channels_first"; returns true for channels_first.
-bool parse_data_format(const std::string& who, const std::string& data_format);
+// Lower-cases and checks Keras's data_format ("channels_last", "channels_first").
+std::string normalize_data_format(const std::string& who, const std::string& data_format);
 // Each entry >= 1; ValueError "<who>: <what> must be >= 1; received 0x3" otherwise.
 void check_positive_pair(const std::string& who, const char* what,
                          const std::array<std::int64_t, 2>& v);

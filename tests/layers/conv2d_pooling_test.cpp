@@ -235,12 +235,14 @@ TEST(Conv2DErrors, BadArgumentsNameTheArgumentAndValue) {
   expect_error<ValueError>(make([](Conv2D::Options& o) { o.data_format = "NHWC"; }),
                            "received 'NHWC'");
   expect_error<ValueError>(make([](Conv2D::Options& o) { o.activation = "swishy"; }), "swishy");
-  // Keras lower-cases padding.
+  // Keras lower-cases padding and data_format.
   Conv2D::Options o;
   o.filters = 1;
   o.kernel_size = {1, 1};
   o.padding = "SAME";
+  o.data_format = "Channels_First";
   EXPECT_EQ(Conv2D(o).options().padding, "same");
+  EXPECT_EQ(Conv2D(o).options().data_format, "channels_first");
 }
 
 TEST(Conv2DErrors, KernelLargerThanTheInputWithValidPadding) {

@@ -19,9 +19,6 @@
 
 namespace bnorm {
 
-// "valid"/"same" and "channels_last"/"channels_first" as Keras spells them.
-bool is_channels_first(const std::string& data_format);
-
 class Conv2D final : public Layer {
  public:
   struct Options {
