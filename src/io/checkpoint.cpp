@@ -27,9 +27,11 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/layers/activation.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
 #include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/pooling.hpp"
 
 namespace bnorm::io {
 
@@ -411,6 +413,83 @@ std::unique_ptr<Layer> bn_from(ConfigReader& c) {
   return std::make_unique<BatchNormalization>(o);
 }
 
+json pair_json(const std::array<std::int64_t, 2>& v) { return json::array({v[0], v[1]}); }
+// A Keras 2-tuple argument ([h, w]); a single integer means (n, n), as Keras accepts.
+std::array<std::int64_t, 2> get_pair(ConfigReader& c, const std::string& key,
+                                     std::array<std::int64_t, 2> fallback) {
+  if (!c.has(key)) return fallback;
+  const json& v = c.raw(key);
+  auto valid = [](const json& e) {
+    return e.is_number_integer() && e.get<std::int64_t>() >= 0 &&
+           e.get<std::int64_t>() <= (std::int64_t{1} << 31);
+  };
+  if (valid(v)) return {v.get<std::int64_t>(), v.get<std::int64_t>()};
+  if (!v.is_array() || v.size() != 2 || !valid(v[0]) || !valid(v[1])) {
+    c.fail("key '" + key + "' must be a list of two non-negative integers");
+  }
+  return {v[0].get<std::int64_t>(), v[1].get<std::int64_t>()};
+}
+
+json conv2d_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const Conv2D&>(layer).options();
+  return {{"filters", o.filters},
+          {"kernel_size", pair_json(o.kernel_size)},
+          {"strides", pair_json(o.strides)},
+          {"padding", o.padding},
+          {"data_format", o.data_format},
+          {"dilation_rate", pair_json(o.dilation_rate)},
+          {"activation", o.activation},
+          {"use_bias", o.use_bias},
+          {"kernel_initializer", initializer_to_json(o.kernel_initializer)},
+          {"bias_initializer", initializer_to_json(o.bias_initializer)},
+          {"kernel_l2", o.kernel_l2},
+          {"bias_l2", o.bias_l2}};
+}
+std::unique_ptr<Layer> conv2d_from(ConfigReader& c) {
+  Conv2D::Options o;
+  o.filters = c.get_int("filters", 1, std::int64_t{1} << 31);
+  o.kernel_size = get_pair(c, "kernel_size", o.kernel_size);
+  if (!c.has("kernel_size")) c.raw("kernel_size");  // required: reports the missing key
+  o.strides = get_pair(c, "strides", o.strides);
+  o.padding = c.has("padding") ? c.get_string("padding") : o.padding;
+  o.data_format = c.has("data_format") ? c.get_string("data_format") : o.data_format;
+  o.dilation_rate = get_pair(c, "dilation_rate", o.dilation_rate);
+  o.activation = c.has("activation") ? c.get_string("activation") : o.activation;
+  o.use_bias = c.get_bool("use_bias", o.use_bias);
+  o.kernel_initializer = c.get_initializer("kernel_initializer", o.kernel_initializer);
+  o.bias_initializer = c.get_initializer("bias_initializer", o.bias_initializer);
+  o.kernel_l2 = c.get_number<decltype(o.kernel_l2)>("kernel_l2", o.kernel_l2);
+  o.bias_l2 = c.get_number<decltype(o.bias_l2)>("bias_l2", o.bias_l2);
+  c.finish();
+  return std::make_unique<Conv2D>(o);
+}
+
+// MaxPooling2D and AveragePooling2D: strides are written as in effect (Keras writes
+// pool_size for strides=None too).
+json pooling_config(const Layer& layer) {
+  const auto& p = dynamic_cast<const Pooling2D&>(layer);
+  return {{"pool_size", pair_json(p.options().pool_size)},
+          {"strides", pair_json(p.strides())},
+          {"padding", p.options().padding},
+          {"data_format", p.options().data_format}};
+}
+template <class PoolingLayer>
+std::unique_ptr<Layer> pooling_from(ConfigReader& c) {
+  Pooling2D::Options o;
+  o.pool_size = get_pair(c, "pool_size", o.pool_size);
+  if (c.has("strides")) {
+    if (c.raw("strides").is_null()) {
+      o.strides.reset();
+    } else {
+      o.strides = get_pair(c, "strides", o.pool_size);
+    }
+  }
+  o.padding = c.has("padding") ? c.get_string("padding") : o.padding;
+  o.data_format = c.has("data_format") ? c.get_string("data_format") : o.data_format;
+  c.finish();
+  return std::make_unique<PoolingLayer>(o);
+}
+
 const std::map<std::string, LayerCodec>& layer_table() {
   static const std::map<std::string, LayerCodec> table = {
       {"Dense", {dense_config, dense_from}},
@@ -432,6 +511,21 @@ const std::map<std::string, LayerCodec>& layer_table() {
           const float rate = c.get_float("rate", 0.0f);
           c.finish();
           return std::make_unique<Dropout>(rate);
+        }}},
+      {"Conv2D", {conv2d_config, conv2d_from}},
+      {"MaxPooling2D", {pooling_config, pooling_from<MaxPooling2D>}},
+      {"AveragePooling2D", {pooling_config, pooling_from<AveragePooling2D>}},
+      {"GlobalAveragePooling2D",
+       {[](const Layer& l) -> json {
+          const auto& o = dynamic_cast<const GlobalAveragePooling2D&>(l).options();
+          return {{"data_format", o.data_format}, {"keepdims", o.keepdims}};
+        },
+        [](ConfigReader& c) -> std::unique_ptr<Layer> {
+          GlobalAveragePooling2D::Options o;
+          o.data_format = c.has("data_format") ? c.get_string("data_format") : o.data_format;
+          o.keepdims = c.get_bool("keepdims", o.keepdims);
+          c.finish();
+          return std::make_unique<GlobalAveragePooling2D>(o);
         }}},
       {"Flatten",
        {[](const Layer&) -> json { return json::object(); },

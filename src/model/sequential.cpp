@@ -18,13 +18,18 @@
 namespace bnorm {
 
 namespace {
-// "BatchNormalization" -> "batch_normalization", Keras's default layer names.
+// Keras's default layer names (its to_snake_case): "BatchNormalization" ->
+// "batch_normalization", "Conv2D" -> "conv2d", "MaxPooling2D" -> "max_pooling2d". An underscore
+// goes before a capital that follows a lower-case letter or starts a capitalized word.
 std::string snake_case(const std::string& s) {
+  auto lower = [&](std::size_t i) {
+    return i < s.size() && std::islower(static_cast<unsigned char>(s[i]));
+  };
   std::string out;
   for (std::size_t i = 0; i < s.size(); ++i) {
     const char c = s[i];
     if (std::isupper(static_cast<unsigned char>(c))) {
-      if (i) out += '_';
+      if (i && (lower(i - 1) || lower(i + 1))) out += '_';
       out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     } else {
       out += c;

@@ -1,5 +1,6 @@
 #include "bnorm/model/spec.hpp"
 
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -11,16 +12,19 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/layers/activation.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
 #include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/pooling.hpp"
 
 namespace bnorm {
 
 namespace {
 constexpr const char* kKnown =
-    "known layers: dense<units>[-<activation>], bn, dropout<rate>, flatten, relu, sigmoid, tanh, "
-    "softmax, linear";
+    "known layers: dense<units>[-<activation>], conv<filters>-<k>[x<k>][-same|-valid]"
+    "[-<activation>], maxpool<k>, avgpool<k>, gap, bn, dropout<rate>, flatten, relu, sigmoid, "
+    "tanh, softmax, linear";
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> parts;
@@ -55,6 +59,26 @@ bool parse_bool(const std::string& spec, const std::string& token, const std::st
   if (text == "1" || text == "true") return true;
   if (text == "0" || text == "false") return false;
   fail(spec, token, std::string("'").append(text).append("' is not 0/1/true/false"));
+}
+
+std::int64_t parse_count(const std::string& spec, const std::string& token, const std::string& text,
+                         const char* what) {
+  const double v = parse_number(spec, token, text);
+  if (v < 1 || v != std::floor(v) || v > 1e9)
+    fail(spec, token, std::string(what) + " must be a positive integer");
+  return static_cast<std::int64_t>(v);
+}
+
+// "3" -> 3x3, "3x5" -> 3x5 (height x width).
+std::array<std::int64_t, 2> parse_pair(const std::string& spec, const std::string& token,
+                                       const std::string& text, const char* what) {
+  const auto x = text.find('x');
+  if (x == std::string::npos) {
+    const auto v = parse_count(spec, token, text, what);
+    return {v, v};
+  }
+  return {parse_count(spec, token, text.substr(0, x), what),
+          parse_count(spec, token, text.substr(x + 1), what)};
 }
 
 struct Token {
@@ -105,6 +129,52 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
     if (auto v = take("center")) o.center = parse_bool(spec, text, *v);
     if (auto v = take("scale")) o.scale = parse_bool(spec, text, *v);
     return finish(std::make_unique<BatchNormalization>(o));
+  }
+  if (h.rfind("conv", 0) == 0) {
+    // conv<filters>-<k>[x<k>][-same|-valid][-<activation>]
+    const auto parts = split(h.substr(4), '-');
+    if (parts.size() < 2) fail(spec, text, "expected conv<filters>-<kernel size>");
+    Conv2D::Options o;
+    o.filters = parse_count(spec, text, parts[0], "filters");
+    o.kernel_size = parse_pair(spec, text, parts[1], "kernel_size");
+    for (std::size_t i = 2; i < parts.size(); ++i) {
+      if (parts[i] == "same" || parts[i] == "valid") {
+        o.padding = parts[i];
+      } else if (i + 1 == parts.size()) {
+        o.activation = parts[i];
+      } else {
+        fail(spec, text, "'" + parts[i] + "' is not a padding (same, valid)");
+      }
+    }
+    if (auto v = take("strides")) o.strides = parse_pair(spec, text, *v, "strides");
+    if (auto v = take("padding")) o.padding = *v;
+    if (auto v = take("dilation_rate"))
+      o.dilation_rate = parse_pair(spec, text, *v, "dilation_rate");
+    if (auto v = take("data_format")) o.data_format = *v;
+    if (auto v = take("use_bias")) o.use_bias = parse_bool(spec, text, *v);
+    if (auto v = take("activation")) o.activation = *v;
+    return finish(std::make_unique<Conv2D>(o));
+  }
+  if (h.rfind("maxpool", 0) == 0 || h.rfind("avgpool", 0) == 0) {
+    // maxpool<k>[x<k>][-same|-valid], avgpool likewise
+    const bool max = h[0] == 'm';
+    const auto parts = split(h.substr(7), '-');
+    Pooling2D::Options o;
+    o.pool_size = parse_pair(spec, text, parts[0], "pool_size");
+    if (parts.size() > 2 || (parts.size() == 2 && parts[1] != "same" && parts[1] != "valid"))
+      fail(spec, text, "expected " + h.substr(0, 7) + "<k>[x<k>][-same|-valid]");
+    if (parts.size() == 2) o.padding = parts[1];
+    if (auto v = take("strides")) o.strides = parse_pair(spec, text, *v, "strides");
+    if (auto v = take("padding")) o.padding = *v;
+    if (auto v = take("data_format")) o.data_format = *v;
+    if (max) return finish(std::make_unique<MaxPooling2D>(o));
+    return finish(std::make_unique<AveragePooling2D>(o));
+  }
+  if (h == "gap" || h == "global_average_pooling2d") {
+    GlobalAveragePooling2D::Options o;
+    if (auto v = take("data_format")) o.data_format = *v;
+    if (auto v = take("keepdims")) o.keepdims = parse_bool(spec, text, *v);
+    return finish(std::make_unique<GlobalAveragePooling2D>(o));
   }
   if (h.rfind("dropout", 0) == 0) {
     const double rate = parse_number(spec, text, h.substr(7));

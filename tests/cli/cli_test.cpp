@@ -326,6 +326,38 @@ TEST_F(CliFakeData, ThreadCountFromFlagOrEnvironment) {
   EXPECT_EQ(threads_used(" --threads 2", ""), 2);
 }
 
+// The CNN presets on a few images: they build with (28, 28, 1) input, train, print their summary
+// and write a model file that evaluate and summary read back.
+TEST_F(CliFakeData, CnnPresetsTrainOnATinySubset) {
+  const std::string out = dir_->file("out_cnn");
+  const Result r = bnorm(
+      "train --model cnn --model cnn-nobn --epochs 1 --batch-size 16 "
+      "--threads 1 --train-limit 48 --test-limit 16" +
+      data_flag() + " --out " + quote(out));
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* needle :
+       {"Model 'cnn': conv32-3x3-same,bn,relu,maxpool2", "conv2d (Conv2D)", "(None, 28, 28, 32)",
+        "max_pooling2d (MaxPooling2D)", "(None, 7, 7, 64)", "422,538", "cnn-nobn",
+        "final test accuracy", "training mode"}) {
+    EXPECT_NE(r.out.find(needle), std::string::npos) << needle << "\n" << r.out;
+  }
+  for (const char* name : {"model_cnn.bnorm", "model_cnn-nobn.bnorm", "curves.svg"}) {
+    EXPECT_TRUE(fs::is_regular_file(fs::path(out) / name)) << name;
+  }
+  const Result eval =
+      bnorm("evaluate --test-limit 16 --model " + quote(out + "/model_cnn.bnorm") + data_flag());
+  EXPECT_EQ(eval.code, 0) << eval.err;
+  EXPECT_NE(eval.out.find("test_accuracy"), std::string::npos);
+  const Result summary = bnorm("summary --model " + quote(out + "/model_cnn.bnorm"));
+  EXPECT_EQ(summary.code, 0) << summary.err;
+  EXPECT_NE(summary.out.find("conv2d_1 (Conv2D)"), std::string::npos) << summary.out;
+}
+
+TEST_F(CliFakeData, ConvSpecWithTooLargeKernelIsAOneLineError) {
+  const Result r = bnorm("train --model conv8-31,flatten,dense10-softmax" + data_flag());
+  expect_one_line_error(r, "kernel_size 31x31 is larger than the input 28x28", 1);
+}
+
 TEST_F(CliFakeData, ChartIsSelfContainedSvg) {
   ASSERT_EQ(train_->code, 0) << train_->err;
   const std::string svg = read_bytes(out_ + "/curves.svg");

@@ -8,6 +8,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -20,11 +21,14 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/layers/activation.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
 #include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/pooling.hpp"
 #include "bnorm/model/optimizers.hpp"
 #include "bnorm/model/sequential.hpp"
+#include "bnorm/model/spec.hpp"
 #include "io/test_files.hpp"
 
 namespace bnorm::io {
@@ -151,6 +155,81 @@ TEST(Checkpoint, RoundTripIsBitExact) {
   EXPECT_EQ(loaded.optimizer().config(), model.optimizer().config());
   EXPECT_EQ(loaded.loss(), LossKind::sparse_categorical_crossentropy);
   EXPECT_EQ(loaded.metrics(), model.metrics());
+}
+
+// Every image layer with non-default options in both data formats, trained a few steps.
+Sequential make_trained_cnn(std::uint64_t seed = 3) {
+  Sequential model(seed, "cnn_roundtrip");
+  model.add(Input{Shape{2, 9, 8}});
+  add_layers_from_spec(model,
+                       "conv4-3x2-same:data_format=channels_first:strides=2:activation=tanh,"
+                       "bn:axis=1,relu,"
+                       "maxpool2-same:data_format=channels_first:strides=1,"
+                       "avgpool3x2:data_format=channels_first,"
+                       "conv3-1:data_format=channels_first:use_bias=0,"
+                       "gap:data_format=channels_first:keepdims=1,flatten,dense3-softmax");
+  model.compile(make_optimizer("adam", 0.01), LossKind::sparse_categorical_crossentropy);
+  Random rng(seed + 1);
+  const Tensor x = random_tensor(Shape{6, 2, 9, 8}, rng);
+  const Tensor y = random_labels(6, 3, rng);
+  for (int i = 0; i < 3; ++i) model.train_on_batch(x, y);
+  return model;
+}
+
+TEST(Checkpoint, ConvolutionalModelRoundTripIsBitExact) {
+  TempDir dir;
+  Sequential model = make_trained_cnn();
+  const std::string path = dir.file("cnn.bnorm");
+  save_model(model, path);
+  Sequential loaded = load_model(path);
+  ASSERT_EQ(loaded.size(), model.size());
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    EXPECT_EQ(loaded.layer(i).class_name(), model.layer(i).class_name());
+    EXPECT_EQ(loaded.layer(i).name(), model.layer(i).name());
+  }
+  expect_same_weights(model, loaded);
+  const auto& c = dynamic_cast<const Conv2D&>(loaded.layer(0)).options();
+  EXPECT_EQ(c.data_format, "channels_first");
+  EXPECT_EQ(c.kernel_size, (std::array<std::int64_t, 2>{3, 2}));
+  EXPECT_EQ(c.strides, (std::array<std::int64_t, 2>{2, 2}));
+  EXPECT_EQ(c.padding, "same");
+  EXPECT_EQ(c.activation, "tanh");
+  EXPECT_FALSE(dynamic_cast<const Conv2D&>(loaded.layer(5)).options().use_bias);
+  EXPECT_EQ(dynamic_cast<const MaxPooling2D&>(loaded.layer(3)).strides(),
+            (std::array<std::int64_t, 2>{1, 1}));
+  EXPECT_TRUE(dynamic_cast<const GlobalAveragePooling2D&>(loaded.layer(6)).options().keepdims);
+  Random rng(5);
+  const Tensor x = random_tensor(Shape{4, 2, 9, 8}, rng);
+  EXPECT_TRUE(bit_equal(model.predict(x), loaded.predict(x)));
+  // The description uses Keras's names and layouts.
+  const std::string bytes = read_bytes(path);
+  json description;
+  rewrite_description(path, [&](json& d) { description = d; });
+  EXPECT_EQ(description["layers"][0]["config"]["kernel_size"], json::array({3, 2}));
+  EXPECT_EQ(description["layers"][0]["weights"][0]["shape"], json::array({3, 2, 2, 4}));
+  EXPECT_EQ(description["layers"][6]["class_name"], "GlobalAveragePooling2D");
+  EXPECT_EQ(description["layers"][3]["config"]["strides"], json::array({1, 1}));
+  save_model(loaded, dir.file("again.bnorm"));
+  EXPECT_EQ(read_bytes(dir.file("again.bnorm")), bytes);
+}
+
+TEST(Checkpoint, ConvolutionalOptionsAreValidatedOnLoad) {
+  TempDir dir;
+  const std::string path = dir.file("cnn.bnorm");
+  save_model(make_trained_cnn(), path);
+  rewrite_description(path, [](json& d) { d["layers"][0]["config"]["strides"] = {0, 1}; });
+  EXPECT_CONTAINS(io_error([&] { load_model(path); }), "strides must be >= 1; received 0x1");
+  save_model(make_trained_cnn(), path);
+  rewrite_description(path, [](json& d) { d["layers"][0]["config"]["kernel_size"] = "3"; });
+  EXPECT_CONTAINS(io_error([&] { load_model(path); }),
+                  "key 'kernel_size' must be a list of two non-negative integers");
+  save_model(make_trained_cnn(), path);
+  rewrite_description(path, [](json& d) { d["layers"][0]["config"].erase("kernel_size"); });
+  EXPECT_CONTAINS(io_error([&] { load_model(path); }), "missing key 'kernel_size'");
+  save_model(make_trained_cnn(), path);
+  rewrite_description(path, [](json& d) { d["layers"][3]["config"]["padding"] = "full"; });
+  EXPECT_CONTAINS(io_error([&] { load_model(path); }),
+                  "padding must be 'valid' or 'same'; received 'full'");
 }
 
 TEST(Checkpoint, SavingTwiceGivesTheSameBytes) {

@@ -246,11 +246,16 @@ INSTANTIATE_TEST_SUITE_P(Axes, BatchNormAxisTest,
                                            AxisCase{Shape{3, 4, 5}, 1},   // (N, C, H, W)
                                            AxisCase{Shape{4, 5, 3}, -1},  // (N, H, W, C)
                                            AxisCase{Shape{4, 5, 3}, 3}, AxisCase{Shape{4, 3, 5}, 2},
-                                           AxisCase{Shape{7, 2}, -2}),
+                                           AxisCase{Shape{7, 2}, -2},
+                                           // Convolution outputs: NHWC axis=-1, NCHW axis=1,
+                                           // channels beyond one SIMD vector
+                                           AxisCase{Shape{6, 7, 33}, -1},
+                                           AxisCase{Shape{33, 6, 7}, 1}),
                          [](const auto& info) {
                            std::string s = "rank" +
                                            std::to_string(info.param.per_sample.rank() + 1) +
                                            "_axis" + std::to_string(info.param.axis);
+                           if (info.param.per_sample.size() > 200) s += "_conv_sized";
                            for (char& ch : s)
                              if (ch == '-') ch = 'm';
                            return s;

@@ -3,6 +3,7 @@
 // determinism with the same seed, input validation.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <functional>
 #include <memory>
 #include <set>
@@ -12,9 +13,11 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/layers/activation.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
 #include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/pooling.hpp"
 #include "support/test_support.hpp"
 
 namespace bnorm {
@@ -56,6 +59,121 @@ std::unique_ptr<Layer> dense(std::int64_t units, std::string activation, bool us
   o.use_bias = use_bias;
   o.bias_initializer = Initializer::random_uniform(-0.1f, 0.1f);
   return std::make_unique<Dense>(o);
+}
+
+std::unique_ptr<Layer> conv(std::int64_t filters, std::array<std::int64_t, 2> kernel,
+                            std::int64_t stride, std::string padding, std::int64_t dilation = 1,
+                            bool use_bias = true, std::string data_format = "channels_last",
+                            std::string activation = "linear") {
+  Conv2D::Options o;
+  o.filters = filters;
+  o.kernel_size = kernel;
+  o.strides = {stride, stride};
+  o.padding = std::move(padding);
+  o.dilation_rate = {dilation, dilation};
+  o.use_bias = use_bias;
+  o.data_format = std::move(data_format);
+  o.activation = std::move(activation);
+  o.bias_initializer = Initializer::random_uniform(-0.1f, 0.1f);
+  return std::make_unique<Conv2D>(o);
+}
+
+template <class Pool>
+std::unique_ptr<Layer> pool(std::int64_t size, std::int64_t stride, std::string padding,
+                            std::string data_format = "channels_last") {
+  Pooling2D::Options o;
+  o.pool_size = {size, size};
+  o.strides = std::array<std::int64_t, 2>{stride, stride};
+  o.padding = std::move(padding);
+  o.data_format = std::move(data_format);
+  return std::make_unique<Pool>(o);
+}
+
+std::unique_ptr<Layer> gap(std::string data_format, bool keepdims) {
+  GlobalAveragePooling2D::Options o;
+  o.data_format = std::move(data_format);
+  o.keepdims = keepdims;
+  return std::make_unique<GlobalAveragePooling2D>(o);
+}
+
+// Convolution and pooling: strides 1/2, valid/same (odd sizes, even kernels), dilation 2,
+// use_bias off, both data formats; per-sample shapes are (H, W, C) or (C, H, W).
+void add_image_cases(std::vector<LayerCase>& c) {
+  const std::string cf = "channels_first";
+  c.push_back({"Conv2D_k3_valid",
+               [] {
+                 return conv(3, {3, 3}, 1, "valid");
+               },
+               Shape{5, 6, 2}, Shape{3, 4, 3}, 57, 57, 3});
+  c.push_back({"Conv2D_k3_same_stride2_odd",
+               [] {
+                 return conv(3, {3, 3}, 2, "same");
+               },
+               Shape{5, 7, 2}, Shape{3, 4, 3}, 57, 57, 3});
+  c.push_back({"Conv2D_k3_valid_stride2",
+               [] {
+                 return conv(3, {3, 3}, 2, "valid");
+               },
+               Shape{7, 6, 2}, Shape{3, 2, 3}, 57, 57, 3});
+  c.push_back({"Conv2D_k2x3_same_even_kernel",
+               [] {
+                 return conv(3, {2, 3}, 1, "same");
+               },
+               Shape{4, 5, 2}, Shape{4, 5, 3}, 39, 39, 3});
+  c.push_back({"Conv2D_dilation2_same",
+               [] {
+                 return conv(3, {3, 3}, 1, "same", 2);
+               },
+               Shape{6, 5, 2}, Shape{6, 5, 3}, 57, 57, 2});
+  c.push_back({"Conv2D_dilation2_valid",
+               [] {
+                 return conv(3, {3, 3}, 1, "valid", 2);
+               },
+               Shape{6, 7, 2}, Shape{2, 3, 3}, 57, 57, 3});
+  c.push_back({"Conv2D_no_bias",
+               [] {
+                 return conv(3, {3, 3}, 1, "same", 1, false);
+               },
+               Shape{4, 4, 2}, Shape{4, 4, 3}, 54, 54, 3});
+  c.push_back({"Conv2D_relu",
+               [] {
+                 return conv(3, {3, 3}, 1, "same", 1, true, "channels_last", "relu");
+               },
+               Shape{4, 4, 2}, Shape{4, 4, 3}, 57, 57, 3, false, true});
+  c.push_back({"Conv2D_channels_first_same_stride2",
+               [cf] {
+                 return conv(4, {3, 3}, 2, "same", 1, true, cf);
+               },
+               Shape{2, 5, 6}, Shape{4, 3, 3}, 76, 76, 3});
+  c.push_back({"Conv2D_channels_first_dilation2_valid_tanh",
+               [cf] {
+                 return conv(2, {3, 3}, 1, "valid", 2, true, cf, "tanh");
+               },
+               Shape{3, 6, 5}, Shape{2, 2, 1}, 56, 56, 3});
+  c.push_back({"MaxPooling2D_2_valid", [] { return pool<MaxPooling2D>(2, 2, "valid"); },
+               Shape{4, 6, 3}, Shape{2, 3, 3}, 0, 0, 3, false, true});
+  c.push_back({"MaxPooling2D_2_same_odd", [] { return pool<MaxPooling2D>(2, 2, "same"); },
+               Shape{5, 7, 2}, Shape{3, 4, 2}, 0, 0, 3, false, true});
+  c.push_back({"MaxPooling2D_3_stride1_same_overlap",
+               [] { return pool<MaxPooling2D>(3, 1, "same"); }, Shape{5, 4, 2}, Shape{5, 4, 2}, 0,
+               0, 2, false, true});
+  c.push_back({"MaxPooling2D_channels_first_same",
+               [cf] { return pool<MaxPooling2D>(2, 2, "same", cf); }, Shape{2, 5, 5},
+               Shape{2, 3, 3}, 0, 0, 3, false, true});
+  c.push_back({"AveragePooling2D_2_valid", [] { return pool<AveragePooling2D>(2, 2, "valid"); },
+               Shape{4, 6, 3}, Shape{2, 3, 3}, 0, 0, 3});
+  c.push_back({"AveragePooling2D_3_stride2_same_odd",
+               [] { return pool<AveragePooling2D>(3, 2, "same"); }, Shape{5, 7, 2}, Shape{3, 4, 2},
+               0, 0, 3});
+  c.push_back({"AveragePooling2D_channels_first_same",
+               [cf] { return pool<AveragePooling2D>(2, 1, "same", cf); }, Shape{2, 3, 5},
+               Shape{2, 3, 5}, 0, 0, 3});
+  c.push_back({"GlobalAveragePooling2D", [] { return gap("channels_last", false); }, Shape{3, 4, 5},
+               Shape{5}, 0, 0, 3});
+  c.push_back({"GlobalAveragePooling2D_channels_first", [cf] { return gap(cf, false); },
+               Shape{3, 4, 5}, Shape{3}, 0, 0, 3});
+  c.push_back({"GlobalAveragePooling2D_keepdims", [] { return gap("channels_last", true); },
+               Shape{3, 4, 5}, Shape{1, 1, 5}, 0, 0, 3});
 }
 
 std::vector<LayerCase> cases() {
@@ -124,6 +242,7 @@ std::vector<LayerCase> cases() {
                  return bn(o);
                },
                Shape{3, 2, 2}, Shape{3, 2, 2}, 12, 6, 4});
+  add_image_cases(c);
   return c;
 }
 

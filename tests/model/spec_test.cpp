@@ -3,14 +3,17 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <string>
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/layers/activation.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
 #include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/pooling.hpp"
 
 namespace bnorm {
 namespace {
@@ -141,6 +144,92 @@ TEST(Spec, InvalidDropout) {
   expect_spec_error("dropout1.5", "dropout1.5");
   expect_spec_error("dropout-0.1", "dropout");
   expect_spec_error("dropoutX", "dropoutX");
+}
+
+TEST(Spec, ConvolutionAndPoolingTokens) {
+  Sequential m(1);
+  m.add(Input{Shape{28, 28, 1}});
+  add_layers_from_spec(m,
+                       "conv32-3x3-same-relu,conv16-5:strides=2,maxpool2,avgpool3x2-same:strides=1,"
+                       "conv8-3:dilation_rate=2:use_bias=0:padding=same,gap");
+  ASSERT_EQ(m.size(), 6u);
+  const auto& c0 = dynamic_cast<Conv2D&>(m.layer(0)).options();
+  EXPECT_EQ(c0.filters, 32);
+  EXPECT_EQ(c0.kernel_size, (std::array<std::int64_t, 2>{3, 3}));
+  EXPECT_EQ(c0.padding, "same");
+  EXPECT_EQ(c0.activation, "relu");
+  const auto& c1 = dynamic_cast<Conv2D&>(m.layer(1)).options();
+  EXPECT_EQ(c1.kernel_size, (std::array<std::int64_t, 2>{5, 5}));
+  EXPECT_EQ(c1.strides, (std::array<std::int64_t, 2>{2, 2}));
+  EXPECT_EQ(c1.padding, "valid");
+  EXPECT_EQ(c1.activation, "linear");
+  const auto& p0 = dynamic_cast<MaxPooling2D&>(m.layer(2));
+  EXPECT_EQ(p0.strides(), (std::array<std::int64_t, 2>{2, 2}));
+  const auto& p1 = dynamic_cast<AveragePooling2D&>(m.layer(3));
+  EXPECT_EQ(p1.options().pool_size, (std::array<std::int64_t, 2>{3, 2}));
+  EXPECT_EQ(p1.strides(), (std::array<std::int64_t, 2>{1, 1}));
+  EXPECT_EQ(p1.options().padding, "same");
+  const auto& c2 = dynamic_cast<Conv2D&>(m.layer(4)).options();
+  EXPECT_EQ(c2.dilation_rate, (std::array<std::int64_t, 2>{2, 2}));
+  EXPECT_FALSE(c2.use_bias);
+  EXPECT_NE(dynamic_cast<GlobalAveragePooling2D*>(&m.layer(5)), nullptr);
+  m.build();
+  // 28 -same-> 28 -valid k5 s2-> 12 -pool2-> 6 -same s1-> 6 -same-> 6 -gap-> (8,)
+  EXPECT_EQ(m.output_shape(), Shape{8});
+}
+
+TEST(Spec, ChannelsFirstOptions) {
+  Sequential m(1);
+  m.add(Input{Shape{1, 28, 28}});
+  add_layers_from_spec(m,
+                       "conv4-3-same:data_format=channels_first,bn:axis=1,relu,"
+                       "maxpool2:data_format=channels_first,gap:data_format=channels_first:"
+                       "keepdims=1");
+  m.build();
+  EXPECT_EQ(dynamic_cast<Conv2D&>(m.layer(0)).options().data_format, "channels_first");
+  EXPECT_EQ(m.output_shape(), (Shape{4, 1, 1}));
+}
+
+TEST(Spec, CnnPresets) {
+  for (const char* spec : {kCnnSpec, kCnnNoBnSpec}) {
+    Sequential m(1);
+    m.add(Input{Shape{28, 28, 1}});
+    add_layers_from_spec(m, spec);
+    m.build();
+    EXPECT_EQ(m.output_shape(), Shape{10}) << spec;
+  }
+  Sequential bn(1);
+  bn.add(Input{Shape{28, 28, 1}});
+  add_layers_from_spec(bn, kCnnSpec);
+  bn.build();
+  // Keras: Conv2D 320 + BN 128 + Conv2D 18,496 + BN 256 + Dense 401,536 + BN 512 + Dense 1,290.
+  EXPECT_EQ(bn.count_params(), 422538);
+  EXPECT_EQ(bn.count_trainable_params(), 422090);
+  EXPECT_EQ(bn.layer(0).name(), "conv2d");
+  EXPECT_EQ(bn.layer(3).name(), "max_pooling2d");
+  EXPECT_EQ(bn.layer(4).name(), "conv2d_1");
+  // conv, bn, relu: the BN layer computes the ReLU (fused), the Activation passes through.
+  EXPECT_TRUE(bn.layer(2).absorbed());
+  Sequential nobn(1);
+  nobn.add(Input{Shape{28, 28, 1}});
+  add_layers_from_spec(nobn, kCnnNoBnSpec);
+  nobn.build();
+  EXPECT_EQ(nobn.count_params(), 422538 - 128 - 256 - 512);
+}
+
+TEST(Spec, InvalidConvolutionAndPooling) {
+  expect_spec_error("conv32", "conv32");
+  expect_spec_error("conv0-3", "filters");
+  expect_spec_error("conv8-0", "kernel_size");
+  expect_spec_error("conv8-3-full-relu", "full");
+  expect_spec_error("conv8-3:strides=0", "strides");
+  expect_spec_error("conv8-3:strides=2:dilation_rate=2", "dilation_rate");
+  expect_spec_error("conv8-3:data_format=nchw", "nchw");
+  expect_spec_error("conv8-3:groups=2", "groups");
+  expect_spec_error("maxpool0", "pool_size");
+  expect_spec_error("maxpool2-wide", "maxpool2-wide");
+  expect_spec_error("avgpool2:strides=0x1", "strides");
+  expect_spec_error("gap:keepdims=maybe", "keepdims");
 }
 
 }  // namespace

@@ -119,6 +119,48 @@ TEST(Fit, SameBitsAtOneAndTwoThreads) {
     EXPECT_TRUE(test::bitwise_equal(weights[0][i], weights[1][i])) << "weight " << i;
 }
 
+// A small version of the cnn preset (conv, fused BN+ReLU, max and average pooling, dropout):
+// same bits at 1 and 2 threads, and it learns.
+TEST(Fit, ConvolutionalModelSameBitsAtAnyThreadCountAndLearns) {
+  Random rng(6);
+  Tensor x(Shape{96, 12, 12, 1}), y(Shape{96});
+  for (std::int64_t n = 0; n < 96; ++n) {
+    const int label = static_cast<int>(rng.below(4));
+    y[n] = static_cast<float>(label);
+    // Class = which quadrant is bright, plus noise.
+    for (std::int64_t h = 0; h < 12; ++h)
+      for (std::int64_t w = 0; w < 12; ++w) {
+        const int quadrant = (h >= 6 ? 2 : 0) + (w >= 6 ? 1 : 0);
+        x[(n * 12 + h) * 12 + w] = (quadrant == label ? 1.0f : 0.0f) + 0.3f * rng.normal();
+      }
+  }
+  const char* spec =
+      "conv8-3x3-same,bn,relu,maxpool2,conv8-3-same,bn,relu,avgpool2-same,flatten,dense16,bn,"
+      "relu,dropout0.3,dense4-softmax";
+  std::vector<std::vector<Tensor>> weights;
+  std::vector<History> histories;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    Sequential m(42);
+    m.add(Input{Shape{12, 12, 1}});
+    add_layers_from_spec(m, spec);
+    m.compile("adam", "sparse_categorical_crossentropy");
+    FitOptions o;
+    o.epochs = 4;
+    o.batch_size = 16;
+    histories.push_back(m.fit(x, y, o));
+    weights.push_back(m.get_weights());
+  }
+  set_num_threads(1);
+  for (std::size_t t = 1; t < weights.size(); ++t) {
+    ASSERT_EQ(weights[t].size(), weights[0].size());
+    for (std::size_t i = 0; i < weights[0].size(); ++i)
+      EXPECT_TRUE(test::bitwise_equal(weights[t][i], weights[0][i])) << "weight " << i;
+  }
+  const auto& loss = histories[0].history.at("loss");
+  EXPECT_LT(loss.back(), 0.5 * loss.front());
+}
+
 // BatchNormalization followed by Activation('relu') runs as one fused layer; a Flatten between
 // them (an identity on (N, 16)) prevents the fusion. Training must give the same bits.
 TEST(Fit, FusedBatchNormReluTrainsBitForBitLikeTheUnfusedPair) {

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string_view>
 #include <utility>
 
@@ -17,6 +18,8 @@
 #include "bnorm/core/parallel.hpp"
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/idx.hpp"
+#include "bnorm/layers/conv2d.hpp"
+#include "bnorm/layers/pooling.hpp"
 
 namespace bnorm::cli {
 
@@ -108,6 +111,24 @@ TestSet load_test_set(const std::string& dir, std::int64_t limit) {
 
 TestSet load_train_set(const std::string& dir, std::int64_t limit) {
   return load_split(dir, "train", limit);
+}
+
+Shape fashion_mnist_input_shape(const Sequential& model) {
+  constexpr std::int64_t kSide = 28;
+  std::optional<std::string> data_format;
+  if (model.size() > 0) {
+    const Layer& first = model.layer(std::size_t{0});
+    if (const auto* conv = dynamic_cast<const Conv2D*>(&first)) {
+      data_format = conv->options().data_format;
+    } else if (const auto* pool = dynamic_cast<const Pooling2D*>(&first)) {
+      data_format = pool->options().data_format;
+    } else if (const auto* gap = dynamic_cast<const GlobalAveragePooling2D*>(&first)) {
+      data_format = gap->options().data_format;
+    }
+  }
+  if (!data_format) return Shape{kSide * kSide};
+  if (*data_format == "channels_first") return Shape{1, kSide, kSide};
+  return Shape{kSide, kSide, 1};
 }
 
 Tensor as_model_input(Tensor images, const Sequential& model) {

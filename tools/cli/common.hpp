@@ -63,6 +63,10 @@ struct TestSet {
 TestSet load_test_set(const std::string& dir, std::int64_t limit);
 TestSet load_train_set(const std::string& dir, std::int64_t limit);
 
+// The per-sample input shape for Fashion-MNIST images given a model's first layer: (28, 28, 1)
+// when it is an image layer (Conv2D, pooling; (1, 28, 28) with data_format channels_first),
+// else the flattened (784,).
+Shape fashion_mnist_input_shape(const Sequential& model);
 // Images (N, H, W) viewed with the model's per-sample input shape, e.g. (N, 784), reusing their
 // storage; ShapeError when the sizes differ or the model has no input shape.
 Tensor as_model_input(Tensor images, const Sequential& model);

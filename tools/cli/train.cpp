@@ -86,23 +86,36 @@ void validate(const TrainOptions& o) {
   check_limit(o.test_limit, "--test-limit");
 }
 
+// The CLI's named models: name -> spec.
+const std::vector<std::pair<std::string, std::string>>& named_models() {
+  static const std::vector<std::pair<std::string, std::string>> named = {
+      {"seed", kSeedSpec},
+      {"seed-nobn", kSeedNoBnSpec},
+      {"cnn", kCnnSpec},
+      {"cnn-nobn", kCnnNoBnSpec}};
+  return named;
+}
+
 // Builds and compiles every requested model before any data is read, so a bad spec fails fast.
-std::vector<ModelPlan> plan_models(const TrainOptions& o, std::int64_t input_size) {
+// Each model gets the images in the shape its first layer takes: (784,) for dense models,
+// (28, 28, 1) (or (1, 28, 28) for channels_first) for convolutional ones.
+std::vector<ModelPlan> plan_models(const TrainOptions& o) {
   std::vector<std::string> requested = o.models;
   if (requested.empty()) requested = {"seed", "seed-nobn"};
-  const auto customs = std::count_if(requested.begin(), requested.end(), [](const std::string& m) {
-    return m != "seed" && m != "seed-nobn";
-  });
+  auto named = [](const std::string& m) -> const std::string* {
+    for (const auto& [name, spec] : named_models())
+      if (name == m) return &spec;
+    return nullptr;
+  };
+  const auto customs = std::count_if(requested.begin(), requested.end(),
+                                     [&](const std::string& m) { return !named(m); });
   std::vector<ModelPlan> plans;
   int custom_index = 0;
   for (const auto& m : requested) {
     ModelPlan p;
-    if (m == "seed") {
-      p.name = "seed";
-      p.spec = kSeedSpec;
-    } else if (m == "seed-nobn") {
-      p.name = "seed-nobn";
-      p.spec = kSeedNoBnSpec;
+    if (const std::string* spec = named(m)) {
+      p.name = m;
+      p.spec = *spec;
     } else {
       ++custom_index;
       p.name = customs > 1 ? "custom-" + std::to_string(custom_index) : "custom";
@@ -112,9 +125,8 @@ std::vector<ModelPlan> plan_models(const TrainOptions& o, std::int64_t input_siz
       if (other.name == p.name) throw UsageError("--model " + m + " is given twice");
     }
     p.model = std::make_unique<Sequential>(o.seed, p.name);
-    p.model->add(Input{Shape{input_size}});
     add_layers_from_spec(*p.model, p.spec);
-    p.model->build();
+    p.model->build(fashion_mnist_input_shape(*p.model));
     check_classifier_output(*p.model, "model '" + p.name + "' (" + p.spec + ")");
     p.model->compile(make_optimizer(o.optimizer, o.learning_rate),
                      LossKind::sparse_categorical_crossentropy, {"accuracy"});
@@ -183,8 +195,7 @@ void run_train(TrainOptions o) {
   validate(o);
   configure_threads(o.threads_given, o.threads);
 
-  const std::int64_t image_size = 28 * 28;
-  std::vector<ModelPlan> plans = plan_models(o, image_size);
+  std::vector<ModelPlan> plans = plan_models(o);
 
   io::Dataset data = io::load_fashion_mnist(o.data);
   // Moved, not copied: the data set is held once (60000 images are 180 MiB as float32).
@@ -195,8 +206,6 @@ void run_train(TrainOptions o) {
   data = {};
   const std::int64_t n_train = train_images.shape()[0];
   const std::int64_t n_test = test_images.shape()[0];
-  const Tensor train_x = as_model_input(std::move(train_images), *plans.front().model);
-  const Tensor test_x = as_model_input(std::move(test_images), *plans.front().model);
 
   TrainConfig config;
   config.epochs = o.epochs;
@@ -243,6 +252,12 @@ void run_train(TrainOptions o) {
   std::vector<ModelRun> runs;
   for (auto& plan : plans) {
     Sequential& model = *plan.model;
+    // Each model sees the images in its own input shape ((N, 784) or (N, 28, 28, 1)): a view
+    // of the same storage, never a copy.
+    train_images = as_model_input(std::move(train_images), model);
+    test_images = as_model_input(std::move(test_images), model);
+    const Tensor& train_x = train_images;
+    const Tensor& test_x = test_images;
     ModelRun run;
     run.name = plan.name;
     run.spec = plan.spec;
@@ -312,9 +327,10 @@ Action add_train_command(CLI::App& app) {
       "train",
       "Train on Fashion-MNIST (default: the seed model and the same model without BN) and write "
       "histories, checkpoints, summary.json and curves.svg");
-  cmd->add_option("--model", o->models,
-                  "seed | seed-nobn | SPEC (e.g. \"dense64-relu,bn,dense10-softmax\"); repeat to "
-                  "train several; default: seed and seed-nobn")
+  cmd->add_option(
+         "--model", o->models,
+         "seed | seed-nobn | cnn | cnn-nobn | SPEC (e.g. \"dense64-relu,bn,dense10-softmax\"); "
+         "repeat to train several; default: seed and seed-nobn")
       ->allow_extra_args(false);
   cmd->add_option("--epochs", o->epochs, "Number of epochs")->capture_default_str();
   cmd->add_option("--batch-size", o->batch_size, "Batch size")->capture_default_str();

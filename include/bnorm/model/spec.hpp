@@ -5,6 +5,15 @@
 //   dense<units>[-<activation>]   Dense; options use_bias=0|1
 //   bn | batchnorm                BatchNormalization; options axis, momentum, epsilon,
 //                                 center=0|1, scale=0|1
+//   conv<filters>-<k>[x<k>][-same|-valid][-<activation>]
+//                                 Conv2D, e.g. conv32-3x3-same or conv64-3-relu; options
+//                                 strides=S|SxS, padding, dilation_rate=D|DxD,
+//                                 data_format=channels_last|channels_first, use_bias=0|1,
+//                                 activation
+//   maxpool<k>[x<k>][-same|-valid], avgpool<k>...
+//                                 MaxPooling2D / AveragePooling2D (strides default to the pool
+//                                 size); options strides, padding, data_format
+//   gap                           GlobalAveragePooling2D; options data_format, keepdims=0|1
 //   dropout<rate>                 Dropout, e.g. dropout0.2
 //   flatten                       Flatten
 //   relu | sigmoid | tanh | softmax | linear   Activation
@@ -20,6 +29,14 @@ namespace bnorm {
 // The named models of the CLI.
 inline constexpr const char* kSeedSpec = "dense64-relu,bn,dense10-softmax";
 inline constexpr const char* kSeedNoBnSpec = "dense64-relu,dense10-softmax";
+// The CNN of issue 5 (input (28, 28, 1)): conv without activation, then BN, then ReLU, so that
+// Sequential fuses BN+ReLU into one kernel; the same network without BatchNormalization.
+inline constexpr const char* kCnnSpec =
+    "conv32-3x3-same,bn,relu,maxpool2,conv64-3x3-same,bn,relu,maxpool2,flatten,dense128,bn,relu,"
+    "dropout0.3,dense10-softmax";
+inline constexpr const char* kCnnNoBnSpec =
+    "conv32-3x3-same-relu,maxpool2,conv64-3x3-same-relu,maxpool2,flatten,dense128-relu,"
+    "dropout0.3,dense10-softmax";
 
 // Appends the layers a spec describes to `model`. ValueError naming the bad token and the
 // known layers for anything it cannot parse (nothing is added then).

@@ -1,0 +1,194 @@
+#include "bnorm/layers/conv2d.hpp"
+
+#include <algorithm>
+
+#include "bnorm/core/error.hpp"
+#include "kernels/activation.hpp"
+#include "kernels/conv2d.hpp"
+#include "layers/spatial.hpp"
+
+namespace bnorm {
+
+Conv2D::Conv2D(Options options)
+    : Layer("conv2d"),
+      options_(std::move(options)),
+      activation_(parse_activation(options_.activation)) {
+  const std::string who = "Conv2D";
+  if (options_.filters < 1) {
+    throw ValueError(who + ": filters must be >= 1; received " + std::to_string(options_.filters));
+  }
+  detail::check_positive_pair(who, "kernel_size", options_.kernel_size);
+  detail::check_positive_pair(who, "strides", options_.strides);
+  detail::check_positive_pair(who, "dilation_rate", options_.dilation_rate);
+  const auto& s = options_.strides;
+  const auto& r = options_.dilation_rate;
+  if (std::max(s[0], s[1]) > 1 && std::max(r[0], r[1]) > 1) {
+    throw ValueError(who + ": strides > 1 is not supported together with dilation_rate > 1 " +
+                     "(as in Keras); received strides " + detail::pair_str(s) +
+                     " and dilation_rate " + detail::pair_str(r));
+  }
+  options_.padding = detail::normalize_padding(who, options_.padding);
+  options_.data_format = detail::normalize_data_format(who, options_.data_format);
+  channels_first_ = options_.data_format == "channels_first";
+  if (!(options_.kernel_l2 >= 0.0f) || !(options_.bias_l2 >= 0.0f)) {
+    throw ValueError(who + ": L2 regularization factors must be >= 0");
+  }
+}
+
+namespace {
+Conv2D::Options square(std::int64_t filters, std::int64_t kernel_size, std::string padding,
+                       std::string activation) {
+  Conv2D::Options o;
+  o.filters = filters;
+  o.kernel_size = {kernel_size, kernel_size};
+  o.padding = std::move(padding);
+  o.activation = std::move(activation);
+  return o;
+}
+}  // namespace
+
+Conv2D::Conv2D(std::int64_t filters, std::int64_t kernel_size, std::string padding,
+               std::string activation)
+    : Conv2D(square(filters, kernel_size, std::move(padding), std::move(activation))) {}
+
+Conv2D::Geometry Conv2D::geometry(const Shape& input_shape) const {
+  const auto img = detail::image_shape(label(), input_shape, channels_first_);
+  const bool same = options_.padding == "same";
+  const auto& k = options_.kernel_size;
+  const auto& s = options_.strides;
+  const auto& r = options_.dilation_rate;
+  const auto gh = kernels::conv_axis_geometry(img.h, k[0], s[0], r[0], same);
+  const auto gw = kernels::conv_axis_geometry(img.w, k[1], s[1], r[1], same);
+  if (gh.out < 1 || gw.out < 1) {
+    const std::array<std::int64_t, 2> span{r[0] * (k[0] - 1) + 1, r[1] * (k[1] - 1) + 1};
+    std::string window = "kernel_size " + detail::pair_str(k);
+    if (span != k) {
+      window += " with dilation_rate " + detail::pair_str(r) + " (a " + detail::pair_str(span) +
+                " window)";
+    }
+    throw ShapeError(label() + ": " + window + " is larger than the input " +
+                     detail::pair_str({img.h, img.w}) + " with padding 'valid'");
+  }
+  return {img.h, img.w, img.c, gh.out, gw.out, gh.pad_before, gw.pad_before};
+}
+
+Shape Conv2D::output_shape(const Shape& input_shape) const {
+  const Geometry g = geometry(input_shape);
+  return detail::make_image_shape(g.out_h, g.out_w, options_.filters, channels_first_);
+}
+
+void Conv2D::do_build(const Shape& input_shape, Random& rng) {
+  geometry_ = geometry(input_shape);
+  const auto& k = options_.kernel_size;
+  const std::int64_t receptive = k[0] * k[1];
+  kernel_ = &add_weight("kernel", Shape{k[0], k[1], geometry_.in_c, options_.filters}, true,
+                        options_.kernel_l2);
+  options_.kernel_initializer.apply(kernel_->value, rng, receptive * geometry_.in_c,
+                                    receptive * options_.filters);
+  if (options_.use_bias) {
+    bias_ = &add_weight("bias", Shape{options_.filters}, true, options_.bias_l2);
+    options_.bias_initializer.apply(bias_->value, rng, receptive * geometry_.in_c,
+                                    receptive * options_.filters);
+  }
+}
+
+namespace {
+kernels::Conv2dDims conv_dims(std::int64_t batch, const Conv2D::Options& o, std::int64_t in_h,
+                              std::int64_t in_w, std::int64_t in_c, std::int64_t out_h,
+                              std::int64_t out_w, std::int64_t pad_top, std::int64_t pad_left) {
+  kernels::Conv2dDims d;
+  d.batch = batch;
+  d.in_h = in_h;
+  d.in_w = in_w;
+  d.in_c = in_c;
+  d.kernel_h = o.kernel_size[0];
+  d.kernel_w = o.kernel_size[1];
+  d.filters = o.filters;
+  d.stride_h = o.strides[0];
+  d.stride_w = o.strides[1];
+  d.dilation_h = o.dilation_rate[0];
+  d.dilation_w = o.dilation_rate[1];
+  d.pad_top = pad_top;
+  d.pad_left = pad_left;
+  d.out_h = out_h;
+  d.out_w = out_w;
+  return d;
+}
+}  // namespace
+
+void Conv2D::do_forward(const Tensor& x, Mode, Tensor& y) {
+  const Geometry& g = geometry_;
+  const std::int64_t n = x.shape()[0];
+  const auto d =
+      conv_dims(n, options_, g.in_h, g.in_w, g.in_c, g.out_h, g.out_w, g.pad_top, g.pad_left);
+  const Shape out_shape = detail::with_batch(
+      n, detail::make_image_shape(g.out_h, g.out_w, options_.filters, channels_first_));
+  const bool linear = activation_ == ActivationKind::linear;
+  Tensor& z = linear ? y : z_;  // the convolution's output in the layer's data format
+  z.resize(out_shape);
+  y.resize(out_shape);
+  cols_.resize(Shape{std::max<std::int64_t>(1, kernels::conv2d_cols_size(d))});
+
+  const float* xin = x.data();
+  if (channels_first_) {
+    x_nhwc_.resize(Shape{n, g.in_h, g.in_w, g.in_c});
+    kernels::transpose_channels_first_to_last(n, g.in_c, g.in_h * g.in_w, x.data(), x_nhwc_.data());
+    xin = x_nhwc_.data();
+    y_nhwc_.resize(Shape{n, g.out_h, g.out_w, options_.filters});
+  }
+  float* out = channels_first_ ? y_nhwc_.data() : z.data();
+  kernels::conv2d_forward(d, xin, kernel_->value.data(), bias_ ? bias_->value.data() : nullptr,
+                          cols_.data(), out);
+  if (channels_first_) {
+    kernels::transpose_channels_last_to_first(n, options_.filters, g.out_h * g.out_w, out,
+                                              z.data());
+  }
+  if (!linear) {
+    // Keras applies the activation elementwise; softmax is over the last axis.
+    const std::int64_t cols = out_shape[out_shape.rank() - 1];
+    kernels::activation_forward(activation_, z.size() / cols, cols, z.data(), y.data());
+  }
+}
+
+void Conv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
+  const Geometry& g = geometry_;
+  const std::int64_t n = dy.shape()[0];
+  const auto d =
+      conv_dims(n, options_, g.in_h, g.in_w, g.in_c, g.out_h, g.out_w, g.pad_top, g.pad_left);
+  const Tensor* dz = &dy;
+  if (activation_ != ActivationKind::linear) {
+    const std::int64_t cols = dy.shape()[dy.rank() - 1];
+    dz_.resize(dy.shape());
+    kernels::activation_backward(activation_, dy.size() / cols, cols, output_.data(), dy.data(),
+                                 dz_.data());
+    dz = &dz_;
+  }
+  const float* dz_nhwc = dz->data();
+  if (channels_first_) {
+    dz_nhwc_.resize(Shape{n, g.out_h, g.out_w, options_.filters});
+    kernels::transpose_channels_first_to_last(n, options_.filters, g.out_h * g.out_w, dz->data(),
+                                              dz_nhwc_.data());
+    dz_nhwc = dz_nhwc_.data();
+  }
+  float* dkernel = trainable() ? kernel_->gradient.data() : nullptr;
+  float* dbias = trainable() && bias_ ? bias_->gradient.data() : nullptr;
+  float* dx_out = nullptr;
+  if (compute_dx) {
+    dcols_.resize(cols_.shape());
+    dx.resize(last_input_->shape());
+    if (channels_first_) {
+      dx_nhwc_.resize(Shape{n, g.in_h, g.in_w, g.in_c});
+      dx_out = dx_nhwc_.data();
+    } else {
+      dx_out = dx.data();
+    }
+  }
+  kernels::conv2d_backward(d, dz_nhwc, kernel_->value.data(), cols_.data(), dcols_.data(), dx_out,
+                           dkernel, dbias);
+  if (compute_dx && channels_first_) {
+    kernels::transpose_channels_last_to_first(n, g.in_c, g.in_h * g.in_w, dx_nhwc_.data(),
+                                              dx.data());
+  }
+}
+
+}  // namespace bnorm

@@ -1,0 +1,161 @@
+#include "bnorm/layers/pooling.hpp"
+
+#include "bnorm/core/error.hpp"
+#include "kernels/conv2d.hpp"
+#include "kernels/pooling.hpp"
+#include "layers/spatial.hpp"
+
+namespace bnorm {
+
+namespace {
+const char* kind_name(bool max) { return max ? "MaxPooling2D" : "AveragePooling2D"; }
+}  // namespace
+
+Pooling2D::Pooling2D(std::string name, Kind kind, Options options)
+    : Layer(std::move(name)), kind_(kind), options_(std::move(options)) {
+  const std::string who = kind_name(kind_ == Kind::max);
+  detail::check_positive_pair(who, "pool_size", options_.pool_size);
+  if (options_.strides) detail::check_positive_pair(who, "strides", *options_.strides);
+  options_.padding = detail::normalize_padding(who, options_.padding);
+  options_.data_format = detail::normalize_data_format(who, options_.data_format);
+  channels_first_ = options_.data_format == "channels_first";
+}
+
+namespace {
+Pooling2D::Options square(std::int64_t pool_size) {
+  Pooling2D::Options o;
+  o.pool_size = {pool_size, pool_size};
+  return o;
+}
+}  // namespace
+
+MaxPooling2D::MaxPooling2D() : MaxPooling2D(Options()) {}
+MaxPooling2D::MaxPooling2D(std::int64_t pool_size) : MaxPooling2D(square(pool_size)) {}
+AveragePooling2D::AveragePooling2D() : AveragePooling2D(Options()) {}
+AveragePooling2D::AveragePooling2D(std::int64_t pool_size) : AveragePooling2D(square(pool_size)) {}
+MaxPooling2D::MaxPooling2D(Options options)
+    : Pooling2D("max_pooling2d", Kind::max, std::move(options)) {}
+AveragePooling2D::AveragePooling2D(Options options)
+    : Pooling2D("average_pooling2d", Kind::average, std::move(options)) {}
+
+Pooling2D::Geometry Pooling2D::geometry(const Shape& input_shape) const {
+  const auto img = detail::image_shape(label(), input_shape, channels_first_);
+  const bool same = options_.padding == "same";
+  const auto st = strides();
+  const auto gh = kernels::conv_axis_geometry(img.h, options_.pool_size[0], st[0], 1, same);
+  const auto gw = kernels::conv_axis_geometry(img.w, options_.pool_size[1], st[1], 1, same);
+  if (gh.out < 1 || gw.out < 1) {
+    throw ShapeError(label() + ": pool_size " + detail::pair_str(options_.pool_size) +
+                     " is larger than the input " + detail::pair_str({img.h, img.w}) +
+                     " with padding 'valid'");
+  }
+  return {img.h, img.w, img.c, gh.out, gw.out, gh.pad_before, gw.pad_before};
+}
+
+Shape Pooling2D::output_shape(const Shape& input_shape) const {
+  const Geometry g = geometry(input_shape);
+  return detail::make_image_shape(g.out_h, g.out_w, g.channels, channels_first_);
+}
+
+void Pooling2D::do_build(const Shape& input_shape, Random&) {
+  geometry_ = geometry(input_shape);
+  output_per_sample_ = output_shape(input_shape);
+}
+
+namespace {
+// Kernel dims for a batch of n samples: NHWC as is; channels-first data is the same
+// computation on n*C single-channel images.
+kernels::Pool2dDims batch_dims(std::int64_t n, std::int64_t in_h, std::int64_t in_w,
+                               std::int64_t channels, std::int64_t out_h, std::int64_t out_w,
+                               std::int64_t pad_top, std::int64_t pad_left,
+                               const Pooling2D::Options& o, const std::array<std::int64_t, 2>& st,
+                               bool channels_first) {
+  kernels::Pool2dDims d;
+  d.batch = channels_first ? n * channels : n;
+  d.channels = channels_first ? 1 : channels;
+  d.in_h = in_h;
+  d.in_w = in_w;
+  d.pool_h = o.pool_size[0];
+  d.pool_w = o.pool_size[1];
+  d.stride_h = st[0];
+  d.stride_w = st[1];
+  d.pad_top = pad_top;
+  d.pad_left = pad_left;
+  d.out_h = out_h;
+  d.out_w = out_w;
+  return d;
+}
+}  // namespace
+
+void Pooling2D::do_forward(const Tensor& x, Mode, Tensor& y) {
+  const std::int64_t n = x.shape()[0];
+  const Geometry& g = geometry_;
+  const auto d = batch_dims(n, g.in_h, g.in_w, g.channels, g.out_h, g.out_w, g.pad_top, g.pad_left,
+                            options_, strides(), channels_first_);
+  y.resize(detail::with_batch(n, output_per_sample_));
+  if (kind_ == Kind::max) {
+    kernels::max_pool2d_forward(d, x.data(), y.data());
+  } else {
+    kernels::avg_pool2d_forward(d, x.data(), y.data());
+  }
+}
+
+void Pooling2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
+  if (!compute_dx) return;
+  const Tensor& x = *last_input_;
+  const Geometry& g = geometry_;
+  const auto d = batch_dims(x.shape()[0], g.in_h, g.in_w, g.channels, g.out_h, g.out_w, g.pad_top,
+                            g.pad_left, options_, strides(), channels_first_);
+  dx.resize(x.shape());
+  if (kind_ == Kind::max) {
+    kernels::max_pool2d_backward(d, x.data(), dy.data(), dx.data());
+  } else {
+    kernels::avg_pool2d_backward(d, dy.data(), dx.data());
+  }
+}
+
+GlobalAveragePooling2D::GlobalAveragePooling2D() : GlobalAveragePooling2D(Options()) {}
+GlobalAveragePooling2D::GlobalAveragePooling2D(Options options)
+    : Layer("global_average_pooling2d"), options_(std::move(options)) {
+  options_.data_format =
+      detail::normalize_data_format("GlobalAveragePooling2D", options_.data_format);
+  channels_first_ = options_.data_format == "channels_first";
+}
+
+Shape GlobalAveragePooling2D::output_shape(const Shape& input_shape) const {
+  const auto img = detail::image_shape(label(), input_shape, channels_first_);
+  if (!options_.keepdims) return Shape{img.c};
+  return detail::make_image_shape(1, 1, img.c, channels_first_);
+}
+
+void GlobalAveragePooling2D::do_build(const Shape& input_shape, Random&) {
+  const auto img = detail::image_shape(label(), input_shape, channels_first_);
+  spatial_ = img.h * img.w;
+  channels_ = img.c;
+  output_per_sample_ = output_shape(input_shape);
+}
+
+void GlobalAveragePooling2D::do_forward(const Tensor& x, Mode, Tensor& y) {
+  const std::int64_t n = x.shape()[0];
+  y.resize(detail::with_batch(n, output_per_sample_));
+  // channels_last: (N, H*W, C); channels_first: (N*C, H*W, 1).
+  if (channels_first_) {
+    kernels::global_avg_pool_forward(n * channels_, spatial_, 1, x.data(), y.data());
+  } else {
+    kernels::global_avg_pool_forward(n, spatial_, channels_, x.data(), y.data());
+  }
+}
+
+void GlobalAveragePooling2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
+  if (!compute_dx) return;
+  const Tensor& x = *last_input_;
+  const std::int64_t n = x.shape()[0];
+  dx.resize(x.shape());
+  if (channels_first_) {
+    kernels::global_avg_pool_backward(n * channels_, spatial_, 1, dy.data(), dx.data());
+  } else {
+    kernels::global_avg_pool_backward(n, spatial_, channels_, dy.data(), dx.data());
+  }
+}
+
+}  // namespace bnorm

@@ -1,0 +1,36 @@
+// src/layers/spatial.hpp — argument checks and messages shared by the 2-D (image) layers.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "bnorm/core/tensor.hpp"
+
+namespace bnorm::detail {
+
+// "3x3"
+std::string pair_str(const std::array<std::int64_t, 2>& v);
+// A per-sample shape with the batch shown as Keras does: "(None, 28, 28, 1)".
+std::string batch_shape_str(const Shape& per_sample);
+// Lower-cases and checks Keras's padding ("valid", "same"); ValueError naming `who` otherwise.
+std::string normalize_padding(const std::string& who, const std::string& padding);
+// Lower-cases and checks Keras's data_format ("channels_last", "channels_first").
+std::string normalize_data_format(const std::string& who, const std::string& data_format);
+// Each entry >= 1; ValueError "<who>: <what> must be >= 1; received 0x3" otherwise.
+void check_positive_pair(const std::string& who, const char* what,
+                         const std::array<std::int64_t, 2>& v);
+
+// (H, W, C) of a per-sample image shape (rank 3; (C, H, W) when channels_first), or a
+// ShapeError naming the layer and the received shape.
+struct ImageShape {
+  std::int64_t h, w, c;
+};
+ImageShape image_shape(const std::string& label, const Shape& per_sample, bool channels_first);
+// Per-sample shape from (H, W, C) in the layer's data format.
+Shape make_image_shape(std::int64_t h, std::int64_t w, std::int64_t c, bool channels_first);
+
+// (batch, per_sample...)
+Shape with_batch(std::int64_t batch, const Shape& per_sample);
+
+}  // namespace bnorm::detail
