@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -103,6 +104,11 @@ TEST(Fold, Conv2DThenBatchNormalizationChannelsLast) {
     for (const auto& b : kBnOptions)
       expect_folds(Shape{7, 6, 3}, "conv8-3x3-same" + p + ",bn" + b + ",relu,flatten,dense5", 1);
   expect_folds(Shape{9, 9, 2}, "conv6-3x3:strides=2,bn:axis=3,relu,gap,dense4", 1);
+  // The issue-5 CNN shape: pooling layers are copied, three pairs fold.
+  expect_folds(Shape{12, 12, 1},
+               "conv8-3x3-same,bn,relu,maxpool2,conv6-3x3-same:use_bias=0,bn,relu,avgpool2,"
+               "flatten,dense16,bn,relu,dropout0.3,dense5",
+               3);
 }
 
 TEST(Fold, Conv2DThenBatchNormalizationChannelsFirst) {
@@ -202,6 +208,35 @@ TEST(Fold, FoldingNeedsABuiltModel) {
   Sequential m(1);
   add_layers_from_spec(m, "dense4,bn");
   EXPECT_THROW(m.folded(), ValueError);
+}
+
+// A layer class without do_clone: it cannot be copied.
+class Negate final : public Layer {
+ public:
+  Negate() : Layer("negate") {}
+  std::string class_name() const override { return "Negate"; }
+  Shape output_shape(const Shape& s) const override { return s; }
+
+ protected:
+  void do_build(const Shape&, Random&) override {}
+  void do_forward(const Tensor& x, Mode, Tensor& y) override {
+    y.resize(x.shape());
+    for (std::int64_t i = 0; i < x.size(); ++i) y.data()[i] = -x.data()[i];
+  }
+  void do_backward(const Tensor& dy, bool, Tensor& dx) override {
+    dx.resize(dy.shape());
+    for (std::int64_t i = 0; i < dy.size(); ++i) dx.data()[i] = -dy.data()[i];
+  }
+};
+
+TEST(Fold, ALayerThatCannotBeCopiedLeavesPredictUnfolded) {
+  Sequential m = model(Shape{6}, "dense8,bn");
+  m.add(std::make_unique<Negate>());
+  ASSERT_EQ(m.foldable_pairs(), 1u);
+  EXPECT_THROW(m.folded(), ValueError);
+  Random rng(2);
+  const Tensor x = test::random_normal(Shape{5, 6}, rng);
+  EXPECT_TRUE(test::bitwise_equal(m.predict(x), unfolded_predict(m, x)));
 }
 
 // Three Gaussian blobs in 8 dimensions, offset so that BN has work to do.
