@@ -64,6 +64,26 @@ void Layer::build(const Shape& input_shape, Random& rng) {
   built_ = true;
 }
 
+std::unique_ptr<Layer> Layer::clone() const {
+  std::unique_ptr<Layer> copy = do_clone();
+  if (!copy) return nullptr;
+  copy->name_ = name_;
+  copy->trainable_ = trainable_;
+  if (built_) {
+    Random unused_rng;  // initial values are overwritten by the copied ones
+    copy->build(input_shape_, unused_rng);
+    if (copy->weights_.size() != weights_.size())
+      throw ValueError(label() + ": clone has a different number of weights");
+    for (std::size_t i = 0; i < weights_.size(); ++i) {
+      check_same_shape(copy->weights_[i]->value.shape(), weights_[i]->value.shape(),
+                       label() + ": clone of weight '" + weights_[i]->name + "'");
+      copy->weights_[i]->value = weights_[i]->value;
+    }
+    copy->copy_state_from(*this);
+  }
+  return copy;
+}
+
 void Layer::check_input(const Tensor& x) const {
   if (!built_) throw ValueError(label() + ": forward called before build");
   const Shape& s = x.shape();

@@ -14,6 +14,8 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/layers/activation.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/layers/conv2d.hpp"
+#include "bnorm/layers/dense.hpp"
 
 namespace bnorm {
 
@@ -81,6 +83,59 @@ void copy_rows(const Tensor& src, std::int64_t begin, std::int64_t end, Tensor& 
   const std::int64_t row = src.size() / std::max<std::int64_t>(1, src.shape()[0]);
   dst.resize_like(src.shape(), 0, end - begin);
   std::copy(src.data() + begin * row, src.data() + end * row, dst.data());
+}
+
+const Variable* find_weight(const Layer& layer, const std::string& name) {
+  for (const Variable* v : layer.weights())
+    if (v->name == name) return v;
+  return nullptr;
+}
+
+// The Dense/Conv2D `producer` followed by `bn` as one layer (see Sequential::folded): same
+// options but use_bias=true, kernel' = kernel * inv per output channel (the kernel's last axis,
+// for Dense (in, units) and Conv2D (kh, kw, in, filters) alike) and
+// bias' = (bias - moving_mean) * inv + beta, in float64 and rounded once.
+template <class L>
+std::unique_ptr<Layer> fold_pair(const L& producer, const BatchNormalization& bn) {
+  typename L::Options o = producer.options();
+  o.use_bias = true;
+  o.bias_initializer = Initializer::zeros();
+  auto folded = std::make_unique<L>(o);
+  folded->set_name(producer.name());
+  folded->set_trainable(producer.trainable());
+  Random unused_rng;  // every weight is overwritten below
+  folded->build(producer.input_shape(), unused_rng);
+
+  const Tensor& kernel = find_weight(producer, "kernel")->value;
+  const Variable* bias = find_weight(producer, "bias");  // null with use_bias=false: b = 0
+  const Variable* gamma = find_weight(bn, "gamma");      // null with scale=false: gamma = 1
+  const Variable* beta = find_weight(bn, "beta");        // null with center=false: beta = 0
+  const float* moving_mean = find_weight(bn, "moving_mean")->value.data();
+  const float* moving_variance = find_weight(bn, "moving_variance")->value.data();
+  const std::int64_t channels = kernel.shape()[kernel.rank() - 1];
+  if (channels != bn.channels()) {
+    throw ShapeError("fold: " + producer.class_name() + " '" + producer.name() + "' has " +
+                     std::to_string(channels) + " output channels but BatchNormalization '" +
+                     bn.name() + "' has " + std::to_string(bn.channels()));
+  }
+  const auto epsilon = static_cast<double>(bn.options().epsilon);
+  std::vector<double> inv(static_cast<std::size_t>(channels));
+  std::vector<Variable*> w = folded->weights();  // kernel, bias
+  float* new_bias = w[1]->value.data();
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const double g = gamma ? static_cast<double>(gamma->value.data()[c]) : 1.0;
+    const double b = bias ? static_cast<double>(bias->value.data()[c]) : 0.0;
+    const double shift = beta ? static_cast<double>(beta->value.data()[c]) : 0.0;
+    const double scale = g / std::sqrt(static_cast<double>(moving_variance[c]) + epsilon);
+    inv[static_cast<std::size_t>(c)] = scale;
+    new_bias[c] = static_cast<float>((b - static_cast<double>(moving_mean[c])) * scale + shift);
+  }
+  const float* from = kernel.data();
+  float* to = w[0]->value.data();
+  for (std::int64_t i = 0; i < kernel.size(); ++i)
+    to[i] = static_cast<float>(static_cast<double>(from[i]) *
+                               inv[static_cast<std::size_t>(i % channels)]);
+  return folded;
 }
 }  // namespace
 
@@ -374,6 +429,20 @@ EvaluateResult Sequential::evaluate(const Tensor& x, const Tensor& y, std::int64
     throw ValueError("evaluate: batch_size must be >= 1; received " + std::to_string(batch_size));
   check_xy(x, y, "evaluate");
   build_for(x);
+  // Inference runs on the folded copy when a pair folds (same loss function and metrics); the
+  // regularization term below is this model's.
+  std::optional<Sequential> folded =
+      mode == Mode::inference ? folded_for_inference() : std::nullopt;
+  const auto [loss_sum, correct] = folded ? folded->evaluate_batches(x, y, batch_size, mode)
+                                          : evaluate_batches(x, y, batch_size, mode);
+  double reg = 0.0;
+  for (auto& l : layers_) reg += l->regularization_loss();
+  const auto n = static_cast<double>(x.shape()[0]);
+  return {loss_sum / n + reg, correct / n};
+}
+
+std::pair<double, double> Sequential::evaluate_batches(const Tensor& x, const Tensor& y,
+                                                       std::int64_t batch_size, Mode mode) {
   // Training mode updates BN moving statistics: keep a copy and put it back afterwards.
   std::vector<Tensor> saved;
   std::vector<std::int64_t> tracked;
@@ -403,9 +472,7 @@ EvaluateResult Sequential::evaluate(const Tensor& x, const Tensor& y, std::int64
       if (auto* bn = dynamic_cast<BatchNormalization*>(l.get()))
         bn->set_num_batches_tracked(tracked[i++]);
   }
-  double reg = 0.0;
-  for (auto& l : layers_) reg += l->regularization_loss();
-  return {loss_sum / static_cast<double>(n) + reg, correct / static_cast<double>(n)};
+  return {loss_sum, correct};
 }
 
 Tensor Sequential::predict(const Tensor& x, std::int64_t batch_size) {
@@ -415,6 +482,12 @@ Tensor Sequential::predict(const Tensor& x, std::int64_t batch_size) {
   if (x.rank() < 2 || x.shape()[0] == 0)
     throw ShapeError("predict: x must be a non-empty batch; received " + x.shape().str());
   build_for(x);
+  if (std::optional<Sequential> folded = folded_for_inference())
+    return folded->predict_batches(x, batch_size);
+  return predict_batches(x, batch_size);
+}
+
+Tensor Sequential::predict_batches(const Tensor& x, std::int64_t batch_size) {
   const std::int64_t n = x.shape()[0];
   std::vector<std::int64_t> out_dims{n};
   const Shape per = output_shape();
@@ -429,6 +502,77 @@ Tensor Sequential::predict(const Tensor& x, std::int64_t batch_size) {
     std::copy(out.data(), out.data() + out.size(), result.data() + b0 * row);
   }
   return result;
+}
+
+std::vector<std::size_t> Sequential::fold_plan() const {
+  std::vector<std::size_t> plan;
+  for (std::size_t i = 0; i + 1 < layers_.size(); ++i) {
+    const Layer& producer = *layers_[i];
+    const auto* bn = dynamic_cast<const BatchNormalization*>(layers_[i + 1].get());
+    // Moving statistics only: a BN that normalizes with batch statistics is not affine.
+    if (!bn || !bn->built() || !producer.built() || bn->uses_batch_statistics(Mode::inference))
+      continue;
+    // The producer's channel axis in the batch tensor; -1: not a linear Dense/Conv2D.
+    int channel_axis = -1;
+    if (const auto* d = dynamic_cast<const Dense*>(&producer)) {
+      if (d->activation() == ActivationKind::linear) channel_axis = d->input_shape().rank();
+    } else if (const auto* c = dynamic_cast<const Conv2D*>(&producer)) {
+      if (c->activation() == ActivationKind::linear)
+        channel_axis = c->options().data_format == "channels_first" ? 1 : 3;
+    }
+    if (channel_axis < 1 || bn->axis() != channel_axis) continue;
+    plan.push_back(i);
+    ++i;  // this BatchNormalization is folded away; it cannot start a pair
+  }
+  return plan;
+}
+
+std::size_t Sequential::foldable_pairs() const { return fold_plan().size(); }
+
+std::optional<Sequential> Sequential::fold_copy() const {
+  if (!input_shape_ || !built())
+    throw ValueError("Sequential::folded: the model is not built (add an Input or call build)");
+  const std::vector<std::size_t> plan = fold_plan();
+  Sequential out(seed_, name_);
+  out.add(Input{*input_shape_});
+  std::size_t next = 0;
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = *layers_[i];
+    if (next < plan.size() && plan[next] == i) {
+      ++next;
+      const auto& bn = static_cast<const BatchNormalization&>(*layers_[++i]);
+      if (const auto* d = dynamic_cast<const Dense*>(&l))
+        out.add(fold_pair(*d, bn));
+      else
+        out.add(fold_pair(static_cast<const Conv2D&>(l), bn));
+      continue;
+    }
+    std::unique_ptr<Layer> copy = l.clone();
+    if (!copy) return std::nullopt;
+    out.add(std::move(copy));  // built already: add only checks the shape
+  }
+  out.loss_ = loss_;
+  out.metrics_ = metrics_;
+  out.rng_ = rng_;
+  out.inference_folding_ = inference_folding_;
+  return out;
+}
+
+std::optional<Sequential> Sequential::folded_for_inference() const {
+  if (!inference_folding_ || fold_plan().empty()) return std::nullopt;
+  return fold_copy();
+}
+
+Sequential Sequential::folded() const {
+  std::optional<Sequential> out = fold_copy();
+  if (!out) {
+    for (auto& l : layers_)
+      if (!l->clone())
+        throw ValueError("Sequential::folded: layer " + l->class_name() + " '" + l->name() +
+                         "' cannot be copied");
+    throw ValueError("Sequential::folded: a layer cannot be copied");
+  }
+  return std::move(*out);
 }
 
 std::int64_t Sequential::count_params() const {

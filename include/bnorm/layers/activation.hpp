@@ -25,6 +25,9 @@ class Activation final : public Layer {
   void do_forward(const Tensor& x, Mode mode, Tensor& y) override;
   void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) override;
   void do_backward_from_logits(const Tensor& dlogits, bool compute_dx, Tensor& dx) override;
+  std::unique_ptr<Layer> do_clone() const override {
+    return std::make_unique<Activation>(activation_name(activation_));
+  }
 
  private:
   ActivationKind activation_;

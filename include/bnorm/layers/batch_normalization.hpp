@@ -73,6 +73,12 @@ class BatchNormalization final : public Layer {
   void do_build(const Shape& input_shape, Random& rng) override;
   void do_forward(const Tensor& x, Mode mode, Tensor& y) override;
   void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) override;
+  std::unique_ptr<Layer> do_clone() const override {
+    return std::make_unique<BatchNormalization>(options_);
+  }
+  void copy_state_from(const Layer& other) override {
+    num_batches_tracked_ = static_cast<const BatchNormalization&>(other).num_batches_tracked_;
+  }
 
  private:
   Options options_;

@@ -34,6 +34,7 @@ class Dense final : public Layer {
   void do_forward(const Tensor& x, Mode mode, Tensor& y) override;
   void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) override;
   void do_backward_from_logits(const Tensor& dlogits, bool compute_dx, Tensor& dx) override;
+  std::unique_ptr<Layer> do_clone() const override { return std::make_unique<Dense>(options_); }
 
  private:
   void backward_linear(const Tensor& dz, bool compute_dx, Tensor& dx);

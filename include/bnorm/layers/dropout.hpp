@@ -17,6 +17,10 @@ class Dropout final : public Layer {
   void do_build(const Shape& input_shape, Random& rng) override;
   void do_forward(const Tensor& x, Mode mode, Tensor& y) override;
   void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) override;
+  std::unique_ptr<Layer> do_clone() const override { return std::make_unique<Dropout>(rate_); }
+  void copy_state_from(const Layer& other) override {
+    rng_ = static_cast<const Dropout&>(other).rng_;
+  }
 
  private:
   float rate_;

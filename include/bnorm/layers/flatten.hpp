@@ -15,6 +15,7 @@ class Flatten final : public Layer {
   void do_build(const Shape& input_shape, Random& rng) override;
   void do_forward(const Tensor& x, Mode mode, Tensor& y) override;
   void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) override;
+  std::unique_ptr<Layer> do_clone() const override { return std::make_unique<Flatten>(); }
 };
 
 }  // namespace bnorm

@@ -84,6 +84,12 @@ class Layer {
   void set_absorbed(bool absorbed) noexcept { absorbed_ = absorbed; }
   bool absorbed() const noexcept { return absorbed_; }
 
+  // A deep copy: same class, options, name and trainable flag; when built, built for the same
+  // input shape with every weight's value copied (no aliasing) and the layer's own state (BN's
+  // batch count, Dropout's random stream). Gradients and forward buffers are not copied.
+  // nullptr for a layer class that does not implement do_clone.
+  std::unique_ptr<Layer> clone() const;
+
   // Layers whose output is softmax(z) expose z after forward, so a cross-entropy loss can work
   // from logits (as Keras does); backward_from_logits then takes dL/dz instead of dL/dy.
   virtual const Tensor* softmax_logits() const noexcept { return nullptr; }
@@ -111,6 +117,10 @@ class Layer {
   virtual void do_forward(const Tensor& x, Mode mode, Tensor& y) = 0;
   virtual void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) = 0;
   virtual void do_backward_from_logits(const Tensor& dlogits, bool compute_dx, Tensor& dx);
+  // clone() hooks: a new unbuilt layer with the same options (nullptr: not copyable), and the
+  // state beyond the weights, copied after the copy is built.
+  virtual std::unique_ptr<Layer> do_clone() const { return nullptr; }
+  virtual void copy_state_from(const Layer& /*other*/) {}
   // "<class> '<name>'" for error messages.
   std::string label() const { return class_name() + " '" + name_ + "'"; }
   // Checks a batch against the built per-sample shape; ShapeError naming the layer otherwise.

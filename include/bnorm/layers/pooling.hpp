@@ -60,6 +60,11 @@ class MaxPooling2D final : public Pooling2D {
   explicit MaxPooling2D(Options options);
   explicit MaxPooling2D(std::int64_t pool_size);  // square window, strides = pool_size
   std::string class_name() const override { return "MaxPooling2D"; }
+
+ protected:
+  std::unique_ptr<Layer> do_clone() const override {
+    return std::make_unique<MaxPooling2D>(options());
+  }
 };
 
 class AveragePooling2D final : public Pooling2D {
@@ -68,6 +73,11 @@ class AveragePooling2D final : public Pooling2D {
   explicit AveragePooling2D(Options options);
   explicit AveragePooling2D(std::int64_t pool_size);
   std::string class_name() const override { return "AveragePooling2D"; }
+
+ protected:
+  std::unique_ptr<Layer> do_clone() const override {
+    return std::make_unique<AveragePooling2D>(options());
+  }
 };
 
 class GlobalAveragePooling2D final : public Layer {
@@ -86,6 +96,9 @@ class GlobalAveragePooling2D final : public Layer {
   void do_build(const Shape& input_shape, Random& rng) override;
   void do_forward(const Tensor& x, Mode mode, Tensor& y) override;
   void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) override;
+  std::unique_ptr<Layer> do_clone() const override {
+    return std::make_unique<GlobalAveragePooling2D>(options_);
+  }
 
  private:
   Options options_;

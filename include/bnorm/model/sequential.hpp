@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "bnorm/core/random.hpp"
@@ -98,6 +99,30 @@ class Sequential {
   // Outputs in inference mode, batch by batch.
   Tensor predict(const Tensor& x, std::int64_t batch_size = 32);
 
+  // Batch-norm folding for inference. A Dense or Conv2D with a linear activation directly
+  // followed by a BatchNormalization over its channel axis (the last axis; axis 1 for Conv2D
+  // channels_first) that normalizes with moving statistics at inference is one affine map:
+  //   inv = gamma / sqrt(moving_variance + epsilon)   (gamma = 1 with scale=false)
+  //   kernel' = kernel * inv (per output channel, the kernel's last axis)
+  //   bias'   = (bias - moving_mean) * inv + beta    (bias = 0 with use_bias=false,
+  //                                                    beta = 0 with center=false)
+  // computed in float64 and rounded once to float32. Equal to the unfolded pair within 1e-5
+  // relative (float32 rounding), not bit for bit.
+  //
+  // A deep copy of this built model (weights never alias) in which every such pair is one
+  // Dense/Conv2D with use_bias=true and folded weights, the BatchNormalization removed; every
+  // other layer is copied as is. The copy keeps the loss and metrics (for evaluate) but has no
+  // optimizer: compile it to train it. ValueError when the model is not built or holds a layer
+  // class that cannot be copied.
+  Sequential folded() const;
+  // Number of pairs folded() folds.
+  std::size_t foldable_pairs() const;
+  // On (the default): predict and evaluate(mode=inference) run on folded() of the current
+  // weights whenever a pair can be folded (recomputed on each call, so weight changes are always
+  // seen); training and evaluate(mode=training) never fold. Off: the layers as they are.
+  void set_inference_folding(bool enabled) noexcept { inference_folding_ = enabled; }
+  bool inference_folding() const noexcept { return inference_folding_; }
+
   // Keras summary() table: layer (type), output shape, param #; totals with trainable and
   // non-trainable counts.
   std::string summary() const;
@@ -121,6 +146,16 @@ class Sequential {
   void fuse_layers();  // BatchNormalization + Activation('relu') pairs (see sequential.cpp)  //
                        // fills trainable_ from the layers' current trainable flags
   void check_xy(const Tensor& x, const Tensor& y, const std::string& what) const;
+  // Index of each foldable producer (its BatchNormalization follows it).
+  std::vector<std::size_t> fold_plan() const;
+  // folded(), or nullopt when a layer cannot be copied.
+  std::optional<Sequential> fold_copy() const;
+  // fold_copy() when inference folding is on and a pair can be folded; nullopt otherwise.
+  std::optional<Sequential> folded_for_inference() const;
+  // Sums of per-sample loss and of correct predictions over x/y, batch by batch.
+  std::pair<double, double> evaluate_batches(const Tensor& x, const Tensor& y,
+                                             std::int64_t batch_size, Mode mode);
+  Tensor predict_batches(const Tensor& x, std::int64_t batch_size);
 
   std::string name_;
   std::uint64_t seed_;
@@ -132,6 +167,7 @@ class Sequential {
   std::vector<std::string> metrics_;
   std::vector<Variable*> trainable_;
   Tensor loss_gradient_;
+  bool inference_folding_ = true;
 };
 
 }  // namespace bnorm
