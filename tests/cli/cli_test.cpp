@@ -596,4 +596,18 @@ TEST(CliBench, TrainSmokeJson) {
       bnorm("bench train --peers none --model dense8,conv3 --data " + quote(data)), "conv3", 1);
 }
 
+// Image models get (28, 28, 1) input in bench train as in train.
+TEST(CliBench, TrainCnnPresetSmokeJson) {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  fs::create_directory(data);
+  bnorm::testing::write_fake_fashion_mnist(data, 64, 16);
+  const Result r = bnorm(
+      "bench train --peers none --json --model cnn --epochs 1 --batch 32 --data " + quote(data));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto doc = nlohmann::json::parse(r.out);
+  EXPECT_EQ(doc["spec"].get<std::string>().rfind("conv32-3x3-same,bn,relu", 0), 0u) << r.out;
+  expect_positive_finite(doc["results"]["bnorm"], "steady_epoch_s");
+}
+
 }  // namespace

@@ -69,6 +69,8 @@ void read_result(const std::string& text, TrainRun& run) {
 std::string resolve_spec(const std::string& model) {
   if (model == "seed") return kSeedSpec;
   if (model == "seed-nobn") return kSeedNoBnSpec;
+  if (model == "cnn") return kCnnSpec;
+  if (model == "cnn-nobn") return kCnnNoBnSpec;
   return model;
 }
 
@@ -78,9 +80,9 @@ std::string train_in_child(const TrainOptions& o, const std::string& spec) {
   try {
     set_num_threads(o.threads);
     Sequential model(o.seed, "bench");
-    model.add(Input{Shape{28 * 28}});
     add_layers_from_spec(model, spec);
-    model.build();
+    // (784,) for dense models, (28, 28, 1) when the first layer is an image layer.
+    model.build(fashion_mnist_input_shape(model));
     check_classifier_output(model, "model '" + spec + "'");
     model.compile(make_optimizer("adam", 1e-3), LossKind::sparse_categorical_crossentropy,
                   {"accuracy"});
