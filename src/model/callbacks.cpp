@@ -8,9 +8,11 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <numbers>
 #include <sstream>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/model/optimizers.hpp"
 #include "bnorm/model/sequential.hpp"
 
 namespace bnorm {
@@ -168,6 +170,43 @@ void EarlyStopping::on_epoch_end(Sequential& model, int epoch, const Logs& logs)
     stopped_epoch_ = epoch;
     model.stop_training = true;
   }
+}
+
+// ---- LearningRateScheduler ----
+LearningRateScheduler::LearningRateScheduler(Schedule schedule) : schedule_(std::move(schedule)) {
+  if (!schedule_) throw ValueError("LearningRateScheduler: the schedule is empty");
+}
+
+void LearningRateScheduler::on_epoch_begin(Sequential& model, int epoch) {
+  Optimizer& optimizer = model.optimizer();
+  const double rate = schedule_(epoch, optimizer.learning_rate());
+  if (!(rate >= 0.0) || !std::isfinite(rate)) {
+    throw ValueError("LearningRateScheduler: the schedule returned learning rate " +
+                     std::to_string(rate) + " for epoch " + std::to_string(epoch) +
+                     "; it must be a finite number >= 0");
+  }
+  optimizer.set_learning_rate(rate);
+}
+
+LearningRateScheduler::Schedule cosine_decay(double initial_learning_rate, int decay_epochs,
+                                             double alpha) {
+  if (!(initial_learning_rate > 0.0) || !std::isfinite(initial_learning_rate)) {
+    throw ValueError("cosine_decay: initial learning rate must be a finite number > 0; received " +
+                     std::to_string(initial_learning_rate));
+  }
+  if (decay_epochs < 1) {
+    throw ValueError("cosine_decay: decay_epochs must be at least 1; received " +
+                     std::to_string(decay_epochs));
+  }
+  if (!(alpha >= 0.0 && alpha <= 1.0)) {
+    throw ValueError("cosine_decay: alpha must be in [0, 1]; received " + std::to_string(alpha));
+  }
+  return [=](int epoch, double) {
+    const double progress =
+        static_cast<double>(std::clamp(epoch, 0, decay_epochs)) / static_cast<double>(decay_epochs);
+    const double cosine = 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
+    return initial_learning_rate * ((1.0 - alpha) * cosine + alpha);
+  };
 }
 
 }  // namespace bnorm

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <limits>
 
 #include "bnorm/core/error.hpp"
 #include "kernels/optimizer.hpp"
@@ -14,6 +15,15 @@ Optimizer::Optimizer(float learning_rate) : learning_rate_(learning_rate) {
     throw ValueError("optimizer: learning_rate must be a finite number > 0; received " +
                      std::to_string(learning_rate));
   }
+}
+
+void Optimizer::set_learning_rate(double learning_rate) {
+  if (!(learning_rate >= 0.0) || !std::isfinite(learning_rate) ||
+      learning_rate > std::numeric_limits<float>::max()) {
+    throw ValueError("optimizer: learning_rate must be a finite number >= 0; received " +
+                     std::to_string(learning_rate));
+  }
+  learning_rate_ = static_cast<float>(learning_rate);
 }
 
 void Optimizer::apply(std::span<Variable* const> variables) {
@@ -40,7 +50,7 @@ SGD::SGD(Options options) : Optimizer(options.learning_rate), options_(options) 
 }
 
 std::map<std::string, double> SGD::config() const {
-  return {{"learning_rate", options_.learning_rate},
+  return {{"learning_rate", learning_rate_},
           {"momentum", options_.momentum},
           {"nesterov", options_.nesterov ? 1.0 : 0.0}};
 }
@@ -61,7 +71,7 @@ Adam::Adam(Options options) : Optimizer(options.learning_rate), options_(options
 }
 
 std::map<std::string, double> Adam::config() const {
-  return {{"learning_rate", options_.learning_rate},
+  return {{"learning_rate", learning_rate_},
           {"beta_1", options_.beta_1},
           {"beta_2", options_.beta_2},
           {"epsilon", options_.epsilon}};
@@ -86,7 +96,7 @@ RMSprop::RMSprop(Options options) : Optimizer(options.learning_rate), options_(o
 }
 
 std::map<std::string, double> RMSprop::config() const {
-  return {{"learning_rate", options_.learning_rate},
+  return {{"learning_rate", learning_rate_},
           {"rho", options_.rho},
           {"momentum", options_.momentum},
           {"epsilon", options_.epsilon},

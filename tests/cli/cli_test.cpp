@@ -136,6 +136,8 @@ TEST(CliUsage, BadLearningRate) {
   expect_one_line_error(bnorm("train --lr 0"), "--lr must be a finite number > 0", 2);
   expect_one_line_error(bnorm("train --lr=-0.1"), "--lr", 2);
   expect_one_line_error(bnorm("train --lr inf"), "--lr", 2);
+  expect_one_line_error(bnorm("train --lr-schedule linear"),
+                        "unknown --lr-schedule 'linear' (choose constant or cosine)", 2);
 }
 
 TEST(CliUsage, ValidationSplitOutsideRange) {
@@ -414,7 +416,23 @@ TEST_F(CliFakeData, CustomSpecAndOptions) {
   EXPECT_EQ(header, "epoch,accuracy,loss");
   const auto doc = nlohmann::json::parse(read_bytes(out + "/summary.json"));
   EXPECT_EQ(doc["config"]["optimizer"], "RMSprop");
+  EXPECT_EQ(doc["config"]["lr_schedule"], "constant");
   EXPECT_EQ(doc["models"][0]["spec"], "dense16-tanh,bn:momentum=0.9,dropout0.1,dense10-softmax");
+}
+
+// --lr-schedule cosine: recorded in summary.json and named in the summary table; with one epoch
+// the only epoch trains at the full rate, so the run equals the constant-rate one bit for bit.
+TEST_F(CliFakeData, CosineScheduleIsRecorded) {
+  const std::string cosine = dir_->file("cosine"), constant = dir_->file("constant");
+  const std::string common = "train --quiet --epochs 1 --seed 5 --model seed" + data_flag();
+  const Result a = bnorm(common + " --lr-schedule cosine --out " + quote(cosine));
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_NE(a.out.find("(cosine decay)"), std::string::npos) << a.out;
+  const Result b = bnorm(common + " --out " + quote(constant));
+  ASSERT_EQ(b.code, 0) << b.err;
+  const auto doc = nlohmann::json::parse(read_bytes(cosine + "/summary.json"));
+  EXPECT_EQ(doc["config"]["lr_schedule"], "cosine");
+  EXPECT_EQ(read_bytes(cosine + "/history_seed.csv"), read_bytes(constant + "/history_seed.csv"));
 }
 
 // A non-finite loss: one line naming epoch and step, and the checkpoint of the last good epoch

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/core/error.hpp"
+#include "bnorm/model/optimizers.hpp"
 #include "bnorm/model/sequential.hpp"
 #include "bnorm/model/spec.hpp"
 #include "support/test_support.hpp"
@@ -101,6 +103,80 @@ TEST(Callbacks, StopTrainingEndsAfterTheCurrentEpoch) {
   const History h = m.fit(d.x, d.y, o);
   EXPECT_EQ(h.history.at("loss").size(), 2u);
   EXPECT_EQ(r.events.back(), "train_end");
+}
+
+// Keras LearningRateScheduler: the schedule sees (epoch, current rate) before each epoch and its
+// result is the rate of that epoch's updates.
+TEST(LearningRateScheduler, SetsTheRateBeforeEachEpoch) {
+  const Data d = make_data(32, 6);
+  Sequential m = small_model();
+  std::vector<std::pair<int, double>> seen;
+  std::vector<float> during;
+  LearningRateScheduler scheduler([&](int epoch, double rate) {
+    seen.emplace_back(epoch, rate);
+    return rate / 2;
+  });
+  class Probe final : public Callback {
+   public:
+    explicit Probe(std::vector<float>& out) : out_(out) {}
+    void on_epoch_end(Sequential& model, int, const Logs&) override {
+      out_.push_back(model.optimizer().learning_rate());
+    }
+
+   private:
+    std::vector<float>& out_;
+  } probe(during);
+  FitOptions o;
+  o.epochs = 3;
+  o.callbacks = {&scheduler, &probe};
+  m.fit(d.x, d.y, o);
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0].first, 0);
+  EXPECT_FLOAT_EQ(static_cast<float>(seen[0].second), 0.01f);
+  EXPECT_FLOAT_EQ(static_cast<float>(seen[2].second), 0.0025f);
+  EXPECT_EQ(during, (std::vector<float>{0.005f, 0.0025f, 0.00125f}));
+
+  // A rate of 0 freezes the weights; a negative or NaN rate is an error naming the epoch.
+  Sequential frozen = small_model();
+  const auto before = frozen.get_weights();
+  LearningRateScheduler zero([](int, double) { return 0.0; });
+  o.callbacks = {&zero};
+  frozen.fit(d.x, d.y, o);
+  const auto after = frozen.get_weights();
+  ASSERT_EQ(before.size(), 8u);
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    // Weights 4 and 5 are BN's moving mean and variance, which still move; nothing else may.
+    if (i == 4 || i == 5) continue;
+    EXPECT_TRUE(test::bitwise_equal(before[i], after[i])) << "weight " << i;
+  }
+  LearningRateScheduler bad([](int epoch, double) { return epoch == 1 ? -1.0 : 0.01; });
+  o.callbacks = {&bad};
+  Sequential m2 = small_model();
+  EXPECT_THROW(
+      {
+        try {
+          m2.fit(d.x, d.y, o);
+        } catch (const ValueError& e) {
+          EXPECT_NE(std::string(e.what()).find("for epoch 1"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      ValueError);
+}
+
+// cosine_decay follows Keras CosineDecay with epochs as steps.
+TEST(LearningRateScheduler, CosineDecayMatchesKerasFormula) {
+  const auto s = cosine_decay(0.001, 10);
+  EXPECT_DOUBLE_EQ(s(0, 123.0), 0.001);
+  EXPECT_NEAR(s(5, 0.0), 0.0005, 1e-18);
+  EXPECT_NEAR(s(10, 0.0), 0.0, 1e-18);
+  EXPECT_NEAR(s(20, 0.0), 0.0, 1e-18);  // past decay_epochs it stays at alpha * initial
+  // Keras: 0.001 * (0.9 * 0.5 * (1 + cos(pi * 3 / 10)) + 0.1)
+  EXPECT_NEAR(cosine_decay(0.001, 10, 0.1)(3, 0.0), 0.000814503363531613, 1e-15);
+  EXPECT_THROW(cosine_decay(0.0, 10), ValueError);
+  EXPECT_THROW(cosine_decay(0.001, 0), ValueError);
+  EXPECT_THROW(cosine_decay(0.001, 10, 1.5), ValueError);
+  EXPECT_THROW(LearningRateScheduler({}), ValueError);
 }
 
 TEST(EarlyStopping, StopsWhenTheMonitorStopsImproving) {

@@ -48,8 +48,9 @@ std::string render_summary_table(const TrainConfig& config, const std::vector<Mo
   for (const auto& r : runs) col = std::max(col, r.name.size() + 2);
   std::ostringstream out;
   out << "\nSummary: test accuracy on " << config.test_samples << " test images after each epoch ("
-      << config.optimizer << ", learning rate " << config.learning_rate << ", batch size "
-      << config.batch_size << ", seed " << config.seed << ")\n\n";
+      << config.optimizer << ", learning rate " << config.learning_rate
+      << (config.lr_schedule == "constant" ? "" : " (" + config.lr_schedule + " decay)")
+      << ", batch size " << config.batch_size << ", seed " << config.seed << ")\n\n";
   out << pad("", label_width);
   for (const auto& r : runs) out << pad(r.name, col);
   out << "\n";
@@ -109,6 +110,7 @@ std::string render_summary_json(const TrainConfig& config, const std::vector<Mod
                    {"batch_size", config.batch_size},
                    {"optimizer", config.optimizer},
                    {"learning_rate", shortest_float(config.learning_rate)},
+                   {"lr_schedule", config.lr_schedule},
                    {"seed", config.seed},
                    {"validation_split", config.validation_split},
                    {"data_dir", config.data_dir},

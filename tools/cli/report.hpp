@@ -40,6 +40,7 @@ struct TrainConfig {
   std::int64_t batch_size = 32;
   std::string optimizer = "adam";
   double learning_rate = 1e-3;
+  std::string lr_schedule = "constant";  // "constant" | "cosine"
   std::uint64_t seed = 42;
   int threads = 1;
   double validation_split = 0.1;

@@ -36,6 +36,7 @@ struct TrainOptions {
   std::string optimizer = "adam";
   double learning_rate = -1.0;  // < 0: the optimizer's Keras default (Adam: 1e-3)
   bool learning_rate_given = false;
+  std::string lr_schedule = "constant";  // constant | cosine
   std::uint64_t seed = 42;
   int threads = 0;  // 0: leave bnorm's default
   bool threads_given = false;
@@ -81,6 +82,9 @@ void validate(const TrainOptions& o) {
                  [](unsigned char c) { return std::tolower(c); });
   if (opt != "sgd" && opt != "adam" && opt != "rmsprop") {
     throw UsageError("unknown --optimizer '" + o.optimizer + "' (choose sgd, adam or rmsprop)");
+  }
+  if (o.lr_schedule != "constant" && o.lr_schedule != "cosine") {
+    throw UsageError("unknown --lr-schedule '" + o.lr_schedule + "' (choose constant or cosine)");
   }
   check_limit(o.train_limit, "--train-limit");
   check_limit(o.test_limit, "--test-limit");
@@ -212,6 +216,7 @@ void run_train(TrainOptions o) {
   config.batch_size = o.batch_size;
   config.optimizer = plans.front().model->optimizer().name();
   config.learning_rate = plans.front().model->optimizer().learning_rate();
+  config.lr_schedule = o.lr_schedule;
   config.seed = o.seed;
   config.threads = num_threads();
   config.validation_split = o.validation_split;
@@ -277,10 +282,15 @@ void run_train(TrainOptions o) {
     EpochRecorder recorder(test_x, test_y, o.batch_size, !o.quiet);
     CSVLogger csv((out / run.history_file).string());
     io::ModelCheckpoint checkpoint(model_path);
+    LearningRateScheduler scheduler(
+        o.lr_schedule == "cosine"
+            ? cosine_decay(model.optimizer().learning_rate(), o.epochs)
+            : LearningRateScheduler::Schedule([](int, double rate) { return rate; }));
     FitOptions fit;
     fit.batch_size = o.batch_size;
     fit.epochs = o.epochs;
     fit.validation_split = o.validation_split;
+    fit.callbacks.push_back(&scheduler);
     if (!o.quiet) fit.callbacks.push_back(&progress);
     fit.callbacks.push_back(&recorder);
     fit.callbacks.push_back(&csv);
@@ -337,6 +347,10 @@ Action add_train_command(CLI::App& app) {
   cmd->add_option("--optimizer", o->optimizer, "sgd | adam | rmsprop")->capture_default_str();
   cmd->add_option("--lr", o->learning_rate,
                   "Learning rate (default: the optimizer's Keras default; Adam 0.001)");
+  cmd->add_option("--lr-schedule", o->lr_schedule,
+                  "constant | cosine (Keras CosineDecay over the epochs: epoch e of E trains at "
+                  "lr * (1 + cos(pi * e / E)) / 2)")
+      ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed for initialization, shuffling and dropout")
       ->capture_default_str();
   cmd->add_option("--threads", o->threads,

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -84,5 +85,25 @@ class EarlyStopping final : public Callback {
   int wait_ = 0;
   int stopped_epoch_ = -1;
 };
+
+// Keras LearningRateScheduler(schedule): at the start of each epoch sets the optimizer's learning
+// rate to schedule(epoch, current learning rate); epochs count from 0. ValueError when the
+// schedule returns a rate that is not finite and >= 0.
+class LearningRateScheduler final : public Callback {
+ public:
+  using Schedule = std::function<double(int epoch, double learning_rate)>;
+  explicit LearningRateScheduler(Schedule schedule);
+  void on_epoch_begin(Sequential& model, int epoch) override;
+
+ private:
+  Schedule schedule_;
+};
+
+// Keras CosineDecay(initial_learning_rate, decay_steps, alpha) with epochs as the steps:
+//   initial * ((1 - alpha) * 0.5 * (1 + cos(pi * min(epoch, decay_epochs) / decay_epochs)) + alpha)
+// so epoch 0 trains at the initial rate and the rate falls towards initial * alpha.
+// ValueError for initial <= 0, decay_epochs < 1 or alpha outside [0, 1].
+LearningRateScheduler::Schedule cosine_decay(double initial_learning_rate, int decay_epochs,
+                                             double alpha = 0.0);
 
 }  // namespace bnorm

@@ -20,6 +20,9 @@ class Optimizer {
   // Applies one update to every variable from its gradient, then counts an iteration.
   void apply(std::span<Variable* const> variables);
   float learning_rate() const noexcept { return learning_rate_; }
+  // Sets the rate the next updates use (what Keras's optimizer.learning_rate.assign does; a
+  // LearningRateScheduler calls it each epoch). ValueError unless finite and >= 0.
+  void set_learning_rate(double learning_rate);
   std::int64_t iterations() const noexcept { return iterations_; }
   // Hyper-parameters by Keras name, for saving and printing ({"learning_rate": 0.001, ...}).
   virtual std::map<std::string, double> config() const = 0;
