@@ -1,6 +1,8 @@
 #include "kernels/pooling.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
 
 #include "bnorm/core/parallel.hpp"
 
@@ -64,25 +66,35 @@ void max_pool2d_backward(const Pool2dDims& d, const float* x, const float* dy, f
     for_each_window(d, n0, n1, [&](const Window& win, std::int64_t xs, std::int64_t yo) {
       for (std::int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
         const std::int64_t nc = std::min(kChannelBlock, C - c0);
-        float best[kChannelBlock];
-        std::int64_t at[kChannelBlock];
-        const std::int64_t first = xs + (win.h0 * d.in_w + win.w0) * C + c0;
-        for (std::int64_t c = 0; c < nc; ++c) {
-          best[c] = x[first + c];
-          at[c] = first + c;
-        }
-        // Strictly greater: a later equal value never takes the gradient (first maximum wins).
+        const float* sample = x + xs + c0;
+        float* dsample = dx + xs + c0;
+        // The window's maximum, as the forward pass finds it (strictly greater replaces).
+        float best[kChannelBlock], grad[kChannelBlock];
+        const float* first = sample + (win.h0 * d.in_w + win.w0) * C;
+        std::copy(first, first + nc, best);
+        std::copy(dy + yo + c0, dy + yo + c0 + nc, grad);
         for (std::int64_t h = win.h0; h < win.h1; ++h)
           for (std::int64_t w = win.w0; w < win.w1; ++w) {
-            const std::int64_t base = xs + (h * d.in_w + w) * C + c0;
+            const float* v = sample + (h * d.in_w + w) * C;
+            for (std::int64_t c = 0; c < nc; ++c) best[c] = v[c] > best[c] ? v[c] : best[c];
+          }
+        // The first position equal to the maximum is the forward's argmax (an earlier equal
+        // value would have been kept); a NaN maximum comes only from a NaN first position. Each
+        // channel's gradient is zeroed once taken, so later ties get nothing. Branch-free, so
+        // the channel loop vectorizes.
+        for (std::int64_t h = win.h0; h < win.h1; ++h)
+          for (std::int64_t w = win.w0; w < win.w1; ++w) {
+            const std::int64_t at = (h * d.in_w + w) * C;
+            const float* v = sample + at;
+            float* g = dsample + at;
             for (std::int64_t c = 0; c < nc; ++c) {
-              if (x[base + c] > best[c]) {
-                best[c] = x[base + c];
-                at[c] = base + c;
-              }
+              const bool hit = (v[c] == best[c]) | ((v[c] != v[c]) & (best[c] != best[c]));
+              const std::uint32_t mask = 0u - static_cast<std::uint32_t>(hit);
+              const std::uint32_t bits = std::bit_cast<std::uint32_t>(grad[c]);
+              g[c] += std::bit_cast<float>(bits & mask);
+              grad[c] = std::bit_cast<float>(bits & ~mask);
             }
           }
-        for (std::int64_t c = 0; c < nc; ++c) dx[at[c]] += dy[yo + c0 + c];
       }
     });
   });

@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -116,6 +118,25 @@ TEST(MaxPoolKernel, TiesRouteTheGradientToTheFirstMaximum) {
   kernels::max_pool2d_backward(d, x2, dy, dx);
   EXPECT_EQ(dx[1], 3.0f);
   EXPECT_EQ(dx[3], 0.0f);
+  // -0 and +0 are equal: the first one keeps the gradient, whichever sign it has.
+  const float zeros[4] = {-0.0f, 0.0f, -1.0f, 0.0f};
+  kernels::max_pool2d_backward(d, zeros, dy, dx);
+  EXPECT_EQ(dx[0], 3.0f);
+  EXPECT_EQ(dx[1] + dx[3], 0.0f);
+  // NaN is never greater: a NaN after the first position is skipped, a NaN first position is
+  // the maximum (as the forward pass reports it) and takes the gradient, once.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float later_nan[4] = {0.1f, nan, 0.9f, nan};
+  kernels::max_pool2d_backward(d, later_nan, dy, dx);
+  EXPECT_EQ(dx[2], 3.0f);
+  EXPECT_EQ(dx[0] + dx[1] + dx[3], 0.0f);
+  const float first_nan[4] = {nan, 0.5f, nan, 2.0f};
+  float y[1];
+  kernels::max_pool2d_forward(d, first_nan, y);
+  EXPECT_TRUE(std::isnan(y[0]));
+  kernels::max_pool2d_backward(d, first_nan, dy, dx);
+  EXPECT_EQ(dx[0], 3.0f);
+  EXPECT_EQ(dx[1] + dx[2] + dx[3], 0.0f);
 }
 
 TEST(AvgPoolKernel, SamePaddingAveragesOnlyInsideTheInput) {
