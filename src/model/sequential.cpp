@@ -95,10 +95,14 @@ const Variable* find_weight(const Layer& layer, const std::string& name) {
 // options but use_bias=true, kernel' = kernel * inv per output channel (the kernel's last axis,
 // for Dense (in, units) and Conv2D (kh, kw, in, filters) alike) and
 // bias' = (bias - moving_mean) * inv + beta, in float64 and rounded once.
+// `activation`: an elementwise Activation layer that followed the pair and is merged into the
+// folded layer ("linear" when none).
 template <class L>
-std::unique_ptr<Layer> fold_pair(const L& producer, const BatchNormalization& bn) {
+std::unique_ptr<Layer> fold_pair(const L& producer, const BatchNormalization& bn,
+                                 const std::string& activation) {
   typename L::Options o = producer.options();
   o.use_bias = true;
+  o.activation = activation;
   o.bias_initializer = Initializer::zeros();
   auto folded = std::make_unique<L>(o);
   folded->set_name(producer.name());
@@ -541,10 +545,21 @@ std::optional<Sequential> Sequential::fold_copy() const {
     if (next < plan.size() && plan[next] == i) {
       ++next;
       const auto& bn = static_cast<const BatchNormalization&>(*layers_[++i]);
+      // An elementwise Activation right after the pair becomes the folded layer's own
+      // activation (same values: the layer applies it to the same pre-activation), so the
+      // folded model is the same network as one built without BN.
+      std::string activation = "linear";
+      if (i + 1 < layers_.size()) {
+        const auto* act = dynamic_cast<const Activation*>(layers_[i + 1].get());
+        if (act && act->activation() != ActivationKind::softmax) {
+          activation = activation_name(act->activation());
+          ++i;
+        }
+      }
       if (const auto* d = dynamic_cast<const Dense*>(&l))
-        out.add(fold_pair(*d, bn));
+        out.add(fold_pair(*d, bn, activation));
       else
-        out.add(fold_pair(static_cast<const Conv2D&>(l), bn));
+        out.add(fold_pair(static_cast<const Conv2D&>(l), bn, activation));
       continue;
     }
     std::unique_ptr<Layer> copy = l.clone();

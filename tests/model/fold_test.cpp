@@ -64,9 +64,11 @@ Tensor unfolded_predict(Sequential& m, const Tensor& x) {
   return y;
 }
 
-// Folds every pair in `spec` (`pairs` of them) and checks the folded copy, predict (which folds
+// Folds every pair in `spec` (`pairs` of them, `merged` of which are followed by an Activation
+// that the folded layer takes over) and checks the folded copy, predict (which folds
 // automatically) and the layer count against the unfolded model.
-void expect_folds(const Shape& input, const std::string& spec, std::size_t pairs) {
+void expect_folds(const Shape& input, const std::string& spec, std::size_t pairs,
+                  std::size_t merged) {
   SCOPED_TRACE(spec);
   Sequential m = model(input, spec);
   ASSERT_EQ(m.foldable_pairs(), pairs);
@@ -74,7 +76,7 @@ void expect_folds(const Shape& input, const std::string& spec, std::size_t pairs
   const Tensor x = test::random_normal(test::with_batch(37, input), rng, 0.3f, 2.0f);
   const Tensor expected = unfolded_predict(m, x);
   Sequential f = m.folded();
-  EXPECT_EQ(f.size(), m.size() - pairs);
+  EXPECT_EQ(f.size(), m.size() - pairs - merged);
   EXPECT_EQ(f.foldable_pairs(), 0u);
   for (std::size_t i = 0; i < f.size(); ++i)
     EXPECT_NE(f.layer(i).class_name(), "BatchNormalization");
@@ -93,29 +95,50 @@ const std::vector<std::string> kBnOptions = {"", ":center=0", ":scale=0", ":cent
 TEST(Fold, DenseThenBatchNormalization) {
   for (const auto& p : kProducerOptions)
     for (const auto& b : kBnOptions)
-      expect_folds(Shape{12}, "dense16" + p + ",bn" + b + ",relu,dense5", 1);
+      expect_folds(Shape{12}, "dense16" + p + ",bn" + b + ",relu,dense5", 1, 1);
   // Two pairs, an epsilon other than the default, and Dense on a rank-3 batch (last axis).
-  expect_folds(Shape{12}, "dense16,bn:epsilon=0.1,dense8:use_bias=0,bn,dense5", 2);
-  expect_folds(Shape{4, 12}, "dense16,bn,relu,flatten,dense5", 1);
+  expect_folds(Shape{12}, "dense16,bn:epsilon=0.1,dense8:use_bias=0,bn,dense5", 2, 0);
+  expect_folds(Shape{4, 12}, "dense16,bn,relu,flatten,dense5", 1, 1);
 }
 
 TEST(Fold, Conv2DThenBatchNormalizationChannelsLast) {
   for (const auto& p : kProducerOptions)
     for (const auto& b : kBnOptions)
-      expect_folds(Shape{7, 6, 3}, "conv8-3x3-same" + p + ",bn" + b + ",relu,flatten,dense5", 1);
-  expect_folds(Shape{9, 9, 2}, "conv6-3x3:strides=2,bn:axis=3,relu,gap,dense4", 1);
+      expect_folds(Shape{7, 6, 3}, "conv8-3x3-same" + p + ",bn" + b + ",relu,flatten,dense5", 1, 1);
+  expect_folds(Shape{9, 9, 2}, "conv6-3x3:strides=2,bn:axis=3,relu,gap,dense4", 1, 1);
   // The issue-5 CNN shape: pooling layers are copied, three pairs fold.
   expect_folds(Shape{12, 12, 1},
                "conv8-3x3-same,bn,relu,maxpool2,conv6-3x3-same:use_bias=0,bn,relu,avgpool2,"
                "flatten,dense16,bn,relu,dropout0.3,dense5",
-               3);
+               3, 3);
+}
+
+TEST(Fold, MergesTheElementwiseActivationAfterThePair) {
+  // tanh is merged into the first Dense; a softmax Activation stays a layer of its own (its
+  // logits feed the loss).
+  expect_folds(Shape{12}, "dense16,bn,tanh,dense5,bn,softmax", 2, 1);
+  // The CNN preset folds into exactly the network of cnn-nobn: same layers, same activations.
+  Sequential cnn = model(Shape{28, 28, 1}, kCnnSpec);
+  Sequential nobn = model(Shape{28, 28, 1}, kCnnNoBnSpec);
+  Sequential f = cnn.folded();
+  ASSERT_EQ(f.size(), nobn.size());
+  for (std::size_t i = 0; i < f.size(); ++i) {
+    EXPECT_EQ(f.layer(i).class_name(), nobn.layer(i).class_name()) << i;
+    if (const auto* c = dynamic_cast<const Conv2D*>(&f.layer(i))) {
+      EXPECT_EQ(c->activation(), dynamic_cast<const Conv2D&>(nobn.layer(i)).activation()) << i;
+    }
+    if (const auto* d = dynamic_cast<const Dense*>(&f.layer(i))) {
+      EXPECT_EQ(d->activation(), dynamic_cast<const Dense&>(nobn.layer(i)).activation()) << i;
+    }
+  }
+  EXPECT_EQ(f.count_params(), nobn.count_params());
 }
 
 TEST(Fold, Conv2DThenBatchNormalizationChannelsFirst) {
   const std::string conv = "conv8-3x3-same:data_format=channels_first";
   for (const auto& p : kProducerOptions)
     for (const auto& b : kBnOptions)
-      expect_folds(Shape{3, 7, 6}, conv + p + ",bn:axis=1" + b + ",relu,flatten,dense5", 1);
+      expect_folds(Shape{3, 7, 6}, conv + p + ",bn:axis=1" + b + ",relu,flatten,dense5", 1, 1);
 }
 
 // Same outputs with and without folding, bit for bit, and no layer removed.

@@ -110,10 +110,12 @@ class Sequential {
   // relative (float32 rounding), not bit for bit.
   //
   // A deep copy of this built model (weights never alias) in which every such pair is one
-  // Dense/Conv2D with use_bias=true and folded weights, the BatchNormalization removed; every
-  // other layer is copied as is. The copy keeps the loss and metrics (for evaluate) but has no
-  // optimizer: compile it to train it. ValueError when the model is not built or holds a layer
-  // class that cannot be copied.
+  // Dense/Conv2D with use_bias=true and folded weights, the BatchNormalization removed, and an
+  // elementwise Activation (relu, sigmoid, tanh) that directly follows the pair merged into the
+  // folded layer's activation: Conv2D -> BN -> ReLU becomes Conv2D(activation="relu"), the same
+  // network as one built without BN. Every other layer is copied as is. The copy keeps the loss and
+  // metrics (for evaluate) but has no optimizer: compile it to train it. ValueError when the model
+  // is not built or holds a layer class that cannot be copied.
   Sequential folded() const;
   // Number of pairs folded() folds.
   std::size_t foldable_pairs() const;
