@@ -17,6 +17,10 @@
 #define BNORM_BLAS_OPENBLAS
 #endif
 
+#if defined(BNORM_BLAS_OPENBLAS)
+extern "C" char* openblas_get_corename(void);
+#endif
+
 #if defined(BNORM_BLAS_GENERIC)
 // Generic links whatever CBLAS FindBLAS found (Debian's libblas.so.3 may even be OpenBLAS or
 // BLIS). Weak references: null unless the loaded library defines them.
@@ -52,6 +56,15 @@ void pin_blas_to_one_thread() {
 }  // namespace
 
 const char* blas_name() noexcept { return BNORM_BLAS_NAME; }
+
+std::string blas_core() {
+#if defined(BNORM_BLAS_OPENBLAS)
+  const char* core = openblas_get_corename();
+  return core ? core : "";
+#else
+  return "";
+#endif
+}
 
 void gemm(GemmDims d, bool transpose_a, bool transpose_b, float alpha, const float* a,
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace bnorm::kernels {
 
@@ -16,6 +17,9 @@ void gemm(GemmDims dims, bool transpose_a, bool transpose_b, float alpha, const 
 
 // The BLAS bnorm was configured with (CMake BNORM_BLAS): "OpenBLAS", "MKL", "BLIS" or "Generic".
 const char* blas_name() noexcept;
+// The kernel set OpenBLAS chose when it loaded ("Haswell", "SkylakeX", "Cooperlake", ...): its
+// pick for this CPU, or what OPENBLAS_CORETYPE forced. Empty for the other libraries.
+std::string blas_core();
 
 // Triple loop with float64 accumulation: the specification gemm is tested against.
 namespace reference {

@@ -435,6 +435,24 @@ TEST_F(CliFakeData, CosineScheduleIsRecorded) {
   EXPECT_EQ(read_bytes(cosine + "/history_seed.csv"), read_bytes(constant + "/history_seed.csv"));
 }
 
+// summary.json names the BLAS and, for OpenBLAS, its kernels and whether OPENBLAS_CORETYPE
+// forced them.
+TEST_F(CliFakeData, SummaryNamesTheBlasKernels) {
+  const std::string free = dir_->file("blas-free"), forced = dir_->file("blas-forced");
+  const std::string common = "train --quiet --epochs 1 --model seed" + data_flag();
+  ASSERT_EQ(bnorm(common + " --out " + quote(free), "-u OPENBLAS_CORETYPE").code, 0);
+  ASSERT_EQ(bnorm(common + " --out " + quote(forced), "OPENBLAS_CORETYPE=Haswell").code, 0);
+  const std::string a = nlohmann::json::parse(read_bytes(free + "/summary.json"))["blas"];
+  const std::string b = nlohmann::json::parse(read_bytes(forced + "/summary.json"))["blas"];
+  if (a.rfind("OpenBLAS", 0) == 0) {
+    EXPECT_NE(a.find(" kernels)"), std::string::npos) << a;
+    EXPECT_EQ(a.find("forced"), std::string::npos) << a;
+    EXPECT_EQ(b, "OpenBLAS (Haswell kernels, forced by OPENBLAS_CORETYPE)");
+  } else {
+    EXPECT_TRUE(a == "MKL" || a == "BLIS" || a == "Generic") << a;
+  }
+}
+
 // A non-finite loss: one line naming epoch and step, and the checkpoint of the last good epoch
 // (here: from the earlier successful run into the same directory) is untouched and loadable.
 TEST_F(CliFakeData, NonFiniteLossKeepsTheLastGoodCheckpoint) {

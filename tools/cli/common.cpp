@@ -20,6 +20,7 @@
 #include "bnorm/io/idx.hpp"
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/pooling.hpp"
+#include "kernels/gemm.hpp"
 
 namespace bnorm::cli {
 
@@ -200,6 +201,16 @@ std::string fixed(double value, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, value);
   return buf;
+}
+
+std::string blas_description() {
+  const std::string core = kernels::blas_core();
+  if (core.empty()) return kernels::blas_name();
+  // OpenBLAS's own pick for the CPU, unless OPENBLAS_CORETYPE forced one (often an older one:
+  // Haswell's AVX2 kernels on an AVX-512 CPU run the GEMMs 10-25% slower).
+  const char* forced = std::getenv("OPENBLAS_CORETYPE");
+  return std::string(kernels::blas_name()) + " (" + core +
+         (forced && *forced ? " kernels, forced by OPENBLAS_CORETYPE)" : " kernels)");
 }
 
 }  // namespace bnorm::cli

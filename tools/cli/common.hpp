@@ -48,6 +48,8 @@ inline constexpr const char* kThreadsEnv = "BNORM_NUM_THREADS";
 // BNORM_NUM_THREADS when set and non-empty, else bnorm's default (all cores). UsageError for a
 // value that is not an integer >= 1 (e.g. "0", "-1", "abc", "2x"). Returns the count in use.
 int configure_threads(bool flag_given, int flag_threads);
+// The BLAS behind Dense and Conv2D and the kernel set it runs: "OpenBLAS (SkylakeX)", "MKL".
+std::string blas_description();
 
 // The first `limit` rows (all when limit is 0 or larger than the tensor: then `t` is moved, not
 // copied, so pass std::move(data) to keep one copy of a data set in memory).

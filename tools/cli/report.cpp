@@ -106,6 +106,7 @@ std::string render_summary_json(const TrainConfig& config, const std::vector<Mod
   doc["bnorm_version"] = version;
   doc["created"] = created;
   doc["threads"] = config.threads;
+  doc["blas"] = config.blas;
   doc["config"] = {{"epochs", config.epochs},
                    {"batch_size", config.batch_size},
                    {"optimizer", config.optimizer},

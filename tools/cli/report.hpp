@@ -41,6 +41,7 @@ struct TrainConfig {
   std::string optimizer = "adam";
   double learning_rate = 1e-3;
   std::string lr_schedule = "constant";  // "constant" | "cosine"
+  std::string blas;                      // "OpenBLAS (SkylakeX)"
   std::uint64_t seed = 42;
   int threads = 1;
   double validation_split = 0.1;

@@ -217,6 +217,7 @@ void run_train(TrainOptions o) {
   config.optimizer = plans.front().model->optimizer().name();
   config.learning_rate = plans.front().model->optimizer().learning_rate();
   config.lr_schedule = o.lr_schedule;
+  config.blas = blas_description();
   config.seed = o.seed;
   config.threads = num_threads();
   config.validation_split = o.validation_split;
@@ -248,10 +249,11 @@ void run_train(TrainOptions o) {
   if (!o.quiet) {
     std::printf(
         "Fashion-MNIST from %s: %lld training images (%lld held out for validation), "
-        "%lld test images; %d thread%s; writing to %s\n",
+        "%lld test images; %d thread%s; BLAS %s; writing to %s\n",
         o.data.c_str(), static_cast<long long>(config.train_samples),
         static_cast<long long>(config.validation_samples), static_cast<long long>(n_test),
-        config.threads, config.threads == 1 ? "" : "s", config.out_dir.c_str());
+        config.threads, config.threads == 1 ? "" : "s", config.blas.c_str(),
+        config.out_dir.c_str());
   }
 
   std::vector<ModelRun> runs;
