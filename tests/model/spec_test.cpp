@@ -207,7 +207,8 @@ TEST(Spec, CnnPresets) {
   EXPECT_EQ(bn.count_trainable_params(), 422090);
   EXPECT_EQ(bn.layer(0).name(), "conv2d");
   EXPECT_EQ(bn.layer(3).name(), "max_pooling2d");
-  EXPECT_EQ(bn.layer(4).name(), "conv2d_1");
+  EXPECT_EQ(bn.layer(4).name(), "dropout");
+  EXPECT_EQ(bn.layer(5).name(), "conv2d_1");
   // conv, bn, relu: the BN layer computes the ReLU (fused), the Activation passes through.
   EXPECT_TRUE(bn.layer(2).absorbed());
   Sequential nobn(1);
