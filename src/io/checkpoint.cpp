@@ -528,10 +528,14 @@ const std::map<std::string, LayerCodec>& layer_table() {
           return std::make_unique<GlobalAveragePooling2D>(o);
         }}},
       {"Flatten",
-       {[](const Layer&) -> json { return json::object(); },
+       {[](const Layer& l) -> json {
+          return {{"data_format", dynamic_cast<const Flatten&>(l).options().data_format}};
+        },
         [](ConfigReader& c) -> std::unique_ptr<Layer> {
+          Flatten::Options o;
+          o.data_format = c.has("data_format") ? c.get_string("data_format") : o.data_format;
           c.finish();
-          return std::make_unique<Flatten>();
+          return std::make_unique<Flatten>(o);
         }}},
   };
   return table;

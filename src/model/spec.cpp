@@ -180,7 +180,11 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
     const double rate = parse_number(spec, text, h.substr(7));
     return finish(std::make_unique<Dropout>(static_cast<float>(rate)));
   }
-  if (h == "flatten") return finish(std::make_unique<Flatten>());
+  if (h == "flatten") {
+    Flatten::Options o;
+    if (auto v = take("data_format")) o.data_format = *v;
+    return finish(std::make_unique<Flatten>(o));
+  }
   if (h == "relu" || h == "sigmoid" || h == "tanh" || h == "softmax" || h == "linear") {
     return finish(std::make_unique<Activation>(h));
   }

@@ -161,13 +161,15 @@ TEST(Checkpoint, RoundTripIsBitExact) {
 Sequential make_trained_cnn(std::uint64_t seed = 3) {
   Sequential model(seed, "cnn_roundtrip");
   model.add(Input{Shape{2, 9, 8}});
-  add_layers_from_spec(model,
-                       "conv4-3x2-same:data_format=channels_first:strides=2:activation=tanh,"
-                       "bn:axis=1,relu,"
-                       "maxpool2-same:data_format=channels_first:strides=1,"
-                       "avgpool3x2:data_format=channels_first,"
-                       "conv3-1:data_format=channels_first:use_bias=0,"
-                       "gap:data_format=channels_first:keepdims=1,flatten,dense3-softmax");
+  add_layers_from_spec(
+      model,
+      "conv4-3x2-same:data_format=channels_first:strides=2:activation=tanh,"
+      "bn:axis=1,relu,"
+      "maxpool2-same:data_format=channels_first:strides=1,"
+      "avgpool3x2:data_format=channels_first,"
+      "conv3-1:data_format=channels_first:use_bias=0,"
+      "gap:data_format=channels_first:keepdims=1,flatten:data_format=channels_first,"
+      "dense3-softmax");
   model.compile(make_optimizer("adam", 0.01), LossKind::sparse_categorical_crossentropy);
   Random rng(seed + 1);
   const Tensor x = random_tensor(Shape{6, 2, 9, 8}, rng);
@@ -198,6 +200,7 @@ TEST(Checkpoint, ConvolutionalModelRoundTripIsBitExact) {
   EXPECT_EQ(dynamic_cast<const MaxPooling2D&>(loaded.layer(3)).strides(),
             (std::array<std::int64_t, 2>{1, 1}));
   EXPECT_TRUE(dynamic_cast<const GlobalAveragePooling2D&>(loaded.layer(6)).options().keepdims);
+  EXPECT_EQ(dynamic_cast<const Flatten&>(loaded.layer(7)).options().data_format, "channels_first");
   Random rng(5);
   const Tensor x = random_tensor(Shape{4, 2, 9, 8}, rng);
   EXPECT_TRUE(bit_equal(model.predict(x), loaded.predict(x)));

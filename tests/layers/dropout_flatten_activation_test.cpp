@@ -126,6 +126,35 @@ TEST(Flatten, ShapesAndValues) {
   EXPECT_EQ(f.count_params(), 0);
 }
 
+// Keras Flatten(data_format="channels_first"): (N, C, H, W) is flattened in (H, W, C) order.
+TEST(Flatten, ChannelsFirstFlattensInChannelsLastOrder) {
+  Flatten f(Flatten::Options{"channels_first"});
+  EXPECT_EQ(f.options().data_format, "channels_first");
+  EXPECT_EQ(f.output_shape(Shape{3, 2, 4}), Shape{24});
+  Random rng(8);
+  f.build(Shape{3, 2, 4}, rng);
+  const Tensor x = test::random_normal(Shape{2, 3, 2, 4}, rng);
+  const Tensor y = f.forward(x, Mode::training);
+  ASSERT_EQ(y.shape(), (Shape{2, 24}));
+  for (std::int64_t n = 0; n < 2; ++n)
+    for (std::int64_t c = 0; c < 3; ++c)
+      for (std::int64_t s = 0; s < 8; ++s) EXPECT_EQ(y[n * 24 + s * 3 + c], x[n * 24 + c * 8 + s]);
+  const Tensor dy = test::random_normal(Shape{2, 24}, rng);
+  const Tensor dx = f.backward(dy);
+  ASSERT_EQ(dx.shape(), x.shape());
+  for (std::int64_t n = 0; n < 2; ++n)
+    for (std::int64_t c = 0; c < 3; ++c)
+      for (std::int64_t s = 0; s < 8; ++s)
+        EXPECT_EQ(dx[n * 24 + c * 8 + s], dy[n * 24 + s * 3 + c]);
+  // (N, C): nothing to move, as in Keras.
+  Flatten g(Flatten::Options{"channels_first"});
+  g.build(Shape{5}, rng);
+  const Tensor x2 = test::random_normal(Shape{3, 5}, rng);
+  EXPECT_EQ(test::to_vector(g.forward(x2, Mode::inference)), test::to_vector(x2));
+  EXPECT_EQ(Flatten(Flatten::Options{"Channels_First"}).options().data_format, "channels_first");
+  EXPECT_THROW(Flatten(Flatten::Options{"nchw"}), ValueError);
+}
+
 TEST(ActivationLayer, NamesAndValidation) {
   Activation a("tanh");
   EXPECT_EQ(a.class_name(), "Activation");

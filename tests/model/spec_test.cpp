@@ -94,7 +94,7 @@ TEST(Spec, EveryLayerKind) {
       "flatten,dense128-relu,bn:momentum=0.9,dropout0.2,dense10:use_bias=0,tanh,sigmoid,linear,"
       "relu,softmax");
   ASSERT_EQ(m.size(), 10u);
-  EXPECT_NE(dynamic_cast<Flatten*>(&m.layer(0)), nullptr);
+  EXPECT_EQ(dynamic_cast<Flatten&>(m.layer(0)).options().data_format, "channels_last");
   EXPECT_EQ(dynamic_cast<Dense&>(m.layer(1)).options().units, 128);
   EXPECT_DOUBLE_EQ(dynamic_cast<BatchNormalization&>(m.layer(2)).options().momentum, 0.9);
   EXPECT_FLOAT_EQ(dynamic_cast<Dropout&>(m.layer(3)).rate(), 0.2f);
@@ -188,6 +188,15 @@ TEST(Spec, ChannelsFirstOptions) {
   m.build();
   EXPECT_EQ(dynamic_cast<Conv2D&>(m.layer(0)).options().data_format, "channels_first");
   EXPECT_EQ(m.output_shape(), (Shape{4, 1, 1}));
+}
+
+TEST(Spec, FlattenDataFormat) {
+  Sequential m(1);
+  m.add(Input{Shape{2, 5, 5}});
+  add_layers_from_spec(m, "conv3-3:data_format=channels_first,flatten:data_format=channels_first");
+  EXPECT_EQ(dynamic_cast<Flatten&>(m.layer(1)).options().data_format, "channels_first");
+  EXPECT_THROW(add_layers_from_spec(m, "flatten:data_format=nchw"), ValueError);
+  EXPECT_THROW(add_layers_from_spec(m, "flatten:order=c"), ValueError);
 }
 
 TEST(Spec, CnnPresets) {

@@ -40,12 +40,19 @@ LIMITS = {
     "keras_frozen": 1e-4,
     "keras_seed": 1e-3,
     "onnx": 1e-5,
+    # Image layers: one float32 evaluation each; keras_cnn is the inference
+    # forward of the stored weights (before and after training).
+    "keras_conv": 1e-5,
+    "keras_pool": 1e-5,
+    "keras_flatten": 0.0,
+    "keras_cnn": 1e-5,
     # Data with |mean| ~ 1e4 and std ~ 1: float32 itself (x has ulp ~1e-3)
     # and TF's `x*inv + (beta - mean*inv)` lose ~3 digits; reported apart.
     "keras_bn[large_mean]": 1e-2,
 }
 FAMILIES = ["keras_bn", "keras_bn[large_mean]", "torch_bn", "keras_frozen",
-            "keras_seed", "onnx"]
+            "keras_seed", "keras_conv", "keras_pool", "keras_flatten",
+            "keras_cnn", "onnx"]
 
 
 class Report:
@@ -509,6 +516,264 @@ def check_keras_models(rep: Report, observations: dict):
 
 
 # --------------------------------------------------------------------------
+# image layers in float64: keras_conv, keras_pool, keras_flatten, keras_cnn
+# --------------------------------------------------------------------------
+
+
+def to_nhwc(a, fmt):
+    return f64(a) if fmt == "channels_last" else \
+        np.transpose(f64(a), (0, 2, 3, 1))
+
+
+def from_nhwc(a, fmt):
+    return a if fmt == "channels_last" else np.transpose(a, (0, 3, 1, 2))
+
+
+def axis_geometry(size, k, s, d, padding):
+    """(out, pad_before, pad_after) of one axis, as TensorFlow."""
+    span = (k - 1) * d + 1
+    if padding == "valid":
+        return (size - span) // s + 1, 0, 0
+    out = -(-size // s)
+    total = max((out - 1) * s + span - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def conv_geometry(x, kernel_size, strides, dilation, padding):
+    _, h, w, _ = x.shape
+    gh = axis_geometry(h, kernel_size[0], strides[0], dilation[0], padding)
+    gw = axis_geometry(w, kernel_size[1], strides[1], dilation[1], padding)
+    return gh, gw
+
+
+def conv2d_f64(x, kernel, bias, strides, dilation, padding):
+    """NHWC cross-correlation with TF padding; also returns the padded x."""
+    kh, kw, _, f = kernel.shape
+    (oh, pt, pb), (ow, pl, pr) = conv_geometry(x, (kh, kw), strides, dilation,
+                                               padding)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    y = np.zeros((x.shape[0], oh, ow, f))
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dilation[0], j * dilation[1]
+            patch = xp[:, r0:r0 + (oh - 1) * strides[0] + 1:strides[0],
+                       c0:c0 + (ow - 1) * strides[1] + 1:strides[1], :]
+            y += patch @ kernel[i, j]
+    if bias is not None:
+        y += bias
+    return y, xp, (pt, pl)
+
+
+def conv2d_backward_f64(x, kernel, dz, strides, dilation, padding):
+    kh, kw, _, _ = kernel.shape
+    _, xp, (pt, pl) = conv2d_f64(x, kernel, None, strides, dilation, padding)
+    oh, ow = dz.shape[1:3]
+    dxp = np.zeros_like(xp)
+    dk = np.zeros_like(kernel)
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dilation[0], j * dilation[1]
+            rs = slice(r0, r0 + (oh - 1) * strides[0] + 1, strides[0])
+            cs = slice(c0, c0 + (ow - 1) * strides[1] + 1, strides[1])
+            dk[i, j] = np.einsum("nhwc,nhwf->cf", xp[:, rs, cs, :], dz)
+            dxp[:, rs, cs, :] += dz @ kernel[i, j].T
+    h, w = x.shape[1:3]
+    return dxp[:, pt:pt + h, pl:pl + w, :], dk, dz.sum(axis=(0, 1, 2))
+
+
+def activation_f64(name, z):
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "linear":
+        return z
+    if name == "softmax":
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    raise NotImplementedError(name)
+
+
+def activation_grad_f64(name, z, dy):
+    if name == "relu":
+        return dy * (z > 0)
+    if name == "tanh":
+        return dy * (1.0 - np.tanh(z) ** 2)
+    if name == "linear":
+        return dy
+    raise NotImplementedError(name)
+
+
+def check_keras_conv(rep: Report):
+    for d in cases("keras_conv"):
+        meta, a = load_case(d)
+        cfg, case = meta["config"], meta["case"]
+        fmt = cfg["data_format"]
+        x = to_nhwc(a["x"], fmt)
+        kernel = f64(a["kernel"])
+        bias = f64(a["bias"]) if "bias" in a else None
+        args = (cfg["strides"], cfg["dilation_rate"], cfg["padding"])
+        z, _, _ = conv2d_f64(x, kernel, bias, *args)
+        act = cfg["activation"]
+        rep.add("keras_conv", case, "y", a["y"],
+                from_nhwc(activation_f64(act, z), fmt))
+        dz = activation_grad_f64(act, z, to_nhwc(a["dy"], fmt))
+        dx, dk, db = conv2d_backward_f64(x, kernel, dz, *args)
+        rep.add("keras_conv", case, "dx", a["dx"], from_nhwc(dx, fmt))
+        rep.add("keras_conv", case, "dkernel", a["dkernel"], dk)
+        if "dbias" in a:
+            rep.add("keras_conv", case, "dbias", a["dbias"], db)
+
+
+def pool_windows(shape, pool, strides, padding):
+    """Yields (oh, ow, rows, cols): each window clipped to the input."""
+    _, h, w, _ = shape
+    oh, pt, _ = axis_geometry(h, pool[0], strides[0], 1, padding)
+    ow, pl, _ = axis_geometry(w, pool[1], strides[1], 1, padding)
+    for i in range(oh):
+        r0 = i * strides[0] - pt
+        rows = slice(max(r0, 0), min(r0 + pool[0], h))
+        for j in range(ow):
+            c0 = j * strides[1] - pl
+            yield i, j, rows, slice(max(c0, 0), min(c0 + pool[1], w))
+
+
+def pool_f64(kind, x, dy, pool, strides, padding):
+    """Forward and dx; max routes each window's gradient to its first
+    maximum in row-major order."""
+    n, _, _, c = x.shape
+    wins = list(pool_windows(x.shape, pool, strides, padding))
+    oh = max(wn[0] for wn in wins) + 1
+    ow = max(wn[1] for wn in wins) + 1
+    y = np.zeros((n, oh, ow, c))
+    dx = np.zeros_like(x)
+    for i, j, rs, cs in wins:
+        win = x[:, rs, cs, :]
+        hh, ww = win.shape[1:3]
+        if kind == "max":
+            flat = win.reshape(n, hh * ww, c)
+            arg = flat.argmax(axis=1)          # first maximum
+            y[:, i, j, :] = flat.max(axis=1)
+            for b in range(n):
+                for ch in range(c):
+                    r, q = divmod(arg[b, ch], ww)
+                    dx[b, rs.start + r, cs.start + q, ch] += dy[b, i, j, ch]
+        else:
+            y[:, i, j, :] = win.mean(axis=(1, 2))
+            dx[:, rs, cs, :] += dy[:, i, j, None, None, :] / (hh * ww)
+    return y, dx
+
+
+def check_keras_pool(rep: Report, observations: dict):
+    tie_cases = 0
+    for d in cases("keras_pool"):
+        meta, a = load_case(d)
+        cfg, case = meta["config"], meta["case"]
+        fmt = cfg["data_format"]
+        x = to_nhwc(a["x"], fmt)
+        if cfg["layer"].endswith("GlobalAveragePooling2D"):
+            dy = f64(a["dy"]).reshape(x.shape[0], -1)
+            y = x.mean(axis=(1, 2))
+            dx = np.broadcast_to(dy[:, None, None, :] / (x.shape[1] * x.shape[2]),
+                                 x.shape)
+            rep.add("keras_pool", case, "y", a["y"].reshape(y.shape), y)
+            rep.add("keras_pool", case, "dx", a["dx"], from_nhwc(dx, fmt))
+            continue
+        kind = "max" if cfg["layer"].endswith("MaxPooling2D") else "avg"
+        strides = cfg["strides"] or cfg["pool_size"]
+        y, dx = pool_f64(kind, x, to_nhwc(a["dy"], fmt), cfg["pool_size"],
+                         strides, cfg["padding"])
+        rep.add("keras_pool", case, "y", a["y"], from_nhwc(y, fmt))
+        rep.add("keras_pool", case, "dx", a["dx"], from_nhwc(dx, fmt))
+        if cfg["data"] == "ties":
+            tie_cases += 1
+    observations["keras_pool: max-pool tie cases checked against the "
+                 "first-maximum rule"] = tie_cases
+
+
+def flatten_f64(x, fmt):
+    x = f64(x)
+    if fmt == "channels_first" and x.ndim > 2:
+        x = np.moveaxis(x, 1, -1)
+    return x.reshape(x.shape[0], -1)
+
+
+def check_keras_flatten(rep: Report):
+    for d in cases("keras_flatten"):
+        meta, a = load_case(d)
+        cfg, case = meta["config"], meta["case"]
+        fmt = cfg["data_format"]
+        rep.add("keras_flatten", case, "y", a["y"], flatten_f64(a["x"], fmt))
+        # dx is the inverse permutation of dy.
+        idx = flatten_f64(np.arange(a["x"].size).reshape(a["x"].shape), fmt)
+        dx = np.zeros(a["x"].size)
+        dx[idx.astype(np.int64).ravel()] = f64(a["dy"]).ravel()
+        rep.add("keras_flatten", case, "dx", a["dx"], dx.reshape(a["x"].shape))
+
+
+def cnn_predict_f64(cfg, w, x):
+    """Inference-mode forward of the keras_cnn model from its layer configs;
+    image tensors are kept NHWC."""
+    fmt = cfg["data_format"]
+    h = to_nhwc(x, fmt)
+    for layer in cfg["layers"]:
+        cls, lc, name = layer["class_name"], layer["config"], layer["name"]
+        if cls == "Conv2D":
+            b = w.get(f"{name}_bias")
+            h, _, _ = conv2d_f64(h, f64(w[f"{name}_kernel"]),
+                                 None if b is None else f64(b), lc["strides"],
+                                 lc["dilation_rate"], lc["padding"])
+            h = activation_f64(lc["activation"], h)
+        elif cls == "BatchNormalization":
+            mm, mv = f64(w[f"{name}_moving_mean"]), f64(w[f"{name}_moving_variance"])
+            h = ((h - mm) / np.sqrt(mv + lc["epsilon"]) * f64(w[f"{name}_gamma"])
+                 + f64(w[f"{name}_beta"]))
+        elif cls == "Activation":
+            h = activation_f64(lc["activation"], h)
+        elif cls == "MaxPooling2D":
+            h = pool_forward_only(h, lc)
+        elif cls == "Flatten":
+            h = h.reshape(h.shape[0], -1)      # NHWC order = Keras's order
+        elif cls == "Dense":
+            h = h @ f64(w[f"{name}_kernel"])
+            if f"{name}_bias" in w:
+                h = h + f64(w[f"{name}_bias"])
+            h = activation_f64(lc["activation"], h)
+        else:
+            raise NotImplementedError(cls)
+    return h
+
+
+def pool_forward_only(h, lc):
+    strides = lc["strides"] or lc["pool_size"]
+    wins = list(pool_windows(h.shape, lc["pool_size"], strides, lc["padding"]))
+    oh = max(wn[0] for wn in wins) + 1
+    ow = max(wn[1] for wn in wins) + 1
+    y = np.zeros((h.shape[0], oh, ow, h.shape[3]))
+    for i, j, rs, cs in wins:
+        y[:, i, j, :] = h[:, rs, cs, :].max(axis=(1, 2))
+    return y
+
+
+def check_keras_cnn(rep: Report):
+    for d in cases("keras_cnn"):
+        meta, a = load_case(d)
+        cfg, case = meta["config"], meta["case"]
+        names = cfg["weight_names"]
+        w0 = {k: a[k] for k in names}
+        w1 = {k: a[k + "_after"] for k in names}
+        rep.add("keras_cnn", case, "predictions_initial",
+                a["predictions_initial"], cnn_predict_f64(cfg, w0, a["x_eval"]))
+        rep.add("keras_cnn", case, "predictions_after[from stored weights]",
+                a["predictions_after"], cnn_predict_f64(cfg, w1, a["x_eval"]))
+        p = cnn_predict_f64(cfg, w1, a["x_eval"])
+        y = a["y_eval"]
+        rep.add("keras_cnn", case, "evaluate_loss_after[from stored weights]",
+                a["evaluate_loss_after"],
+                np.float64(-np.mean(np.log(p[np.arange(len(y)), y]))))
+
+
+# --------------------------------------------------------------------------
 # onnx
 # --------------------------------------------------------------------------
 
@@ -561,6 +826,10 @@ def main() -> int:
     keras_bn_emulation(observations)
     check_torch_bn(rep)
     check_keras_models(rep, observations)
+    check_keras_conv(rep)
+    check_keras_pool(rep, observations)
+    check_keras_flatten(rep)
+    check_keras_cnn(rep)
     check_onnx(rep)
 
     failed = False

@@ -173,6 +173,8 @@ KERAS_BN_CASES = [
          center=False, scale=False),
     dict(name="nhwc_default_init", shape=(4, 5, 6, 3), axis=-1,
          init="default"),
+    # 16 channels (a full AVX-512 vector of floats), conv-output shaped
+    dict(name="nhwc_c16", shape=(2, 5, 5, 16), axis=-1),
     # 4-D channels-first (N, C, H, W)
     dict(name="nchw_axis1", shape=(4, 3, 5, 6), axis=1),
     dict(name="nchw_axis1_momentum_0.5", shape=(4, 3, 5, 6), axis=1,
@@ -180,6 +182,7 @@ KERAS_BN_CASES = [
     dict(name="nchw_axis1_no_scale", shape=(4, 3, 5, 6), axis=1, scale=False),
     dict(name="nchw_axis1_eps_1e-5", shape=(2, 3, 4, 4), axis=1,
          epsilon=1e-5),
+    dict(name="nchw_axis1_c16", shape=(2, 16, 5, 5), axis=1),
     # 4-D with the channel on an inner axis
     dict(name="rank4_axis2", shape=(3, 4, 5, 6), axis=2),
     # 3-D (N, C, L)
@@ -583,6 +586,534 @@ def keras_seed_case(spec, data) -> None:
 
 
 # --------------------------------------------------------------------------
+# keras_conv, keras_pool, keras_flatten: the image layers, one layer per case
+# --------------------------------------------------------------------------
+
+IMAGE_SHAPE = (2, 7, 6, 3)  # (N, H, W, C) of the single-layer cases
+
+
+def image_x(rng, data_format: str, shape=IMAGE_SHAPE, data="normal"):
+    """An (N, H, W, C) draw, transposed to (N, C, H, W) for channels_first.
+
+    data="ties": small integers, so that pooling windows hold equal maxima.
+    """
+    if data == "ties":
+        x = f32(rng.integers(0, 3, shape))
+    else:
+        x = f32(rng.standard_normal(shape))
+    return nhwc_to(x, data_format)
+
+
+def nhwc_to(a, data_format: str) -> np.ndarray:
+    return a if data_format == "channels_last" else \
+        np.ascontiguousarray(np.transpose(a, (0, 3, 1, 2)))
+
+
+def to_nhwc(a, data_format: str) -> np.ndarray:
+    return a if data_format == "channels_last" else \
+        np.ascontiguousarray(np.transpose(a, (0, 2, 3, 1)))
+
+
+def layer_forward_backward(layer, x, dy, variables):
+    """y = layer(x) and the gradients of sum(y * dy) w.r.t. x and `variables`."""
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt)
+        loss = tf.reduce_sum(y * tf.constant(dy))
+    grads = tape.gradient(loss, [xt] + list(variables))
+    return to_np(y), [to_np(g) for g in grads]
+
+
+def same_padding(size, k, s, d):
+    """TensorFlow 'SAME' along one axis: (out, pad_before, pad_after)."""
+    out = -(-size // s)
+    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+    return out, total // 2, total - total // 2
+
+
+CONV_CASES = [
+    dict(name="k3_s1_valid"),
+    dict(name="k3_s1_same", padding="same"),
+    dict(name="k3_s2_valid", strides=(2, 2)),
+    dict(name="k3_s2_same", strides=(2, 2), padding="same"),
+    dict(name="k3_s2x1_valid", strides=(2, 1)),
+    dict(name="k3_s2x1_same", strides=(2, 1), padding="same"),
+    dict(name="k2_s1_same", kernel_size=(2, 2), padding="same"),
+    dict(name="k2_s2_same", kernel_size=(2, 2), strides=(2, 2), padding="same"),
+    dict(name="k4_s2_same", kernel_size=(4, 4), strides=(2, 2), padding="same"),
+    dict(name="k3x2_s2x1_same", kernel_size=(3, 2), strides=(2, 1),
+         padding="same"),
+    dict(name="k1_s1_valid", kernel_size=(1, 1)),
+    dict(name="k3_d2_valid", dilation_rate=(2, 2)),
+    dict(name="k3_d2_same", dilation_rate=(2, 2), padding="same"),
+    dict(name="k3_d2x1_same", dilation_rate=(2, 1), padding="same"),
+    dict(name="k3_same_no_bias", padding="same", use_bias=False),
+    dict(name="k3_same_relu", padding="same", activation="relu"),
+    dict(name="k3_s2_valid_tanh", strides=(2, 2), activation="tanh"),
+    # channels_first: Keras runs tf.nn.convolution with NCHW (see the docs).
+    dict(name="cf_k3_s1_valid", data_format="channels_first"),
+    dict(name="cf_k3_s2_same", strides=(2, 2), padding="same",
+         data_format="channels_first"),
+    dict(name="cf_k4_s2_same", kernel_size=(4, 4), strides=(2, 2),
+         padding="same", data_format="channels_first"),
+    dict(name="cf_k3_s2x1_same", strides=(2, 1), padding="same",
+         data_format="channels_first"),
+    dict(name="cf_k3_d2_same", dilation_rate=(2, 2), padding="same",
+         data_format="channels_first"),
+    dict(name="cf_k3_same_relu_no_bias", padding="same", activation="relu",
+         use_bias=False, data_format="channels_first"),
+]
+
+
+def make_conv(spec):
+    return keras.layers.Conv2D(
+        filters=spec["filters"], kernel_size=spec["kernel_size"],
+        strides=spec["strides"], padding=spec["padding"],
+        data_format=spec["data_format"], dilation_rate=spec["dilation_rate"],
+        activation=spec["activation"], use_bias=spec["use_bias"])
+
+
+def keras_conv_case(spec_in: dict) -> None:
+    spec = dict(filters=5, kernel_size=(3, 3), strides=(1, 1), padding="valid",
+                data_format="channels_last", dilation_rate=(1, 1),
+                activation="linear", use_bias=True)
+    spec.update(spec_in)
+    name, fmt = spec["name"], spec["data_format"]
+    rng = case_rng("keras_conv", name)
+    _, h, w, c = IMAGE_SHAPE
+    kh, kw = spec["kernel_size"]
+    x = image_x(rng, fmt)
+    limit = np.sqrt(6.0 / ((kh * kw) * (c + spec["filters"])))
+    kernel = f32(rng.uniform(-limit, limit, (kh, kw, c, spec["filters"])))
+    bias = f32(rng.normal(0.0, 0.5, spec["filters"]))
+
+    layer = make_conv(spec)
+    layer.build(x.shape)
+    layer.kernel.assign(kernel)
+    variables = [layer.kernel]
+    if spec["use_bias"]:
+        layer.bias.assign(bias)
+        variables.append(layer.bias)
+    out_shape = tuple(layer.compute_output_shape(x.shape))
+    dy = f32(rng.standard_normal(out_shape))
+    y, grads = layer_forward_backward(layer, x, dy, variables)
+
+    observations = {}
+    if fmt == "channels_first":
+        # Keras's TF backend turns ops.add(y, bias.reshape(1, F, 1, 1)) into
+        # tf.nn.bias_add(..., "NHWC") when the output width equals F, which
+        # adds the bias along the width: such shapes are not stored.
+        if spec["use_bias"] and out_shape[-1] == spec["filters"]:
+            raise ValueError(f"keras_conv/{name}: output width == filters")
+        # The same layer on the transposed data, channels_last.
+        twin = make_conv(dict(spec, data_format="channels_last"))
+        twin.build(to_nhwc(x, fmt).shape)
+        twin.kernel.assign(kernel)
+        tvars = [twin.kernel]
+        if spec["use_bias"]:
+            twin.bias.assign(bias)
+            tvars.append(twin.bias)
+        ty, tg = layer_forward_backward(twin, to_nhwc(x, fmt),
+                                        to_nhwc(dy, fmt), tvars)
+        diffs = {
+            "y": np.abs(nhwc_to(ty, fmt) - y).max(),
+            "dx": np.abs(nhwc_to(tg[0], fmt) - grads[0]).max(),
+            "dkernel": np.abs(tg[1] - grads[1]).max(),
+        }
+        if spec["use_bias"]:
+            diffs["dbias"] = np.abs(tg[2] - grads[2]).max()
+        if max(diffs.values()) > 1e-4:
+            raise AssertionError(f"keras_conv/{name}: channels_first differs "
+                                 f"from channels_last: {diffs}")
+        observations["max_abs_diff_vs_channels_last_transposed"] = {
+            k: float(v) for k, v in diffs.items()}
+
+    arrays = {"kernel": kernel}
+    if spec["use_bias"]:
+        arrays["bias"] = bias
+    arrays.update(x=x, y=y, dy=dy, dx=grads[0], dkernel=grads[1])
+    if spec["use_bias"]:
+        arrays["dbias"] = grads[2]
+
+    pads = []
+    for axis in range(2):
+        size = (h, w)[axis]
+        k, s = spec["kernel_size"][axis], spec["strides"][axis]
+        d = spec["dilation_rate"][axis]
+        if spec["padding"] == "same":
+            pads.append(list(same_padding(size, k, s, d)[1:]))
+        else:
+            pads.append([0, 0])
+    config = {
+        "layer": "keras.layers.Conv2D",
+        "backend": keras.backend.backend(),
+        "dtype": "float32",
+        "filters": spec["filters"],
+        "kernel_size": list(spec["kernel_size"]),
+        "strides": list(spec["strides"]),
+        "padding": spec["padding"],
+        "data_format": fmt,
+        "dilation_rate": list(spec["dilation_rate"]),
+        "activation": spec["activation"],
+        "use_bias": spec["use_bias"],
+        "input_shape": list(x.shape),
+        "output_shape": list(out_shape),
+        "tf_padding_hw": pads,
+        "computed_by": "keras.layers.Conv2D(data_format=...) called "
+                       "eagerly under tf.GradientTape",
+    }
+    extra = {"observations": observations} if observations else {}
+    if name == "cf_k3_s1_valid":
+        extra.setdefault("observations", {})[
+            "channels_first_bias_add_probe"] = probe_channels_first_bias()
+    save_case("keras_conv", name, config, arrays, extra or None)
+
+
+def probe_channels_first_bias() -> dict:
+    """Keras 3 (TF backend) Conv2D channels_first whose output width equals
+    `filters`: how far is its output from the transposed channels_last one?"""
+    rng = np.random.default_rng(0)
+    x = f32(rng.standard_normal((1, 2, 6, 6)))          # out (1, 4, 4, 4)
+    spec = dict(filters=4, kernel_size=(3, 3), strides=(1, 1),
+                padding="valid", data_format="channels_first",
+                dilation_rate=(1, 1), activation="linear", use_bias=True)
+    cf = make_conv(spec)
+    cl = make_conv(dict(spec, data_format="channels_last"))
+    cf.build(x.shape)
+    cl.build(to_nhwc(x, "channels_first").shape)
+    kernel = f32(rng.standard_normal((3, 3, 2, 4)))
+    bias = f32([1.0, 2.0, 3.0, 4.0])
+    for layer in (cf, cl):
+        layer.kernel.assign(kernel)
+        layer.bias.assign(bias)
+    y_cf = to_np(cf(x))
+    y_cl = nhwc_to(to_np(cl(to_nhwc(x, "channels_first"))), "channels_first")
+    return {
+        "input_shape": list(x.shape), "filters": 4, "bias": bias.tolist(),
+        "max_abs_diff_channels_first_vs_channels_last":
+            float(np.abs(y_cf - y_cl).max()),
+        "meaning": "nonzero: keras.ops.add (TF backend) rewrites y + "
+                   "bias.reshape(1, F, 1, 1) as tf.nn.bias_add(y, bias, "
+                   "'NHWC') when y.shape[-1] == F, adding the bias along "
+                   "the width",
+    }
+
+
+POOL_CASES = [
+    dict(name="max_p2", layer="MaxPooling2D"),
+    dict(name="max_p2_s1", layer="MaxPooling2D", strides=(1, 1)),
+    dict(name="max_p2_same", layer="MaxPooling2D", padding="same"),
+    dict(name="max_p3_s2_same", layer="MaxPooling2D", pool_size=(3, 3),
+         strides=(2, 2), padding="same"),
+    dict(name="max_p3x2_s1x2_valid", layer="MaxPooling2D", pool_size=(3, 2),
+         strides=(1, 2)),
+    dict(name="max_ties_p2", layer="MaxPooling2D", data="ties"),
+    dict(name="max_ties_p3_s1_same", layer="MaxPooling2D", pool_size=(3, 3),
+         strides=(1, 1), padding="same", data="ties"),
+    dict(name="avg_p2", layer="AveragePooling2D"),
+    dict(name="avg_p2_s1", layer="AveragePooling2D", strides=(1, 1)),
+    dict(name="avg_p2_same", layer="AveragePooling2D", padding="same"),
+    dict(name="avg_p3_s1_same", layer="AveragePooling2D", pool_size=(3, 3),
+         strides=(1, 1), padding="same"),
+    dict(name="avg_p3_s2_same", layer="AveragePooling2D", pool_size=(3, 3),
+         strides=(2, 2), padding="same"),
+    dict(name="avg_p3x2_s1x2_valid", layer="AveragePooling2D",
+         pool_size=(3, 2), strides=(1, 2)),
+    dict(name="gap", layer="GlobalAveragePooling2D"),
+    dict(name="gap_keepdims", layer="GlobalAveragePooling2D", keepdims=True),
+    dict(name="cf_max_p3_s2_same", layer="MaxPooling2D", pool_size=(3, 3),
+         strides=(2, 2), padding="same", data_format="channels_first"),
+    dict(name="cf_max_ties_p2_s1", layer="MaxPooling2D", strides=(1, 1),
+         data="ties", data_format="channels_first"),
+    dict(name="cf_avg_p3_s2_same", layer="AveragePooling2D", pool_size=(3, 3),
+         strides=(2, 2), padding="same", data_format="channels_first"),
+    dict(name="cf_avg_p2", layer="AveragePooling2D",
+         data_format="channels_first"),
+    dict(name="cf_gap", layer="GlobalAveragePooling2D",
+         data_format="channels_first"),
+    dict(name="cf_gap_keepdims", layer="GlobalAveragePooling2D",
+         keepdims=True, data_format="channels_first"),
+]
+
+
+def keras_pool_case(spec_in: dict) -> None:
+    spec = dict(pool_size=(2, 2), strides=None, padding="valid",
+                data_format="channels_last", keepdims=False, data="normal")
+    spec.update(spec_in)
+    name, fmt, cls = spec["name"], spec["data_format"], spec["layer"]
+    rng = case_rng("keras_pool", name)
+    x = image_x(rng, fmt, data=spec["data"])
+    config = {"layer": f"keras.layers.{cls}",
+              "backend": keras.backend.backend(), "dtype": "float32"}
+    if cls == "GlobalAveragePooling2D":
+        layer = keras.layers.GlobalAveragePooling2D(
+            data_format=fmt, keepdims=spec["keepdims"])
+        config.update(data_format=fmt, keepdims=spec["keepdims"])
+    else:
+        layer = getattr(keras.layers, cls)(
+            pool_size=spec["pool_size"], strides=spec["strides"],
+            padding=spec["padding"], data_format=fmt)
+        config.update(
+            pool_size=list(spec["pool_size"]),
+            strides=None if spec["strides"] is None else list(spec["strides"]),
+            padding=spec["padding"], data_format=fmt)
+    layer.build(x.shape)
+    out_shape = tuple(layer.compute_output_shape(x.shape))
+    dy = f32(rng.standard_normal(out_shape))
+    y, grads = layer_forward_backward(layer, x, dy, [])
+    config.update(input_shape=list(x.shape), output_shape=list(out_shape),
+                  data=spec["data"])
+    extra = None
+    if spec["data"] == "ties":
+        extra = {"notes": ["x holds the integers 0, 1, 2: most windows have "
+                           "several maxima; the gradient goes to one of them "
+                           "(see docs/parity-fixtures.md)"]}
+    save_case("keras_pool", name, config,
+              dict(x=x, y=y, dy=dy, dx=grads[0]), extra)
+
+
+FLATTEN_CASES = [
+    dict(name="channels_last", data_format="channels_last",
+         shape=(2, 3, 4, 5)),
+    dict(name="channels_first", data_format="channels_first",
+         shape=(2, 5, 3, 4)),
+    dict(name="channels_first_rank2", data_format="channels_first",
+         shape=(3, 6)),
+]
+
+
+def keras_flatten_case(spec: dict) -> None:
+    name = spec["name"]
+    rng = case_rng("keras_flatten", name)
+    x = f32(rng.standard_normal(spec["shape"]))
+    layer = keras.layers.Flatten(data_format=spec["data_format"])
+    out_shape = tuple(layer.compute_output_shape(x.shape))
+    dy = f32(rng.standard_normal(out_shape))
+    y, grads = layer_forward_backward(layer, x, dy, [])
+    config = {"layer": "keras.layers.Flatten",
+              "backend": keras.backend.backend(), "dtype": "float32",
+              "data_format": spec["data_format"],
+              "input_shape": list(x.shape), "output_shape": list(out_shape)}
+    save_case("keras_flatten", name, config, dict(x=x, y=y, dy=dy,
+                                                  dx=grads[0]))
+
+
+# --------------------------------------------------------------------------
+# keras_cnn: a small CNN with BatchNormalization trained with fit
+# --------------------------------------------------------------------------
+
+# The Adam cases drop the biases of the layers that feed a BatchNormalization
+# (use_bias=False, the usual Keras practice): BN cancels such a bias, so its
+# exact gradient is 0 and the computed one is rounding noise, which Adam
+# rescales into steps of size ~learning_rate (TF's NHWC and NCHW runs of the
+# same model then differ by 7e-4 in those biases). SGD keeps them: there the
+# noise moves them by ~1e-9.
+CNN_CASES = [
+    dict(name="sgd_momentum", data_format="channels_last", optimizer="SGD",
+         bias_before_bn=True),
+    dict(name="adam", data_format="channels_last", optimizer="Adam",
+         bias_before_bn=False),
+    dict(name="cf_sgd_momentum", data_format="channels_first",
+         optimizer="SGD", bias_before_bn=True),
+    dict(name="cf_adam", data_format="channels_first", optimizer="Adam",
+         bias_before_bn=False),
+]
+CNN_BATCH, CNN_STEPS, CNN_CLASSES = 8, 3, 3
+CNN_IMAGE = (10, 10, 2)  # (H, W, C)
+
+
+def build_cnn(fmt: str, bias_before_bn: bool = True):
+    """Conv2D(4,3,same) -> BN -> ReLU -> MaxPooling2D(2) -> Conv2D(6,3,valid,
+    strides 2) -> BN -> ReLU -> Flatten -> Dense(5) -> BN -> ReLU ->
+    Dense(3, softmax); every layer with the given data_format."""
+    cf = fmt == "channels_first"
+    b = bias_before_bn
+    h, w, c = CNN_IMAGE
+    bn_axis = 1 if cf else -1
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((c, h, w) if cf else (h, w, c)),
+        L.Conv2D(4, 3, padding="same", data_format=fmt, use_bias=b,
+                 name="conv2d"),
+        L.BatchNormalization(axis=bn_axis, momentum=0.9,
+                             name="batch_normalization"),
+        L.Activation("relu", name="activation"),
+        L.MaxPooling2D(2, data_format=fmt, name="max_pooling2d"),
+        L.Conv2D(6, 3, strides=2, padding="valid", data_format=fmt,
+                 use_bias=b, name="conv2d_1"),
+        L.BatchNormalization(axis=bn_axis, epsilon=1e-5,
+                             name="batch_normalization_1"),
+        L.Activation("relu", name="activation_1"),
+        L.Flatten(data_format=fmt, name="flatten"),
+        L.Dense(5, use_bias=b, name="dense"),
+        L.BatchNormalization(momentum=0.8, name="batch_normalization_2"),
+        L.Activation("relu", name="activation_2"),
+        L.Dense(CNN_CLASSES, activation="softmax", name="dense_1"),
+    ], name="cnn")
+
+
+def cnn_layer_configs(model) -> list[dict]:
+    """Each layer's class and the Keras arguments bnorm needs to rebuild it."""
+    keys = ["filters", "kernel_size", "strides", "padding", "data_format",
+            "dilation_rate", "activation", "use_bias", "axis", "momentum",
+            "epsilon", "center", "scale", "pool_size", "units"]
+    out = []
+    for layer in model.layers:
+        cfg = layer.get_config()
+        kept = {k: cfg[k] for k in keys if k in cfg}
+        for k, v in kept.items():
+            if isinstance(v, tuple):
+                kept[k] = list(v)
+        out.append({"class_name": type(layer).__name__, "name": layer.name,
+                    "config": kept})
+    return out
+
+
+def cnn_weights(model) -> dict[str, np.ndarray]:
+    """Weights in Keras order, named <layer>_<variable>."""
+    return {"_".join(v.path.split("/")[-2:]): to_np(v) for v in model.weights}
+
+
+def cnn_data():
+    """Shared by all cases: channels_first cases see the same numbers,
+    transposed, so all four models compute the same function."""
+    rng = case_rng("keras_cnn", "data")
+    h, w, c = CNN_IMAGE
+    n = CNN_BATCH * CNN_STEPS
+    x = f32(rng.standard_normal((n + CNN_BATCH, h, w, c)))
+    # Labels from a fixed random projection of the image, so that they
+    # depend on the input.
+    proj = rng.standard_normal((h * w * c, CNN_CLASSES))
+    y = np.argmax(x.reshape(len(x), -1) @ proj, axis=1).astype(np.int64)
+    model = build_cnn("channels_last")
+    init = {}
+    for v in model.weights:
+        layer, var = v.path.split("/")[-2:]
+        shape = tuple(v.shape)
+        if var == "kernel":
+            rf = int(np.prod(shape[:-2])) if len(shape) == 4 else 1
+            fan_in, fan_out = rf * shape[-2], rf * shape[-1]
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            val = rng.uniform(-limit, limit, shape)
+        elif var == "bias":
+            val = rng.normal(0.0, 0.1, shape)
+        elif var == "gamma":
+            val = rng.uniform(0.7, 1.3, shape)
+        elif var == "beta":
+            val = rng.normal(0.0, 0.2, shape)
+        elif var == "moving_mean":
+            val = rng.normal(0.0, 0.3, shape)
+        else:
+            val = rng.uniform(0.5, 1.5, shape)
+        init[f"{layer}_{var}"] = f32(val)
+    return init, x[:n], y[:n], x[n:], y[n:]
+
+
+def make_cnn_optimizer(kind: str):
+    # Named explicitly: Keras numbers default names per process ("adam_2"),
+    # which would make meta.json depend on which families ran before.
+    if kind == "SGD":
+        return keras.optimizers.SGD(learning_rate=0.05, momentum=0.9,
+                                    name="sgd")
+    return keras.optimizers.Adam(learning_rate=0.01, name="adam")
+
+
+class BatchLogs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
+
+
+def keras_cnn_case(spec: dict, data) -> dict[str, np.ndarray]:
+    name, fmt = spec["name"], spec["data_format"]
+    init, x, y, x_eval, y_eval = data
+    x, x_eval = nhwc_to(x, fmt), nhwc_to(x_eval, fmt)
+    keras.utils.set_random_seed(1234)
+    model = build_cnn(fmt, spec["bias_before_bn"])
+    names = list(cnn_weights(model))
+    init = {n: init[n] for n in names}
+    for v, n in zip(model.weights, names):
+        v.assign(init[n])
+    preds_initial = to_np(model.predict(x_eval, verbose=0))
+    opt = make_cnn_optimizer(spec["optimizer"])
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy",
+                  jit_compile=False)
+    logs = BatchLogs()
+    hist = model.fit(x, y, batch_size=CNN_BATCH, epochs=1, shuffle=False,
+                     verbose=0, callbacks=[logs])
+    after = cnn_weights(model)
+    preds = to_np(model.predict(x_eval, verbose=0))
+    eval_loss = model.evaluate(x_eval, y_eval, batch_size=CNN_BATCH,
+                               verbose=0)
+
+    arrays = dict(init)
+    arrays.update(x=x, y=y)
+    arrays.update({f"{k}_after": v for k, v in after.items()})
+    arrays.update(batch_losses=f32(logs.losses), x_eval=x_eval, y_eval=y_eval,
+                  predictions_initial=preds_initial, predictions_after=preds,
+                  evaluate_loss_after=f32(eval_loss))
+    config = {
+        "model": "Sequential: " + " -> ".join(
+            type(l).__name__ for l in model.layers),
+        "layers": cnn_layer_configs(model),
+        "input_shape": list(x.shape[1:]),
+        "data_format": fmt,
+        "weight_names": names,
+        "loss": "sparse_categorical_crossentropy",
+        "optimizer": type(opt).__name__,
+        "optimizer_config": optimizer_config(opt),
+        "training": f"model.fit(x, y, batch_size={CNN_BATCH}, epochs=1, "
+                    "shuffle=False): one step per batch",
+        "batch_size": CNN_BATCH,
+        "steps": CNN_STEPS,
+        "jit_compile": False,
+        "initial_weights": "numpy draws (glorot-uniform kernels, small "
+                           "random biases, random BN gamma/beta/moving "
+                           "statistics), the same for every case",
+        "bias_before_bn": spec["bias_before_bn"],
+        "batch_losses": "logs['loss'] in on_train_batch_end: the running "
+                        "mean over the epoch of the pre-update batch losses",
+        "predict": "model.predict(x_eval) (inference mode), before "
+                   "(predictions_initial) and after training",
+        "evaluate": f"model.evaluate(x_eval, y_eval, batch_size="
+                    f"{CNN_BATCH}) after training",
+    }
+    extra = {"observations": {
+        "fit_history_loss": [float(v) for v in hist.history["loss"]]}}
+    save_case("keras_cnn", name, config, arrays, extra)
+    return {k: to_nhwc(v, fmt) if k.startswith("x") else v
+            for k, v in arrays.items()}
+
+
+def keras_cnn_family() -> None:
+    data = cnn_data()
+    results = {}
+    for spec in CNN_CASES:
+        results[spec["name"]] = keras_cnn_case(spec, data)
+    # The channels_first models compute the same function as the
+    # channels_last ones; record how close Keras's two runs are.
+    for spec in CNN_CASES:
+        if spec["data_format"] != "channels_first":
+            continue
+        twin = spec["name"][len("cf_"):]
+        a, b = results[spec["name"]], results[twin]
+        diff = max(float(np.abs(np.float64(a[k]) - np.float64(b[k])).max())
+                   for k in a)
+        path = FIXTURES_DIR / "keras_cnn" / spec["name"] / "meta.json"
+        meta = json.loads(path.read_text())
+        meta["observations"][
+            f"max_abs_diff_vs_{twin}_over_all_arrays"] = diff
+        path.write_text(json.dumps(meta, indent=2) + "\n")
+        if diff > 1e-4:
+            raise AssertionError(f"keras_cnn/{spec['name']} differs from "
+                                 f"{twin} by {diff}")
+
+
+# --------------------------------------------------------------------------
 # torch_bn
 # --------------------------------------------------------------------------
 
@@ -869,12 +1400,13 @@ Directories:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=["keras_bn", "keras_frozen",
-                                       "keras_seed", "torch_bn", "onnx"],
-                    action="append", help="generate only these families")
+    all_families = ["keras_bn", "keras_frozen", "keras_seed", "keras_conv",
+                    "keras_pool", "keras_flatten", "keras_cnn", "torch_bn",
+                    "onnx"]
+    ap.add_argument("--only", choices=all_families, action="append",
+                    help="generate only these families")
     args = ap.parse_args()
-    families = args.only or ["keras_bn", "keras_frozen", "keras_seed",
-                             "torch_bn", "onnx"]
+    families = args.only or all_families
     print("versions:", json.dumps(VERSIONS))
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("Keras must run on the TensorFlow backend")
@@ -895,6 +1427,21 @@ def main() -> int:
         data = seed_data()
         for spec in SEED_CASES:
             keras_seed_case(spec, data)
+    if "keras_conv" in families:
+        print("keras_conv")
+        for spec in CONV_CASES:
+            keras_conv_case(spec)
+    if "keras_pool" in families:
+        print("keras_pool")
+        for spec in POOL_CASES:
+            keras_pool_case(spec)
+    if "keras_flatten" in families:
+        print("keras_flatten")
+        for spec in FLATTEN_CASES:
+            keras_flatten_case(spec)
+    if "keras_cnn" in families:
+        print("keras_cnn")
+        keras_cnn_family()
     if "torch_bn" in families:
         print("torch_bn")
         for spec in TORCH_CASES:

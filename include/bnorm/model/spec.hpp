@@ -15,7 +15,8 @@
 //                                 size); options strides, padding, data_format
 //   gap                           GlobalAveragePooling2D; options data_format, keepdims=0|1
 //   dropout<rate>                 Dropout, e.g. dropout0.2
-//   flatten                       Flatten
+//   flatten                       Flatten; option data_format (channels_first flattens in
+//                                 channels_last order, as Keras)
 //   relu | sigmoid | tanh | softmax | linear   Activation
 // Example: "flatten,dense128-relu,bn:momentum=0.9,dropout0.2,dense10-softmax".
 #pragma once
