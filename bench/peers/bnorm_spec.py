@@ -1,23 +1,158 @@
-"""bnorm model specs ("dense64-relu,bn,dense10-softmax") for the Python training peers.
+"""bnorm model specs ("conv32-3x3-same,bn,relu,maxpool2,flatten,dense10-softmax") for the peers.
 
-Mirrors the grammar of include/bnorm/model/spec.hpp: layers separated by commas, each a token
-optionally followed by ":key=value" options. Returns plain dicts that torch_train.py and
-keras_train.py turn into their own layers; raises Unsupported for anything else.
+Mirrors the grammar of include/bnorm/model/spec.hpp (src/model/spec.cpp is the reference):
+layers separated by commas, each a token optionally followed by ":key=value" options.
+  dense<units>[-<activation>]                       options use_bias, activation
+  bn | batchnorm | batch_normalization              options axis, momentum, epsilon, center, scale
+  conv<filters>-<k>[x<k>][-same|-valid][-<act>]     options strides, padding, dilation_rate,
+                                                    data_format, use_bias, activation
+  maxpool<k>[x<k>][-same|-valid], avgpool...        options strides, padding, data_format
+  gap | global_average_pooling2d                    options data_format, keepdims
+  dropout<rate>, flatten, relu, sigmoid, tanh, softmax, linear
+parse() returns plain dicts that torch_train.py and keras_train.py turn into their own layers;
+annotate() adds each layer's per-sample input/output shapes (Keras order, as bnorm builds them on
+Fashion-MNIST); Unsupported is raised for anything the peers cannot build.
 """
 
+import math
+
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "linear")
+PADDINGS = ("same", "valid")
+DATA_FORMATS = ("channels_last", "channels_first")
+IMAGE_KINDS = ("conv", "maxpool", "avgpool", "gap")
 
 
 class Unsupported(Exception):
     """A spec (or an option in it) that the peers cannot build."""
 
 
-def _bool(text):
+def _bool(token, text):
     if text in ("1", "true"):
         return True
     if text in ("0", "false"):
         return False
-    raise Unsupported("'%s' is not 0/1/true/false" % text)
+    raise Unsupported("'%s': '%s' is not 0/1/true/false" % (token, text))
+
+
+def _number(token, text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise Unsupported("'%s': '%s' is not a number" % (token, text)) from None
+    if math.isnan(value) or math.isinf(value):
+        raise Unsupported("'%s': '%s' is not a number" % (token, text))
+    return value
+
+
+def _count(token, text, what):
+    value = _number(token, text) if text else None
+    if value is None or value < 1 or value != math.floor(value) or value > 1e9:
+        raise Unsupported("'%s': %s must be a positive integer" % (token, what))
+    return int(value)
+
+
+def _pair(token, text, what):
+    """"3" -> (3, 3), "3x5" -> (3, 5) (height x width)."""
+    height, x, width = text.partition("x")
+    if not x:
+        value = _count(token, text, what)
+        return (value, value)
+    return (_count(token, height, what), _count(token, width, what))
+
+
+def _activation(token, name):
+    if name not in ACTIVATIONS:
+        raise Unsupported("'%s': unknown activation '%s'" % (token, name))
+    return name
+
+
+def _choice(token, text, choices, what):
+    if text not in choices:
+        raise Unsupported("'%s': unknown %s '%s' (%s)" % (token, what, text, ", ".join(choices)))
+    return text
+
+
+def _layer(token):
+    head, *pairs = token.split(":")
+    options = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise Unsupported("option '%s' is not key=value" % pair)
+        options[key] = value
+
+    def take(key, default=None):
+        return options.pop(key, default)
+
+    if head.startswith("dense"):
+        units_text, _, activation = head[5:].partition("-")
+        layer = {"kind": "dense", "units": _count(token, units_text, "units"),
+                 "activation": _activation(token, take("activation", activation or "linear")),
+                 "use_bias": _bool(token, take("use_bias", "1"))}
+    elif head in ("bn", "batchnorm", "batch_normalization"):
+        layer = {"kind": "bn", "axis": int(_number(token, take("axis", "-1"))),
+                 "momentum": _number(token, take("momentum", "0.99")),
+                 "epsilon": _number(token, take("epsilon", "0.001")),
+                 "center": _bool(token, take("center", "1")),
+                 "scale": _bool(token, take("scale", "1"))}
+    elif head.startswith("conv"):
+        parts = head[4:].split("-")
+        if len(parts) < 2:
+            raise Unsupported("'%s': expected conv<filters>-<kernel size>" % token)
+        layer = {"kind": "conv", "filters": _count(token, parts[0], "filters"),
+                 "kernel_size": _pair(token, parts[1], "kernel_size"), "strides": (1, 1),
+                 "padding": "valid", "dilation_rate": (1, 1), "data_format": "channels_last",
+                 "use_bias": True, "activation": "linear"}
+        for i, part in enumerate(parts[2:], start=2):
+            if part in PADDINGS:
+                layer["padding"] = part
+            elif i + 1 == len(parts):
+                layer["activation"] = _activation(token, part)
+            else:
+                raise Unsupported("'%s': '%s' is not a padding (same, valid)" % (token, part))
+        if "strides" in options:
+            layer["strides"] = _pair(token, take("strides"), "strides")
+        layer["padding"] = _choice(token, take("padding", layer["padding"]), PADDINGS, "padding")
+        if "dilation_rate" in options:
+            layer["dilation_rate"] = _pair(token, take("dilation_rate"), "dilation_rate")
+        layer["data_format"] = _choice(token, take("data_format", "channels_last"), DATA_FORMATS,
+                                       "data_format")
+        layer["use_bias"] = _bool(token, take("use_bias", "1"))
+        layer["activation"] = _activation(token, take("activation", layer["activation"]))
+        if layer["strides"] != (1, 1) and layer["dilation_rate"] != (1, 1):
+            raise Unsupported("'%s': strides and dilation_rate cannot both be > 1" % token)
+    elif head.startswith("maxpool") or head.startswith("avgpool"):
+        parts = head[7:].split("-")
+        if len(parts) > 2 or (len(parts) == 2 and parts[1] not in PADDINGS):
+            raise Unsupported("'%s': expected %s<k>[x<k>][-same|-valid]" % (token, head[:7]))
+        pool_size = _pair(token, parts[0], "pool_size")
+        layer = {"kind": head[:7], "pool_size": pool_size,
+                 "padding": parts[1] if len(parts) == 2 else "valid"}
+        layer["strides"] = _pair(token, take("strides"), "strides") if "strides" in options \
+            else pool_size
+        layer["padding"] = _choice(token, take("padding", layer["padding"]), PADDINGS, "padding")
+        layer["data_format"] = _choice(token, take("data_format", "channels_last"), DATA_FORMATS,
+                                       "data_format")
+    elif head in ("gap", "global_average_pooling2d"):
+        layer = {"kind": "gap",
+                 "data_format": _choice(token, take("data_format", "channels_last"),
+                                        DATA_FORMATS, "data_format"),
+                 "keepdims": _bool(token, take("keepdims", "0"))}
+    elif head.startswith("dropout"):
+        rate = _number(token, head[7:]) if head[7:] else None
+        if rate is None or not 0.0 <= rate < 1.0:
+            raise Unsupported("'%s': rate must be in [0, 1)" % token)
+        layer = {"kind": "dropout", "rate": rate}
+    elif head == "flatten":
+        layer = {"kind": "flatten"}
+    elif head in ACTIVATIONS:
+        layer = {"kind": "activation", "activation": head}
+    else:
+        raise Unsupported("unknown layer '%s'" % token)
+    if options:
+        raise Unsupported("'%s': unknown option '%s'" % (token, next(iter(options))))
+    layer["token"] = token
+    return layer
 
 
 def parse(spec):
@@ -25,44 +160,71 @@ def parse(spec):
     for token in spec.replace(" ", "").replace("\t", "").split(","):
         if not token:
             raise Unsupported("empty layer entry in '%s'" % spec)
-        head, *pairs = token.split(":")
-        options = {}
-        for pair in pairs:
-            key, eq, value = pair.partition("=")
-            if not eq or not key:
-                raise Unsupported("option '%s' is not key=value" % pair)
-            options[key] = value
+        layers.append(_layer(token))
+    return layers
 
-        def take(key, default=None):
-            return options.pop(key, default)
 
-        if head.startswith("dense"):
-            units_text, _, activation = head[5:].partition("-")
-            if not units_text.isdigit() or int(units_text) < 1:
-                raise Unsupported("'%s': units must be a positive integer" % token)
-            layer = {"kind": "dense", "units": int(units_text),
-                     "activation": take("activation", activation or "linear"),
-                     "use_bias": _bool(take("use_bias", "1"))}
-            if layer["activation"] not in ACTIVATIONS:
-                raise Unsupported("'%s': unknown activation" % token)
-        elif head in ("bn", "batchnorm", "batch_normalization"):
-            axis = int(float(take("axis", "-1")))
-            if axis not in (-1, 1):
-                raise Unsupported("'%s': only axis -1 (the features of a Dense output)" % token)
-            layer = {"kind": "bn", "momentum": float(take("momentum", "0.99")),
-                     "epsilon": float(take("epsilon", "0.001")),
-                     "center": _bool(take("center", "1")), "scale": _bool(take("scale", "1"))}
-        elif head.startswith("dropout"):
-            layer = {"kind": "dropout", "rate": float(head[7:])}
-        elif head == "flatten":
-            layer = {"kind": "flatten"}
-        elif head in ACTIVATIONS:
-            layer = {"kind": "activation", "activation": head}
-        else:
-            raise Unsupported("unknown layer '%s'" % token)
-        if options:
-            raise Unsupported("'%s': unknown option '%s'" % (token, next(iter(options))))
-        layers.append(layer)
+def input_shape(layers, side=28):
+    """Per-sample input shape as bnorm's CLI gives it: (28, 28, 1) (or (1, 28, 28) for
+    channels_first) when the first layer is an image layer, else the flattened (784,)."""
+    if layers and layers[0]["kind"] in IMAGE_KINDS:
+        if layers[0]["data_format"] == "channels_first":
+            return (1, side, side)
+        return (side, side, 1)
+    return (side * side,)
+
+
+def _window_out(size, window, stride, dilation, padding):
+    effective = (window - 1) * dilation + 1
+    if padding == "same":
+        return -(-size // stride)
+    return (size - effective) // stride + 1 if size >= effective else 0
+
+
+def same_pads(size, window, stride, dilation=1):
+    """TensorFlow/Keras 'same' padding of one spatial axis: (before, after), after >= before."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (window - 1) * dilation + 1 - size, 0)
+    return (total // 2, total - total // 2)
+
+
+def annotate(layers, side=28):
+    """Adds "in" and "out" per-sample shapes (Keras order) to every layer; Unsupported for a
+    layer that does not fit the shape it receives."""
+    shape = input_shape(layers, side)
+    for layer in layers:
+        kind = layer["kind"]
+        layer["in"] = shape
+        if kind in IMAGE_KINDS:
+            if len(shape) != 3:
+                raise Unsupported("'%s' needs an image input; it receives %s"
+                                  % (layer["token"], shape))
+            first = layer["data_format"] == "channels_first"
+            channels, height, width = (shape[0], shape[1], shape[2]) if first \
+                else (shape[2], shape[0], shape[1])
+            if kind == "gap":
+                out_hw, channels_out = (1, 1), channels
+            else:
+                window = layer["kernel_size"] if kind == "conv" else layer["pool_size"]
+                dilation = layer.get("dilation_rate", (1, 1))
+                out_hw = tuple(_window_out(s, window[i], layer["strides"][i], dilation[i],
+                                           layer["padding"])
+                               for i, s in enumerate((height, width)))
+                channels_out = layer["filters"] if kind == "conv" else channels
+                if min(out_hw) < 1:
+                    raise Unsupported("'%s': the output of %s would be empty"
+                                      % (layer["token"], shape))
+            if kind == "gap" and not layer["keepdims"]:
+                shape = (channels_out,)
+            elif first:
+                shape = (channels_out,) + out_hw
+            else:
+                shape = out_hw + (channels_out,)
+        elif kind == "dense":
+            shape = shape[:-1] + (layer["units"],)
+        elif kind == "flatten":
+            shape = (math.prod(shape),)
+        layer["out"] = shape
     return layers
 
 
@@ -81,8 +243,9 @@ def read_idx(path, magic):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load_train_set(directory, limit):
-    """Fashion-MNIST training images as float32 (N, 784) in [0, 1] and int64 labels (N,)."""
+def load_split(directory, split, limit):
+    """Fashion-MNIST images of a split ("train" or "t10k") as float32 (N, 784) in [0, 1] and
+    int64 labels (N,)."""
     import os
     import numpy as np
 
@@ -93,9 +256,14 @@ def load_train_set(directory, limit):
                 return path
         raise FileNotFoundError("Fashion-MNIST not found in %s (missing %s.gz)" % (directory, name))
 
-    images = read_idx(find("train-images-idx3-ubyte"), 0x803)
-    labels = read_idx(find("train-labels-idx1-ubyte"), 0x801)
+    images = read_idx(find(split + "-images-idx3-ubyte"), 0x803)
+    labels = read_idx(find(split + "-labels-idx1-ubyte"), 0x801)
     if limit > 0:
         images, labels = images[:limit], labels[:limit]
     x = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
     return x, labels.astype(np.int64)
+
+
+def load_train_set(directory, limit):
+    """Fashion-MNIST training images as float32 (N, 784) in [0, 1] and int64 labels (N,)."""
+    return load_split(directory, "train", limit)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Keras training peer of `bnorm bench train`: the same model, data and settings as bnorm.
 
-Builds a bnorm model spec (bnorm_spec.py) as a keras.Sequential on Input(784), compiles it with
+Builds a bnorm model spec (bnorm_spec.py) as a keras.Sequential on the input bnorm gives it
+(Input(784), or (28, 28, 1) when the first layer is an image layer), compiles it with
 Adam (lr 1e-3), sparse categorical cross-entropy and accuracy, and fits it on the Fashion-MNIST
 training images (no validation split, shuffled, verbose 0) with TensorFlow limited to --threads
 intra-op threads and one inter-op thread. Prints one JSON line:
@@ -20,14 +21,30 @@ import bnorm_spec
 
 
 def build_model(keras, layers):
-    model = keras.Sequential([keras.Input(shape=(784,))])
+    bnorm_spec.annotate(layers)
+    model = keras.Sequential([keras.Input(shape=bnorm_spec.input_shape(layers))])
     for layer in layers:
         kind = layer["kind"]
         if kind == "dense":
             model.add(keras.layers.Dense(layer["units"], activation=layer["activation"],
                                          use_bias=layer["use_bias"]))
+        elif kind == "conv":
+            model.add(keras.layers.Conv2D(layer["filters"], layer["kernel_size"],
+                                          strides=layer["strides"], padding=layer["padding"],
+                                          data_format=layer["data_format"],
+                                          dilation_rate=layer["dilation_rate"],
+                                          activation=layer["activation"],
+                                          use_bias=layer["use_bias"]))
+        elif kind in ("maxpool", "avgpool"):
+            pool = keras.layers.MaxPooling2D if kind == "maxpool" else keras.layers.AveragePooling2D
+            model.add(pool(layer["pool_size"], strides=layer["strides"], padding=layer["padding"],
+                           data_format=layer["data_format"]))
+        elif kind == "gap":
+            model.add(keras.layers.GlobalAveragePooling2D(data_format=layer["data_format"],
+                                                          keepdims=layer["keepdims"]))
         elif kind == "bn":
-            model.add(keras.layers.BatchNormalization(momentum=layer["momentum"],
+            model.add(keras.layers.BatchNormalization(axis=layer["axis"],
+                                                      momentum=layer["momentum"],
                                                       epsilon=layer["epsilon"],
                                                       center=layer["center"],
                                                       scale=layer["scale"]))
@@ -37,9 +54,9 @@ def build_model(keras, layers):
             model.add(keras.layers.Flatten())
         elif kind == "activation":
             model.add(keras.layers.Activation(layer["activation"]))
-    if model.output_shape[-1] != 10:
-        raise bnorm_spec.Unsupported("the model outputs %d values; Fashion-MNIST needs 10"
-                                     % model.output_shape[-1])
+    if tuple(model.output_shape[1:]) != (10,):
+        raise bnorm_spec.Unsupported("the model outputs %s per image; Fashion-MNIST needs (10,)"
+                                     % (tuple(model.output_shape[1:]),))
     return model
 
 
@@ -66,7 +83,8 @@ def main():
         return 3
     keras.utils.set_random_seed(args.seed)
     try:
-        model = build_model(keras, bnorm_spec.parse(args.spec))
+        layers = bnorm_spec.parse(args.spec)
+        model = build_model(keras, layers)
     except bnorm_spec.Unsupported as e:
         print(json.dumps({"unsupported": str(e)}), flush=True)
         return 4
@@ -85,6 +103,7 @@ def main():
             self.seconds.append(time.perf_counter() - self.start)
 
     x, y = bnorm_spec.load_train_set(args.data, args.train_limit)
+    x = x.reshape((len(x),) + bnorm_spec.input_shape(layers))
     timer = EpochTimer()
     history = model.fit(x, y, batch_size=args.batch, epochs=args.epochs, shuffle=True, verbose=0,
                         callbacks=[timer])

@@ -539,6 +539,15 @@ TEST(CliBench, ThreadsAndMinTime) {
   expect_one_line_error(bnorm("bench train --threads 0"), "--threads must be at least 1", 2);
   expect_one_line_error(bnorm("bench train --epochs 0"), "--epochs", 2);
   expect_one_line_error(bnorm("bench train --batch 0"), "--batch must be at least 1", 2);
+  expect_one_line_error(bnorm("bench train --batch-size 0"), "--batch must be at least 1", 2);
+}
+
+TEST(CliBench, InferBadFlags) {
+  expect_one_line_error(bnorm("bench infer --batch-size 0"), "--batch-size must be at least 1", 2);
+  expect_one_line_error(bnorm("bench infer --threads 0"), "--threads must be at least 1", 2);
+  expect_one_line_error(bnorm("bench infer --repeats 0"), "--repeats must be from 1 to 1000", 2);
+  expect_one_line_error(bnorm("bench infer --warmup -1"), "--warmup must be from 0 to 100", 2);
+  expect_one_line_error(bnorm("bench infer --test-limit -5"), "--test-limit must be >= 0", 2);
 }
 
 void expect_positive_finite(const nlohmann::json& j, const char* key) {
@@ -644,6 +653,96 @@ TEST(CliBench, TrainCnnPresetSmokeJson) {
   const auto doc = nlohmann::json::parse(r.out);
   EXPECT_EQ(doc["spec"].get<std::string>().rfind("conv32-3x3-same,bn,relu", 0), 0u) << r.out;
   expect_positive_finite(doc["results"]["bnorm"], "steady_epoch_s");
+}
+
+// bench infer: three variants timed in one run; structure only, never timings.
+TEST(CliBench, InferCnnSmokeJson) {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  fs::create_directory(data);
+  bnorm::testing::write_fake_fashion_mnist(data, 8, 40);
+  const Result r =
+      bnorm("bench infer --json --peers none --repeats 3 --warmup 0 --batch-size 16 --data " +
+            quote(data));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  const auto rows = json_lines(r.out);
+  ASSERT_EQ(rows.size(), 1u) << r.out;
+  const auto& doc = rows[0];
+  EXPECT_EQ(doc["model"], "cnn");
+  EXPECT_EQ(doc["spec"].get<std::string>().rfind("conv32-3x3-same,bn,relu", 0), 0u) << r.out;
+  // The bn tokens are dropped, every other token kept as it is.
+  EXPECT_EQ(doc["no_bn_spec"].get<std::string>().rfind("conv32-3x3-same,relu,maxpool2", 0), 0u)
+      << r.out;
+  EXPECT_EQ(doc["no_bn_spec"].get<std::string>().find("bn"), std::string::npos) << r.out;
+  EXPECT_EQ(doc["batch"], 16);
+  EXPECT_EQ(doc["threads"], 1);
+  EXPECT_EQ(doc["images"], 40);
+  EXPECT_EQ(doc["batches"], 3);
+  EXPECT_EQ(doc["bn_layers"], 3);
+  EXPECT_EQ(doc["folded_pairs"], 3);
+  for (const char* key : {"fold_ms", "folded_over_unfolded", "folded_over_no_bn"}) {
+    expect_positive_finite(doc, key);
+  }
+  // Folding is exact up to float32 rounding (the moving statistics are not the initial ones).
+  ASSERT_TRUE(doc["max_abs_diff_folded_unfolded"].is_number()) << r.out;
+  EXPECT_LT(doc["max_abs_diff_folded_unfolded"].get<double>(), 1e-4) << r.out;
+  for (const char* name : {"folded", "unfolded", "no_bn"}) {
+    ASSERT_TRUE(doc["results"].contains(name)) << r.out;
+    const auto& v = doc["results"][name];
+    EXPECT_EQ(v["seconds"].size(), 3u) << r.out;
+    for (const char* key : {"median_s", "us_per_image", "us_per_batch"}) {
+      expect_positive_finite(v, key);
+    }
+  }
+}
+
+TEST(CliBench, InferSpecTableAndErrors) {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  fs::create_directory(data);
+  bnorm::testing::write_fake_fashion_mnist(data, 8, 20);
+  const Result r = bnorm(
+      "bench infer --model 'dense16:use_bias=0,bn:momentum=0.9,relu,dense10-softmax' --repeats 1 "
+      "--peers none --data " +
+      quote(data));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("no-BN model: dense16:use_bias=0,relu,dense10-softmax"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("1 BatchNormalization layer, 1 folded"), std::string::npos) << r.out;
+  for (const char* row : {"BN folded (default)", "BN not folded", "no BN layers",
+                          "folded / unfolded = ", "folded / no-BN = "}) {
+    EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+  }
+  // A spec that is no Fashion-MNIST classifier, and one that is no spec, are one-line errors.
+  const std::string none = "bench infer --peers none --data " + quote(data);
+  expect_one_line_error(bnorm(none + " --model dense8,bn,dense4-softmax"), "(10,)", 1);
+  expect_one_line_error(bnorm(none + " --model dense8,conv3"), "conv3", 1);
+  expect_one_line_error(bnorm("bench infer --peers none --data " + quote(dir.file("missing"))),
+                        "not found", 1);
+}
+
+// A PyTorch that is not there: a note in the result with auto, an error when named.
+TEST(CliBench, InferPeerWithoutPython) {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  fs::create_directory(data);
+  bnorm::testing::write_fake_fashion_mnist(data, 8, 10);
+  const std::string args =
+      "bench infer --model seed --repeats 1 --python /nonexistent/python3 --data " + quote(data);
+  const Result r = bnorm(args + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto doc = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(doc["peers"]["torch"].contains("error")) << r.out;
+  EXPECT_NE(doc["peers"]["torch"]["error"].get<std::string>().find(
+                "not installed (/nonexistent/python3)"),
+            std::string::npos)
+      << r.out;
+  const Result table = bnorm(args);
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_NE(table.out.find("PyTorch: not installed"), std::string::npos) << table.out;
+  expect_one_line_error(bnorm(args + " --peers torch"), "PyTorch: not installed", 1);
+  expect_one_line_error(bnorm(args + " --peers keras"), "unknown --peers 'keras'", 2);
 }
 
 }  // namespace

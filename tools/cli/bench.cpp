@@ -1,5 +1,6 @@
-// bnorm bench — registers `bench bn` and `bench train` and turns their options into checked
-// BnOptions / TrainOptions. The work is in bench_bn.cpp and bench_train.cpp.
+// bnorm bench — registers `bench bn`, `bench train` and `bench infer` and turns their options into
+// checked BnOptions / TrainOptions / InferOptions. The work is in bench_bn.cpp, bench_train.cpp
+// and bench_infer.cpp.
 #include "bench.hpp"
 
 #include <CLI/CLI.hpp>
@@ -239,7 +240,7 @@ Action add_bench_command(CLI::App& app) {
       "Seconds per epoch and peak memory of Fashion-MNIST training: bnorm, PyTorch, Keras");
   train->add_option("--model", train_raw->model,
                     "seed (default), seed-nobn, cnn, cnn-nobn or a model SPEC");
-  train->add_option("--batch", train_raw->batch, "Batch size (default 32)");
+  train->add_option("--batch,--batch-size", train_raw->batch, "Batch size (default 32)");
   train->add_option("--threads", train_raw->threads,
                     "Threads for every implementation (default 1)");
   train->add_option("--epochs", train_raw->epochs,
@@ -254,7 +255,41 @@ Action add_bench_command(CLI::App& app) {
                     "Train on the first N images only (0 = all 60000)");
   train->add_option("--seed", train_raw->seed, "Seed for bnorm's initialization and shuffling");
 
-  return [bn, bn_raw, train, train_raw] {
+  // ---- bench infer ----
+  struct InferRaw {
+    std::string model = "cnn";
+    std::int64_t batch = 32;
+    int threads = 1, repeats = 7, warmup = 1;
+    std::string data = io::kDefaultFashionMnistDir;
+    bool json = false;
+    std::int64_t test_limit = 0;
+    std::uint64_t seed = 42;
+    std::vector<std::string> peers{"auto"};
+    std::string python;
+  };
+  auto infer_raw = std::make_shared<InferRaw>();
+  CLI::App* infer = cmd->add_subcommand(
+      "infer",
+      "Inference time over the Fashion-MNIST test images: BN folded, not folded, and without BN");
+  infer->add_option("--model", infer_raw->model,
+                    "cnn (default), cnn-nobn, seed, seed-nobn or a model SPEC");
+  infer->add_option("--batch-size,--batch", infer_raw->batch, "Predict batch size (default 32)");
+  infer->add_option("--threads", infer_raw->threads, "Threads (default 1)");
+  infer->add_option("--repeats", infer_raw->repeats,
+                    "Timed predicts per variant; the median is reported (default 7)");
+  infer->add_option("--warmup", infer_raw->warmup,
+                    "Untimed predicts per variant before them (default 1)");
+  infer->add_flag("--json", infer_raw->json, "One JSON object instead of a table");
+  infer->add_option("--data", infer_raw->data, "Directory with the Fashion-MNIST IDX files");
+  infer->add_option("--test-limit", infer_raw->test_limit,
+                    "Predict the first N test images only (0 = all 10000)");
+  infer->add_option("--seed", infer_raw->seed, "Seed for the weights and BN statistics");
+  infer->add_option("--peers", infer_raw->peers, "auto, none, or torch")->delimiter(',');
+  infer->add_option(
+      "--python", infer_raw->python,
+      "Python interpreter for the PyTorch peer (default: $BNORM_PYTHON, else python3)");
+
+  return [bn, bn_raw, train, train_raw, infer, infer_raw] {
     if (bn->parsed()) {
       BnOptions o;
       const BnRaw& r = *bn_raw;
@@ -325,6 +360,33 @@ Action add_bench_command(CLI::App& app) {
       o.train_limit = r.train_limit;
       o.seed = r.seed;
       run_bench_train(o);
+    }
+    if (infer->parsed()) {
+      const InferRaw& r = *infer_raw;
+      InferOptions o;
+      o.model = r.model;
+      check_batch_size(r.batch);
+      o.batch = r.batch;
+      check_threads(r.threads);
+      o.threads = r.threads;
+      if (r.repeats < 1 || r.repeats > 1000) {
+        throw UsageError("--repeats must be from 1 to 1000; received " + std::to_string(r.repeats));
+      }
+      o.repeats = r.repeats;
+      if (r.warmup < 0 || r.warmup > 100) {
+        throw UsageError("--warmup must be from 0 to 100; received " + std::to_string(r.warmup));
+      }
+      o.warmup = r.warmup;
+      o.json = r.json;
+      o.data = r.data;
+      check_limit(r.test_limit, "--test-limit");
+      o.test_limit = r.test_limit;
+      o.seed = r.seed;
+      const Peers peers = parse_peers(r.peers, {"torch"});
+      o.want_torch = peers.torch;
+      o.peers_explicit = peers.explicit_list;
+      o.python = choose_python(r.python);
+      run_bench_infer(o);
     }
   };
 }

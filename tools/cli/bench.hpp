@@ -47,6 +47,27 @@ struct TrainOptions {
   std::uint64_t seed = 42;
 };
 
+struct InferOptions {
+  std::string model = "cnn";  // seed | seed-nobn | cnn | cnn-nobn | SPEC
+  std::int64_t batch = 32;
+  int threads = 1;
+  int repeats = 7;  // timed predicts per variant
+  int warmup = 1;   // untimed rounds before them
+  bool json = false;
+  bool want_torch = false;
+  bool peers_explicit = false;
+  std::string python;
+  std::string data;
+  std::int64_t test_limit = 0;  // 0 = all 10000 test images
+  std::uint64_t seed = 42;
+};
+
+// The spec of a named model (seed, seed-nobn, cnn, cnn-nobn); anything else is a spec itself.
+std::string resolve_model_spec(const std::string& model);
+// `spec` without its BatchNormalization tokens (bn, batchnorm, batch_normalization, with or
+// without options); every other token, e.g. a Dense or Conv2D before a bn, is kept as it is.
+std::string spec_without_batch_norm(const std::string& spec);
+
 // Parsers behind the options; each throws UsageError naming the option and the bad value.
 std::vector<std::int64_t> parse_shape(const std::string& text);
 Layout parse_layout(const std::string& text);
@@ -55,6 +76,7 @@ std::vector<int> parse_threads(const std::vector<std::string>& values);
 
 void run_bench_bn(const BnOptions& options);
 void run_bench_train(const TrainOptions& options);
+void run_bench_infer(const InferOptions& options);
 
 // ---- timing ---------------------------------------------------------------------------------
 

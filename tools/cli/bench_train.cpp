@@ -66,14 +66,6 @@ void read_result(const std::string& text, TrainRun& run) {
   if (!run.ok) run.error = "no epochs recorded";
 }
 
-std::string resolve_spec(const std::string& model) {
-  if (model == "seed") return kSeedSpec;
-  if (model == "seed-nobn") return kSeedNoBnSpec;
-  if (model == "cnn") return kCnnSpec;
-  if (model == "cnn-nobn") return kCnnNoBnSpec;
-  return model;
-}
-
 // The training itself, in the forked child: result JSON on `fd`.
 std::string train_in_child(const TrainOptions& o, const std::string& spec) {
   nlohmann::json out;
@@ -198,8 +190,16 @@ std::string fmt(const char* f, double v) {
 
 }  // namespace
 
+std::string resolve_model_spec(const std::string& model) {
+  if (model == "seed") return kSeedSpec;
+  if (model == "seed-nobn") return kSeedNoBnSpec;
+  if (model == "cnn") return kCnnSpec;
+  if (model == "cnn-nobn") return kCnnNoBnSpec;
+  return model;
+}
+
 void run_bench_train(const TrainOptions& o) {
-  const std::string spec = resolve_spec(o.model);
+  const std::string spec = resolve_model_spec(o.model);
   std::vector<TrainRun> runs;
   runs.push_back(run_bnorm(o, spec));
   if (!runs.front().ok) throw Error("bnorm training failed: " + runs.front().error);
@@ -251,15 +251,15 @@ void run_bench_train(const TrainOptions& o) {
       o.model.c_str(), spec.c_str(), static_cast<long long>(o.batch), o.threads,
       o.threads == 1 ? "" : "s", o.epochs, o.epochs == 1 ? "" : "s",
       o.train_limit > 0 ? std::to_string(o.train_limit).c_str() : "all 60000");
-  std::printf("%-32s %8s %9s %13s %8s %9s %8s %9s\n", "implementation", "first_s", "steady_s",
+  std::printf("%-34s %8s %9s %13s %8s %9s %8s %9s\n", "implementation", "first_s", "steady_s",
               "peak_RSS_MiB", "loss", "accuracy", "speedup", "mem_ratio");
   for (const auto& r : runs) {
     if (!r.ok) {
-      std::printf("%-32s %s\n", r.label.c_str(), r.error.c_str());
+      std::printf("%-34s %s\n", r.label.c_str(), r.error.c_str());
       continue;
     }
     const bool peer = r.name != "bnorm";
-    std::printf("%-32s %8.3f %9.3f %13.1f %8.4f %9.4f %8s %9s\n", r.label.c_str(), first_epoch(r),
+    std::printf("%-34s %8.3f %9.3f %13.1f %8.4f %9.4f %8s %9s\n", r.label.c_str(), first_epoch(r),
                 steady_epoch(r), r.peak_rss_mib, r.loss, r.accuracy,
                 peer ? fmt("%.2fx", steady_epoch(r) / steady_epoch(base)).c_str() : "-",
                 peer ? fmt("%.2fx", r.peak_rss_mib / base.peak_rss_mib).c_str() : "-");
