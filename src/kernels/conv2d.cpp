@@ -142,14 +142,8 @@ void transpose_channels_first_to_last(std::int64_t batch, std::int64_t channels,
 
 void transpose_channels_last_to_first(std::int64_t batch, std::int64_t channels,
                                       std::int64_t spatial, const float* in, float* out) noexcept {
-  parallel_for(batch, 1, [&](std::int64_t n0, std::int64_t n1) {
-    for (std::int64_t n = n0; n < n1; ++n) {
-      const float* src = in + n * channels * spatial;
-      float* dst = out + n * channels * spatial;
-      for (std::int64_t s = 0; s < spatial; ++s)
-        for (std::int64_t c = 0; c < channels; ++c) dst[c * spatial + s] = src[s * channels + c];
-    }
-  });
+  // Each sample is a spatial x channels matrix: the same transpose with the roles swapped.
+  transpose_channels_first_to_last(batch, spatial, channels, in, out);
 }
 
 namespace reference {

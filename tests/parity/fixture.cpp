@@ -137,4 +137,31 @@ void report(const std::string& fixture, const std::string& quantity, const Error
   }
 }
 
+std::array<std::int64_t, 2> keras_pair(const nlohmann::json& j) {
+  const auto v = j.get<std::vector<std::int64_t>>();
+  return {v.at(0), v.at(1)};
+}
+
+Conv2D::Options keras_conv2d_options(const nlohmann::json& c) {
+  Conv2D::Options o;
+  o.filters = c.at("filters").get<std::int64_t>();
+  o.kernel_size = keras_pair(c.at("kernel_size"));
+  o.strides = keras_pair(c.at("strides"));
+  o.padding = c.at("padding").get<std::string>();
+  o.data_format = c.at("data_format").get<std::string>();
+  o.dilation_rate = keras_pair(c.at("dilation_rate"));
+  o.activation = c.at("activation").get<std::string>();
+  o.use_bias = c.at("use_bias").get<bool>();
+  return o;
+}
+
+Pooling2D::Options keras_pooling_options(const nlohmann::json& c) {
+  Pooling2D::Options o;
+  o.pool_size = keras_pair(c.at("pool_size"));
+  if (!c.at("strides").is_null()) o.strides = keras_pair(c.at("strides"));
+  o.padding = c.at("padding").get<std::string>();
+  o.data_format = c.at("data_format").get<std::string>();
+  return o;
+}
+
 }  // namespace bnorm::parity

@@ -2,6 +2,7 @@
 // a case directory with meta.json and one .npy file per array.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -9,6 +10,8 @@
 #include <vector>
 
 #include "bnorm/core/tensor.hpp"
+#include "bnorm/layers/conv2d.hpp"
+#include "bnorm/layers/pooling.hpp"
 
 namespace bnorm::parity {
 
@@ -47,5 +50,11 @@ struct Errors {
 Errors compare(const Tensor& actual, const NpyArray& expected, double rel_floor);
 // Appends "family case quantity max_abs max_rel" to $BNORM_PARITY_REPORT if set and prints it.
 void report(const std::string& fixture, const std::string& quantity, const Errors& e);
+
+// Keras layer configs (the keys the generator keeps) as bnorm options.
+std::array<std::int64_t, 2> keras_pair(const nlohmann::json& j);
+Conv2D::Options keras_conv2d_options(const nlohmann::json& config);
+// MaxPooling2D / AveragePooling2D (strides null: the pool size, as Keras).
+Pooling2D::Options keras_pooling_options(const nlohmann::json& config);
 
 }  // namespace bnorm::parity

@@ -19,25 +19,9 @@
 namespace bnorm::parity {
 namespace {
 
-std::array<std::int64_t, 2> pair(const nlohmann::json& j) {
-  const auto v = j.get<std::vector<std::int64_t>>();
-  return {v.at(0), v.at(1)};
-}
-
 // One bnorm layer from a Keras class name and config (the keys the generator keeps).
 std::unique_ptr<Layer> make_layer(const std::string& class_name, const nlohmann::json& c) {
-  if (class_name == "Conv2D") {
-    Conv2D::Options o;
-    o.filters = c.at("filters").get<std::int64_t>();
-    o.kernel_size = pair(c.at("kernel_size"));
-    o.strides = pair(c.at("strides"));
-    o.padding = c.at("padding").get<std::string>();
-    o.data_format = c.at("data_format").get<std::string>();
-    o.dilation_rate = pair(c.at("dilation_rate"));
-    o.activation = c.at("activation").get<std::string>();
-    o.use_bias = c.at("use_bias").get<bool>();
-    return std::make_unique<Conv2D>(o);
-  }
+  if (class_name == "Conv2D") return std::make_unique<Conv2D>(keras_conv2d_options(c));
   if (class_name == "BatchNormalization") {
     BatchNormalization::Options o;
     o.axis = c.at("axis").get<int>();
@@ -48,14 +32,7 @@ std::unique_ptr<Layer> make_layer(const std::string& class_name, const nlohmann:
     return std::make_unique<BatchNormalization>(o);
   }
   if (class_name == "Activation") return std::make_unique<Activation>(c.at("activation"));
-  if (class_name == "MaxPooling2D") {
-    Pooling2D::Options o;
-    o.pool_size = pair(c.at("pool_size"));
-    if (!c.at("strides").is_null()) o.strides = pair(c.at("strides"));
-    o.padding = c.at("padding").get<std::string>();
-    o.data_format = c.at("data_format").get<std::string>();
-    return std::make_unique<MaxPooling2D>(o);
-  }
+  if (class_name == "MaxPooling2D") return std::make_unique<MaxPooling2D>(keras_pooling_options(c));
   if (class_name == "Flatten") {
     Flatten::Options o;
     o.data_format = c.at("data_format").get<std::string>();

@@ -15,11 +15,6 @@
 namespace bnorm::parity {
 namespace {
 
-std::array<std::int64_t, 2> pair(const nlohmann::json& j) {
-  const auto v = j.get<std::vector<std::int64_t>>();
-  return {v.at(0), v.at(1)};
-}
-
 // The per-sample shape of a fixture's (batch, ...) input shape.
 Shape per_sample(const nlohmann::json& input_shape) {
   const auto dims = input_shape.get<std::vector<std::int64_t>>();
@@ -54,15 +49,7 @@ class KerasConv : public ::testing::TestWithParam<std::string> {};
 TEST_P(KerasConv, ForwardAndGradientsMatchKeras) {
   const Fixture fx(fixtures_root() / "keras_conv" / GetParam());
   const auto& c = fx.config();
-  Conv2D::Options o;
-  o.filters = c.at("filters").get<std::int64_t>();
-  o.kernel_size = pair(c.at("kernel_size"));
-  o.strides = pair(c.at("strides"));
-  o.padding = c.at("padding").get<std::string>();
-  o.data_format = c.at("data_format").get<std::string>();
-  o.dilation_rate = pair(c.at("dilation_rate"));
-  o.activation = c.at("activation").get<std::string>();
-  o.use_bias = c.at("use_bias").get<bool>();
+  const Conv2D::Options o = keras_conv2d_options(c);
   Conv2D conv(o);
   Random rng(0);
   conv.build(per_sample(c.at("input_shape")), rng);
@@ -92,11 +79,7 @@ TEST_P(KerasPool, ForwardAndGradientMatchKeras) {
     o.keepdims = c.at("keepdims").get<bool>();
     layer = std::make_unique<GlobalAveragePooling2D>(o);
   } else {
-    Pooling2D::Options o;
-    o.pool_size = pair(c.at("pool_size"));
-    if (!c.at("strides").is_null()) o.strides = pair(c.at("strides"));
-    o.padding = c.at("padding").get<std::string>();
-    o.data_format = c.at("data_format").get<std::string>();
+    const Pooling2D::Options o = keras_pooling_options(c);
     if (kind == "keras.layers.MaxPooling2D") {
       layer = std::make_unique<MaxPooling2D>(o);
     } else {
