@@ -348,25 +348,36 @@ struct LayerCodec {
   std::function<std::unique_ptr<Layer>(ConfigReader&)> load;
 };
 
-json dense_config(const Layer& layer) {
-  const auto& o = dynamic_cast<const Dense&>(layer).options();
-  return {{"units", o.units},
-          {"activation", o.activation},
-          {"use_bias", o.use_bias},
-          {"kernel_initializer", initializer_to_json(o.kernel_initializer)},
-          {"bias_initializer", initializer_to_json(o.bias_initializer)},
-          {"kernel_l2", o.kernel_l2},
-          {"bias_l2", o.bias_l2}};
+// The fields Dense and Conv2D share: activation, bias and the kernel/bias initializers and L2.
+template <class Options>
+void put_kernel_bias(json& j, const Options& o) {
+  j["activation"] = o.activation;
+  j["use_bias"] = o.use_bias;
+  j["kernel_initializer"] = initializer_to_json(o.kernel_initializer);
+  j["bias_initializer"] = initializer_to_json(o.bias_initializer);
+  j["kernel_l2"] = o.kernel_l2;
+  j["bias_l2"] = o.bias_l2;
 }
-std::unique_ptr<Layer> dense_from(ConfigReader& c) {
-  Dense::Options o;
-  o.units = c.get_int("units", 1, std::int64_t{1} << 31);
-  o.activation = c.has("activation") ? c.get_string("activation") : "linear";
-  o.use_bias = c.get_bool("use_bias", true);
+template <class Options>
+void get_kernel_bias(ConfigReader& c, Options& o) {
+  o.activation = c.has("activation") ? c.get_string("activation") : o.activation;
+  o.use_bias = c.get_bool("use_bias", o.use_bias);
   o.kernel_initializer = c.get_initializer("kernel_initializer", o.kernel_initializer);
   o.bias_initializer = c.get_initializer("bias_initializer", o.bias_initializer);
   o.kernel_l2 = c.get_number<decltype(o.kernel_l2)>("kernel_l2", o.kernel_l2);
   o.bias_l2 = c.get_number<decltype(o.bias_l2)>("bias_l2", o.bias_l2);
+}
+
+json dense_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const Dense&>(layer).options();
+  json j = {{"units", o.units}};
+  put_kernel_bias(j, o);
+  return j;
+}
+std::unique_ptr<Layer> dense_from(ConfigReader& c) {
+  Dense::Options o;
+  o.units = c.get_int("units", 1, std::int64_t{1} << 31);
+  get_kernel_bias(c, o);
   c.finish();
   return std::make_unique<Dense>(o);
 }
@@ -432,18 +443,14 @@ std::array<std::int64_t, 2> get_pair(ConfigReader& c, const std::string& key,
 
 json conv2d_config(const Layer& layer) {
   const auto& o = dynamic_cast<const Conv2D&>(layer).options();
-  return {{"filters", o.filters},
-          {"kernel_size", pair_json(o.kernel_size)},
-          {"strides", pair_json(o.strides)},
-          {"padding", o.padding},
-          {"data_format", o.data_format},
-          {"dilation_rate", pair_json(o.dilation_rate)},
-          {"activation", o.activation},
-          {"use_bias", o.use_bias},
-          {"kernel_initializer", initializer_to_json(o.kernel_initializer)},
-          {"bias_initializer", initializer_to_json(o.bias_initializer)},
-          {"kernel_l2", o.kernel_l2},
-          {"bias_l2", o.bias_l2}};
+  json j = {{"filters", o.filters},
+            {"kernel_size", pair_json(o.kernel_size)},
+            {"strides", pair_json(o.strides)},
+            {"padding", o.padding},
+            {"data_format", o.data_format},
+            {"dilation_rate", pair_json(o.dilation_rate)}};
+  put_kernel_bias(j, o);
+  return j;
 }
 std::unique_ptr<Layer> conv2d_from(ConfigReader& c) {
   Conv2D::Options o;
@@ -454,12 +461,7 @@ std::unique_ptr<Layer> conv2d_from(ConfigReader& c) {
   o.padding = c.has("padding") ? c.get_string("padding") : o.padding;
   o.data_format = c.has("data_format") ? c.get_string("data_format") : o.data_format;
   o.dilation_rate = get_pair(c, "dilation_rate", o.dilation_rate);
-  o.activation = c.has("activation") ? c.get_string("activation") : o.activation;
-  o.use_bias = c.get_bool("use_bias", o.use_bias);
-  o.kernel_initializer = c.get_initializer("kernel_initializer", o.kernel_initializer);
-  o.bias_initializer = c.get_initializer("bias_initializer", o.bias_initializer);
-  o.kernel_l2 = c.get_number<decltype(o.kernel_l2)>("kernel_l2", o.kernel_l2);
-  o.bias_l2 = c.get_number<decltype(o.bias_l2)>("bias_l2", o.bias_l2);
+  get_kernel_bias(c, o);
   c.finish();
   return std::make_unique<Conv2D>(o);
 }
