@@ -8,6 +8,7 @@
 #include <ctime>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -284,15 +285,14 @@ void run_train(TrainOptions o) {
     EpochRecorder recorder(test_x, test_y, o.batch_size, !o.quiet);
     CSVLogger csv((out / run.history_file).string());
     io::ModelCheckpoint checkpoint(model_path);
-    LearningRateScheduler scheduler(
-        o.lr_schedule == "cosine"
-            ? cosine_decay(model.optimizer().learning_rate(), o.epochs)
-            : LearningRateScheduler::Schedule([](int, double rate) { return rate; }));
+    std::optional<LearningRateScheduler> scheduler;
+    if (o.lr_schedule == "cosine")
+      scheduler.emplace(cosine_decay(model.optimizer().learning_rate(), o.epochs));
     FitOptions fit;
     fit.batch_size = o.batch_size;
     fit.epochs = o.epochs;
     fit.validation_split = o.validation_split;
-    fit.callbacks.push_back(&scheduler);
+    if (scheduler) fit.callbacks.push_back(&*scheduler);
     if (!o.quiet) fit.callbacks.push_back(&progress);
     fit.callbacks.push_back(&recorder);
     fit.callbacks.push_back(&csv);
