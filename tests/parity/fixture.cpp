@@ -155,6 +155,16 @@ Conv2D::Options keras_conv2d_options(const nlohmann::json& c) {
   return o;
 }
 
+BatchNormalization::Options keras_bn_options(const nlohmann::json& c) {
+  BatchNormalization::Options o;
+  o.axis = c.at("axis").get<int>();
+  o.momentum = c.at("momentum").get<double>();
+  o.epsilon = c.at("epsilon").get<float>();
+  o.center = c.at("center").get<bool>();
+  o.scale = c.at("scale").get<bool>();
+  return o;
+}
+
 Pooling2D::Options keras_pooling_options(const nlohmann::json& c) {
   Pooling2D::Options o;
   o.pool_size = keras_pair(c.at("pool_size"));

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bnorm/core/tensor.hpp"
+#include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/pooling.hpp"
 
@@ -54,6 +55,7 @@ void report(const std::string& fixture, const std::string& quantity, const Error
 // Keras layer configs (the keys the generator keeps) as bnorm options.
 std::array<std::int64_t, 2> keras_pair(const nlohmann::json& j);
 Conv2D::Options keras_conv2d_options(const nlohmann::json& config);
+BatchNormalization::Options keras_bn_options(const nlohmann::json& config);
 // MaxPooling2D / AveragePooling2D (strides null: the pool size, as Keras).
 Pooling2D::Options keras_pooling_options(const nlohmann::json& config);
 

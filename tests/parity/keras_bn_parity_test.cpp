@@ -18,13 +18,7 @@ class KerasBn : public ::testing::TestWithParam<std::string> {
   // A fresh layer with the fixture's arguments and initial weights.
   BatchNormalization make_layer() const {
     const auto& c = fx_.config();
-    BatchNormalization::Options o;
-    o.axis = c.at("axis").get<int>();
-    o.momentum = c.at("momentum").get<double>();
-    o.epsilon = c.at("epsilon").get<float>();
-    o.center = c.at("center").get<bool>();
-    o.scale = c.at("scale").get<bool>();
-    BatchNormalization bn(o);
+    BatchNormalization bn(keras_bn_options(c));
     auto dims = c.at("input_shape").get<std::vector<std::int64_t>>();
     Random rng(0);
     bn.build(Shape(std::vector<std::int64_t>(dims.begin() + 1, dims.end())), rng);

@@ -22,15 +22,8 @@ namespace {
 // One bnorm layer from a Keras class name and config (the keys the generator keeps).
 std::unique_ptr<Layer> make_layer(const std::string& class_name, const nlohmann::json& c) {
   if (class_name == "Conv2D") return std::make_unique<Conv2D>(keras_conv2d_options(c));
-  if (class_name == "BatchNormalization") {
-    BatchNormalization::Options o;
-    o.axis = c.at("axis").get<int>();
-    o.momentum = c.at("momentum").get<double>();
-    o.epsilon = c.at("epsilon").get<float>();
-    o.center = c.at("center").get<bool>();
-    o.scale = c.at("scale").get<bool>();
-    return std::make_unique<BatchNormalization>(o);
-  }
+  if (class_name == "BatchNormalization")
+    return std::make_unique<BatchNormalization>(keras_bn_options(c));
   if (class_name == "Activation") return std::make_unique<Activation>(c.at("activation"));
   if (class_name == "MaxPooling2D") return std::make_unique<MaxPooling2D>(keras_pooling_options(c));
   if (class_name == "Flatten") {

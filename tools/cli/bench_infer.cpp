@@ -173,12 +173,6 @@ PeerRun run_torch(const InferOptions& o, const std::string& spec, const std::str
   return run;
 }
 
-std::string fmt(const char* f, double v) {
-  char buf[48];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
 }  // namespace
 
 std::string spec_without_batch_norm(const std::string& spec) {
@@ -323,7 +317,7 @@ void run_bench_infer(const InferOptions& o) {
     std::printf("%-22s %10.2f %12.3f %12.2f %10s\n", v.label, 1e3 * v.median_s,
                 1e6 * v.median_s / static_cast<double>(n),
                 1e6 * v.median_s / static_cast<double>(batches),
-                fmt("%.3fx", v.median_s / folded.median_s).c_str());
+                (fixed(v.median_s / folded.median_s, 3) + "x").c_str());
   }
   std::printf("\nfolded / unfolded = %.3f; folded / no-BN = %.3f (1.000: folding makes BN free)\n",
               fold_vs_unfold, fold_vs_no_bn);
@@ -342,7 +336,7 @@ void run_bench_infer(const InferOptions& o) {
     const double m = torch.median_s[v.name];
     std::printf("%-22s %10.2f %12.3f %12.2f %10s\n", v.label, 1e3 * m,
                 1e6 * m / static_cast<double>(n), 1e6 * m / static_cast<double>(batches),
-                fmt("%.2fx", m / v.median_s).c_str());
+                (fixed(m / v.median_s, 2) + "x").c_str());
   }
   std::printf("PyTorch folded / unfolded = %.3f; folded / no-BN = %.3f\n",
               torch.median_s["folded"] / torch.median_s["unfolded"],

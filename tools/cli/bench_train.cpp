@@ -182,12 +182,6 @@ TrainRun run_peer(const TrainOptions& o, const std::string& spec, const std::str
   return run;
 }
 
-std::string fmt(const char* f, double v) {
-  char buf[48];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
 }  // namespace
 
 std::string resolve_model_spec(const std::string& model) {
@@ -261,8 +255,8 @@ void run_bench_train(const TrainOptions& o) {
     const bool peer = r.name != "bnorm";
     std::printf("%-34s %8.3f %9.3f %13.1f %8.4f %9.4f %8s %9s\n", r.label.c_str(), first_epoch(r),
                 steady_epoch(r), r.peak_rss_mib, r.loss, r.accuracy,
-                peer ? fmt("%.2fx", steady_epoch(r) / steady_epoch(base)).c_str() : "-",
-                peer ? fmt("%.2fx", r.peak_rss_mib / base.peak_rss_mib).c_str() : "-");
+                peer ? (fixed(steady_epoch(r) / steady_epoch(base), 2) + "x").c_str() : "-",
+                peer ? (fixed(r.peak_rss_mib / base.peak_rss_mib, 2) + "x").c_str() : "-");
   }
 }
 
