@@ -552,8 +552,10 @@ std::string known_classes() {
 // ---------------------------------------------------------------------------------------------
 // Save.
 
-std::string serialize(const Sequential& model, const std::string& path) {
+std::string serialize(const Model& model, const std::string& path) {
   const std::string context = "model file '" + path + "': ";
+  if (!model.is_sequential())
+    throw IoError(context + "functional models are not supported by this format version");
   json doc;
   doc["format"] = "bnorm-model";
   doc["format_version"] = kFormatVersion;
@@ -728,11 +730,11 @@ void load_compile(Sequential& model, const json& compile, const std::string& con
 
 }  // namespace
 
-void save_model(const Sequential& model, const std::string& path) {
+void save_model(const Model& model, const std::string& path) {
   write_file_atomic(path, serialize(model, path));
 }
 
-Sequential load_model(const std::string& path) {
+Model load_model(const std::string& path) {
   const std::string context = "model file '" + path + "': ";
   const Container file = open_container(path, context);
 
@@ -903,7 +905,7 @@ Sequential load_model(const std::string& path) {
   return model;
 }
 
-void ModelCheckpoint::on_epoch_end(Sequential& model, int /*epoch*/, const Logs& /*logs*/) {
+void ModelCheckpoint::on_epoch_end(Model& model, int /*epoch*/, const Logs& /*logs*/) {
   save_model(model, path_);
 }
 

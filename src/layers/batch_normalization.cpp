@@ -146,6 +146,7 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
     (fused_relu_ ? kernels::batch_norm_forward_relu : kernels::batch_norm_forward)(
         d, x.data(), moving_mean_->value.data(), moving_variance_->value.data(), gamma, beta,
         options_.epsilon, y.data());
+    add_shortcut_relu(y);
     return;
   }
   if (d.count() == 1 && options_.error_on_single_value && mode == Mode::training) {
@@ -157,6 +158,7 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   // if the checks below pass.
   kernels::batch_norm_forward_training(d, x.data(), gamma, beta, options_.epsilon, fused_relu_,
                                        used_mean_.data(), used_variance_.data(), y.data());
+  add_shortcut_relu(y);
   // A non-finite batch is rejected before it can reach the moving statistics. The float64
   // mean of float32 values is finite iff they all are; the variance can also overflow float32.
   if (!used_mean_.all_finite() || !used_variance_.all_finite()) {
@@ -198,6 +200,55 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   kernels::batch_norm_update_moving(channels_, used_mean_.data(), used_variance_.data(), momentum,
                                     variance_scale, moving_mean_->value.data(),
                                     moving_variance_->value.data());
+}
+
+// The fused residual tail: y = relu(y + shortcut), elementwise in float32 exactly as the Add
+// and ReLU layers compute it.
+void BatchNormalization::add_shortcut_relu(Tensor& y) const {
+  if (!shortcut_) return;
+  float* py = y.data();
+  const float* s = shortcut_->data();
+  for (std::int64_t i = 0; i < y.size(); ++i) {
+    const float t = py[i] + s[i];
+    py[i] = t < 0.0f ? 0.0f : t;
+  }
+}
+
+const Tensor& BatchNormalization::forward_inputs(std::span<const Tensor* const> xs, Mode mode) {
+  if (xs.size() == 2 && fused_add_relu_) {
+    if (!(xs[1]->shape() == xs[0]->shape()))
+      check_same_shape(xs[0]->shape(), xs[1]->shape(), label() + " shortcut");
+    shortcut_ = xs[1];
+    try {
+      const Tensor& y = forward(*xs[0], mode);
+      shortcut_ = nullptr;
+      return y;
+    } catch (...) {
+      shortcut_ = nullptr;
+      throw;
+    }
+  }
+  return Layer::forward_inputs(xs, mode);
+}
+
+void BatchNormalization::backward_inputs(const Tensor& dy, std::span<const bool> need_dx,
+                                         std::span<const Tensor*> dxs) {
+  if (dxs.size() != 2 || !fused_add_relu_) {
+    Layer::backward_inputs(dy, need_dx, dxs);
+    return;
+  }
+  // d relu: dy where y > 0 (as the ReLU layer masks); the Add passes it to both branches.
+  const Tensor& y = output_;
+  if (!(y.shape() == dy.shape())) check_same_shape(y.shape(), dy.shape(), label() + " backward");
+  dshortcut_.resize(dy.shape());
+  float* g = dshortcut_.data();
+  for (std::int64_t i = 0; i < dy.size(); ++i) g[i] = y.data()[i] > 0.0f ? dy.data()[i] : 0.0f;
+  const bool relu = fused_relu_;
+  fused_relu_ = false;  // the mask is already applied
+  const Tensor& dx = backward(dshortcut_, need_dx[0]);
+  fused_relu_ = relu;
+  dxs[0] = need_dx[0] ? &dx : nullptr;
+  dxs[1] = need_dx[1] ? &dshortcut_ : nullptr;
 }
 
 void BatchNormalization::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {

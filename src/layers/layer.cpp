@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/layers/node.hpp"
 
 namespace bnorm {
 
@@ -209,6 +210,121 @@ void Layer::add_regularization_gradients() {
     const float* v = w->value.data();
     for (std::int64_t i = 0; i < w->value.size(); ++i) g[i] += k * v[i];
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The graph interface: one input by default.
+
+namespace {
+void check_input_count(const std::string& label, int min, int max, std::size_t n) {
+  if (static_cast<int>(n) >= min && static_cast<int>(n) <= max) return;
+  std::string expected = min == max ? std::to_string(min) : std::to_string(min) + " or more";
+  throw ValueError(label + " takes " + expected + " input" + (max == 1 ? "" : "s") + "; received " +
+                   std::to_string(n));
+}
+}  // namespace
+
+Shape Layer::output_shape_for(std::span<const Shape> input_shapes) const {
+  check_input_count(label(), min_inputs(), max_inputs(), input_shapes.size());
+  return output_shape(input_shapes[0]);
+}
+
+void Layer::build_inputs(std::span<const Shape> input_shapes, Random& rng) {
+  check_input_count(label(), min_inputs(), max_inputs(), input_shapes.size());
+  build(input_shapes[0], rng);
+}
+
+const Tensor& Layer::forward_inputs(std::span<const Tensor* const> xs, Mode mode) {
+  if (xs.size() != 1) [[unlikely]]  // label() allocates: only on the error path
+    check_input_count(label(), min_inputs(), max_inputs(), xs.size());
+  return forward(*xs[0], mode);
+}
+
+void Layer::backward_inputs(const Tensor& dy, std::span<const bool> need_dx,
+                            std::span<const Tensor*> dxs) {
+  const Tensor& dx = backward(dy, need_dx[0]);
+  dxs[0] = need_dx[0] ? &dx : nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Symbolic calls (bnorm/layers/node.hpp).
+
+const Shape& SymbolicTensor::shape() const {
+  if (!node_) throw ValueError("SymbolicTensor: undefined (default-constructed) tensor");
+  return node_->output_shapes.at(static_cast<std::size_t>(index_));
+}
+
+std::string SymbolicTensor::producer_name() const {
+  if (!node_) return "?";
+  if (node_->layer) return node_->layer->name();
+  if (node_->model) return node_->model->name;
+  return node_->input_name.empty() ? "input" : node_->input_name;
+}
+
+Input::Input(Shape shape, std::string name) : SymbolicTensor(std::make_shared<Node>(), 0) {
+  if (shape.rank() < 1 || shape.rank() > Shape::kMaxRank - 1) {
+    throw ShapeError("Input: shape must have rank 1.." + std::to_string(Shape::kMaxRank - 1) +
+                     " (per sample); received " + shape.str());
+  }
+  for (auto d : shape.dims())
+    if (d < 1) throw ShapeError("Input: dimensions must be >= 1; received " + shape.str());
+  node()->input_name = std::move(name);
+  node()->output_shapes.push_back(std::move(shape));
+}
+
+namespace {
+SymbolicTensor call_layer(std::shared_ptr<Layer> layer, const std::vector<SymbolicTensor>& xs) {
+  std::vector<Shape> shapes;
+  for (const auto& x : xs) {
+    if (!x.defined())
+      throw ValueError(layer->class_name() + " '" + layer->name() +
+                       "': called on an undefined symbolic tensor");
+    shapes.push_back(x.shape());
+  }
+  Shape out;
+  try {
+    out = layer->output_shape_for(shapes);
+  } catch (const ShapeError& e) {
+    std::string from;
+    for (const auto& x : xs) {
+      std::string s = "(None";
+      for (auto d : x.shape().dims()) s += ", " + std::to_string(d);
+      from += (from.empty() ? "" : ", ") + x.producer_name() + " " + s + ")";
+    }
+    throw ShapeError(std::string(e.what()) + " [inputs from: " + from + "]");
+  }
+  auto node = std::make_shared<Node>();
+  node->layer = std::move(layer);
+  node->inputs = xs;
+  node->output_shapes.push_back(std::move(out));
+  return SymbolicTensor(std::move(node), 0);
+}
+}  // namespace
+
+SymbolicTensor Layer::operator()(const SymbolicTensor& x) & {
+  return (*this)(std::vector<SymbolicTensor>{x});
+}
+SymbolicTensor Layer::operator()(const SymbolicTensor& x) && {
+  return std::move(*this)(std::vector<SymbolicTensor>{x});
+}
+
+SymbolicTensor Layer::operator()(const std::vector<SymbolicTensor>& xs) & {
+  std::shared_ptr<Layer> self = weak_from_this().lock();
+  if (!self) {
+    throw ValueError(label() +
+                     ": a named layer called on symbolic tensors must be owned by a "
+                     "std::shared_ptr (std::make_shared) so that its calls share weights; "
+                     "call a temporary instead, e.g. Dense(64)(x)");
+  }
+  return call_layer(std::move(self), xs);
+}
+
+SymbolicTensor Layer::operator()(const std::vector<SymbolicTensor>& xs) && {
+  if (std::shared_ptr<Layer> self = weak_from_this().lock()) return call_layer(std::move(self), xs);
+  if (built_) throw ValueError(label() + ": a built layer cannot be moved into a graph");
+  std::unique_ptr<Layer> copy = clone();
+  if (!copy) throw ValueError(label() + ": this layer class cannot be used in a functional graph");
+  return call_layer(std::shared_ptr<Layer>(std::move(copy)), xs);
 }
 
 }  // namespace bnorm

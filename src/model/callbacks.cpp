@@ -47,18 +47,18 @@ std::string format_per_step(double seconds) {
 ProgressBar::ProgressBar(std::FILE* out, int width)
     : out_(out), width_(width), tty_(isatty(fileno(out)) != 0) {}
 
-void ProgressBar::on_train_begin(Sequential&, int epochs, std::int64_t steps_per_epoch) {
+void ProgressBar::on_train_begin(Model&, int epochs, std::int64_t steps_per_epoch) {
   epochs_ = epochs;
   steps_ = steps_per_epoch;
 }
 
-void ProgressBar::on_epoch_begin(Sequential&, int epoch) {
+void ProgressBar::on_epoch_begin(Model&, int epoch) {
   std::fprintf(out_, "Epoch %d/%d\n", epoch + 1, epochs_);
   std::fflush(out_);
   epoch_start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
-void ProgressBar::on_train_batch_end(Sequential&, std::int64_t step, const Logs& logs) {
+void ProgressBar::on_train_batch_end(Model&, std::int64_t step, const Logs& logs) {
   if (!tty_) return;
   const auto now = std::chrono::steady_clock::now();
   if (step + 1 < steps_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
@@ -66,7 +66,7 @@ void ProgressBar::on_train_batch_end(Sequential&, std::int64_t step, const Logs&
   draw(step + 1, logs, false);
 }
 
-void ProgressBar::on_epoch_end(Sequential&, int, const Logs& logs) { draw(steps_, logs, true); }
+void ProgressBar::on_epoch_end(Model&, int, const Logs& logs) { draw(steps_, logs, true); }
 
 void ProgressBar::draw(std::int64_t done, const Logs& logs, bool final_line) {
   const double elapsed =
@@ -99,12 +99,12 @@ void ProgressBar::draw(std::int64_t done, const Logs& logs, bool final_line) {
 // ---- CSVLogger ----
 CSVLogger::CSVLogger(std::string path) : path_(std::move(path)) {}
 
-void CSVLogger::on_train_begin(Sequential&, int, std::int64_t) {
+void CSVLogger::on_train_begin(Model&, int, std::int64_t) {
   keys_.clear();
   contents_.clear();
 }
 
-void CSVLogger::on_epoch_end(Sequential&, int epoch, const Logs& logs) {
+void CSVLogger::on_epoch_end(Model&, int epoch, const Logs& logs) {
   if (keys_.empty()) {
     contents_ = "epoch";
     for (const auto& [key, value] : logs) {
@@ -145,13 +145,13 @@ void CSVLogger::on_epoch_end(Sequential&, int epoch, const Logs& logs) {
 EarlyStopping::EarlyStopping(std::string monitor, int patience, double min_delta)
     : monitor_(std::move(monitor)), patience_(patience), min_delta_(std::abs(min_delta)) {}
 
-void EarlyStopping::on_train_begin(Sequential&, int, std::int64_t) {
+void EarlyStopping::on_train_begin(Model&, int, std::int64_t) {
   wait_ = 0;
   stopped_epoch_ = -1;
   best_ = std::numeric_limits<double>::quiet_NaN();
 }
 
-void EarlyStopping::on_epoch_end(Sequential& model, int epoch, const Logs& logs) {
+void EarlyStopping::on_epoch_end(Model& model, int epoch, const Logs& logs) {
   auto it = logs.find(monitor_);
   if (it == logs.end()) {
     throw ValueError("EarlyStopping: monitored metric '" + monitor_ + "' is not in the logs");
@@ -177,7 +177,7 @@ LearningRateScheduler::LearningRateScheduler(Schedule schedule) : schedule_(std:
   if (!schedule_) throw ValueError("LearningRateScheduler: the schedule is empty");
 }
 
-void LearningRateScheduler::on_epoch_begin(Sequential& model, int epoch) {
+void LearningRateScheduler::on_epoch_begin(Model& model, int epoch) {
   Optimizer& optimizer = model.optimizer();
   const double rate = schedule_(epoch, optimizer.learning_rate());
   if (!(rate >= 0.0) || !std::isfinite(rate)) {

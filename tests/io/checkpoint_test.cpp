@@ -552,13 +552,13 @@ TEST(AtomicSave, ReadOnlyDirectoryLeavesThePreviousFileIntact) {
 class PoisonAtEpoch final : public Callback {
  public:
   explicit PoisonAtEpoch(int epoch) : epoch_(epoch) {}
-  void on_epoch_begin(Sequential& model, int epoch) override {
+  void on_epoch_begin(Model& model, int epoch) override {
     if (epoch == epoch_) {
       model.layer(model.size() - 1).weights()[0]->value[0] =
           std::numeric_limits<float>::quiet_NaN();
     }
   }
-  void on_epoch_end(Sequential& model, int, const Logs&) override {
+  void on_epoch_end(Model& model, int, const Logs&) override {
     last_good = model.get_weights();
   }
   std::vector<Tensor> last_good;

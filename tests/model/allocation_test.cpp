@@ -141,11 +141,11 @@ TEST(Allocation, OtherOptimizersAndLayersAllocateNothingPerStep) {
 class AllocationProbe final : public Callback {
  public:
   explicit AllocationProbe(std::vector<std::int64_t>& at_step) : at_step_(at_step) {}
-  void on_epoch_begin(Sequential&, int) override { at_step_.clear(); }
-  void on_train_batch_end(Sequential&, std::int64_t, const Logs&) override {
+  void on_epoch_begin(Model&, int) override { at_step_.clear(); }
+  void on_train_batch_end(Model&, std::int64_t, const Logs&) override {
     at_step_.push_back(allocations());  // reserved capacity: the probe allocates nothing
   }
-  void on_epoch_end(Sequential&, int epoch, const Logs&) override {
+  void on_epoch_end(Model&, int epoch, const Logs&) override {
     // Steps 2.. of each epoch (step 1 follows the epoch start): each must allocate nothing.
     for (std::size_t s = 1; s < at_step_.size(); ++s) {
       EXPECT_EQ(at_step_[s] - at_step_[s - 1], 0)

@@ -40,22 +40,22 @@ Sequential small_model(std::uint64_t seed = 1) {
 
 class Recorder final : public Callback {
  public:
-  void on_train_begin(Sequential&, int epochs, std::int64_t steps) override {
+  void on_train_begin(Model&, int epochs, std::int64_t steps) override {
     events.push_back("train_begin " + std::to_string(epochs) + " " + std::to_string(steps));
   }
-  void on_epoch_begin(Sequential&, int epoch) override {
+  void on_epoch_begin(Model&, int epoch) override {
     events.push_back("epoch_begin " + std::to_string(epoch));
   }
-  void on_train_batch_end(Sequential&, std::int64_t step, const Logs& logs) override {
+  void on_train_batch_end(Model&, std::int64_t step, const Logs& logs) override {
     events.push_back("batch_end " + std::to_string(step));
     batch_logs.push_back(logs);
   }
-  void on_epoch_end(Sequential& model, int epoch, const Logs& logs) override {
+  void on_epoch_end(Model& model, int epoch, const Logs& logs) override {
     events.push_back("epoch_end " + std::to_string(epoch));
     epoch_logs.push_back(logs);
     if (stop_after_epoch == epoch) model.stop_training = true;
   }
-  void on_train_end(Sequential&) override { events.push_back("train_end"); }
+  void on_train_end(Model&) override { events.push_back("train_end"); }
 
   int stop_after_epoch = -1;
   std::vector<std::string> events;
@@ -119,7 +119,7 @@ TEST(LearningRateScheduler, SetsTheRateBeforeEachEpoch) {
   class Probe final : public Callback {
    public:
     explicit Probe(std::vector<float>& out) : out_(out) {}
-    void on_epoch_end(Sequential& model, int, const Logs&) override {
+    void on_epoch_end(Model& model, int, const Logs&) override {
       out_.push_back(model.optimizer().learning_rate());
     }
 

@@ -68,7 +68,7 @@ std::unique_ptr<Optimizer> make_fixture_optimizer(const Fixture& fx) {
 
 class BatchLosses final : public Callback {
  public:
-  void on_train_batch_end(Sequential&, std::int64_t, const Logs& logs) override {
+  void on_train_batch_end(Model&, std::int64_t, const Logs& logs) override {
     losses.push_back(logs.at("loss"));
   }
   std::vector<double> losses;

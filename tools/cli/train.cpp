@@ -158,8 +158,8 @@ class EpochRecorder final : public Callback {
  public:
   EpochRecorder(const Tensor& x, const Tensor& y, std::int64_t batch_size, bool print)
       : x_(x), y_(y), batch_size_(batch_size), print_(print) {}
-  void on_epoch_begin(Sequential&, int) override { start_ = std::chrono::steady_clock::now(); }
-  void on_epoch_end(Sequential& model, int epoch, const Logs& logs) override {
+  void on_epoch_begin(Model&, int) override { start_ = std::chrono::steady_clock::now(); }
+  void on_epoch_end(Model& model, int epoch, const Logs& logs) override {
     EpochRecord r;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     r.epoch = epoch + 1;

@@ -63,6 +63,16 @@ class BatchNormalization final : public Layer {
   // from x in the backward, never stored. Off by default: a lone layer is plain Keras BN.
   void set_fused_relu(bool fused) noexcept { fused_relu_ = fused; }
   bool fused_relu() const noexcept { return fused_relu_; }
+  // The residual block's tail in one layer: relu(bn(x) + shortcut), for a model that absorbs
+  // the Add(bn, shortcut) and the ReLU after it. The layer then takes two inputs (x, shortcut)
+  // through forward_inputs and returns dL/dshortcut as the second gradient; the ReLU mask is
+  // re-derived in the backward, never stored. Same bits as the three layers (tested).
+  void set_fused_add_relu(bool fused) noexcept { fused_add_relu_ = fused; }
+  bool fused_add_relu() const noexcept { return fused_add_relu_; }
+  int max_inputs() const noexcept override { return fused_add_relu_ ? 2 : 1; }
+  const Tensor& forward_inputs(std::span<const Tensor* const> xs, Mode mode) override;
+  void backward_inputs(const Tensor& dy, std::span<const bool> need_dx,
+                       std::span<const Tensor*> dxs) override;
 
   Variable* gamma() noexcept { return gamma_; }
   Variable* beta() noexcept { return beta_; }
@@ -73,6 +83,7 @@ class BatchNormalization final : public Layer {
   void do_build(const Shape& input_shape, Random& rng) override;
   void do_forward(const Tensor& x, Mode mode, Tensor& y) override;
   void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) override;
+  void add_shortcut_relu(Tensor& y) const;
   std::unique_ptr<Layer> do_clone() const override {
     return std::make_unique<BatchNormalization>(options_);
   }
@@ -93,6 +104,9 @@ class BatchNormalization final : public Layer {
   Tensor used_mean_, used_variance_;
   bool used_batch_statistics_ = false;
   bool fused_relu_ = false;
+  bool fused_add_relu_ = false;
+  const Tensor* shortcut_ = nullptr;  // of the last fused forward
+  Tensor dshortcut_;
 };
 
 }  // namespace bnorm

@@ -2,12 +2,15 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "bnorm/core/random.hpp"
 #include "bnorm/core/tensor.hpp"
+#include "bnorm/layers/node.hpp"
 
 namespace bnorm {
 
@@ -45,11 +48,36 @@ struct Initializer {
   std::string str() const;  // "zeros", "constant(0.5)", ...
 };
 
-class Layer {
+// Layers are shared (a functional graph holds them by std::shared_ptr, one layer may be called
+// several times): calling a layer on symbolic tensors (see bnorm/model/model.hpp) adds a node.
+class Layer : public std::enable_shared_from_this<Layer> {
  public:
   virtual ~Layer() = default;
   Layer(Layer&&) noexcept = default;
   Layer& operator=(Layer&&) noexcept = default;
+
+  // Keras's functional call: `Dense(64)(x)` adds a call of this layer to the graph of x and
+  // returns its output. On a temporary the layer is moved into the graph (it must be unbuilt);
+  // on a named layer it must be owned by a std::shared_ptr (std::make_shared), so that calling
+  // it twice shares its weights (ValueError otherwise). ShapeError, naming the layer and the
+  // layers its inputs come from, when the inputs do not suit it.
+  SymbolicTensor operator()(const SymbolicTensor& x) &;
+  SymbolicTensor operator()(const SymbolicTensor& x) &&;
+  SymbolicTensor operator()(const std::vector<SymbolicTensor>& xs) &;
+  SymbolicTensor operator()(const std::vector<SymbolicTensor>& xs) &&;
+
+  // --- The graph interface: n inputs -> 1 output. Most layers take exactly one input and
+  // implement these through build/forward/backward below; merges (Add, Concatenate, ...) take 2+.
+  virtual int min_inputs() const noexcept { return 1; }
+  virtual int max_inputs() const noexcept { return 1; }
+  // Per-sample output shape for per-sample input shapes; ShapeError when they do not suit.
+  virtual Shape output_shape_for(std::span<const Shape> input_shapes) const;
+  virtual void build_inputs(std::span<const Shape> input_shapes, Random& rng);
+  virtual const Tensor& forward_inputs(std::span<const Tensor* const> xs, Mode mode);
+  // Gradients of the last forward_inputs: dxs[i] is set to dL/dx_i (owned by the layer, or dy
+  // itself) when need_dx[i], else to nullptr. Trainable weights' gradients are overwritten.
+  virtual void backward_inputs(const Tensor& dy, std::span<const bool> need_dx,
+                               std::span<const Tensor*> dxs);
 
   // Keras class name: "Dense", "BatchNormalization", ...
   virtual std::string class_name() const = 0;

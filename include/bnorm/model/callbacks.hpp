@@ -11,20 +11,20 @@
 
 namespace bnorm {
 
-class Sequential;
+class Model;
 // Metric name -> value, Keras's `logs` ("loss", "accuracy", "val_loss", "val_accuracy").
 using Logs = std::map<std::string, double>;
 
 class Callback {
  public:
   virtual ~Callback() = default;
-  // Sequential::fit calls these; epochs count from 0 as in Keras's on_epoch_end(epoch, logs).
-  virtual void on_train_begin(Sequential&, int /*epochs*/, std::int64_t /*steps_per_epoch*/) {}
-  virtual void on_epoch_begin(Sequential&, int /*epoch*/) {}
+  // Model::fit calls these; epochs count from 0 as in Keras's on_epoch_end(epoch, logs).
+  virtual void on_train_begin(Model&, int /*epochs*/, std::int64_t /*steps_per_epoch*/) {}
+  virtual void on_epoch_begin(Model&, int /*epoch*/) {}
   // Logs hold the running means over the epoch so far.
-  virtual void on_train_batch_end(Sequential&, std::int64_t /*step*/, const Logs&) {}
-  virtual void on_epoch_end(Sequential&, int /*epoch*/, const Logs&) {}
-  virtual void on_train_end(Sequential&) {}
+  virtual void on_train_batch_end(Model&, std::int64_t /*step*/, const Logs&) {}
+  virtual void on_epoch_end(Model&, int /*epoch*/, const Logs&) {}
+  virtual void on_train_end(Model&) {}
 };
 
 // Every epoch's logs, as Keras's History: history["val_accuracy"][epoch].
@@ -39,10 +39,10 @@ struct History {
 class ProgressBar final : public Callback {
  public:
   explicit ProgressBar(std::FILE* out = stdout, int width = 20);
-  void on_train_begin(Sequential&, int epochs, std::int64_t steps_per_epoch) override;
-  void on_epoch_begin(Sequential&, int epoch) override;
-  void on_train_batch_end(Sequential&, std::int64_t step, const Logs& logs) override;
-  void on_epoch_end(Sequential&, int epoch, const Logs& logs) override;
+  void on_train_begin(Model&, int epochs, std::int64_t steps_per_epoch) override;
+  void on_epoch_begin(Model&, int epoch) override;
+  void on_train_batch_end(Model&, std::int64_t step, const Logs& logs) override;
+  void on_epoch_end(Model&, int epoch, const Logs& logs) override;
 
  private:
   void draw(std::int64_t done, const Logs& logs, bool final_line);
@@ -59,8 +59,8 @@ class ProgressBar final : public Callback {
 class CSVLogger final : public Callback {
  public:
   explicit CSVLogger(std::string path);
-  void on_train_begin(Sequential&, int epochs, std::int64_t steps_per_epoch) override;
-  void on_epoch_end(Sequential&, int epoch, const Logs& logs) override;
+  void on_train_begin(Model&, int epochs, std::int64_t steps_per_epoch) override;
+  void on_epoch_end(Model&, int epoch, const Logs& logs) override;
 
  private:
   std::string path_;
@@ -73,8 +73,8 @@ class EarlyStopping final : public Callback {
  public:
   explicit EarlyStopping(std::string monitor = "val_loss", int patience = 0,
                          double min_delta = 0.0);
-  void on_train_begin(Sequential&, int epochs, std::int64_t steps_per_epoch) override;
-  void on_epoch_end(Sequential&, int epoch, const Logs& logs) override;
+  void on_train_begin(Model&, int epochs, std::int64_t steps_per_epoch) override;
+  void on_epoch_end(Model&, int epoch, const Logs& logs) override;
   int stopped_epoch() const noexcept { return stopped_epoch_; }
 
  private:
@@ -93,7 +93,7 @@ class LearningRateScheduler final : public Callback {
  public:
   using Schedule = std::function<double(int epoch, double learning_rate)>;
   explicit LearningRateScheduler(Schedule schedule);
-  void on_epoch_begin(Sequential& model, int epoch) override;
+  void on_epoch_begin(Model& model, int epoch) override;
 
  private:
   Schedule schedule_;
