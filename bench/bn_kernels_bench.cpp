@@ -1,6 +1,8 @@
 // Google Benchmark: bnorm's BN kernels on the cases, every mode x layout x shape, at each
 // thread count. Bytes per iteration follow `bnorm bench bn`'s byte model (train 3 passes over the
-// tensor, infer 2, backward 5), so bytes_per_second is its effective GB/s.
+// tensor, infer 2, backward 5), so bytes_per_second is its effective GB/s. bn_add_relu/... times
+// the fused BN -> Add -> ReLU kernels against the unfused layers' calls (bytes on the fused
+// model: train 4 passes, backward 7).
 //
 //   bn_kernels_bench [--threads=1,2] [Google Benchmark flags, e.g. --benchmark_filter=nhwc]
 #include <benchmark/benchmark.h>
@@ -29,6 +31,18 @@ void bn_kernel(benchmark::State& state, BnCase c, BnMode mode) {
   }
   state.SetBytesProcessed(state.iterations() * workload.tensor_bytes() *
                           bnorm::bench::byte_passes(mode));
+}
+
+// BN -> Add -> ReLU: the fused kernels or the unfused layers' calls; bytes on the fused model.
+void bn_add_relu(benchmark::State& state, BnCase c, BnMode mode, bnorm::bench::AddReluImpl impl) {
+  bnorm::set_num_threads(static_cast<int>(state.range(0)));
+  bnorm::bench::BnAddReluWorkload workload(c.layout, c.shape);
+  for (auto _ : state) {
+    workload.run(mode, impl);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * workload.tensor_bytes() *
+                          bnorm::bench::add_relu_byte_passes(mode));
 }
 
 // Thread counts from --threads=1,2 (removed from argv); default 1 and all cores.
@@ -69,6 +83,20 @@ int main(int argc, char** argv) {
       auto* b = benchmark::RegisterBenchmark(name.c_str(), bn_kernel, c, mode);
       b->ArgName("threads")->UseRealTime()->Unit(benchmark::kMicrosecond);
       for (int t : threads) b->Arg(t);
+    }
+  }
+  for (const BnMode mode : {BnMode::train, BnMode::backward}) {
+    for (const BnCase& c : bnorm::bench::add_relu_cases()) {
+      for (const auto impl :
+           {bnorm::bench::AddReluImpl::fused, bnorm::bench::AddReluImpl::unfused}) {
+        const std::string name = std::string("bn_add_relu/") + bnorm::bench::mode_name(mode) + "/" +
+                                 bnorm::bench::add_relu_impl_name(impl) + "/" +
+                                 bnorm::bench::layout_name(c.layout) + "/" +
+                                 bnorm::bench::shape_string(c.shape);
+        auto* b = benchmark::RegisterBenchmark(name.c_str(), bn_add_relu, c, mode, impl);
+        b->ArgName("threads")->UseRealTime()->Unit(benchmark::kMicrosecond);
+        for (int t : threads) b->Arg(t);
+      }
     }
   }
   benchmark::Initialize(&argc, argv);

@@ -7,8 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/core/activation_kind.hpp"
 #include "bnorm/core/random.hpp"
 #include "bnorm/core/tensor.hpp"
+#include "kernels/activation.hpp"
 #include "kernels/batch_norm.hpp"
 
 namespace bnorm::bench {
@@ -182,6 +184,106 @@ inline std::vector<BnCase> default_bn_cases() {
       {{4096, 1024}, Layout::nc},        {{32, 64}, Layout::nc},
       {{256, 64}, Layout::nc},
   };
+}
+
+// --- BN -> Add -> ReLU, a residual block's tail: the fused kernels against the unfused layers.
+
+enum class AddReluImpl { fused, unfused };
+
+inline const char* add_relu_impl_name(AddReluImpl impl) {
+  return impl == AddReluImpl::fused ? "fused" : "unfused";
+}
+
+// Passes over the tensor the fused kernels make: training forward reads x twice and the shortcut
+// once and writes y (4); backward reads x, dy, shortcut and writes dshortcut, then reads x and
+// dshortcut and writes dx (7). The unfused layers make 3 + 3 + 2 = 8 (BN, Add, ReLU) and
+// 3 + 5 = 8 (ReLU backward, BN backward; the Add passes its gradient on without a copy). Both
+// are reported on the fused model, so their GB/s compare as their times do.
+inline int add_relu_byte_passes(BnMode mode) { return mode == BnMode::backward ? 7 : 4; }
+
+// Buffers for both implementations (each unfused layer owns its output, as bnorm's layers do).
+class BnAddReluWorkload {
+ public:
+  BnAddReluWorkload(Layout layout, const std::vector<std::int64_t>& shape, std::uint64_t seed = 42)
+      : dims_(bn_dims(layout, shape)),
+        x_(Shape{dims_.size()}),
+        shortcut_(Shape{dims_.size()}),
+        bn_(Shape{dims_.size()}),
+        sum_(Shape{dims_.size()}),
+        y_(Shape{dims_.size()}),
+        dy_(Shape{dims_.size()}),
+        dsum_(Shape{dims_.size()}),
+        dx_(Shape{dims_.size()}),
+        dshortcut_(Shape{dims_.size()}),
+        gamma_(Shape{dims_.channels}),
+        beta_(Shape{dims_.channels}),
+        mean_(Shape{dims_.channels}),
+        variance_(Shape{dims_.channels}),
+        dgamma_(Shape{dims_.channels}),
+        dbeta_(Shape{dims_.channels}) {
+    Random rng(seed);
+    for (std::int64_t c = 0; c < dims_.channels; ++c) {
+      gamma_[c] = rng.uniform(0.5f, 1.5f);
+      beta_[c] = rng.uniform(-0.5f, 0.5f);
+    }
+    for (std::int64_t i = 0; i < dims_.size(); ++i) {
+      x_[i] = 2.0f * rng.normal() + 0.5f;
+      shortcut_[i] = rng.normal();
+      dy_[i] = rng.normal();
+    }
+    kernels::batch_norm_moments(dims_, x_.data(), mean_.data(), variance_.data());
+    // The unfused backward reads the ReLU's output.
+    run(BnMode::train, AddReluImpl::unfused);
+  }
+
+  const kernels::BatchNormDims& dims() const noexcept { return dims_; }
+  std::int64_t tensor_bytes() const noexcept {
+    return dims_.size() * static_cast<std::int64_t>(sizeof(float));
+  }
+
+  // One training forward (BnMode::train) or backward (BnMode::backward, batch statistics).
+  void run(BnMode mode, AddReluImpl impl) noexcept {
+    const std::int64_t n = dims_.size();
+    if (mode == BnMode::backward) {
+      if (impl == AddReluImpl::fused) {
+        kernels::batch_norm_add_relu_backward(dims_, x_.data(), shortcut_.data(), dy_.data(),
+                                              mean_.data(), variance_.data(), gamma_.data(),
+                                              beta_.data(), kBenchEpsilon, true, dx_.data(),
+                                              dshortcut_.data(), dgamma_.data(), dbeta_.data());
+      } else {
+        kernels::activation_backward(ActivationKind::relu, 1, n, y_.data(), dy_.data(),
+                                     dsum_.data());
+        kernels::batch_norm_backward(dims_, x_.data(), dsum_.data(), mean_.data(), variance_.data(),
+                                     gamma_.data(), kBenchEpsilon, true, dx_.data(), dgamma_.data(),
+                                     dbeta_.data());
+      }
+      return;
+    }
+    if (impl == AddReluImpl::fused) {
+      kernels::batch_norm_forward_training_add_relu(dims_, x_.data(), shortcut_.data(),
+                                                    gamma_.data(), beta_.data(), kBenchEpsilon,
+                                                    mean_.data(), variance_.data(), y_.data());
+    } else {
+      kernels::batch_norm_forward_training(dims_, x_.data(), gamma_.data(), beta_.data(),
+                                           kBenchEpsilon, false, mean_.data(), variance_.data(),
+                                           bn_.data());
+      const float* a = bn_.data();
+      const float* b = shortcut_.data();
+      float* sum = sum_.data();
+      for (std::int64_t i = 0; i < n; ++i) sum[i] = a[i] + b[i];
+      kernels::activation_forward(ActivationKind::relu, 1, n, sum, y_.data());
+    }
+  }
+
+ private:
+  kernels::BatchNormDims dims_;
+  Tensor x_, shortcut_, bn_, sum_, y_, dy_, dsum_, dx_, dshortcut_;
+  Tensor gamma_, beta_, mean_, variance_, dgamma_, dbeta_;
+};
+
+// ResNet-50's first stage activation in both 4-D layouts.
+inline std::vector<BnCase> add_relu_cases() {
+  return {{{64, 56, 56, 64}, Layout::nhwc}, {{64, 64, 56, 56}, Layout::nchw}};
 }
 
 }  // namespace bnorm::bench

@@ -4,7 +4,10 @@
 // Passes over memory (the byte model of `bnorm bench`): statistics in one pass (shifted
 // float64 sums), normalize in a second; backward reduces sum(dy) and sum(dy * (x - mean)) in
 // one pass and writes dx in a second. A ReLU after BN is fused into both: the forward writes
-// max(y, 0), the backward re-derives the mask from x instead of reading a stored one.
+// max(y, 0), the backward re-derives the mask from x instead of reading a stored one. So is a
+// residual Add before the ReLU: the forward writes max(y + shortcut, 0); the backward re-derives
+// the mask from x and the shortcut in its first pass and writes the shortcut's gradient there,
+// so its second pass reads that masked gradient instead of dy and the shortcut again.
 //
 // Channels are processed in tiles of kTile. A tile's reduction is split into at most kMaxBlocks
 // fixed blocks of rows (or of outer indices, for channels-first data) that depend only on the
@@ -49,6 +52,12 @@ bool use_streaming_stores(const BatchNormDims& d) {
     default:
       return d.size() * static_cast<std::int64_t>(sizeof(float)) >= kStreamingMinBytes;
   }
+}
+
+// p + off, or nullptr for an absent optional array.
+template <class T>
+T* at(T* p, std::int64_t off) {
+  return p ? p + off : nullptr;
 }
 
 // Calls body(begin, end) over chunks of [0, count): threaded or not, the same chunks.
@@ -137,6 +146,7 @@ void reduce_tile(const BatchNormDims& d, Tile t, bool threaded, RowsFn&& rows_fn
             a2[j] += p2;
           }
         }
+        hwy::FlushStream();  // plane_fn may write non-temporally (the fused Add's gradient)
       }
     });
   } else {
@@ -156,6 +166,7 @@ void reduce_tile(const BatchNormDims& d, Tile t, bool threaded, RowsFn&& rows_fn
         part(b, 0)[j] = a1;
         part(b, 1)[j] = a2;
       }
+      hwy::FlushStream();  // as above
     });
   }
   for (std::int64_t j = 0; j < nc; ++j) {
@@ -207,10 +218,12 @@ void tile_moments(const BatchNormDims& d, Tile t, bool threaded, const float* x,
                        variance + t.c0);
 }
 
-// y = (x - mean) * inv + beta (then max(., 0) when relu) for a tile.
+// y = (x - mean) * inv + beta (then max(., 0) when relu, max(. + shortcut, 0) with a shortcut)
+// for a tile.
 void tile_normalize(const BatchNormDims& d, Tile t, bool threaded, const float* x,
-                    const float* mean, const float* variance, const float* gamma, const float* beta,
-                    float epsilon, bool relu, bool stream, float* y) {
+                    const float* shortcut, const float* mean, const float* variance,
+                    const float* gamma, const float* beta, float epsilon, bool relu, bool stream,
+                    float* y) {
   const auto& ops = simd::ops();
   float inv[kTile], zeros[kTile];
   const float* m = mean + t.c0;
@@ -222,25 +235,43 @@ void tile_normalize(const BatchNormDims& d, Tile t, bool threaded, const float* 
       d, t, threaded,
       [&](std::int64_t r0, std::int64_t r1) {
         const std::int64_t off = r0 * d.channels + t.c0;
-        ops.rows_normalize(x + off, y + off, d.channels, r1 - r0, t.nc, m, inv, b, relu, stream);
+        ops.rows_normalize(x + off, at(shortcut, off), y + off, d.channels, r1 - r0, t.nc, m, inv,
+                           b, relu, stream);
       },
       [&](std::int64_t o, std::int64_t j) {
         const std::int64_t off = o * plane + (t.c0 + j) * d.inner;
-        ops.plane_normalize(x + off, y + off, d.inner, m[j], inv[j], b[j], relu, stream);
+        ops.plane_normalize(x + off, at(shortcut, off), y + off, d.inner, m[j], inv[j], b[j], relu,
+                            stream);
       });
 }
 
-void forward_impl(const BatchNormDims& d, const float* x, const float* mean, const float* variance,
-                  const float* gamma, const float* beta, float epsilon, bool relu, float* y) {
+void forward_impl(const BatchNormDims& d, const float* x, const float* shortcut, const float* mean,
+                  const float* variance, const float* gamma, const float* beta, float epsilon,
+                  bool relu, float* y) {
   const bool stream = use_streaming_stores(d);
   for_tiles(d, [&](Tile t, bool threaded) {
-    tile_normalize(d, t, threaded, x, mean, variance, gamma, beta, epsilon, relu, stream, y);
+    tile_normalize(d, t, threaded, x, shortcut, mean, variance, gamma, beta, epsilon, relu, stream,
+                   y);
   });
 }
 
-void backward_impl(const BatchNormDims& d, const float* x, const float* dy, const float* mean,
-                   const float* variance, const float* gamma, const float* beta, float epsilon,
-                   bool relu, bool batch_statistics, float* dx, float* dgamma, float* dbeta) {
+void training_forward_impl(const BatchNormDims& d, const float* x, const float* shortcut,
+                           const float* gamma, const float* beta, float epsilon, bool relu,
+                           float* batch_mean, float* batch_variance, float* y) {
+  const bool stream = use_streaming_stores(d);
+  for_tiles(d, [&](Tile t, bool threaded) {
+    tile_moments(d, t, threaded, x, batch_mean, batch_variance);
+    tile_normalize(d, t, threaded, x, shortcut, batch_mean, batch_variance, gamma, beta, epsilon,
+                   relu, stream, y);
+  });
+}
+
+// relu: the mask of a fused ReLU, over (x - mean) * inv + beta, plus the shortcut when there is
+// one. dshortcut (with a shortcut only) receives the masked gradient in the first pass.
+void backward_impl(const BatchNormDims& d, const float* x, const float* shortcut, const float* dy,
+                   const float* mean, const float* variance, const float* gamma, const float* beta,
+                   float epsilon, bool relu, bool batch_statistics, float* dx, float* dshortcut,
+                   float* dgamma, float* dbeta) {
   const auto& ops = simd::ops();
   const bool stream = use_streaming_stores(d);
   const double n = static_cast<double>(d.count());
@@ -258,11 +289,13 @@ void backward_impl(const BatchNormDims& d, const float* x, const float* dy, cons
         d, t, threaded,
         [&](std::int64_t r0, std::int64_t r1, double* a1, double* a2) {
           const std::int64_t off = r0 * d.channels + t.c0;
-          ops.rows_grad_sums(x + off, dy + off, d.channels, r1 - r0, t.nc, m, relu_inv, bt, a1, a2);
+          ops.rows_grad_sums(x + off, dy + off, d.channels, r1 - r0, t.nc, m, relu_inv, bt,
+                             at(shortcut, off), a1, a2, at(dshortcut, off), stream);
         },
         [&](std::int64_t o, std::int64_t j, double* a1, double* a2) {
           const std::int64_t off = o * plane + (t.c0 + j) * d.inner;
-          ops.plane_grad_sums(x + off, dy + off, d.inner, m[j], relu, inv[j], bt[j], a1, a2);
+          ops.plane_grad_sums(x + off, dy + off, d.inner, m[j], relu, inv[j], bt[j],
+                              at(shortcut, off), a1, a2, at(dshortcut, off), stream);
         },
         s1, s2);
     float a[kTile], b[kTile], k[kTile];
@@ -270,17 +303,23 @@ void backward_impl(const BatchNormDims& d, const float* x, const float* dy, cons
                               epsilon, n, batch_statistics, dgamma ? dgamma + t.c0 : nullptr,
                               dbeta ? dbeta + t.c0 : nullptr, a, b, k);
     if (!dx) return;
+    // The shortcut's gradient is the masked dy: read it instead of masking dy again.
+    const bool premasked = dshortcut != nullptr;
+    const float* g = premasked ? dshortcut : dy;
+    const float* mask_inv = premasked ? nullptr : relu_inv;
+    const float* mask_shortcut = premasked ? nullptr : shortcut;
+    const bool mask = relu && !premasked;
     elementwise_tile(
         d, t, threaded,
         [&](std::int64_t r0, std::int64_t r1) {
           const std::int64_t off = r0 * d.channels + t.c0;
-          ops.rows_dx(x + off, dy + off, dx + off, d.channels, r1 - r0, t.nc, m, a, b, k, relu_inv,
-                      bt, stream);
+          ops.rows_dx(x + off, g + off, dx + off, d.channels, r1 - r0, t.nc, m, a, b, k, mask_inv,
+                      bt, at(mask_shortcut, off), stream);
         },
         [&](std::int64_t o, std::int64_t j) {
           const std::int64_t off = o * plane + (t.c0 + j) * d.inner;
-          ops.plane_dx(x + off, dy + off, dx + off, d.inner, m[j], a[j], b[j], k[j], relu, inv[j],
-                       bt[j], stream);
+          ops.plane_dx(x + off, g + off, dx + off, d.inner, m[j], a[j], b[j], k[j], mask, inv[j],
+                       bt[j], at(mask_shortcut, off), stream);
         });
   });
 }
@@ -300,39 +339,56 @@ void batch_norm_moments(BatchNormDims d, const float* x, float* batch_mean,
 
 void batch_norm_forward(BatchNormDims d, const float* x, const float* mean, const float* variance,
                         const float* gamma, const float* beta, float epsilon, float* y) noexcept {
-  forward_impl(d, x, mean, variance, gamma, beta, epsilon, false, y);
+  forward_impl(d, x, nullptr, mean, variance, gamma, beta, epsilon, false, y);
 }
 
 void batch_norm_forward_relu(BatchNormDims d, const float* x, const float* mean,
                              const float* variance, const float* gamma, const float* beta,
                              float epsilon, float* y) noexcept {
-  forward_impl(d, x, mean, variance, gamma, beta, epsilon, true, y);
+  forward_impl(d, x, nullptr, mean, variance, gamma, beta, epsilon, true, y);
+}
+
+void batch_norm_forward_add_relu(BatchNormDims d, const float* x, const float* shortcut,
+                                 const float* mean, const float* variance, const float* gamma,
+                                 const float* beta, float epsilon, float* y) noexcept {
+  forward_impl(d, x, shortcut, mean, variance, gamma, beta, epsilon, true, y);
 }
 
 void batch_norm_forward_training(BatchNormDims d, const float* x, const float* gamma,
                                  const float* beta, float epsilon, bool relu, float* batch_mean,
                                  float* batch_variance, float* y) noexcept {
-  const bool stream = use_streaming_stores(d);
-  for_tiles(d, [&](Tile t, bool threaded) {
-    tile_moments(d, t, threaded, x, batch_mean, batch_variance);
-    tile_normalize(d, t, threaded, x, batch_mean, batch_variance, gamma, beta, epsilon, relu,
-                   stream, y);
-  });
+  training_forward_impl(d, x, nullptr, gamma, beta, epsilon, relu, batch_mean, batch_variance, y);
+}
+
+void batch_norm_forward_training_add_relu(BatchNormDims d, const float* x, const float* shortcut,
+                                          const float* gamma, const float* beta, float epsilon,
+                                          float* batch_mean, float* batch_variance,
+                                          float* y) noexcept {
+  training_forward_impl(d, x, shortcut, gamma, beta, epsilon, true, batch_mean, batch_variance, y);
 }
 
 void batch_norm_backward(BatchNormDims d, const float* x, const float* dy, const float* mean,
                          const float* variance, const float* gamma, float epsilon,
                          bool batch_statistics, float* dx, float* dgamma, float* dbeta) noexcept {
-  backward_impl(d, x, dy, mean, variance, gamma, nullptr, epsilon, false, batch_statistics, dx,
-                dgamma, dbeta);
+  backward_impl(d, x, nullptr, dy, mean, variance, gamma, nullptr, epsilon, false, batch_statistics,
+                dx, nullptr, dgamma, dbeta);
 }
 
 void batch_norm_relu_backward(BatchNormDims d, const float* x, const float* dy, const float* mean,
                               const float* variance, const float* gamma, const float* beta,
                               float epsilon, bool batch_statistics, float* dx, float* dgamma,
                               float* dbeta) noexcept {
-  backward_impl(d, x, dy, mean, variance, gamma, beta, epsilon, true, batch_statistics, dx, dgamma,
-                dbeta);
+  backward_impl(d, x, nullptr, dy, mean, variance, gamma, beta, epsilon, true, batch_statistics, dx,
+                nullptr, dgamma, dbeta);
+}
+
+void batch_norm_add_relu_backward(BatchNormDims d, const float* x, const float* shortcut,
+                                  const float* dy, const float* mean, const float* variance,
+                                  const float* gamma, const float* beta, float epsilon,
+                                  bool batch_statistics, float* dx, float* dshortcut, float* dgamma,
+                                  float* dbeta) noexcept {
+  backward_impl(d, x, shortcut, dy, mean, variance, gamma, beta, epsilon, true, batch_statistics,
+                dx, dshortcut, dgamma, dbeta);
 }
 
 void batch_norm_update_moving(std::int64_t channels, const float* batch_mean,

@@ -53,12 +53,28 @@ void batch_norm_forward_relu(BatchNormDims dims, const float* x, const float* me
                              const float* variance, const float* gamma, const float* beta,
                              float epsilon, float* y) noexcept;
 
+// y = max(batch_norm_forward(...) + shortcut, 0): the tail of a ResNet residual block
+// (BatchNormalization -> Add -> ReLU) in one pass; shortcut has x's shape and layout. The BN
+// value is rounded to float32 before the add, exactly as the unfused layers compute it, so y is
+// bit-identical to max(float(bn) + shortcut, 0) (the add is never contracted into BN's FMA).
+void batch_norm_forward_add_relu(BatchNormDims dims, const float* x, const float* shortcut,
+                                 const float* mean, const float* variance, const float* gamma,
+                                 const float* beta, float epsilon, float* y) noexcept;
+
 // Training forward: batch_mean/batch_variance = batch_norm_moments(x), then
 // y = batch_norm_forward(x, batch_mean, batch_variance, ...), with the ReLU fused when relu.
 // Three passes over memory: one for the statistics, a read and a write for y.
 void batch_norm_forward_training(BatchNormDims dims, const float* x, const float* gamma,
                                  const float* beta, float epsilon, bool relu, float* batch_mean,
                                  float* batch_variance, float* y) noexcept;
+
+// Training forward of BN -> Add -> ReLU: batch_mean/batch_variance = batch_norm_moments(x), then
+// y = batch_norm_forward_add_relu(x, shortcut, batch_mean, batch_variance, ...). Four passes:
+// statistics, then a read of x and of shortcut and a write of y.
+void batch_norm_forward_training_add_relu(BatchNormDims dims, const float* x, const float* shortcut,
+                                          const float* gamma, const float* beta, float epsilon,
+                                          float* batch_mean, float* batch_variance,
+                                          float* y) noexcept;
 
 // Gradients of y = batch_norm_forward(x, mean, variance, ...) given dy.
 // batch_statistics = true: mean/variance are the batch's own moments of x (training mode), so
@@ -79,6 +95,19 @@ void batch_norm_relu_backward(BatchNormDims dims, const float* x, const float* d
                               const float* beta, float epsilon, bool batch_statistics, float* dx,
                               float* dgamma, float* dbeta) noexcept;
 
+// Gradients of y = max(batch_norm_forward(x, ...) + shortcut, 0) given dy. g = dy * [pre > 0]
+// with pre = bn + shortcut recomputed from x and shortcut exactly as batch_norm_forward_add_relu
+// computes it (the mask equals that forward's y > 0); dshortcut = g (the Add passes it through),
+// and dx, dgamma, dbeta = batch_norm_backward(g). Two passes like batch_norm_relu_backward: the
+// first reads x, dy and shortcut, reduces, and writes g to dshortcut; the second writes dx from x
+// and g (from dy, shortcut and x again when dshortcut is nullptr). dx, dshortcut, dgamma, dbeta
+// may each be nullptr to skip; dshortcut may be dy itself (each value is read before written).
+void batch_norm_add_relu_backward(BatchNormDims dims, const float* x, const float* shortcut,
+                                  const float* dy, const float* mean, const float* variance,
+                                  const float* gamma, const float* beta, float epsilon,
+                                  bool batch_statistics, float* dx, float* dshortcut, float* dgamma,
+                                  float* dbeta) noexcept;
+
 // moving = moving * momentum + batch * (1 - momentum), per channel (Keras 3's formula; PyTorch's
 // running = (1 - m) * running + m * batch is the same with momentum = 1 - m).
 // variance_scale multiplies batch_variance first: 1 for Keras (biased), count / (count - 1)
@@ -90,8 +119,8 @@ void batch_norm_update_moving(std::int64_t channels, const float* batch_mean,
                               float* moving_mean, float* moving_variance) noexcept;
 
 namespace reference {
-// (The ReLU variants are tested as compositions: reference forward then max(., 0); reference
-// backward of dy masked by the fast forward's y > 0.)
+// (The ReLU and Add + ReLU variants are tested as compositions: reference forward then
+// max(. + shortcut, 0); reference backward of dy masked by the fast forward's y > 0.)
 void batch_norm_moments(BatchNormDims dims, const float* x, float* batch_mean,
                         float* batch_variance) noexcept;
 void batch_norm_forward(BatchNormDims dims, const float* x, const float* mean,

@@ -61,6 +61,57 @@ HWY_INLINE V Normalize(V x, V mean, V inv, V beta) {
   return hn::MulAdd(hn::Sub(x, mean), inv, beta);
 }
 
+// What a kernel fuses after the normalization: nothing, a ReLU, or the residual Add then a ReLU.
+enum class Fuse { kNone, kRelu, kAddRelu };
+
+// The fused forward's value from the normalized y: max(y, 0), or max(y + shortcut, 0). The add
+// is a separate float32 operation on the rounded y, never folded into Normalize's MulAdd
+// (MulAdd(x - mean, inv, beta + s) would round once instead of twice), so the result is the
+// bits of the unfused BatchNormalization -> Add -> ReLU.
+template <Fuse kFuse, class V>
+HWY_INLINE V Epilogue(V y, V shortcut) {
+  if constexpr (kFuse == Fuse::kAddRelu) y = hn::Add(y, shortcut);
+  if constexpr (kFuse != Fuse::kNone) y = hn::Max(y, hn::Zero(hn::DFromV<V>()));
+  return y;
+}
+
+// dy masked by the fused ReLU, [Epilogue's argument of max > 0] recomputed from x (and the
+// shortcut) with the forward's exact operations, so the mask equals the forward's (y > 0).
+template <Fuse kFuse, class V>
+HWY_INLINE V MaskGrad(V x, V dy, V mean, V inv, V beta, V shortcut) {
+  if constexpr (kFuse == Fuse::kNone) {
+    return dy;
+  } else {
+    auto pre = Normalize(x, mean, inv, beta);
+    if constexpr (kFuse == Fuse::kAddRelu) pre = hn::Add(pre, shortcut);
+    return hn::IfThenElseZero(hn::Gt(pre, hn::Zero(hn::DFromV<V>())), dy);
+  }
+}
+
+// The shortcut's vector at base + off when the kernel has one (zero otherwise, and base may be
+// nullptr: Epilogue/MaskGrad ignore it).
+template <Fuse kFuse, class D>
+HWY_INLINE hn::Vec<D> LoadShortcut(D d, const float* base, std::int64_t off) {
+  if constexpr (kFuse == Fuse::kAddRelu) return hn::LoadU(d, base + off);
+  return hn::Zero(d);
+}
+template <Fuse kFuse, class D>
+HWY_INLINE hn::Vec<D> LoadShortcutPart(D d, const float* base, std::int64_t off, std::size_t n) {
+  if constexpr (kFuse == Fuse::kAddRelu) return LoadPart(d, base + off, n);
+  return hn::Zero(d);
+}
+
+// Stores a masked gradient held in DH lanes (half a float vector). Streams only vectors of 16
+// bytes or more: x86's Stream of a 64-bit vector (SSE targets) would write 16 bytes.
+HWY_INLINE void StoreGrad(hn::Vec<DH> g, float* p, bool stream) {
+  const DH dh;
+  if constexpr (hn::MaxLanes(DH()) * sizeof(float) >= 16) {
+    StoreFull(g, dh, p, stream);
+  } else {
+    hn::StoreU(g, dh, p);
+  }
+}
+
 // Rows per group in the elementwise passes over wide rows. 1 = strictly row after row (the
 // per-channel constants come from L1 each time): 2 or 8 rows per group, strip by strip, measured
 // slower (infer of (25088, 256): 1767 / 1288 us against 1106 us; 3 streams per row group are
@@ -129,39 +180,51 @@ void RowsSums(const float* x, std::int64_t ld, std::int64_t rows, std::int64_t n
 }
 
 // ---------------------------------------------------------------- rows: gradient sums
-template <bool kRelu>
-HWY_INLINE void GradTerm(hn::Vec<DH> x, hn::Vec<DH> g, hn::Vec<DH> m, hn::Vec<DH> inv,
-                         hn::Vec<DH> b, hn::Vec<DD>& a1, hn::Vec<DD>& a2) {
+// a1 += g, a2 += g * (x - mean), for an already masked g.
+HWY_INLINE void GradTerm(hn::Vec<DH> x, hn::Vec<DH> g, hn::Vec<DH> m, hn::Vec<DD>& a1,
+                         hn::Vec<DD>& a2) {
   const DD dd;
-  const DH dh;
   // x - mean in float64: exact enough, and finite even where float32 would overflow.
   const auto xc = hn::Sub(hn::PromoteTo(dd, x), hn::PromoteTo(dd, m));
-  if (kRelu) g = hn::IfThenElseZero(hn::Gt(Normalize(x, m, inv, b), hn::Zero(dh)), g);
   const auto gd = hn::PromoteTo(dd, g);
   a1 = hn::Add(a1, gd);
   a2 = hn::MulAdd(gd, xc, a2);
 }
 
-template <bool kRelu, int kStrips>
-HWY_INLINE void RowsGradStrips(const float* x, const float* dy, std::int64_t ld, std::int64_t rows,
-                               const float* mean, const float* inv, const float* beta, double* s1,
-                               double* s2) {
+// Pointers of one gradient-sums call, offset to the current strip (ds: nullptr, or the masked
+// gradient's destination).
+struct GradPtrs {
+  const float* x;
+  const float* dy;
+  const float* s;
+  float* ds;
+};
+
+template <Fuse kFuse, int kStrips>
+HWY_INLINE void RowsGradStrips(GradPtrs p, std::int64_t ld, std::int64_t rows, const float* mean,
+                               const float* inv, const float* beta, double* s1, double* s2,
+                               bool stream) {
   const DD dd;
   const DH dh;
   const std::size_t N = hn::Lanes(dd);
+  constexpr bool kMask = kFuse != Fuse::kNone;
   hn::Vec<DD> a1[kStrips], a2[kStrips];
   hn::Vec<DH> m[kStrips], iv[kStrips], b[kStrips];
   for (int s = 0; s < kStrips; ++s) {
     a1[s] = hn::LoadU(dd, s1 + s * N);
     a2[s] = hn::LoadU(dd, s2 + s * N);
     m[s] = hn::LoadU(dh, mean + s * N);
-    iv[s] = kRelu ? hn::LoadU(dh, inv + s * N) : hn::Zero(dh);
-    b[s] = kRelu ? hn::LoadU(dh, beta + s * N) : hn::Zero(dh);
+    iv[s] = kMask ? hn::LoadU(dh, inv + s * N) : hn::Zero(dh);
+    b[s] = kMask ? hn::LoadU(dh, beta + s * N) : hn::Zero(dh);
   }
   for (std::int64_t r = 0; r < rows; ++r) {
     for (int s = 0; s < kStrips; ++s) {
       const std::int64_t o = r * ld + static_cast<std::int64_t>(s * N);
-      GradTerm<kRelu>(hn::LoadU(dh, x + o), hn::LoadU(dh, dy + o), m[s], iv[s], b[s], a1[s], a2[s]);
+      const auto x = hn::LoadU(dh, p.x + o);
+      const auto g = MaskGrad<kFuse>(x, hn::LoadU(dh, p.dy + o), m[s], iv[s], b[s],
+                                     LoadShortcut<kFuse>(dh, p.s, o));
+      if (p.ds) StoreGrad(g, p.ds + o, stream);
+      GradTerm(x, g, m[s], a1[s], a2[s]);
     }
   }
   for (int s = 0; s < kStrips; ++s) {
@@ -170,54 +233,68 @@ HWY_INLINE void RowsGradStrips(const float* x, const float* dy, std::int64_t ld,
   }
 }
 
-template <bool kRelu>
-void RowsGradSumsT(const float* x, const float* dy, std::int64_t ld, std::int64_t rows,
-                   std::int64_t nc, const float* mean, const float* inv, const float* beta,
-                   double* s1, double* s2) {
+template <Fuse kFuse>
+void RowsGradSumsT(GradPtrs p, std::int64_t ld, std::int64_t rows, std::int64_t nc,
+                   const float* mean, const float* inv, const float* beta, double* s1, double* s2,
+                   bool stream) {
   const DD dd;
   const DH dh;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(dd));
   const std::int64_t tile = kRowTile;
+  constexpr bool kMask = kFuse != Fuse::kNone;
+  auto at = [&p](std::int64_t off) {
+    return GradPtrs{p.x + off, p.dy + off, p.s ? p.s + off : nullptr, p.ds ? p.ds + off : nullptr};
+  };
   for (std::int64_t r0 = 0; r0 < rows; r0 += tile) {
     const std::int64_t nr = rows - r0 < tile ? rows - r0 : tile;
-    const float* xt = x + r0 * ld;
-    const float* gt = dy + r0 * ld;
     std::int64_t j = 0;
     for (; j + 4 * N <= nc; j += 4 * N)
-      RowsGradStrips<kRelu, 4>(xt + j, gt + j, ld, nr, mean + j, inv + j, beta + j, s1 + j, s2 + j);
+      RowsGradStrips<kFuse, 4>(at(r0 * ld + j), ld, nr, mean + j, inv + j, beta + j, s1 + j, s2 + j,
+                               stream);
     for (; j + N <= nc; j += N)
-      RowsGradStrips<kRelu, 1>(xt + j, gt + j, ld, nr, mean + j, inv + j, beta + j, s1 + j, s2 + j);
+      RowsGradStrips<kFuse, 1>(at(r0 * ld + j), ld, nr, mean + j, inv + j, beta + j, s1 + j, s2 + j,
+                               stream);
     if (j < nc) {
       const std::size_t n = static_cast<std::size_t>(nc - j);
       auto a1 = LoadPart(dd, s1 + j, n), a2 = LoadPart(dd, s2 + j, n);
       const auto m = LoadPart(dh, mean + j, n);
-      const auto iv = kRelu ? LoadPart(dh, inv + j, n) : hn::Zero(dh);
-      const auto b = kRelu ? LoadPart(dh, beta + j, n) : hn::Zero(dh);
-      for (std::int64_t r = 0; r < nr; ++r) {
-        GradTerm<kRelu>(LoadPart(dh, xt + r * ld + j, n), LoadPart(dh, gt + r * ld + j, n), m, iv,
-                        b, a1, a2);
+      const auto iv = kMask ? LoadPart(dh, inv + j, n) : hn::Zero(dh);
+      const auto b = kMask ? LoadPart(dh, beta + j, n) : hn::Zero(dh);
+      for (std::int64_t r = r0; r < r0 + nr; ++r) {
+        const GradPtrs q = at(r * ld + j);
+        const auto x = LoadPart(dh, q.x, n);
+        const auto g = MaskGrad<kFuse>(x, LoadPart(dh, q.dy, n), m, iv, b,
+                                       LoadShortcutPart<kFuse>(dh, q.s, 0, n));
+        if (q.ds) StorePart(g, dh, q.ds, n);
+        GradTerm(x, g, m, a1, a2);
       }
       StorePart(a1, dd, s1 + j, n);
       StorePart(a2, dd, s2 + j, n);
     }
   }
+  if (stream && p.ds) hwy::FlushStream();
 }
 
 void RowsGradSums(const float* x, const float* dy, std::int64_t ld, std::int64_t rows,
                   std::int64_t nc, const float* mean, const float* relu_inv, const float* relu_beta,
-                  double* s1, double* s2) {
-  if (relu_inv) return RowsGradSumsT<true>(x, dy, ld, rows, nc, mean, relu_inv, relu_beta, s1, s2);
-  RowsGradSumsT<false>(x, dy, ld, rows, nc, mean, nullptr, nullptr, s1, s2);
+                  const float* shortcut, double* s1, double* s2, float* dshortcut, bool stream) {
+  const GradPtrs p{x, dy, shortcut, dshortcut};
+  if (shortcut)
+    return RowsGradSumsT<Fuse::kAddRelu>(p, ld, rows, nc, mean, relu_inv, relu_beta, s1, s2,
+                                         stream);
+  if (relu_inv)
+    return RowsGradSumsT<Fuse::kRelu>(p, ld, rows, nc, mean, relu_inv, relu_beta, s1, s2, stream);
+  RowsGradSumsT<Fuse::kNone>(p, ld, rows, nc, mean, nullptr, nullptr, s1, s2, stream);
 }
 
 // ---------------------------------------------------------------- rows: normalize
 // Whole rows at a time (row-major order), so non-temporal stores fill complete cache lines.
-template <bool kRelu>
-void RowsNormalizeT(const float* x, float* y, std::int64_t ld, std::int64_t rows, std::int64_t nc,
-                    const float* mean, const float* inv, const float* beta, bool stream) {
+template <Fuse kFuse>
+void RowsNormalizeT(const float* x, const float* sc, float* y, std::int64_t ld, std::int64_t rows,
+                    std::int64_t nc, const float* mean, const float* inv, const float* beta,
+                    bool stream) {
   const DF df;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(df));
-  const auto zero = hn::Zero(df);
   const std::int64_t full = nc - nc % N;
   const std::size_t tail = static_cast<std::size_t>(nc - full);
   // Up to 4 strips: keep the per-channel constants in registers for the whole row loop.
@@ -230,12 +307,10 @@ void RowsNormalizeT(const float* x, float* y, std::int64_t ld, std::int64_t rows
       b[s] = hn::LoadU(df, beta + s * N);
     }
     for (std::int64_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * ld;
-      float* yr = y + r * ld;
       for (int s = 0; s < strips; ++s) {
-        auto v = Normalize(hn::LoadU(df, xr + s * N), m[s], iv[s], b[s]);
-        if (kRelu) v = hn::Max(v, zero);
-        StoreFull(v, df, yr + s * N, stream);
+        const std::int64_t o = r * ld + s * N;
+        const auto v = Normalize(hn::LoadU(df, x + o), m[s], iv[s], b[s]);
+        StoreFull(Epilogue<kFuse>(v, LoadShortcut<kFuse>(df, sc, o)), df, y + o, stream);
       }
     }
   } else {
@@ -246,18 +321,18 @@ void RowsNormalizeT(const float* x, float* y, std::int64_t ld, std::int64_t rows
         const auto m = hn::LoadU(df, mean + j), iv = hn::LoadU(df, inv + j),
                    b = hn::LoadU(df, beta + j);
         for (std::int64_t r = r0; r < r0 + nr; ++r) {
-          auto v = Normalize(hn::LoadU(df, x + r * ld + j), m, iv, b);
-          if (kRelu) v = hn::Max(v, zero);
-          StoreFull(v, df, y + r * ld + j, stream);
+          const std::int64_t o = r * ld + j;
+          const auto v = Normalize(hn::LoadU(df, x + o), m, iv, b);
+          StoreFull(Epilogue<kFuse>(v, LoadShortcut<kFuse>(df, sc, o)), df, y + o, stream);
         }
       }
       if (tail) {
         const auto m = LoadPart(df, mean + full, tail), iv = LoadPart(df, inv + full, tail),
                    b = LoadPart(df, beta + full, tail);
         for (std::int64_t r = r0; r < r0 + nr; ++r) {
-          auto v = Normalize(LoadPart(df, x + r * ld + full, tail), m, iv, b);
-          if (kRelu) v = hn::Max(v, zero);
-          StorePart(v, df, y + r * ld + full, tail);
+          const std::int64_t o = r * ld + full;
+          const auto v = Normalize(LoadPart(df, x + o, tail), m, iv, b);
+          StorePart(Epilogue<kFuse>(v, LoadShortcutPart<kFuse>(df, sc, o, tail)), df, y + o, tail);
         }
       }
     }
@@ -265,30 +340,35 @@ void RowsNormalizeT(const float* x, float* y, std::int64_t ld, std::int64_t rows
   if (stream) hwy::FlushStream();
 }
 
-void RowsNormalize(const float* x, float* y, std::int64_t ld, std::int64_t rows, std::int64_t nc,
-                   const float* mean, const float* inv, const float* beta, bool relu, bool stream) {
-  if (relu) return RowsNormalizeT<true>(x, y, ld, rows, nc, mean, inv, beta, stream);
-  RowsNormalizeT<false>(x, y, ld, rows, nc, mean, inv, beta, stream);
+void RowsNormalize(const float* x, const float* shortcut, float* y, std::int64_t ld,
+                   std::int64_t rows, std::int64_t nc, const float* mean, const float* inv,
+                   const float* beta, bool relu, bool stream) {
+  if (shortcut)
+    return RowsNormalizeT<Fuse::kAddRelu>(x, shortcut, y, ld, rows, nc, mean, inv, beta, stream);
+  if (relu)
+    return RowsNormalizeT<Fuse::kRelu>(x, nullptr, y, ld, rows, nc, mean, inv, beta, stream);
+  RowsNormalizeT<Fuse::kNone>(x, nullptr, y, ld, rows, nc, mean, inv, beta, stream);
 }
 
 // ---------------------------------------------------------------- rows: dx
-template <bool kRelu>
-HWY_INLINE hn::Vec<DF> DxTerm(hn::Vec<DF> x, hn::Vec<DF> g, hn::Vec<DF> m, hn::Vec<DF> a,
-                              hn::Vec<DF> b, hn::Vec<DF> k, hn::Vec<DF> inv, hn::Vec<DF> beta) {
-  const DF df;
-  if (kRelu) g = hn::IfThenElseZero(hn::Gt(Normalize(x, m, inv, beta), hn::Zero(df)), g);
+template <Fuse kFuse>
+HWY_INLINE hn::Vec<DF> DxTerm(hn::Vec<DF> x, hn::Vec<DF> g, hn::Vec<DF> sc, hn::Vec<DF> m,
+                              hn::Vec<DF> a, hn::Vec<DF> b, hn::Vec<DF> k, hn::Vec<DF> inv,
+                              hn::Vec<DF> beta) {
+  g = MaskGrad<kFuse>(x, g, m, inv, beta, sc);
   return hn::MulAdd(a, g, hn::MulAdd(b, hn::Sub(x, m), k));
 }
 
-template <bool kRelu>
-void RowsDxT(const float* x, const float* dy, float* dx, std::int64_t ld, std::int64_t rows,
-             std::int64_t nc, const float* mean, const float* a, const float* b, const float* k,
-             const float* inv, const float* beta, bool stream) {
+template <Fuse kFuse>
+void RowsDxT(const float* x, const float* dy, const float* sc, float* dx, std::int64_t ld,
+             std::int64_t rows, std::int64_t nc, const float* mean, const float* a, const float* b,
+             const float* k, const float* inv, const float* beta, bool stream) {
   const DF df;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(df));
   const std::int64_t full = nc - nc % N;
   const std::size_t tail = static_cast<std::size_t>(nc - full);
   const auto zero = hn::Zero(df);
+  constexpr bool kMask = kFuse != Fuse::kNone;
   // Up to 4 strips: the per-channel constants stay in registers, rows are walked in order.
   if (full == nc && nc <= 4 * N) {
     const int strips = static_cast<int>(nc / N);
@@ -298,15 +378,16 @@ void RowsDxT(const float* x, const float* dy, float* dx, std::int64_t ld, std::i
       va[s] = hn::LoadU(df, a + s * N);
       vb[s] = hn::LoadU(df, b + s * N);
       vk[s] = hn::LoadU(df, k + s * N);
-      iv[s] = kRelu ? hn::LoadU(df, inv + s * N) : zero;
-      bt[s] = kRelu ? hn::LoadU(df, beta + s * N) : zero;
+      iv[s] = kMask ? hn::LoadU(df, inv + s * N) : zero;
+      bt[s] = kMask ? hn::LoadU(df, beta + s * N) : zero;
     }
     for (std::int64_t r = 0; r < rows; ++r) {
       for (int s = 0; s < strips; ++s) {
         const std::int64_t o = r * ld + s * N;
-        StoreFull(DxTerm<kRelu>(hn::LoadU(df, x + o), hn::LoadU(df, dy + o), m[s], va[s], vb[s],
-                                vk[s], iv[s], bt[s]),
-                  df, dx + o, stream);
+        StoreFull(
+            DxTerm<kFuse>(hn::LoadU(df, x + o), hn::LoadU(df, dy + o),
+                          LoadShortcut<kFuse>(df, sc, o), m[s], va[s], vb[s], vk[s], iv[s], bt[s]),
+            df, dx + o, stream);
       }
     }
     if (stream) hwy::FlushStream();
@@ -318,23 +399,24 @@ void RowsDxT(const float* x, const float* dy, float* dx, std::int64_t ld, std::i
     for (std::int64_t j = 0; j < full; j += N) {
       const auto m = hn::LoadU(df, mean + j), va = hn::LoadU(df, a + j), vb = hn::LoadU(df, b + j),
                  vk = hn::LoadU(df, k + j);
-      const auto iv = kRelu ? hn::LoadU(df, inv + j) : zero;
-      const auto bt = kRelu ? hn::LoadU(df, beta + j) : zero;
+      const auto iv = kMask ? hn::LoadU(df, inv + j) : zero;
+      const auto bt = kMask ? hn::LoadU(df, beta + j) : zero;
       for (std::int64_t r = r0; r < r0 + nr; ++r) {
         const std::int64_t o = r * ld + j;
-        StoreFull(DxTerm<kRelu>(hn::LoadU(df, x + o), hn::LoadU(df, dy + o), m, va, vb, vk, iv, bt),
+        StoreFull(DxTerm<kFuse>(hn::LoadU(df, x + o), hn::LoadU(df, dy + o),
+                                LoadShortcut<kFuse>(df, sc, o), m, va, vb, vk, iv, bt),
                   df, dx + o, stream);
       }
     }
     if (tail) {
       const auto m = LoadPart(df, mean + full, tail), va = LoadPart(df, a + full, tail),
                  vb = LoadPart(df, b + full, tail), vk = LoadPart(df, k + full, tail);
-      const auto iv = kRelu ? LoadPart(df, inv + full, tail) : zero;
-      const auto bt = kRelu ? LoadPart(df, beta + full, tail) : zero;
+      const auto iv = kMask ? LoadPart(df, inv + full, tail) : zero;
+      const auto bt = kMask ? LoadPart(df, beta + full, tail) : zero;
       for (std::int64_t r = r0; r < r0 + nr; ++r) {
         const std::int64_t o = r * ld + full;
-        StorePart(DxTerm<kRelu>(LoadPart(df, x + o, tail), LoadPart(df, dy + o, tail), m, va, vb,
-                                vk, iv, bt),
+        StorePart(DxTerm<kFuse>(LoadPart(df, x + o, tail), LoadPart(df, dy + o, tail),
+                                LoadShortcutPart<kFuse>(df, sc, o, tail), m, va, vb, vk, iv, bt),
                   df, dx + o, tail);
       }
     }
@@ -344,10 +426,14 @@ void RowsDxT(const float* x, const float* dy, float* dx, std::int64_t ld, std::i
 
 void RowsDx(const float* x, const float* dy, float* dx, std::int64_t ld, std::int64_t rows,
             std::int64_t nc, const float* mean, const float* a, const float* b, const float* k,
-            const float* relu_inv, const float* relu_beta, bool stream) {
+            const float* relu_inv, const float* relu_beta, const float* shortcut, bool stream) {
+  if (shortcut)
+    return RowsDxT<Fuse::kAddRelu>(x, dy, shortcut, dx, ld, rows, nc, mean, a, b, k, relu_inv,
+                                   relu_beta, stream);
   if (relu_inv)
-    return RowsDxT<true>(x, dy, dx, ld, rows, nc, mean, a, b, k, relu_inv, relu_beta, stream);
-  RowsDxT<false>(x, dy, dx, ld, rows, nc, mean, a, b, k, nullptr, nullptr, stream);
+    return RowsDxT<Fuse::kRelu>(x, dy, nullptr, dx, ld, rows, nc, mean, a, b, k, relu_inv,
+                                relu_beta, stream);
+  RowsDxT<Fuse::kNone>(x, dy, nullptr, dx, ld, rows, nc, mean, a, b, k, nullptr, nullptr, stream);
 }
 
 // ---------------------------------------------------------------- planes
@@ -390,9 +476,22 @@ void PlaneSums(const float* x, std::int64_t n, float shift, double* s1, double* 
   *s2 = hn::GetLane(hn::SumOfLanes(dd, hn::Add(hn::Add(q0, q1), hn::Add(q2, q3))));
 }
 
-template <bool kRelu>
-void PlaneGradSumsT(const float* x, const float* dy, std::int64_t n, float mean, float inv,
-                    float beta, double* s1, double* s2) {
+// One vector of a plane's gradient sums at offset i: mask, write the masked gradient (if asked),
+// accumulate.
+template <Fuse kFuse>
+HWY_INLINE void PlaneGradStep(GradPtrs p, std::int64_t i, hn::Vec<DH> m, hn::Vec<DH> iv,
+                              hn::Vec<DH> b, hn::Vec<DD>& a1, hn::Vec<DD>& a2, bool stream) {
+  const DH dh;
+  const auto x = hn::LoadU(dh, p.x + i);
+  const auto g =
+      MaskGrad<kFuse>(x, hn::LoadU(dh, p.dy + i), m, iv, b, LoadShortcut<kFuse>(dh, p.s, i));
+  if (p.ds) StoreGrad(g, p.ds + i, stream);
+  GradTerm(x, g, m, a1, a2);
+}
+
+template <Fuse kFuse>
+void PlaneGradSumsT(GradPtrs p, std::int64_t n, float mean, float inv, float beta, double* s1,
+                    double* s2, bool stream) {
   const DD dd;
   const DH dh;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(dd));
@@ -400,76 +499,88 @@ void PlaneGradSumsT(const float* x, const float* dy, std::int64_t n, float mean,
   auto a0 = hn::Zero(dd), a1 = hn::Zero(dd), q0 = hn::Zero(dd), q1 = hn::Zero(dd);
   std::int64_t i = 0;
   for (; i + 2 * N <= n; i += 2 * N) {
-    GradTerm<kRelu>(hn::LoadU(dh, x + i), hn::LoadU(dh, dy + i), m, iv, b, a0, q0);
-    GradTerm<kRelu>(hn::LoadU(dh, x + i + N), hn::LoadU(dh, dy + i + N), m, iv, b, a1, q1);
+    PlaneGradStep<kFuse>(p, i, m, iv, b, a0, q0, stream);
+    PlaneGradStep<kFuse>(p, i + N, m, iv, b, a1, q1, stream);
   }
-  for (; i + N <= n; i += N)
-    GradTerm<kRelu>(hn::LoadU(dh, x + i), hn::LoadU(dh, dy + i), m, iv, b, a0, q0);
+  for (; i + N <= n; i += N) PlaneGradStep<kFuse>(p, i, m, iv, b, a0, q0, stream);
   if (i < n) {
     // Zero-filled dy lanes contribute nothing (masked or not).
     const std::size_t t = static_cast<std::size_t>(n - i);
-    GradTerm<kRelu>(LoadPart(dh, x + i, t), LoadPart(dh, dy + i, t), m, iv, b, a0, q0);
+    const auto x = LoadPart(dh, p.x + i, t);
+    const auto g = MaskGrad<kFuse>(x, LoadPart(dh, p.dy + i, t), m, iv, b,
+                                   LoadShortcutPart<kFuse>(dh, p.s, i, t));
+    if (p.ds) StorePart(g, dh, p.ds + i, t);
+    GradTerm(x, g, m, a0, q0);
   }
   *s1 = hn::GetLane(hn::SumOfLanes(dd, hn::Add(a0, a1)));
   *s2 = hn::GetLane(hn::SumOfLanes(dd, hn::Add(q0, q1)));
 }
 
 void PlaneGradSums(const float* x, const float* dy, std::int64_t n, float mean, bool relu,
-                   float relu_inv, float relu_beta, double* s1, double* s2) {
-  if (relu) return PlaneGradSumsT<true>(x, dy, n, mean, relu_inv, relu_beta, s1, s2);
-  PlaneGradSumsT<false>(x, dy, n, mean, 0.0f, 0.0f, s1, s2);
+                   float relu_inv, float relu_beta, const float* shortcut, double* s1, double* s2,
+                   float* dshortcut, bool stream) {
+  const GradPtrs p{x, dy, shortcut, dshortcut};
+  if (shortcut)
+    return PlaneGradSumsT<Fuse::kAddRelu>(p, n, mean, relu_inv, relu_beta, s1, s2, stream);
+  if (relu) return PlaneGradSumsT<Fuse::kRelu>(p, n, mean, relu_inv, relu_beta, s1, s2, stream);
+  PlaneGradSumsT<Fuse::kNone>(p, n, mean, 0.0f, 0.0f, s1, s2, stream);
 }
 
-template <bool kRelu>
-void PlaneNormalizeT(const float* x, float* y, std::int64_t n, float mean, float inv, float beta,
-                     bool stream) {
+template <Fuse kFuse>
+void PlaneNormalizeT(const float* x, const float* sc, float* y, std::int64_t n, float mean,
+                     float inv, float beta, bool stream) {
   const DF df;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(df));
   const auto m = hn::Set(df, mean), iv = hn::Set(df, inv), b = hn::Set(df, beta);
-  const auto zero = hn::Zero(df);
   std::int64_t i = 0;
   for (; i + N <= n; i += N) {
-    auto v = Normalize(hn::LoadU(df, x + i), m, iv, b);
-    if (kRelu) v = hn::Max(v, zero);
-    StoreFull(v, df, y + i, stream);
+    const auto v = Normalize(hn::LoadU(df, x + i), m, iv, b);
+    StoreFull(Epilogue<kFuse>(v, LoadShortcut<kFuse>(df, sc, i)), df, y + i, stream);
   }
   if (i < n) {
     const std::size_t t = static_cast<std::size_t>(n - i);
-    auto v = Normalize(LoadPart(df, x + i, t), m, iv, b);
-    if (kRelu) v = hn::Max(v, zero);
-    StorePart(v, df, y + i, t);
+    const auto v = Normalize(LoadPart(df, x + i, t), m, iv, b);
+    StorePart(Epilogue<kFuse>(v, LoadShortcutPart<kFuse>(df, sc, i, t)), df, y + i, t);
   }
 }
 
-void PlaneNormalize(const float* x, float* y, std::int64_t n, float mean, float inv, float beta,
-                    bool relu, bool stream) {
-  if (relu) return PlaneNormalizeT<true>(x, y, n, mean, inv, beta, stream);
-  PlaneNormalizeT<false>(x, y, n, mean, inv, beta, stream);
+void PlaneNormalize(const float* x, const float* shortcut, float* y, std::int64_t n, float mean,
+                    float inv, float beta, bool relu, bool stream) {
+  if (shortcut) return PlaneNormalizeT<Fuse::kAddRelu>(x, shortcut, y, n, mean, inv, beta, stream);
+  if (relu) return PlaneNormalizeT<Fuse::kRelu>(x, nullptr, y, n, mean, inv, beta, stream);
+  PlaneNormalizeT<Fuse::kNone>(x, nullptr, y, n, mean, inv, beta, stream);
 }
 
-template <bool kRelu>
-void PlaneDxT(const float* x, const float* dy, float* dx, std::int64_t n, float mean, float a,
-              float b, float k, float inv, float beta, bool stream) {
+template <Fuse kFuse>
+void PlaneDxT(const float* x, const float* dy, const float* sc, float* dx, std::int64_t n,
+              float mean, float a, float b, float k, float inv, float beta, bool stream) {
   const DF df;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(df));
   const auto m = hn::Set(df, mean), va = hn::Set(df, a), vb = hn::Set(df, b), vk = hn::Set(df, k);
   const auto iv = hn::Set(df, inv), bt = hn::Set(df, beta);
   std::int64_t i = 0;
   for (; i + N <= n; i += N) {
-    StoreFull(DxTerm<kRelu>(hn::LoadU(df, x + i), hn::LoadU(df, dy + i), m, va, vb, vk, iv, bt), df,
-              dx + i, stream);
+    StoreFull(DxTerm<kFuse>(hn::LoadU(df, x + i), hn::LoadU(df, dy + i),
+                            LoadShortcut<kFuse>(df, sc, i), m, va, vb, vk, iv, bt),
+              df, dx + i, stream);
   }
   if (i < n) {
     const std::size_t t = static_cast<std::size_t>(n - i);
-    StorePart(DxTerm<kRelu>(LoadPart(df, x + i, t), LoadPart(df, dy + i, t), m, va, vb, vk, iv, bt),
+    StorePart(DxTerm<kFuse>(LoadPart(df, x + i, t), LoadPart(df, dy + i, t),
+                            LoadShortcutPart<kFuse>(df, sc, i, t), m, va, vb, vk, iv, bt),
               df, dx + i, t);
   }
 }
 
 void PlaneDx(const float* x, const float* dy, float* dx, std::int64_t n, float mean, float a,
-             float b, float k, bool relu, float relu_inv, float relu_beta, bool stream) {
-  if (relu) return PlaneDxT<true>(x, dy, dx, n, mean, a, b, k, relu_inv, relu_beta, stream);
-  PlaneDxT<false>(x, dy, dx, n, mean, a, b, k, 0.0f, 0.0f, stream);
+             float b, float k, bool relu, float relu_inv, float relu_beta, const float* shortcut,
+             bool stream) {
+  if (shortcut)
+    return PlaneDxT<Fuse::kAddRelu>(x, dy, shortcut, dx, n, mean, a, b, k, relu_inv, relu_beta,
+                                    stream);
+  if (relu)
+    return PlaneDxT<Fuse::kRelu>(x, dy, nullptr, dx, n, mean, a, b, k, relu_inv, relu_beta, stream);
+  PlaneDxT<Fuse::kNone>(x, dy, nullptr, dx, n, mean, a, b, k, 0.0f, 0.0f, stream);
 }
 
 // ---------------------------------------------------------------- per-channel math

@@ -13,6 +13,9 @@
 // Sums are float64: s1 += sum(v), s2 += sum(v * w). relu_inv == nullptr (rows) or relu == false
 // (plane) means no ReLU; otherwise dy is masked by pre = (x - mean) * relu_inv + relu_beta > 0,
 // computed exactly as the forward computes it, so the mask equals the forward's (y > 0).
+// shortcut != nullptr (only with the ReLU) is the residual Add between BN and ReLU: the forward
+// writes max(bn + shortcut, 0) with bn rounded to float32 before the add, and the mask is
+// bn + shortcut > 0 with the same two roundings. A shortcut is laid out like x (same offsets).
 #pragma once
 
 #include <cstdint>
@@ -24,27 +27,33 @@ struct BatchNormOps {
   void (*rows_sums)(const float* x, std::int64_t ld, std::int64_t rows, std::int64_t nc,
                     const float* shift, double* s1, double* s2);
   // g = dy (masked by the ReLU); s1[j] += sum_r g;  s2[j] += sum_r g * (x - mean[j]).
+  // dshortcut != nullptr: g is also written there (stream: non-temporal stores).
   void (*rows_grad_sums)(const float* x, const float* dy, std::int64_t ld, std::int64_t rows,
                          std::int64_t nc, const float* mean, const float* relu_inv,
-                         const float* relu_beta, double* s1, double* s2);
-  // y = (x - mean) * inv + beta, then max(y, 0) when relu. stream: non-temporal stores.
-  void (*rows_normalize)(const float* x, float* y, std::int64_t ld, std::int64_t rows,
-                         std::int64_t nc, const float* mean, const float* inv, const float* beta,
-                         bool relu, bool stream);
+                         const float* relu_beta, const float* shortcut, double* s1, double* s2,
+                         float* dshortcut, bool stream);
+  // y = (x - mean) * inv + beta, then max(y, 0) when relu (max(y + shortcut, 0) with a
+  // shortcut). stream: non-temporal stores.
+  void (*rows_normalize)(const float* x, const float* shortcut, float* y, std::int64_t ld,
+                         std::int64_t rows, std::int64_t nc, const float* mean, const float* inv,
+                         const float* beta, bool relu, bool stream);
   // dx = a * g + b * (x - mean) + k, g = dy masked by the ReLU.
   void (*rows_dx)(const float* x, const float* dy, float* dx, std::int64_t ld, std::int64_t rows,
                   std::int64_t nc, const float* mean, const float* a, const float* b,
-                  const float* k, const float* relu_inv, const float* relu_beta, bool stream);
+                  const float* k, const float* relu_inv, const float* relu_beta,
+                  const float* shortcut, bool stream);
 
   // *s1 = sum(x - shift), *s2 = sum((x - shift)^2) over n values (overwrites).
   void (*plane_sums)(const float* x, std::int64_t n, float shift, double* s1, double* s2);
-  // *s1 = sum(g), *s2 = sum(g * (x - mean)) (overwrites).
+  // *s1 = sum(g), *s2 = sum(g * (x - mean)) (overwrites); g also to dshortcut unless nullptr.
   void (*plane_grad_sums)(const float* x, const float* dy, std::int64_t n, float mean, bool relu,
-                          float relu_inv, float relu_beta, double* s1, double* s2);
-  void (*plane_normalize)(const float* x, float* y, std::int64_t n, float mean, float inv,
-                          float beta, bool relu, bool stream);
+                          float relu_inv, float relu_beta, const float* shortcut, double* s1,
+                          double* s2, float* dshortcut, bool stream);
+  void (*plane_normalize)(const float* x, const float* shortcut, float* y, std::int64_t n,
+                          float mean, float inv, float beta, bool relu, bool stream);
   void (*plane_dx)(const float* x, const float* dy, float* dx, std::int64_t n, float mean, float a,
-                   float b, float k, bool relu, float relu_inv, float relu_beta, bool stream);
+                   float b, float k, bool relu, float relu_inv, float relu_beta,
+                   const float* shortcut, bool stream);
 
   // Per-channel math between passes (nc channels).
   // inv = gamma / sqrt(variance + epsilon) in float32 (gamma == nullptr: 1).
