@@ -30,8 +30,11 @@
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
+#include "bnorm/layers/elementwise.hpp"
 #include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/normalization.hpp"
 #include "bnorm/layers/pooling.hpp"
+#include "bnorm/layers/reshape.hpp"
 
 namespace bnorm::io {
 
@@ -382,6 +385,50 @@ std::unique_ptr<Layer> dense_from(ConfigReader& c) {
   return std::make_unique<Dense>(o);
 }
 
+// A list of integers in [lo, hi] (e.g. Keras's axis lists).
+std::vector<int> get_int_list(ConfigReader& c, const std::string& key, int lo, int hi) {
+  const json& v = c.raw(key);
+  if (!v.is_array() || v.size() > static_cast<std::size_t>(Shape::kMaxRank))
+    c.fail("key '" + key + "' must be a list of at most " + std::to_string(Shape::kMaxRank) +
+           " integers");
+  std::vector<int> out;
+  for (const auto& e : v) {
+    if (!e.is_number_integer() || e.get<std::int64_t>() < lo || e.get<std::int64_t>() > hi)
+      c.fail("key '" + key + "' holds " + e.dump() + "; expected integers in [" +
+             std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    out.push_back(static_cast<int>(e.get<std::int64_t>()));
+  }
+  return out;
+}
+
+// A Keras float-or-list argument (Rescaling scale/offset, Normalization mean/variance): one value
+// is written as a number, several as a list; `null` reads as empty (Keras None).
+json float_list_json(const std::vector<float>& v) {
+  if (v.empty()) return nullptr;
+  if (v.size() == 1) return v[0];
+  return json(v);
+}
+std::vector<float> get_float_list(ConfigReader& c, const std::string& key,
+                                  std::vector<float> fallback) {
+  if (!c.has(key)) return fallback;
+  const json& v = c.raw(key);
+  auto finite = [&](const json& e) {
+    if (!e.is_number()) c.fail("key '" + key + "' must be a number or a list of numbers");
+    const double d = e.get<double>();
+    const auto f = static_cast<float>(d);
+    if (!std::isfinite(d) || !std::isfinite(f))
+      c.fail("key '" + key + "' holds a non-finite number");
+    return f;
+  };
+  if (v.is_null()) return {};
+  if (!v.is_array()) return {finite(v)};
+  if (v.size() > (std::size_t{1} << 24)) c.fail("key '" + key + "' is implausibly long");
+  std::vector<float> out;
+  for (const auto& e : v) out.push_back(finite(e));
+  if (out.empty()) c.fail("key '" + key + "' must not be an empty list");
+  return out;
+}
+
 json bn_config(const Layer& layer) {
   const auto& o = dynamic_cast<const BatchNormalization&>(layer).options();
   return {{"axis", o.axis},
@@ -402,7 +449,13 @@ json bn_config(const Layer& layer) {
 }
 std::unique_ptr<Layer> bn_from(ConfigReader& c) {
   BatchNormalization::Options o;
-  o.axis = static_cast<int>(c.get_int("axis", -Shape::kMaxRank, Shape::kMaxRank - 1, o.axis));
+  if (c.has("axis") && c.raw("axis").is_array()) {
+    // Keras writes axis as a list in some configs (legacy [3]); one entry is that axis.
+    o = BatchNormalization::with_axis(
+        get_int_list(c, "axis", -Shape::kMaxRank, Shape::kMaxRank - 1), o);
+  } else {
+    o.axis = static_cast<int>(c.get_int("axis", -Shape::kMaxRank, Shape::kMaxRank - 1, o.axis));
+  }
   o.momentum = c.get_number<decltype(o.momentum)>("momentum", o.momentum);
   o.epsilon = c.get_number<decltype(o.epsilon)>("epsilon", o.epsilon);
   o.center = c.get_bool("center", o.center);
@@ -492,6 +545,101 @@ std::unique_ptr<Layer> pooling_from(ConfigReader& c) {
   return std::make_unique<PoolingLayer>(o);
 }
 
+// Dropout writes noise_shape and seed only when set, so files of plain Dropout are unchanged.
+json dropout_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const Dropout&>(layer).options();
+  json j = {{"rate", o.rate}};
+  if (!o.noise_shape.empty()) {
+    json n = json::array();
+    for (const auto& d : o.noise_shape) n.push_back(d ? json(*d) : json(nullptr));
+    j["noise_shape"] = n;
+  }
+  if (o.seed) j["seed"] = *o.seed;
+  return j;
+}
+std::unique_ptr<Layer> dropout_from(ConfigReader& c) {
+  Dropout::Options o;
+  o.rate = c.get_float("rate", 0.0f);
+  if (c.has("noise_shape") && !c.raw("noise_shape").is_null()) {
+    const json& v = c.raw("noise_shape");
+    if (!v.is_array() || v.size() > static_cast<std::size_t>(Shape::kMaxRank))
+      c.fail("key 'noise_shape' must be null or a list of at most " +
+             std::to_string(Shape::kMaxRank) + " entries");
+    for (const auto& d : v) {
+      if (d.is_null()) {
+        o.noise_shape.emplace_back();
+      } else if (d.is_number_integer() && d.get<std::int64_t>() >= 1 &&
+                 d.get<std::int64_t>() <= (std::int64_t{1} << 40)) {
+        o.noise_shape.emplace_back(d.get<std::int64_t>());
+      } else {
+        c.fail("key 'noise_shape' holds " + d.dump() + "; expected null or an integer >= 1");
+      }
+    }
+  }
+  if (c.has("seed") && !c.raw("seed").is_null()) o.seed = c.get_u64("seed");
+  c.finish();
+  return std::make_unique<Dropout>(o);
+}
+
+// ReLU: max_value null is Keras's None.
+json relu_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const ReLU&>(layer).options();
+  return {{"max_value", o.max_value ? json(*o.max_value) : json(nullptr)},
+          {"negative_slope", o.negative_slope},
+          {"threshold", o.threshold}};
+}
+std::unique_ptr<Layer> relu_from(ConfigReader& c) {
+  ReLU::Options o;
+  if (c.has("max_value") && !c.raw("max_value").is_null())
+    o.max_value = c.get_float("max_value", 0.0f);
+  o.negative_slope = c.get_float("negative_slope", o.negative_slope);
+  o.threshold = c.get_float("threshold", o.threshold);
+  c.finish();
+  return std::make_unique<ReLU>(o);
+}
+
+json rescaling_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const Rescaling&>(layer).options();
+  return {{"scale", float_list_json(o.scale)}, {"offset", float_list_json(o.offset)}};
+}
+std::unique_ptr<Layer> rescaling_from(ConfigReader& c) {
+  Rescaling::Options o;
+  if (!c.has("scale")) c.raw("scale");  // required, as in Keras: reports the missing key
+  o.scale = get_float_list(c, "scale", o.scale);
+  o.offset = get_float_list(c, "offset", o.offset);
+  if (o.scale.empty() || o.offset.empty()) c.fail("scale and offset must not be null");
+  c.finish();
+  return std::make_unique<Rescaling>(o);
+}
+
+// Normalization: axis is written as Keras does, a list (an integer or null also read; null is
+// Keras's axis=None); mean/variance null in adapt mode (the values are then weights).
+json normalization_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const Normalization&>(layer).options();
+  return {{"axis", o.axis},
+          {"mean", float_list_json(o.mean)},
+          {"variance", float_list_json(o.variance)},
+          {"invert", o.invert}};
+}
+std::unique_ptr<Layer> normalization_from(ConfigReader& c) {
+  Normalization::Options o;
+  if (c.has("axis")) {
+    const json& a = c.raw("axis");
+    if (a.is_null()) {
+      o.axis.clear();
+    } else if (a.is_array()) {
+      o.axis = get_int_list(c, "axis", -Shape::kMaxRank, Shape::kMaxRank - 1);
+    } else {
+      o.axis = {static_cast<int>(c.get_int("axis", -Shape::kMaxRank, Shape::kMaxRank - 1))};
+    }
+  }
+  o.mean = get_float_list(c, "mean", o.mean);
+  o.variance = get_float_list(c, "variance", o.variance);
+  o.invert = c.get_bool("invert", o.invert);
+  c.finish();
+  return std::make_unique<Normalization>(o);
+}
+
 const std::map<std::string, LayerCodec>& layer_table() {
   static const std::map<std::string, LayerCodec> table = {
       {"Dense", {dense_config, dense_from}},
@@ -505,14 +653,34 @@ const std::map<std::string, LayerCodec>& layer_table() {
           c.finish();
           return std::make_unique<Activation>(name);
         }}},
-      {"Dropout",
+      {"Dropout", {dropout_config, dropout_from}},
+      {"ReLU", {relu_config, relu_from}},
+      {"Rescaling", {rescaling_config, rescaling_from}},
+      {"Normalization", {normalization_config, normalization_from}},
+      {"Reshape",
        {[](const Layer& l) -> json {
-          return {{"rate", dynamic_cast<const Dropout&>(l).rate()}};
+          return {{"target_shape", dynamic_cast<const Reshape&>(l).target_shape()}};
         },
         [](ConfigReader& c) -> std::unique_ptr<Layer> {
-          const float rate = c.get_float("rate", 0.0f);
+          const json& v = c.raw("target_shape");
+          if (!v.is_array() || v.empty() || v.size() > static_cast<std::size_t>(Shape::kMaxRank))
+            c.fail("key 'target_shape' must be a list of 1 to " +
+                   std::to_string(Shape::kMaxRank - 1) + " dimensions");
+          std::vector<std::int64_t> dims;
+          for (const auto& d : v) {
+            if (!d.is_number_integer() || d.get<std::int64_t>() < -1 ||
+                d.get<std::int64_t>() > (std::int64_t{1} << 40))
+              c.fail("key 'target_shape' holds an invalid dimension " + d.dump());
+            dims.push_back(d.get<std::int64_t>());
+          }
           c.finish();
-          return std::make_unique<Dropout>(rate);
+          return std::make_unique<Reshape>(dims);
+        }}},
+      {"Identity",
+       {[](const Layer&) -> json { return json::object(); },
+        [](ConfigReader& c) -> std::unique_ptr<Layer> {
+          c.finish();
+          return std::make_unique<Identity>();
         }}},
       {"Conv2D", {conv2d_config, conv2d_from}},
       {"MaxPooling2D", {pooling_config, pooling_from<MaxPooling2D>}},
@@ -872,7 +1040,7 @@ Model load_model(const std::string& path) {
       // A file may carry a valid checksum and still hold NaN/Inf (or a negative variance):
       // such weights would poison every output, so they are refused at the door.
       if (!t.all_finite()) throw IoError(context + wname + " contains NaN or Inf");
-      if (pw.name == "moving_variance") {
+      if (pw.name == "moving_variance" || pw.name == "variance") {
         for (float value : t.values())
           if (value < 0.0f)
             throw IoError(context + wname + " has a negative value " + std::to_string(value));

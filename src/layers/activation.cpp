@@ -8,31 +8,44 @@
 
 namespace bnorm {
 
+namespace {
+// Keras 3 names, canonical first; "swish" and "hard_swish" are Keras's aliases.
+struct NamedKind {
+  const char* name;
+  ActivationKind kind;
+};
+constexpr NamedKind kNames[] = {
+    {"linear", ActivationKind::linear},
+    {"relu", ActivationKind::relu},
+    {"sigmoid", ActivationKind::sigmoid},
+    {"tanh", ActivationKind::tanh},
+    {"softmax", ActivationKind::softmax},
+    {"silu", ActivationKind::silu},
+    {"gelu", ActivationKind::gelu},
+    {"hard_sigmoid", ActivationKind::hard_sigmoid},
+    {"hard_silu", ActivationKind::hard_silu},
+    {"elu", ActivationKind::elu},
+    {"leaky_relu", ActivationKind::leaky_relu},
+    {"relu6", ActivationKind::relu6},
+    {"swish", ActivationKind::silu},
+    {"hard_swish", ActivationKind::hard_silu},
+};
+}  // namespace
+
 ActivationKind parse_activation(const std::string& name) {
   std::string n = name;
   std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (n == "linear" || n.empty()) return ActivationKind::linear;
-  if (n == "relu") return ActivationKind::relu;
-  if (n == "sigmoid") return ActivationKind::sigmoid;
-  if (n == "tanh") return ActivationKind::tanh;
-  if (n == "softmax") return ActivationKind::softmax;
-  throw ValueError("unknown activation '" + name +
-                   "'; expected one of: linear, relu, sigmoid, tanh, softmax");
+  if (n.empty()) return ActivationKind::linear;
+  for (const NamedKind& k : kNames)
+    if (n == k.name) return k.kind;
+  std::string known;
+  for (const NamedKind& k : kNames) known += (known.empty() ? "" : ", ") + std::string(k.name);
+  throw ValueError("unknown activation '" + name + "'; expected one of: " + known);
 }
 
 std::string activation_name(ActivationKind kind) {
-  switch (kind) {
-    case ActivationKind::linear:
-      return "linear";
-    case ActivationKind::relu:
-      return "relu";
-    case ActivationKind::sigmoid:
-      return "sigmoid";
-    case ActivationKind::tanh:
-      return "tanh";
-    case ActivationKind::softmax:
-      return "softmax";
-  }
+  for (const NamedKind& k : kNames)
+    if (k.kind == kind) return k.name;
   return "linear";
 }
 
@@ -56,8 +69,10 @@ void Activation::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
   if (!compute_dx) return;
   dx.resize(dy.shape());
   const std::int64_t cols = dy.shape()[dy.rank() - 1];
-  kernels::activation_backward(activation_, dy.size() / cols, cols, output_.data(), dy.data(),
-                               dx.data());
+  // The input is the pre-activation that silu, gelu and hard_silu differentiate through; the
+  // model keeps it alive until backward, so nothing is stored.
+  kernels::activation_backward(activation_, dy.size() / cols, cols, last_input_->data(),
+                               output_.data(), dy.data(), dx.data());
 }
 
 void Activation::do_backward_from_logits(const Tensor& dlogits, bool compute_dx, Tensor& dx) {

@@ -44,6 +44,20 @@ BatchNormalization::BatchNormalization(Options options)
   }
 }
 
+BatchNormalization::Options BatchNormalization::with_axis(const std::vector<int>& axis,
+                                                          Options options) {
+  if (axis.size() != 1) {
+    std::string received = "[";
+    for (std::size_t i = 0; i < axis.size(); ++i)
+      received += (i ? ", " : "") + std::to_string(axis[i]);
+    throw ValueError(
+        "BatchNormalization: axis must be one integer or a list of one; received axis=" + received +
+        "]");
+  }
+  options.axis = axis[0];
+  return options;
+}
+
 BatchNormalization::Options BatchNormalization::pytorch_defaults() {
   Options o;
   o.momentum = 0.9;  // PyTorch momentum 0.1 weights the new value: Keras momentum = 1 - 0.1

@@ -159,8 +159,8 @@ void Conv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
   if (activation_ != ActivationKind::linear) {
     const std::int64_t cols = dy.shape()[dy.rank() - 1];
     dz_.resize(dy.shape());
-    kernels::activation_backward(activation_, dy.size() / cols, cols, output_.data(), dy.data(),
-                                 dz_.data());
+    kernels::activation_backward(activation_, dy.size() / cols, cols, z_.data(), output_.data(),
+                                 dy.data(), dz_.data());
     dz = &dz_;
   }
   const float* dz_nhwc = dz->data();

@@ -45,14 +45,18 @@ const Tensor* Dense::softmax_logits() const noexcept {
 }
 
 // Dense acts on the last axis: a batch (N, ..., in) is rows = N * ... of `in` features.
-// GEMM with beta = 0, then one epilogue pass y = activation(z + bias). Only softmax keeps z (its
-// logits feed the fused cross-entropy); relu, sigmoid and tanh differentiate through y itself.
+// GEMM with beta = 0, then one epilogue pass y = activation(z + bias). softmax keeps z (its
+// logits feed the fused cross-entropy), and so do silu, gelu and hard_silu, whose derivative needs
+// the pre-activation (kernels::activation_backward_needs_input; keeping z costs one output-sized
+// tensor, recomputing it would cost the GEMM again); the others differentiate through y itself.
 void Dense::do_forward(const Tensor& x, Mode, Tensor& y) {
   const std::int64_t in = kernel_->value.shape()[0], units = options_.units;
   const std::int64_t rows = x.size() / in;
   const int last = x.rank() - 1;
   y.resize_like(x.shape(), last, units);
-  Tensor& z = activation_ == ActivationKind::softmax ? z_ : y;
+  const bool keep_z = activation_ == ActivationKind::softmax ||
+                      kernels::activation_backward_needs_input(activation_);
+  Tensor& z = keep_z ? z_ : y;
   if (&z != &y) z.resize_like(x.shape(), last, units);
   kernels::gemm({rows, units, in}, false, false, 1.0f, x.data(), in, kernel_->value.data(), units,
                 0.0f, z.data(), units);
@@ -80,7 +84,8 @@ void Dense::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
   if (activation_ == ActivationKind::linear) return backward_linear(dy, compute_dx, dx);
   const std::int64_t units = options_.units;
   dz_.resize(dy.shape());
-  kernels::activation_backward(activation_, dy.size() / units, units, output_.data(), dy.data(),
+  const float* z = kernels::activation_backward_needs_input(activation_) ? z_.data() : nullptr;
+  kernels::activation_backward(activation_, dy.size() / units, units, z, output_.data(), dy.data(),
                                dz_.data());
   backward_linear(dz_, compute_dx, dx);
 }

@@ -6,26 +6,127 @@
 
 namespace bnorm {
 
-Dropout::Dropout(float rate) : Layer("dropout"), rate_(rate) {
+namespace {
+const Shape kRank1{1};
+
+std::string noise_text(const std::vector<std::optional<std::int64_t>>& n) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < n.size(); ++i)
+    s += (i ? ", " : "") + (n[i] ? std::to_string(*n[i]) : std::string("None"));
+  return s + ")";
+}
+}  // namespace
+
+namespace {
+Dropout::Options rate_only(float rate) {
+  Dropout::Options o;
+  o.rate = rate;
+  return o;
+}
+}  // namespace
+
+Dropout::Dropout(float rate) : Dropout(rate_only(rate)) {}
+
+Dropout::Dropout(Options options) : Layer("dropout"), options_(std::move(options)) {
+  const float rate = options_.rate;
   if (!(rate >= 0.0f && rate < 1.0f)) {
     throw ValueError("Dropout: rate must be in [0, 1); received " + std::to_string(rate));
   }
+  const auto& n = options_.noise_shape;
+  if (!n.empty()) {
+    if (n.size() < 2 || n.size() > static_cast<std::size_t>(Shape::kMaxRank)) {
+      throw ValueError(
+          "Dropout: noise_shape must have one entry per input axis, batch first (2 to " +
+          std::to_string(Shape::kMaxRank) + "); received " + noise_text(n));
+    }
+    for (const auto& d : n)
+      if (d && *d < 1)
+        throw ValueError("Dropout: noise_shape entries must be None or >= 1; received " +
+                         noise_text(n));
+  }
 }
 
-void Dropout::do_build(const Shape&, Random& rng) { rng_ = rng.split(); }
+void Dropout::do_build(const Shape& input_shape, Random& rng) {
+  rng_ = rng.split();  // split even with a seed: the model's other layers draw the same either way
+  if (options_.seed) rng_ = Random(*options_.seed);
+  const auto& n = options_.noise_shape;
+  if (n.empty()) return;
+  if (static_cast<int>(n.size()) != input_shape.rank() + 1) {
+    throw ShapeError(label() + ": noise_shape " + noise_text(n) + " has " +
+                     std::to_string(n.size()) + " entries; the input (None, " +
+                     input_shape.str().substr(1) + " has " +
+                     std::to_string(input_shape.rank() + 1));
+  }
+  for (int a = 1; a <= input_shape.rank(); ++a) {
+    const auto& d = n[static_cast<std::size_t>(a)];
+    if (d && *d != 1 && *d != input_shape[a - 1]) {
+      throw ShapeError(label() + ": noise_shape " + noise_text(n) + " entry " + std::to_string(a) +
+                       " must be None, 1 or " + std::to_string(input_shape[a - 1]));
+    }
+  }
+}
+
+bool Dropout::per_value_mask(std::int64_t batch) const noexcept {
+  const auto& n = options_.noise_shape;
+  if (n.empty()) return true;
+  const Shape& in = input_shape();
+  if (n[0] && *n[0] != batch) return false;
+  for (int a = 1; a <= in.rank(); ++a) {
+    const auto& d = n[static_cast<std::size_t>(a)];
+    if (d && *d != in[a - 1]) return false;
+  }
+  return true;
+}
 
 void Dropout::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   y.resize(x.shape());
-  last_training_ = mode == Mode::training && rate_ > 0.0f;
+  const float rate = options_.rate;
+  last_training_ = mode == Mode::training && rate > 0.0f;
   if (!last_training_) {
     std::copy(x.data(), x.data() + x.size(), y.data());
     return;
   }
   mask_.resize(x.shape());
-  const float keep_scale = 1.0f / (1.0f - rate_);
+  const float keep_scale = 1.0f / (1.0f - rate);
+  const std::int64_t batch = x.shape()[0];
+  if (per_value_mask(batch)) {
+    for (std::int64_t i = 0; i < x.size(); ++i) {
+      mask_[i] = rng_.uniform() >= rate ? keep_scale : 0.0f;
+      y[i] = x[i] * mask_[i];
+    }
+    return;
+  }
+  // One draw per element of the concrete noise shape (row-major), broadcast over the axes where
+  // noise_shape is 1.
+  const auto& n = options_.noise_shape;
+  if (n[0] && *n[0] != 1 && *n[0] != batch) {
+    throw ShapeError(label() + ": noise_shape " + noise_text(n) + " fixes the batch at " +
+                     std::to_string(*n[0]) + "; received a batch of " + std::to_string(batch));
+  }
+  const int rank = x.rank();
+  std::int64_t noise_dims[Shape::kMaxRank], noise_strides[Shape::kMaxRank];
+  std::int64_t noise_size = 1;
+  for (int a = rank - 1; a >= 0; --a) {
+    const auto& d = n[static_cast<std::size_t>(a)];
+    noise_dims[a] = d ? *d : x.shape()[a];
+    noise_strides[a] = noise_dims[a] == 1 ? 0 : noise_size;
+    noise_size *= noise_dims[a];
+  }
+  noise_.resize_like(kRank1, 0, noise_size);  // no allocation once the capacity suffices
+  for (std::int64_t i = 0; i < noise_size; ++i)
+    noise_[i] = rng_.uniform() >= rate ? keep_scale : 0.0f;
+  // Walk x in row-major order with a multi-index; the noise offset follows the broadcast strides.
+  std::int64_t index[Shape::kMaxRank] = {};
+  std::int64_t offset = 0;
   for (std::int64_t i = 0; i < x.size(); ++i) {
-    mask_[i] = rng_.uniform() >= rate_ ? keep_scale : 0.0f;
+    mask_[i] = noise_[offset];
     y[i] = x[i] * mask_[i];
+    for (int a = rank - 1; a >= 0; --a) {
+      offset += noise_strides[a];
+      if (++index[a] < x.shape()[a]) break;
+      offset -= noise_strides[a] * index[a];
+      index[a] = 0;
+    }
   }
 }
 

@@ -15,16 +15,21 @@
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
+#include "bnorm/layers/elementwise.hpp"
 #include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/normalization.hpp"
 #include "bnorm/layers/pooling.hpp"
+#include "bnorm/layers/reshape.hpp"
 
 namespace bnorm {
 
 namespace {
 constexpr const char* kKnown =
     "known layers: dense<units>[-<activation>], conv<filters>-<k>[x<k>][-same|-valid]"
-    "[-<activation>], maxpool<k>, avgpool<k>, gap, bn, dropout<rate>, flatten, relu, sigmoid, "
-    "tanh, softmax, linear";
+    "[-<activation>], maxpool<k>, avgpool<k>, gap, bn, dropout<rate>, flatten, "
+    "reshape<d>[x<d>...], rescaling:scale=S, normalization:mean=M:variance=V, identity, "
+    "relu[:max_value=..:negative_slope=..:threshold=..], sigmoid, tanh, softmax, linear, silu, "
+    "swish, gelu, hard_sigmoid, hard_silu, hard_swish, elu, leaky_relu, relu6";
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> parts;
@@ -178,15 +183,63 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
   }
   if (h.rfind("dropout", 0) == 0) {
     const double rate = parse_number(spec, text, h.substr(7));
-    return finish(std::make_unique<Dropout>(static_cast<float>(rate)));
+    Dropout::Options o;
+    o.rate = static_cast<float>(rate);
+    if (auto v = take("seed")) {
+      const double seed = parse_number(spec, text, *v);
+      if (seed < 0 || seed != std::floor(seed) || seed > 9.0e15)
+        fail(spec, text, "seed must be a non-negative integer");
+      o.seed = static_cast<std::uint64_t>(seed);
+    }
+    return finish(std::make_unique<Dropout>(o));
+  }
+  if (h.rfind("reshape", 0) == 0) {
+    // reshape<d>[x<d>...], one d may be -1: reshape7x7x16, reshape-1x4
+    std::vector<std::int64_t> dims;
+    for (const auto& d : split(h.substr(7), 'x')) {
+      const double v = parse_number(spec, text, d);
+      if (v != std::floor(v) || v < -1 || v > 1e9)
+        fail(spec, text, "target_shape dimensions must be integers >= 0 or -1");
+      dims.push_back(static_cast<std::int64_t>(v));
+    }
+    return finish(std::make_unique<Reshape>(dims));
+  }
+  if (h == "rescaling") {
+    Rescaling::Options o;
+    auto scale = take("scale");
+    if (!scale) fail(spec, text, "rescaling needs scale=S");
+    o.scale = {static_cast<float>(parse_number(spec, text, *scale))};
+    if (auto v = take("offset")) o.offset = {static_cast<float>(parse_number(spec, text, *v))};
+    return finish(std::make_unique<Rescaling>(o));
+  }
+  if (h == "normalization") {
+    Normalization::Options o;
+    auto mean = take("mean");
+    auto variance = take("variance");
+    if (mean) o.mean = {static_cast<float>(parse_number(spec, text, *mean))};
+    if (variance) o.variance = {static_cast<float>(parse_number(spec, text, *variance))};
+    if (auto v = take("invert")) o.invert = parse_bool(spec, text, *v);
+    return finish(std::make_unique<Normalization>(o));
+  }
+  if (h == "identity") return finish(std::make_unique<Identity>());
+  if (h == "relu" && !t.options.empty()) {
+    // Options make it the ReLU layer; a bare relu stays Activation('relu') (fused after bn).
+    ReLU::Options o;
+    if (auto v = take("max_value")) o.max_value = static_cast<float>(parse_number(spec, text, *v));
+    if (auto v = take("negative_slope"))
+      o.negative_slope = static_cast<float>(parse_number(spec, text, *v));
+    if (auto v = take("threshold")) o.threshold = static_cast<float>(parse_number(spec, text, *v));
+    return finish(std::make_unique<ReLU>(o));
   }
   if (h == "flatten") {
     Flatten::Options o;
     if (auto v = take("data_format")) o.data_format = *v;
     return finish(std::make_unique<Flatten>(o));
   }
-  if (h == "relu" || h == "sigmoid" || h == "tanh" || h == "softmax" || h == "linear") {
-    return finish(std::make_unique<Activation>(h));
+  for (const char* name :
+       {"relu", "sigmoid", "tanh", "softmax", "linear", "silu", "swish", "gelu", "hard_sigmoid",
+        "hard_silu", "hard_swish", "elu", "leaky_relu", "relu6"}) {
+    if (h == name) return finish(std::make_unique<Activation>(h));
   }
   throw ValueError("model spec '" + spec + "': unknown layer '" + text + "'; " + kKnown);
 }

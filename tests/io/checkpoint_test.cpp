@@ -24,8 +24,11 @@
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
+#include "bnorm/layers/elementwise.hpp"
 #include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/normalization.hpp"
 #include "bnorm/layers/pooling.hpp"
+#include "bnorm/layers/reshape.hpp"
 #include "bnorm/model/optimizers.hpp"
 #include "bnorm/model/sequential.hpp"
 #include "bnorm/model/spec.hpp"
@@ -611,6 +614,103 @@ TEST(ModelCheckpointTest, WritesAfterEveryEpoch) {
   options.callbacks = {&checkpoint};
   model.fit(x, y, options);
   expect_same_weights(model, load_model(path));
+}
+
+}  // namespace
+}  // namespace bnorm::io
+
+namespace bnorm::io {
+namespace {
+
+// Every elementwise and shape layer, Dropout's noise_shape/seed, the new activations and a
+// one-element BN axis list: saved and loaded with the same options, weights and predictions.
+TEST(Checkpoint, ElementwiseLayersRoundTrip) {
+  TempDir dir;
+  Sequential model(5, "elementwise");
+  model.add(Input{Shape{12}});
+  model.add(Rescaling(Rescaling::Options{.scale = {0.5f}, .offset = {-1.0f}}));
+  Normalization& norm = model.add(Normalization());
+  model.add(Reshape({2, -1}));
+  model.add(Rescaling(Rescaling::Options{.scale = std::vector<float>(6, 2.0f), .offset = {0.0f}}));
+  model.add(Dense(6, "gelu"));
+  model.add(ReLU(ReLU::Options{4.0f, 0.1f, 0.2f}));
+  Dropout::Options d;
+  d.rate = 0.2f;
+  d.noise_shape = {std::nullopt, 1, std::nullopt};
+  d.seed = 99;
+  model.add(Dropout(d));
+  model.add(BatchNormalization(BatchNormalization::with_axis({2})));
+  model.add(Activation("hard_swish"));
+  model.add(Identity());
+  model.add(Normalization(
+      Normalization::Options{.axis = {-1}, .mean = {0.5f}, .variance = {2.0f}, .invert = true}));
+  model.add(Flatten());
+  model.add(Dense(3, "softmax"));
+  Random rng(6);
+  const Tensor x = random_tensor(Shape{20, 12}, rng, 3.0f, 1.0f);
+  norm.adapt(x);  // weights mean/variance/count set before the model is built
+  model.build(Shape{12});
+  model.compile(make_optimizer("adam", 0.01), LossKind::sparse_categorical_crossentropy);
+  const Tensor y = random_labels(20, 3, rng);
+  for (int i = 0; i < 3; ++i) model.train_on_batch(x, y);
+
+  const std::string path = dir.file("elementwise.bnorm");
+  save_model(model, path);
+  Sequential loaded = load_model(path);
+  ASSERT_EQ(loaded.size(), model.size());
+  for (std::size_t i = 0; i < model.size(); ++i)
+    EXPECT_EQ(loaded.layer(i).class_name(), model.layer(i).class_name()) << i;
+  expect_same_weights(model, loaded);
+  EXPECT_TRUE(bit_equal(loaded.predict(x), model.predict(x)));
+  const auto& r = dynamic_cast<const ReLU&>(loaded.layer(5)).options();
+  EXPECT_EQ(r.max_value, 4.0f);
+  EXPECT_EQ(r.negative_slope, 0.1f);
+  EXPECT_EQ(r.threshold, 0.2f);
+  const auto& lo = dynamic_cast<const Dropout&>(loaded.layer(6)).options();
+  EXPECT_EQ(lo.noise_shape, d.noise_shape);
+  EXPECT_EQ(lo.seed, d.seed);
+  EXPECT_EQ(dynamic_cast<const Reshape&>(loaded.layer(2)).target_shape(),
+            (std::vector<std::int64_t>{2, -1}));
+  EXPECT_EQ(dynamic_cast<const Rescaling&>(loaded.layer(3)).options().scale.size(), 6u);
+  EXPECT_EQ(dynamic_cast<const BatchNormalization&>(loaded.layer(7)).options().axis, 2);
+  EXPECT_EQ(dynamic_cast<const Activation&>(loaded.layer(8)).activation(),
+            ActivationKind::hard_silu);
+  const auto& no = dynamic_cast<const Normalization&>(loaded.layer(10)).options();
+  EXPECT_TRUE(no.invert);
+  EXPECT_EQ(no.mean, std::vector<float>{0.5f});
+  EXPECT_EQ(loaded.layer(1).weights().size(), 3u);
+  // Saving the loaded model gives the same bytes.
+  save_model(loaded, dir.file("again.bnorm"));
+  EXPECT_EQ(read_bytes(path), read_bytes(dir.file("again.bnorm")));
+}
+
+// Keras configs carry lists where bnorm has one value: BN axis [3] is read, [1, 2] refused;
+// a negative Normalization variance weight is refused like a negative moving_variance.
+TEST(Checkpoint, KerasListFormsAndBadNormalizationWeights) {
+  TempDir dir;
+  const std::string path = dir.file("m.bnorm");
+  auto make = [] {
+    Sequential m(1, "lists");
+    m.add(Input{Shape{2, 3}});
+    m.add(BatchNormalization());
+    m.add(Normalization());
+    m.build(Shape{2, 3});
+    return m;
+  };
+  save_model(make(), path);
+  rewrite_description(path, [](json& doc) { doc["layers"][0]["config"]["axis"] = {2}; });
+  EXPECT_EQ(dynamic_cast<const BatchNormalization&>(load_model(path).layer(0)).options().axis, 2);
+  save_model(make(), path);
+  rewrite_description(path, [](json& doc) { doc["layers"][0]["config"]["axis"] = {1, 2}; });
+  EXPECT_CONTAINS(io_error([&] { load_model(path); }), "list of one");
+  save_model(make(), path);
+  rewrite_description(path, [](json& doc) { doc["layers"][1]["config"]["axis"] = -1; });
+  EXPECT_EQ(dynamic_cast<const Normalization&>(load_model(path).layer(1)).options().axis,
+            std::vector<int>{-1});
+  Sequential bad = make();
+  bad.layer(1).weights()[1]->value[0] = -1.0f;
+  save_model(bad, path);
+  EXPECT_CONTAINS(io_error([&] { load_model(path); }), "negative value");
 }
 
 }  // namespace

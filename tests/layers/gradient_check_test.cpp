@@ -6,6 +6,12 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/layers/activation.hpp"
+#include "bnorm/layers/conv2d.hpp"
+#include "bnorm/layers/dense.hpp"
+#include "bnorm/layers/elementwise.hpp"
+#include "bnorm/layers/normalization.hpp"
+#include "kernels/activation.hpp"
 #include "kernels/batch_norm.hpp"
 #include "support/test_support.hpp"
 
@@ -103,6 +109,75 @@ TEST(GradientCheck, CatchesMissingBatchStatisticTerms) {
   bad.build(Shape{3}, rng);
   EXPECT_TRUE(test::check_layer_gradients(good, x));
   EXPECT_FALSE(test::check_layer_gradients(bad, x));
+}
+
+// The Keras 3 activations and elementwise layers by central differences, with non-trivial state:
+// Dense/Conv2D with activations that differentiate through the kept pre-activation, an adapted
+// Normalization, per-channel Rescaling and a ReLU with every option.
+TEST(GradientCheck, NewActivationsAndElementwiseLayers) {
+  Random rng(31);
+  const Tensor x = test::random_normal(Shape{5, 6}, rng, 0.2f, 1.5f);
+  for (const char* act :
+       {"silu", "gelu", "hard_silu", "hard_sigmoid", "elu", "leaky_relu", "relu6"}) {
+    SCOPED_TRACE(act);
+    Dense dense(3, act);
+    dense.build(Shape{6}, rng);
+    test::GradCheckOptions o;
+    o.allow_kinks = true;
+    EXPECT_TRUE(test::check_layer_gradients(dense, x, o));
+    Activation a(act);
+    a.build(Shape{6}, rng);
+    EXPECT_TRUE(test::check_layer_gradients(a, x, o));
+  }
+  Conv2D::Options c;
+  c.filters = 2;
+  c.kernel_size = {2, 2};
+  c.activation = "gelu";
+  Conv2D conv(c);
+  conv.build(Shape{3, 3, 2}, rng);
+  EXPECT_TRUE(test::check_layer_gradients(conv, test::random_normal(Shape{2, 3, 3, 2}, rng)));
+
+  Normalization n;
+  n.adapt(test::random_normal(Shape{50, 6}, rng, 3.0f, 0.5f));
+  EXPECT_TRUE(test::check_layer_gradients(n, x));
+  Normalization inv(
+      Normalization::Options{.axis = {-1}, .mean = {1.0f}, .variance = {9.0f}, .invert = true});
+  inv.build(Shape{6}, rng);
+  EXPECT_TRUE(test::check_layer_gradients(inv, x));
+  Rescaling s(Rescaling::Options{.scale = {1, -2, 3, 0.5f, 4, -1}, .offset = {0.5f}});
+  s.build(Shape{6}, rng);
+  EXPECT_TRUE(test::check_layer_gradients(s, x));
+  ReLU r(ReLU::Options{1.5f, 0.2f, 0.3f});
+  r.build(Shape{6}, rng);
+  test::GradCheckOptions kinks;
+  kinks.allow_kinks = true;
+  EXPECT_TRUE(test::check_layer_gradients(r, x, kinks));
+}
+
+// A gelu Dense differentiated as if through y (the y-only kernel form) is caught: NaN gradients.
+TEST(GradientCheck, CatchesAPreActivationKindWithoutItsInput) {
+  class YOnlyGelu final : public Layer {
+   public:
+    YOnlyGelu() : Layer("y_only_gelu") {}
+    std::string class_name() const override { return "YOnlyGelu"; }
+    Shape output_shape(const Shape& s) const override { return s; }
+
+   protected:
+    void do_build(const Shape&, Random&) override {}
+    void do_forward(const Tensor& x, Mode, Tensor& y) override {
+      y.resize(x.shape());
+      kernels::activation_forward(ActivationKind::gelu, 1, x.size(), x.data(), y.data());
+    }
+    void do_backward(const Tensor& dy, bool, Tensor& dx) override {
+      dx.resize(dy.shape());
+      kernels::activation_backward(ActivationKind::gelu, 1, dy.size(), output_.data(), dy.data(),
+                                   dx.data());
+    }
+  };
+  YOnlyGelu bad;
+  Random rng(3);
+  bad.build(Shape{4}, rng);
+  EXPECT_FALSE(test::check_layer_gradients(bad, test::random_normal(Shape{3, 4}, rng)));
 }
 
 TEST(GradientCheck, ExpectCloseReportsTheWorstElement) {

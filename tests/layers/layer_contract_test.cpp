@@ -6,6 +6,7 @@
 #include <array>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -16,8 +17,11 @@
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
+#include "bnorm/layers/elementwise.hpp"
 #include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/normalization.hpp"
 #include "bnorm/layers/pooling.hpp"
+#include "bnorm/layers/reshape.hpp"
 #include "support/test_support.hpp"
 
 namespace bnorm {
@@ -176,6 +180,104 @@ void add_image_cases(std::vector<LayerCase>& c) {
                Shape{3, 4, 5}, Shape{1, 1, 5}, 0, 0, 3});
 }
 
+// The Keras 3 activations added for real architectures, the elementwise and shape layers, and
+// Dropout's noise_shape.
+void add_elementwise_cases(std::vector<LayerCase>& c) {
+  for (const char* act :
+       {"silu", "gelu", "hard_sigmoid", "hard_silu", "elu", "leaky_relu", "relu6", "swish"}) {
+    const std::string a = act;
+    const bool kinks =
+        a == "hard_sigmoid" || a == "hard_silu" || a == "leaky_relu" || a == "relu6" || a == "elu";
+    c.push_back(
+        {"Dense_" + a, [a] { return dense(4, a); }, Shape{5}, Shape{4}, 24, 24, 6, false, kinks});
+    c.push_back({"Activation_" + a, [a] { return std::make_unique<Activation>(a); }, Shape{7},
+                 Shape{7}, 0, 0, 6, false, kinks});
+  }
+  c.push_back({"Conv2D_gelu",
+               [] {
+                 return conv(3, {3, 3}, 1, "same", 1, true, "channels_last", "gelu");
+               },
+               Shape{4, 4, 2}, Shape{4, 4, 3}, 57, 57, 3});
+  c.push_back({"Conv2D_channels_first_silu",
+               [] {
+                 return conv(2, {3, 3}, 1, "valid", 1, true, "channels_first", "silu");
+               },
+               Shape{3, 5, 4}, Shape{2, 3, 2}, 56, 56, 3});
+  auto relu = [](std::optional<float> max_value, float slope, float threshold) {
+    return [=] { return std::make_unique<ReLU>(ReLU::Options{max_value, slope, threshold}); };
+  };
+  c.push_back(
+      {"ReLU_default", relu(std::nullopt, 0.0f, 0.0f), Shape{9}, Shape{9}, 0, 0, 6, false, true});
+  c.push_back(
+      {"ReLU_leaky", relu(std::nullopt, 0.3f, 0.0f), Shape{9}, Shape{9}, 0, 0, 6, false, true});
+  c.push_back(
+      {"ReLU_max6", relu(6.0f, 0.0f, 0.0f), Shape{2, 3}, Shape{2, 3}, 0, 0, 6, false, true});
+  c.push_back(
+      {"ReLU_all_options", relu(1.0f, 0.2f, 0.4f), Shape{9}, Shape{9}, 0, 0, 6, false, true});
+  c.push_back({"Reshape_infer",
+               [] {
+                 return std::make_unique<Reshape>(std::vector<std::int64_t>{4, -1});
+               },
+               Shape{2, 3, 4}, Shape{4, 6}, 0, 0, 3});
+  c.push_back({"Reshape_to_image",
+               [] {
+                 return std::make_unique<Reshape>(std::vector<std::int64_t>{2, 3, 2});
+               },
+               Shape{12}, Shape{2, 3, 2}, 0, 0, 4});
+  c.push_back({"Rescaling_scalar", [] { return std::make_unique<Rescaling>(1.0f / 255.0f, -0.5f); },
+               Shape{3, 4}, Shape{3, 4}, 0, 0, 4});
+  c.push_back({"Rescaling_per_channel",
+               [] {
+                 return std::make_unique<Rescaling>(Rescaling::Options{
+                     .scale = {0.5f, -2.0f, 3.0f}, .offset = {1.0f, 0.0f, -1.0f}});
+               },
+               Shape{2, 2, 3}, Shape{2, 2, 3}, 0, 0, 4});
+  c.push_back({"Normalization_adapt_mode", [] { return std::make_unique<Normalization>(); },
+               Shape{2, 5}, Shape{2, 5}, 11, 0, 4});
+  c.push_back({"Normalization_axes_1_2",
+               [] {
+                 Normalization::Options o;
+                 o.axis = {1, 2};
+                 return std::make_unique<Normalization>(o);
+               },
+               Shape{2, 3, 4}, Shape{2, 3, 4}, 13, 0, 3});
+  c.push_back({"Normalization_fixed",
+               [] {
+                 Normalization::Options o;
+                 o.mean = {0.5f, -1.0f, 2.0f};
+                 o.variance = {4.0f, 0.25f, 1e-16f};
+                 return std::make_unique<Normalization>(o);
+               },
+               Shape{3}, Shape{3}, 0, 0, 6});
+  c.push_back({"Normalization_fixed_invert",
+               [] {
+                 Normalization::Options o;
+                 o.mean = {0.5f};
+                 o.variance = {4.0f};
+                 o.invert = true;
+                 return std::make_unique<Normalization>(o);
+               },
+               Shape{2, 3}, Shape{2, 3}, 0, 0, 6});
+  c.push_back(
+      {"Identity", [] { return std::make_unique<Identity>(); }, Shape{2, 3}, Shape{2, 3}, 0, 0, 4});
+  c.push_back({"Dropout_noise_shape_spatial",
+               [] {
+                 Dropout::Options o;
+                 o.rate = 0.4f;
+                 o.noise_shape = {std::nullopt, 1, 1, std::nullopt};
+                 return std::make_unique<Dropout>(o);
+               },
+               Shape{3, 2, 4}, Shape{3, 2, 4}, 0, 0, 5, true});
+  c.push_back({"Dropout_seeded",
+               [] {
+                 Dropout::Options o;
+                 o.rate = 0.3f;
+                 o.seed = 17;
+                 return std::make_unique<Dropout>(o);
+               },
+               Shape{8}, Shape{8}, 0, 0, 6, true});
+}
+
 std::vector<LayerCase> cases() {
   std::vector<LayerCase> c;
   for (const char* act : {"linear", "relu", "sigmoid", "tanh", "softmax"}) {
@@ -243,6 +345,7 @@ std::vector<LayerCase> cases() {
                },
                Shape{3, 2, 2}, Shape{3, 2, 2}, 12, 6, 4});
   add_image_cases(c);
+  add_elementwise_cases(c);
   return c;
 }
 

@@ -12,8 +12,11 @@
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
+#include "bnorm/layers/elementwise.hpp"
 #include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/normalization.hpp"
 #include "bnorm/layers/pooling.hpp"
+#include "bnorm/layers/reshape.hpp"
 
 namespace bnorm {
 namespace {
@@ -121,7 +124,7 @@ TEST(Spec, AppendsToAnExistingModel) {
 TEST(Spec, UnknownTokenNamesTheToken) {
   expect_spec_error("dense64-relu,conv3x3,dense10", "conv3x3");
   expect_spec_error("dense64-relu,bn,dense10-softmax,frobnicate", "frobnicate");
-  expect_spec_error("dense64-swish", "swish");
+  expect_spec_error("dense64-mish", "mish");  // swish became a known activation (silu)
   expect_spec_error("denseX", "denseX");
   expect_spec_error("dense0", "dense0");
   expect_spec_error("dense-5", "dense-5");
@@ -240,6 +243,43 @@ TEST(Spec, InvalidConvolutionAndPooling) {
   expect_spec_error("maxpool2-wide", "maxpool2-wide");
   expect_spec_error("avgpool2:strides=0x1", "strides");
   expect_spec_error("gap:keepdims=maybe", "keepdims");
+}
+
+TEST(Spec, ElementwiseAndShapeTokens) {
+  Sequential m(1);
+  m.add(Input{Shape{784}});
+  add_layers_from_spec(
+      m,
+      "rescaling:scale=0.5:offset=-1,normalization:mean=0.5:variance=0.25,reshape28x-1,identity,"
+      "flatten,dense32-gelu,relu:max_value=6:negative_slope=0.1,relu,silu,swish,hard_swish,elu,"
+      "leaky_relu,relu6,hard_sigmoid,dropout0.2:seed=7,dense10-softmax");
+  ASSERT_EQ(m.size(), 17u);
+  const auto& r = dynamic_cast<Rescaling&>(m.layer(0)).options();
+  EXPECT_EQ(r.scale, std::vector<float>{0.5f});
+  EXPECT_EQ(r.offset, std::vector<float>{-1.0f});
+  EXPECT_EQ(dynamic_cast<Normalization&>(m.layer(1)).options().variance, std::vector<float>{0.25f});
+  EXPECT_EQ(dynamic_cast<Reshape&>(m.layer(2)).target_shape(), (std::vector<std::int64_t>{28, -1}));
+  EXPECT_EQ(m.layer(3).class_name(), "Identity");
+  EXPECT_EQ(dynamic_cast<Dense&>(m.layer(5)).activation(), ActivationKind::gelu);
+  const auto& relu = dynamic_cast<ReLU&>(m.layer(6)).options();
+  EXPECT_EQ(relu.max_value, 6.0f);
+  EXPECT_EQ(relu.negative_slope, 0.1f);
+  EXPECT_EQ(dynamic_cast<Activation&>(m.layer(7)).activation(), ActivationKind::relu);
+  EXPECT_EQ(dynamic_cast<Activation&>(m.layer(9)).activation(), ActivationKind::silu);
+  EXPECT_EQ(dynamic_cast<Activation&>(m.layer(10)).activation(), ActivationKind::hard_silu);
+  EXPECT_EQ(dynamic_cast<Dropout&>(m.layer(15)).options().seed, 7u);
+  m.build();
+  EXPECT_EQ(m.layer(2).output_shape(Shape{784}), (Shape{28, 28}));
+}
+
+TEST(Spec, InvalidElementwiseTokens) {
+  expect_spec_error("rescaling", "scale");
+  expect_spec_error("reshape2x-1x-1", "at most one unknown");
+  expect_spec_error("reshapeax2", "not a number");
+  expect_spec_error("relu:max_value=-1", "max_value");
+  expect_spec_error("normalization:mean=1", "both mean and variance");
+  expect_spec_error("dropout0.2:seed=-1", "seed");
+  expect_spec_error("identity:x=1", "unknown option");
 }
 
 }  // namespace

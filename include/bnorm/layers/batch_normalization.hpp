@@ -45,6 +45,11 @@ class BatchNormalization final : public Layer {
   // PyTorch BatchNorm*d defaults in this layer's terms: momentum 0.9 (= 1 - 0.1), epsilon 1e-5,
   // Bessel-corrected moving variance, error on one value per channel.
   static Options pytorch_defaults();
+  // Keras accepts axis as a list; legacy configs carry e.g. [3]. A list of exactly one axis is
+  // that axis (BatchNormalization(BatchNormalization::with_axis({3}))); any other length is a
+  // ValueError, as bnorm normalizes over one axis.
+  static Options with_axis(const std::vector<int>& axis, Options options);
+  static Options with_axis(const std::vector<int>& axis) { return with_axis(axis, Options{}); }
 
   std::string class_name() const override { return "BatchNormalization"; }
   Shape output_shape(const Shape& input_shape) const override { return input_shape; }

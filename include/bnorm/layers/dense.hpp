@@ -42,7 +42,7 @@ class Dense final : public Layer {
   ActivationKind activation_;
   Variable* kernel_ = nullptr;
   Variable* bias_ = nullptr;
-  Tensor z_;  // pre-activation, kept only for softmax (its logits)
+  Tensor z_;  // pre-activation, kept for softmax (its logits) and for silu, gelu, hard_silu
   Tensor dz_;
 };
 

@@ -1,0 +1,161 @@
+#include "kernels/elementwise.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace bnorm::kernels {
+
+namespace {
+inline float relu(float t) noexcept { return t < 0.0f ? 0.0f : t; }
+
+// The three cases of keras.activations.relu (see the header).
+bool is_leaky(const ReluParams& p) noexcept {
+  return p.negative_slope != 0.0f && !p.has_max_value && p.threshold == 0.0f;
+}
+bool is_relu6(const ReluParams& p) noexcept {
+  return p.threshold == 0.0f && p.has_max_value && p.max_value == 6.0f;
+}
+// The positive part before the clip.
+inline float positive_part(const ReluParams& p, bool relu6, float x) noexcept {
+  if (p.threshold != 0.0f) return x * (x > p.threshold ? 1.0f : 0.0f);
+  if (relu6) return std::min(relu(x), 6.0f);
+  return relu(x);
+}
+}  // namespace
+
+void relu_forward(const ReluParams& p, std::int64_t n, const float* x, float* y) noexcept {
+  if (is_leaky(p)) {
+    for (std::int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : x[i] * p.negative_slope;
+    return;
+  }
+  const bool relu6 = is_relu6(p);
+  const bool clip = p.has_max_value && !relu6;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float t = x[i];
+    float pos = positive_part(p, relu6, t);
+    if (clip) pos = std::min(std::max(pos, 0.0f), p.max_value);
+    if (p.negative_slope != 0.0f) pos -= p.negative_slope * relu(-t + p.threshold);
+    y[i] = pos;
+  }
+}
+
+void relu_backward(const ReluParams& p, std::int64_t n, const float* x, const float* dy,
+                   float* dx) noexcept {
+  if (is_leaky(p)) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float g = dy[i];
+      dx[i] = x[i] > 0.0f ? g : g * p.negative_slope;
+    }
+    return;
+  }
+  const bool relu6 = is_relu6(p);
+  const bool clip = p.has_max_value && !relu6;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float t = x[i], g = dy[i];
+    bool pass;
+    if (p.threshold != 0.0f) {
+      pass = t > p.threshold;
+    } else if (relu6) {
+      pass = t > 0.0f && t < 6.0f;
+    } else {
+      pass = t > 0.0f;
+    }
+    if (clip && pass) pass = !(positive_part(p, relu6, t) > p.max_value);
+    float d = pass ? g : 0.0f;
+    if (p.negative_slope != 0.0f && -t + p.threshold > 0.0f) d = g * p.negative_slope;
+    dx[i] = d;
+  }
+}
+
+void rescale_forward(std::int64_t rows, std::int64_t cols, const float* scale,
+                     bool scale_per_channel, const float* offset, bool offset_per_channel,
+                     const float* x, float* y) noexcept {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float s = scale[scale_per_channel ? c : 0];
+      const float o = offset[offset_per_channel ? c : 0];
+      const float scaled = xr[c] * s;  // two roundings, as TensorFlow's Mul then Add
+      yr[c] = scaled + o;
+    }
+  }
+}
+
+void rescale_backward(std::int64_t rows, std::int64_t cols, const float* scale,
+                      bool scale_per_channel, const float* dy, float* dx) noexcept {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* gr = dy + r * cols;
+    float* dr = dx + r * cols;
+    for (std::int64_t c = 0; c < cols; ++c) dr[c] = gr[c] * scale[scale_per_channel ? c : 0];
+  }
+}
+
+void normalization_denominator(std::int64_t channels, const float* variance,
+                               float* denom) noexcept {
+  // keras.backend.epsilon() = 1e-7, compared in float32. std::max(NaN, eps) keeps the NaN (as
+  // tf.maximum does), so a bad variance shows instead of hiding behind epsilon.
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const float s = std::sqrt(variance[c]);
+    denom[c] = s < 1e-7f ? 1e-7f : s;
+  }
+}
+
+void normalization_forward(std::int64_t outer, std::int64_t channels, std::int64_t inner,
+                           const float* mean, const float* denom, bool invert, const float* x,
+                           float* y) noexcept {
+  for (std::int64_t o = 0; o < outer; ++o) {
+    for (std::int64_t c = 0; c < channels; ++c) {
+      const std::int64_t base = (o * channels + c) * inner;
+      const float m = mean[c], d = denom[c];
+      if (invert) {
+        for (std::int64_t i = 0; i < inner; ++i) {
+          const float scaled = x[base + i] * d;
+          y[base + i] = m + scaled;
+        }
+      } else {
+        for (std::int64_t i = 0; i < inner; ++i) y[base + i] = (x[base + i] - m) / d;
+      }
+    }
+  }
+}
+
+void normalization_backward(std::int64_t outer, std::int64_t channels, std::int64_t inner,
+                            const float* denom, bool invert, const float* dy, float* dx) noexcept {
+  for (std::int64_t o = 0; o < outer; ++o) {
+    for (std::int64_t c = 0; c < channels; ++c) {
+      const std::int64_t base = (o * channels + c) * inner;
+      const float d = denom[c];
+      if (invert) {
+        for (std::int64_t i = 0; i < inner; ++i) dx[base + i] = dy[base + i] * d;
+      } else {
+        for (std::int64_t i = 0; i < inner; ++i) dx[base + i] = dy[base + i] / d;
+      }
+    }
+  }
+}
+
+void normalization_moments(std::int64_t outer, std::int64_t channels, std::int64_t inner,
+                           const float* x, float* mean, float* variance) noexcept {
+  const double count = static_cast<double>(outer) * static_cast<double>(inner);
+  for (std::int64_t c = 0; c < channels; ++c) {
+    double sum = 0.0;
+    for (std::int64_t o = 0; o < outer; ++o) {
+      const float* xr = x + (o * channels + c) * inner;
+      for (std::int64_t i = 0; i < inner; ++i) sum += xr[i];
+    }
+    const double m = count > 0 ? sum / count : 0.0;
+    double ss = 0.0;
+    for (std::int64_t o = 0; o < outer; ++o) {
+      const float* xr = x + (o * channels + c) * inner;
+      for (std::int64_t i = 0; i < inner; ++i) {
+        const double d = xr[i] - m;
+        ss += d * d;
+      }
+    }
+    mean[c] = static_cast<float>(m);
+    variance[c] = static_cast<float>(count > 0 ? ss / count : 0.0);
+  }
+}
+
+}  // namespace bnorm::kernels
