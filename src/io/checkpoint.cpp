@@ -29,12 +29,15 @@
 #include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
+#include "bnorm/layers/depthwise_conv2d.hpp"
 #include "bnorm/layers/dropout.hpp"
 #include "bnorm/layers/elementwise.hpp"
 #include "bnorm/layers/flatten.hpp"
 #include "bnorm/layers/normalization.hpp"
 #include "bnorm/layers/pooling.hpp"
 #include "bnorm/layers/reshape.hpp"
+#include "bnorm/layers/separable_conv2d.hpp"
+#include "bnorm/layers/zero_padding2d.hpp"
 
 namespace bnorm::io {
 
@@ -640,6 +643,128 @@ std::unique_ptr<Layer> normalization_from(ConfigReader& c) {
   return std::make_unique<Normalization>(o);
 }
 
+// DepthwiseConv2D and SeparableConv2D: the depthwise half's keys, read and written alike.
+template <class Options>
+void put_depthwise(json& j, const Options& o) {
+  j["kernel_size"] = pair_json(o.kernel_size);
+  j["strides"] = pair_json(o.strides);
+  j["padding"] = o.padding;
+  j["depth_multiplier"] = o.depth_multiplier;
+  j["data_format"] = o.data_format;
+  j["dilation_rate"] = pair_json(o.dilation_rate);
+  j["activation"] = o.activation;
+  j["use_bias"] = o.use_bias;
+  j["depthwise_initializer"] = initializer_to_json(o.depthwise_initializer);
+}
+template <class Options>
+void get_depthwise(ConfigReader& c, Options& o) {
+  if (!c.has("kernel_size")) c.raw("kernel_size");  // required: reports the missing key
+  o.kernel_size = get_pair(c, "kernel_size", o.kernel_size);
+  o.strides = get_pair(c, "strides", o.strides);
+  o.padding = c.has("padding") ? c.get_string("padding") : o.padding;
+  o.depth_multiplier = c.get_int("depth_multiplier", 1, std::int64_t{1} << 31, o.depth_multiplier);
+  o.data_format = c.has("data_format") ? c.get_string("data_format") : o.data_format;
+  o.dilation_rate = get_pair(c, "dilation_rate", o.dilation_rate);
+  o.activation = c.has("activation") ? c.get_string("activation") : o.activation;
+  o.use_bias = c.get_bool("use_bias", o.use_bias);
+  o.depthwise_initializer = c.get_initializer("depthwise_initializer", o.depthwise_initializer);
+  o.bias_initializer = c.get_initializer("bias_initializer", o.bias_initializer);
+  o.depthwise_l2 = c.get_number<decltype(o.depthwise_l2)>("depthwise_l2", o.depthwise_l2);
+  o.bias_l2 = c.get_number<decltype(o.bias_l2)>("bias_l2", o.bias_l2);
+}
+
+json depthwise_conv2d_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const DepthwiseConv2D&>(layer).options();
+  json j = json::object();
+  put_depthwise(j, o);
+  j["bias_initializer"] = initializer_to_json(o.bias_initializer);
+  j["depthwise_l2"] = o.depthwise_l2;
+  j["bias_l2"] = o.bias_l2;
+  return j;
+}
+std::unique_ptr<Layer> depthwise_conv2d_from(ConfigReader& c) {
+  DepthwiseConv2D::Options o;
+  get_depthwise(c, o);
+  c.finish();
+  return std::make_unique<DepthwiseConv2D>(o);
+}
+
+json separable_conv2d_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const SeparableConv2D&>(layer).options();
+  json j = {{"filters", o.filters}};
+  put_depthwise(j, o);
+  j["pointwise_initializer"] = initializer_to_json(o.pointwise_initializer);
+  j["bias_initializer"] = initializer_to_json(o.bias_initializer);
+  j["depthwise_l2"] = o.depthwise_l2;
+  j["pointwise_l2"] = o.pointwise_l2;
+  j["bias_l2"] = o.bias_l2;
+  return j;
+}
+std::unique_ptr<Layer> separable_conv2d_from(ConfigReader& c) {
+  SeparableConv2D::Options o;
+  o.filters = c.get_int("filters", 1, std::int64_t{1} << 31);
+  get_depthwise(c, o);
+  o.pointwise_initializer = c.get_initializer("pointwise_initializer", o.pointwise_initializer);
+  o.pointwise_l2 = c.get_number<decltype(o.pointwise_l2)>("pointwise_l2", o.pointwise_l2);
+  c.finish();
+  return std::make_unique<SeparableConv2D>(o);
+}
+
+// ZeroPadding2D writes ((top, bottom), (left, right)) as Keras does, and reads every form Keras
+// accepts: n, [sym_h, sym_w] or [[top, bottom], [left, right]].
+json zero_padding2d_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const ZeroPadding2D&>(layer).options();
+  return {{"padding", json::array({pair_json(o.padding[0]), pair_json(o.padding[1])})},
+          {"data_format", o.data_format}};
+}
+std::unique_ptr<Layer> zero_padding2d_from(ConfigReader& c) {
+  ZeroPadding2D::Options o;
+  if (c.has("padding")) {
+    const json& v = c.raw("padding");
+    auto count = [](const json& e) {
+      return e.is_number_integer() && e.get<std::int64_t>() >= 0 &&
+             e.get<std::int64_t>() <= (std::int64_t{1} << 31);
+    };
+    auto axis = [&](const json& e, std::array<std::int64_t, 2>& out) {
+      if (count(e)) {
+        out = {e.get<std::int64_t>(), e.get<std::int64_t>()};
+        return true;
+      }
+      if (e.is_array() && e.size() == 2 && count(e[0]) && count(e[1])) {
+        out = {e[0].get<std::int64_t>(), e[1].get<std::int64_t>()};
+        return true;
+      }
+      return false;
+    };
+    const bool ok = count(v) ? axis(v, o.padding[0]) && axis(v, o.padding[1])
+                             : v.is_array() && v.size() == 2 && axis(v[0], o.padding[0]) &&
+                                   axis(v[1], o.padding[1]);
+    if (!ok) {
+      c.fail(
+          "key 'padding' must be a non-negative integer, [sym_h, sym_w] or "
+          "[[top, bottom], [left, right]]");
+    }
+  }
+  o.data_format = c.has("data_format") ? c.get_string("data_format") : o.data_format;
+  c.finish();
+  return std::make_unique<ZeroPadding2D>(o);
+}
+
+// GlobalAveragePooling2D and GlobalMaxPooling2D: the same two keys.
+template <class GlobalPooling>
+json global_pooling_config(const Layer& layer) {
+  const auto& o = dynamic_cast<const GlobalPooling&>(layer).options();
+  return {{"data_format", o.data_format}, {"keepdims", o.keepdims}};
+}
+template <class GlobalPooling>
+std::unique_ptr<Layer> global_pooling_from(ConfigReader& c) {
+  typename GlobalPooling::Options o;
+  o.data_format = c.has("data_format") ? c.get_string("data_format") : o.data_format;
+  o.keepdims = c.get_bool("keepdims", o.keepdims);
+  c.finish();
+  return std::make_unique<GlobalPooling>(o);
+}
+
 const std::map<std::string, LayerCodec>& layer_table() {
   static const std::map<std::string, LayerCodec> table = {
       {"Dense", {dense_config, dense_from}},
@@ -686,17 +811,13 @@ const std::map<std::string, LayerCodec>& layer_table() {
       {"MaxPooling2D", {pooling_config, pooling_from<MaxPooling2D>}},
       {"AveragePooling2D", {pooling_config, pooling_from<AveragePooling2D>}},
       {"GlobalAveragePooling2D",
-       {[](const Layer& l) -> json {
-          const auto& o = dynamic_cast<const GlobalAveragePooling2D&>(l).options();
-          return {{"data_format", o.data_format}, {"keepdims", o.keepdims}};
-        },
-        [](ConfigReader& c) -> std::unique_ptr<Layer> {
-          GlobalAveragePooling2D::Options o;
-          o.data_format = c.has("data_format") ? c.get_string("data_format") : o.data_format;
-          o.keepdims = c.get_bool("keepdims", o.keepdims);
-          c.finish();
-          return std::make_unique<GlobalAveragePooling2D>(o);
-        }}},
+       {global_pooling_config<GlobalAveragePooling2D>,
+        global_pooling_from<GlobalAveragePooling2D>}},
+      {"GlobalMaxPooling2D",
+       {global_pooling_config<GlobalMaxPooling2D>, global_pooling_from<GlobalMaxPooling2D>}},
+      {"DepthwiseConv2D", {depthwise_conv2d_config, depthwise_conv2d_from}},
+      {"SeparableConv2D", {separable_conv2d_config, separable_conv2d_from}},
+      {"ZeroPadding2D", {zero_padding2d_config, zero_padding2d_from}},
       {"Flatten",
        {[](const Layer& l) -> json {
           return {{"data_format", dynamic_cast<const Flatten&>(l).options().data_format}};

@@ -158,4 +158,55 @@ void GlobalAveragePooling2D::do_backward(const Tensor& dy, bool compute_dx, Tens
   }
 }
 
+GlobalMaxPooling2D::GlobalMaxPooling2D() : GlobalMaxPooling2D(Options()) {}
+GlobalMaxPooling2D::GlobalMaxPooling2D(Options options)
+    : Layer("global_max_pooling2d"), options_(std::move(options)) {
+  options_.data_format = detail::normalize_data_format("GlobalMaxPooling2D", options_.data_format);
+  channels_first_ = options_.data_format == "channels_first";
+}
+
+Shape GlobalMaxPooling2D::output_shape(const Shape& input_shape) const {
+  const auto img = detail::image_shape(label(), input_shape, channels_first_);
+  if (!options_.keepdims) return Shape{img.c};
+  return detail::make_image_shape(1, 1, img.c, channels_first_);
+}
+
+void GlobalMaxPooling2D::do_build(const Shape& input_shape, Random&) {
+  const auto img = detail::image_shape(label(), input_shape, channels_first_);
+  in_h_ = img.h;
+  in_w_ = img.w;
+  channels_ = img.c;
+  output_per_sample_ = output_shape(input_shape);
+}
+
+namespace {
+// Global max pooling is max pooling with one window covering the whole image: the output
+// (N, 1, 1, C) is (N, C) in memory, and channels_first is N*C single-channel images.
+kernels::Pool2dDims global_dims(std::int64_t n, std::int64_t in_h, std::int64_t in_w,
+                                std::int64_t channels, bool channels_first) {
+  kernels::Pool2dDims d;
+  d.batch = channels_first ? n * channels : n;
+  d.channels = channels_first ? 1 : channels;
+  d.in_h = d.pool_h = d.stride_h = in_h;
+  d.in_w = d.pool_w = d.stride_w = in_w;
+  d.out_h = d.out_w = 1;
+  return d;
+}
+}  // namespace
+
+void GlobalMaxPooling2D::do_forward(const Tensor& x, Mode, Tensor& y) {
+  const std::int64_t n = x.shape()[0];
+  y.resize(detail::with_batch(n, output_per_sample_));
+  kernels::max_pool2d_forward(global_dims(n, in_h_, in_w_, channels_, channels_first_), x.data(),
+                              y.data());
+}
+
+void GlobalMaxPooling2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
+  if (!compute_dx) return;
+  const Tensor& x = *last_input_;
+  dx.resize(x.shape());
+  kernels::max_pool2d_backward(global_dims(x.shape()[0], in_h_, in_w_, channels_, channels_first_),
+                               x.data(), dy.data(), dx.data());
+}
+
 }  // namespace bnorm

@@ -14,19 +14,24 @@
 #include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
+#include "bnorm/layers/depthwise_conv2d.hpp"
 #include "bnorm/layers/dropout.hpp"
 #include "bnorm/layers/elementwise.hpp"
 #include "bnorm/layers/flatten.hpp"
 #include "bnorm/layers/normalization.hpp"
 #include "bnorm/layers/pooling.hpp"
 #include "bnorm/layers/reshape.hpp"
+#include "bnorm/layers/separable_conv2d.hpp"
+#include "bnorm/layers/zero_padding2d.hpp"
 
 namespace bnorm {
 
 namespace {
 constexpr const char* kKnown =
     "known layers: dense<units>[-<activation>], conv<filters>-<k>[x<k>][-same|-valid]"
-    "[-<activation>], maxpool<k>, avgpool<k>, gap, bn, dropout<rate>, flatten, "
+    "[-<activation>], dwconv<k>[x<k>][-same|-valid][-<activation>], "
+    "sepconv<filters>-<k>[x<k>][-same|-valid][-<activation>], maxpool<k>, avgpool<k>, gap, gmp, "
+    "zeropad<p>[x<p>] (or zeropad<top>-<bottom>x<left>-<right>), bn, dropout<rate>, flatten, "
     "reshape<d>[x<d>...], rescaling:scale=S, normalization:mean=M:variance=V, identity, "
     "relu[:max_value=..:negative_slope=..:threshold=..], sigmoid, tanh, softmax, linear, silu, "
     "swish, gelu, hard_sigmoid, hard_silu, hard_swish, elu, leaky_relu, relu6";
@@ -84,6 +89,38 @@ std::array<std::int64_t, 2> parse_pair(const std::string& spec, const std::strin
   }
   return {parse_count(spec, token, text.substr(0, x), what),
           parse_count(spec, token, text.substr(x + 1), what)};
+}
+
+// "[-same|-valid][-<activation>]" after a convolution's sizes: parts[first...].
+template <class Options>
+void parse_conv_suffix(const std::string& spec, const std::string& token,
+                       const std::vector<std::string>& parts, std::size_t first, Options& o) {
+  for (std::size_t i = first; i < parts.size(); ++i) {
+    if (parts[i] == "same" || parts[i] == "valid") {
+      o.padding = parts[i];
+    } else if (i + 1 == parts.size()) {
+      o.activation = parts[i];
+    } else {
+      fail(spec, token, "'" + parts[i] + "' is not a padding (same, valid)");
+    }
+  }
+}
+
+// One axis of zeropad: "2" -> (2, 2), "0-1" -> (0, 1) (before, after).
+std::array<std::int64_t, 2> parse_pad_axis(const std::string& spec, const std::string& token,
+                                           const std::string& text) {
+  auto count = [&](const std::string& t) {
+    const double v = parse_number(spec, token, t);
+    if (v < 0 || v != std::floor(v) || v > 1e9)
+      fail(spec, token, "padding must be a non-negative integer");
+    return static_cast<std::int64_t>(v);
+  };
+  const auto dash = text.find('-');
+  if (dash == std::string::npos) {
+    const auto v = count(text);
+    return {v, v};
+  }
+  return {count(text.substr(0, dash)), count(text.substr(dash + 1))};
 }
 
 struct Token {
@@ -160,6 +197,56 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
     if (auto v = take("activation")) o.activation = *v;
     return finish(std::make_unique<Conv2D>(o));
   }
+  if (h.rfind("dwconv", 0) == 0) {
+    // dwconv<k>[x<k>][-same|-valid][-<activation>]
+    const auto parts = split(h.substr(6), '-');
+    DepthwiseConv2D::Options o;
+    o.kernel_size = parse_pair(spec, text, parts[0], "kernel_size");
+    parse_conv_suffix(spec, text, parts, 1, o);
+    if (auto v = take("strides")) o.strides = parse_pair(spec, text, *v, "strides");
+    if (auto v = take("padding")) o.padding = *v;
+    if (auto v = take("depth_multiplier"))
+      o.depth_multiplier = parse_count(spec, text, *v, "depth_multiplier");
+    if (auto v = take("dilation_rate"))
+      o.dilation_rate = parse_pair(spec, text, *v, "dilation_rate");
+    if (auto v = take("data_format")) o.data_format = *v;
+    if (auto v = take("use_bias")) o.use_bias = parse_bool(spec, text, *v);
+    if (auto v = take("activation")) o.activation = *v;
+    return finish(std::make_unique<DepthwiseConv2D>(o));
+  }
+  if (h.rfind("sepconv", 0) == 0) {
+    // sepconv<filters>-<k>[x<k>][-same|-valid][-<activation>]
+    const auto parts = split(h.substr(7), '-');
+    if (parts.size() < 2) fail(spec, text, "expected sepconv<filters>-<kernel size>");
+    SeparableConv2D::Options o;
+    o.filters = parse_count(spec, text, parts[0], "filters");
+    o.kernel_size = parse_pair(spec, text, parts[1], "kernel_size");
+    parse_conv_suffix(spec, text, parts, 2, o);
+    if (auto v = take("strides")) o.strides = parse_pair(spec, text, *v, "strides");
+    if (auto v = take("padding")) o.padding = *v;
+    if (auto v = take("depth_multiplier"))
+      o.depth_multiplier = parse_count(spec, text, *v, "depth_multiplier");
+    if (auto v = take("dilation_rate"))
+      o.dilation_rate = parse_pair(spec, text, *v, "dilation_rate");
+    if (auto v = take("data_format")) o.data_format = *v;
+    if (auto v = take("use_bias")) o.use_bias = parse_bool(spec, text, *v);
+    if (auto v = take("activation")) o.activation = *v;
+    return finish(std::make_unique<SeparableConv2D>(o));
+  }
+  if (h.rfind("zeropad", 0) == 0) {
+    // zeropad<p> | zeropad<h>x<w> | zeropad<top>-<bottom>x<left>-<right>
+    const std::string rest = h.substr(7);
+    const auto x = rest.find('x');
+    ZeroPadding2D::Options o;
+    if (x == std::string::npos) {
+      o.padding[0] = o.padding[1] = parse_pad_axis(spec, text, rest);
+    } else {
+      o.padding[0] = parse_pad_axis(spec, text, rest.substr(0, x));
+      o.padding[1] = parse_pad_axis(spec, text, rest.substr(x + 1));
+    }
+    if (auto v = take("data_format")) o.data_format = *v;
+    return finish(std::make_unique<ZeroPadding2D>(o));
+  }
   if (h.rfind("maxpool", 0) == 0 || h.rfind("avgpool", 0) == 0) {
     // maxpool<k>[x<k>][-same|-valid], avgpool likewise
     const bool max = h[0] == 'm';
@@ -180,6 +267,12 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
     if (auto v = take("data_format")) o.data_format = *v;
     if (auto v = take("keepdims")) o.keepdims = parse_bool(spec, text, *v);
     return finish(std::make_unique<GlobalAveragePooling2D>(o));
+  }
+  if (h == "gmp" || h == "global_max_pooling2d") {
+    GlobalMaxPooling2D::Options o;
+    if (auto v = take("data_format")) o.data_format = *v;
+    if (auto v = take("keepdims")) o.keepdims = parse_bool(spec, text, *v);
+    return finish(std::make_unique<GlobalMaxPooling2D>(o));
   }
   if (h.rfind("dropout", 0) == 0) {
     const double rate = parse_number(spec, text, h.substr(7));

@@ -23,12 +23,15 @@
 #include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
+#include "bnorm/layers/depthwise_conv2d.hpp"
 #include "bnorm/layers/dropout.hpp"
 #include "bnorm/layers/elementwise.hpp"
 #include "bnorm/layers/flatten.hpp"
 #include "bnorm/layers/normalization.hpp"
 #include "bnorm/layers/pooling.hpp"
 #include "bnorm/layers/reshape.hpp"
+#include "bnorm/layers/separable_conv2d.hpp"
+#include "bnorm/layers/zero_padding2d.hpp"
 #include "bnorm/model/optimizers.hpp"
 #include "bnorm/model/sequential.hpp"
 #include "bnorm/model/spec.hpp"
@@ -236,6 +239,139 @@ TEST(Checkpoint, ConvolutionalOptionsAreValidatedOnLoad) {
   rewrite_description(path, [](json& d) { d["layers"][3]["config"]["padding"] = "full"; });
   EXPECT_CONTAINS(io_error([&] { load_model(path); }),
                   "padding must be 'valid' or 'same'; received 'full'");
+}
+
+// ZeroPadding2D, DepthwiseConv2D, SeparableConv2D and GlobalMaxPooling2D with non-default options
+// in both data formats (a MobileNet-like stem), trained a few steps.
+Sequential make_trained_mobile(std::uint64_t seed = 5) {
+  Sequential model(seed, "mobile_roundtrip");
+  model.add(Input{Shape{9, 8, 2}});
+  add_layers_from_spec(model,
+                       "zeropad0-1x2-0,"
+                       "dwconv3-same:strides=2:depth_multiplier=2:activation=relu,"
+                       "sepconv4-3-same-tanh:depth_multiplier=2:dilation_rate=1,"
+                       "bn,relu,"
+                       "sepconv3-2x2:use_bias=0:strides=1,"
+                       "gmp:keepdims=1,flatten,dense3-softmax");
+  model.compile(make_optimizer("adam", 0.01), LossKind::sparse_categorical_crossentropy);
+  Random rng(seed + 1);
+  const Tensor x = random_tensor(Shape{6, 9, 8, 2}, rng);
+  const Tensor y = random_labels(6, 3, rng);
+  for (int i = 0; i < 3; ++i) model.train_on_batch(x, y);
+  return model;
+}
+
+TEST(Checkpoint, MobileLayersRoundTripIsBitExact) {
+  TempDir dir;
+  Sequential model = make_trained_mobile();
+  const std::string path = dir.file("mobile.bnorm");
+  save_model(model, path);
+  Sequential loaded = load_model(path);
+  ASSERT_EQ(loaded.size(), model.size());
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    EXPECT_EQ(loaded.layer(i).class_name(), model.layer(i).class_name());
+    EXPECT_EQ(loaded.layer(i).name(), model.layer(i).name());
+  }
+  expect_same_weights(model, loaded);
+  EXPECT_EQ(dynamic_cast<const ZeroPadding2D&>(loaded.layer(0)).options().padding,
+            (ZeroPadding2D::Padding{{{0, 1}, {2, 0}}}));
+  const auto& dw = dynamic_cast<const DepthwiseConv2D&>(loaded.layer(1)).options();
+  EXPECT_EQ(dw.kernel_size, (std::array<std::int64_t, 2>{3, 3}));
+  EXPECT_EQ(dw.strides, (std::array<std::int64_t, 2>{2, 2}));
+  EXPECT_EQ(dw.padding, "same");
+  EXPECT_EQ(dw.depth_multiplier, 2);
+  EXPECT_EQ(dw.activation, "relu");
+  const auto& sep = dynamic_cast<const SeparableConv2D&>(loaded.layer(2)).options();
+  EXPECT_EQ(sep.filters, 4);
+  EXPECT_EQ(sep.depth_multiplier, 2);
+  EXPECT_EQ(sep.activation, "tanh");
+  EXPECT_FALSE(dynamic_cast<const SeparableConv2D&>(loaded.layer(5)).options().use_bias);
+  EXPECT_TRUE(dynamic_cast<const GlobalMaxPooling2D&>(loaded.layer(6)).options().keepdims);
+  Random rng(5);
+  const Tensor x = random_tensor(Shape{4, 9, 8, 2}, rng);
+  EXPECT_TRUE(bit_equal(model.predict(x), loaded.predict(x)));
+  // Keras's class names, weight names and layouts.
+  const std::string bytes = read_bytes(path);
+  json d;
+  rewrite_description(path, [&](json& doc) { d = doc; });
+  EXPECT_EQ(d["layers"][0]["config"]["padding"], json::parse("[[0, 1], [2, 0]]"));
+  EXPECT_EQ(d["layers"][1]["class_name"], "DepthwiseConv2D");
+  EXPECT_EQ(d["layers"][1]["weights"][0]["name"], "kernel");
+  EXPECT_EQ(d["layers"][1]["weights"][0]["shape"], json::array({3, 3, 2, 2}));
+  EXPECT_EQ(d["layers"][1]["weights"][1]["shape"], json::array({4}));
+  EXPECT_EQ(d["layers"][2]["class_name"], "SeparableConv2D");
+  EXPECT_EQ(d["layers"][2]["weights"][0]["name"], "depthwise_kernel");
+  EXPECT_EQ(d["layers"][2]["weights"][0]["shape"], json::array({3, 3, 4, 2}));
+  EXPECT_EQ(d["layers"][2]["weights"][1]["name"], "pointwise_kernel");
+  EXPECT_EQ(d["layers"][2]["weights"][1]["shape"], json::array({1, 1, 8, 4}));
+  EXPECT_EQ(d["layers"][2]["weights"][2]["name"], "bias");
+  EXPECT_EQ(d["layers"][6]["class_name"], "GlobalMaxPooling2D");
+  save_model(loaded, dir.file("again.bnorm"));
+  EXPECT_EQ(read_bytes(dir.file("again.bnorm")), bytes);
+}
+
+TEST(Checkpoint, MobileLayersChannelsFirstRoundTrip) {
+  TempDir dir;
+  Sequential model(9, "mobile_cf");
+  model.add(Input{Shape{2, 7, 6}});
+  add_layers_from_spec(model,
+                       "zeropad1x2:data_format=channels_first,"
+                       "dwconv3:data_format=channels_first:use_bias=0,"
+                       "sepconv3-3-same:data_format=channels_first:strides=2,"
+                       "gmp:data_format=channels_first,dense2-softmax");
+  model.compile(make_optimizer("adam", 0.01), LossKind::sparse_categorical_crossentropy);
+  Random rng(10);
+  const Tensor x = random_tensor(Shape{5, 2, 7, 6}, rng);
+  model.train_on_batch(x, random_labels(5, 2, rng));
+  const std::string path = dir.file("cf.bnorm");
+  save_model(model, path);
+  Sequential loaded = load_model(path);
+  expect_same_weights(model, loaded);
+  EXPECT_EQ(dynamic_cast<const ZeroPadding2D&>(loaded.layer(0)).options().data_format,
+            "channels_first");
+  EXPECT_EQ(dynamic_cast<const GlobalMaxPooling2D&>(loaded.layer(3)).options().data_format,
+            "channels_first");
+  EXPECT_TRUE(bit_equal(model.predict(x), loaded.predict(x)));
+}
+
+TEST(Checkpoint, ZeroPaddingReadsEveryKerasForm) {
+  TempDir dir;
+  const std::string path = dir.file("pad.bnorm");
+  auto padding_after_load = [&](const json& padding) {
+    Sequential model(1, "pad");
+    model.add(Input{Shape{3, 3, 1}});
+    model.add(ZeroPadding2D());
+    save_model(model, path);
+    rewrite_description(path, [&](json& d) { d["layers"][0]["config"]["padding"] = padding; });
+    return dynamic_cast<const ZeroPadding2D&>(load_model(path).layer(0)).options().padding;
+  };
+  EXPECT_EQ(padding_after_load(json(2)), (ZeroPadding2D::Padding{{{2, 2}, {2, 2}}}));
+  EXPECT_EQ(padding_after_load(json::parse("[1, 3]")), (ZeroPadding2D::Padding{{{1, 1}, {3, 3}}}));
+  EXPECT_EQ(padding_after_load(json::parse("[[0, 1], [2, 3]]")),
+            (ZeroPadding2D::Padding{{{0, 1}, {2, 3}}}));
+  for (const char* bad : {"-1", "[1]", "[[1, 2, 3], [0, 0]]", "\"same\"", "[[0, -1], [0, 0]]"}) {
+    const json padding = json::parse(bad);
+    EXPECT_CONTAINS(io_error([&] { padding_after_load(padding); }),
+                    "key 'padding' must be a non-negative integer");
+  }
+}
+
+TEST(Checkpoint, MobileLayerOptionsAreValidatedOnLoad) {
+  TempDir dir;
+  const std::string path = dir.file("mobile.bnorm");
+  save_model(make_trained_mobile(), path);
+  rewrite_description(path, [](json& d) { d["layers"][1]["config"]["depth_multiplier"] = 0; });
+  EXPECT_CONTAINS(io_error([&] { load_model(path); }), "key 'depth_multiplier' = 0 is outside");
+  save_model(make_trained_mobile(), path);
+  rewrite_description(path, [](json& d) { d["layers"][2]["config"].erase("kernel_size"); });
+  EXPECT_CONTAINS(io_error([&] { load_model(path); }), "missing key 'kernel_size'");
+  save_model(make_trained_mobile(), path);
+  rewrite_description(path, [](json& d) { d["layers"][2]["config"]["kernel_l2"] = 0.0; });
+  EXPECT_CONTAINS(io_error([&] { load_model(path); }), "unknown key 'kernel_l2'");
+  save_model(make_trained_mobile(), path);
+  rewrite_description(path,
+                      [](json& d) { d["layers"][1]["weights"][0]["name"] = "depthwise_kernel"; });
+  EXPECT_CONTAINS(io_error([&] { load_model(path); }), "in the place of");
 }
 
 TEST(Checkpoint, SavingTwiceGivesTheSameBytes) {

@@ -16,12 +16,15 @@
 #include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
+#include "bnorm/layers/depthwise_conv2d.hpp"
 #include "bnorm/layers/dropout.hpp"
 #include "bnorm/layers/elementwise.hpp"
 #include "bnorm/layers/flatten.hpp"
 #include "bnorm/layers/normalization.hpp"
 #include "bnorm/layers/pooling.hpp"
 #include "bnorm/layers/reshape.hpp"
+#include "bnorm/layers/separable_conv2d.hpp"
+#include "bnorm/layers/zero_padding2d.hpp"
 #include "support/test_support.hpp"
 
 namespace bnorm {
@@ -98,6 +101,142 @@ std::unique_ptr<Layer> gap(std::string data_format, bool keepdims) {
   o.data_format = std::move(data_format);
   o.keepdims = keepdims;
   return std::make_unique<GlobalAveragePooling2D>(o);
+}
+
+std::unique_ptr<Layer> gmp(std::string data_format, bool keepdims) {
+  GlobalMaxPooling2D::Options o;
+  o.data_format = std::move(data_format);
+  o.keepdims = keepdims;
+  return std::make_unique<GlobalMaxPooling2D>(o);
+}
+
+std::unique_ptr<Layer> zero_pad(ZeroPadding2D::Padding padding,
+                                std::string data_format = "channels_last") {
+  ZeroPadding2D::Options o;
+  o.padding = padding;
+  o.data_format = std::move(data_format);
+  return std::make_unique<ZeroPadding2D>(o);
+}
+
+std::unique_ptr<Layer> dwconv(std::array<std::int64_t, 2> kernel, std::int64_t stride,
+                              std::string padding, std::int64_t multiplier = 1,
+                              std::int64_t dilation = 1, bool use_bias = true,
+                              std::string data_format = "channels_last",
+                              std::string activation = "linear") {
+  DepthwiseConv2D::Options o;
+  o.kernel_size = kernel;
+  o.strides = {stride, stride};
+  o.padding = std::move(padding);
+  o.depth_multiplier = multiplier;
+  o.dilation_rate = {dilation, dilation};
+  o.use_bias = use_bias;
+  o.data_format = std::move(data_format);
+  o.activation = std::move(activation);
+  o.bias_initializer = Initializer::random_uniform(-0.1f, 0.1f);
+  return std::make_unique<DepthwiseConv2D>(o);
+}
+
+std::unique_ptr<Layer> sepconv(std::int64_t filters, std::array<std::int64_t, 2> kernel,
+                               std::int64_t stride, std::string padding,
+                               std::int64_t multiplier = 1, std::int64_t dilation = 1,
+                               bool use_bias = true, std::string data_format = "channels_last",
+                               std::string activation = "linear") {
+  SeparableConv2D::Options o;
+  o.filters = filters;
+  o.kernel_size = kernel;
+  o.strides = {stride, stride};
+  o.padding = std::move(padding);
+  o.depth_multiplier = multiplier;
+  o.dilation_rate = {dilation, dilation};
+  o.use_bias = use_bias;
+  o.data_format = std::move(data_format);
+  o.activation = std::move(activation);
+  o.bias_initializer = Initializer::random_uniform(-0.1f, 0.1f);
+  return std::make_unique<SeparableConv2D>(o);
+}
+
+// ZeroPadding2D, DepthwiseConv2D, SeparableConv2D, GlobalMaxPooling2D: the same variety as
+// Conv2D (strides, odd sizes with 'same', even kernels, dilation, depth multipliers, no bias,
+// activations, both data formats).
+void add_mobile_cases(std::vector<LayerCase>& c) {
+  const std::string cf = "channels_first";
+  c.push_back({"ZeroPadding2D_default", [] { return std::make_unique<ZeroPadding2D>(); },
+               Shape{3, 4, 2}, Shape{5, 6, 2}, 0, 0, 3});
+  c.push_back({"ZeroPadding2D_asymmetric",
+               [] {
+                 return zero_pad({{{0, 1}, {2, 0}}});
+               },
+               Shape{3, 4, 2}, Shape{4, 6, 2}, 0, 0, 3});
+  c.push_back({"ZeroPadding2D_channels_first",
+               [cf] {
+                 return zero_pad({{{1, 2}, {0, 1}}}, cf);
+               },
+               Shape{2, 3, 4}, Shape{2, 6, 5}, 0, 0, 3});
+  c.push_back({"DepthwiseConv2D_k3_valid",
+               [] {
+                 return dwconv({3, 3}, 1, "valid");
+               },
+               Shape{5, 6, 2}, Shape{3, 4, 2}, 20, 20, 3});
+  c.push_back({"DepthwiseConv2D_same_stride2_odd_multiplier2",
+               [] {
+                 return dwconv({3, 3}, 2, "same", 2);
+               },
+               Shape{5, 7, 2}, Shape{3, 4, 4}, 40, 40, 3});
+  c.push_back({"DepthwiseConv2D_k2x3_same_even_kernel",
+               [] {
+                 return dwconv({2, 3}, 1, "same");
+               },
+               Shape{4, 5, 2}, Shape{4, 5, 2}, 14, 14, 3});
+  c.push_back({"DepthwiseConv2D_dilation2_same_no_bias",
+               [] {
+                 return dwconv({3, 3}, 1, "same", 1, 2, false);
+               },
+               Shape{6, 5, 3}, Shape{6, 5, 3}, 27, 27, 2});
+  c.push_back({"DepthwiseConv2D_channels_first_multiplier2_sigmoid",
+               [cf] {
+                 return dwconv({3, 3}, 1, "same", 2, 1, true, cf, "sigmoid");
+               },
+               Shape{2, 5, 4}, Shape{4, 5, 4}, 40, 40, 3});
+  c.push_back({"DepthwiseConv2D_multiplier2_relu",
+               [] {
+                 return dwconv({2, 2}, 1, "valid", 2, 1, true, "channels_last", "relu");
+               },
+               Shape{3, 3, 2}, Shape{2, 2, 4}, 20, 20, 2, false, true});
+  c.push_back({"DepthwiseConv2D_channels_first_stride2_valid_tanh",
+               [cf] {
+                 return dwconv({3, 3}, 2, "valid", 1, 1, true, cf, "tanh");
+               },
+               Shape{3, 7, 6}, Shape{3, 3, 2}, 30, 30, 3});
+  c.push_back({"SeparableConv2D_k3_valid",
+               [] {
+                 return sepconv(3, {3, 3}, 1, "valid");
+               },
+               Shape{5, 6, 2}, Shape{3, 4, 3}, 27, 27, 3});
+  c.push_back({"SeparableConv2D_same_stride2_multiplier2_tanh",
+               [] {
+                 return sepconv(4, {3, 3}, 2, "same", 2, 1, true, "channels_last", "tanh");
+               },
+               Shape{5, 7, 2}, Shape{3, 4, 4}, 56, 56, 3});
+  c.push_back({"SeparableConv2D_relu",
+               [] {
+                 return sepconv(3, {2, 2}, 1, "same", 1, 1, true, "channels_last", "relu");
+               },
+               Shape{4, 4, 2}, Shape{4, 4, 3}, 17, 17, 3, false, true});
+  c.push_back({"SeparableConv2D_channels_first_dilation2_no_bias",
+               [cf] {
+                 return sepconv(3, {3, 3}, 1, "same", 1, 2, false, cf);
+               },
+               Shape{2, 6, 5}, Shape{3, 6, 5}, 24, 24, 2});
+  c.push_back({"GlobalMaxPooling2D", [] { return gmp("channels_last", false); }, Shape{3, 4, 5},
+               Shape{5}, 0, 0, 3, false, true});
+  c.push_back({"GlobalMaxPooling2D_keepdims", [] { return gmp("channels_last", true); },
+               Shape{3, 4, 5}, Shape{1, 1, 5}, 0, 0, 3, false, true});
+  c.push_back({"GlobalMaxPooling2D_channels_first_keepdims", [cf] { return gmp(cf, true); },
+               Shape{3, 4, 5}, Shape{3, 1, 1}, 0, 0, 3, false, true});
+  c.push_back({"GlobalMaxPooling2D_channels_first", [cf] { return gmp(cf, false); }, Shape{3, 4, 5},
+               Shape{3}, 0, 0, 3, false, true});
+  c.push_back({"GlobalAveragePooling2D_channels_first_keepdims", [cf] { return gap(cf, true); },
+               Shape{3, 4, 5}, Shape{3, 1, 1}, 0, 0, 3});
 }
 
 // Convolution and pooling: strides 1/2, valid/same (odd sizes, even kernels), dilation 2,
@@ -346,6 +485,7 @@ std::vector<LayerCase> cases() {
                Shape{3, 2, 2}, Shape{3, 2, 2}, 12, 6, 4});
   add_image_cases(c);
   add_elementwise_cases(c);
+  add_mobile_cases(c);
   return c;
 }
 
@@ -544,6 +684,29 @@ TEST_P(LayerContractTest, ForwardBeforeBuildThrows) {
   auto layer = GetParam().make();
   const Tensor x = input();
   EXPECT_THROW(layer->forward(x, Mode::inference), Error);
+}
+
+TEST_P(LayerContractTest, CloneIsAnIndependentDeepCopy) {
+  auto layer = built();
+  layer->set_name("original");
+  const Tensor x = input();
+  const Tensor y = test::forward_copy(*layer, x, Mode::inference);
+  std::unique_ptr<Layer> copy = layer->clone();
+  ASSERT_NE(copy, nullptr) << "the model engine clones layers: do_clone is required";
+  EXPECT_EQ(copy->class_name(), layer->class_name());
+  EXPECT_EQ(copy->name(), "original");
+  EXPECT_TRUE(copy->built());
+  const auto wa = std::as_const(*layer).weights();
+  const auto wb = std::as_const(*copy).weights();
+  ASSERT_EQ(wa.size(), wb.size());
+  for (std::size_t i = 0; i < wa.size(); ++i) {
+    EXPECT_EQ(wa[i]->name, wb[i]->name);
+    EXPECT_TRUE(test::bitwise_equal(wa[i]->value, wb[i]->value)) << wa[i]->name;
+  }
+  EXPECT_TRUE(test::bitwise_equal(test::forward_copy(*copy, x, Mode::inference), y));
+  // No aliasing: changing the copy's weights leaves the original as it was.
+  for (Variable* v : copy->weights()) v->value.fill(0.5f);
+  EXPECT_TRUE(test::bitwise_equal(test::forward_copy(*layer, x, Mode::inference), y));
 }
 
 TEST_P(LayerContractTest, RebuildWithAnotherShapeThrows) {

@@ -1,11 +1,16 @@
-// bnorm/layers/pooling.hpp — Keras MaxPooling2D, AveragePooling2D and GlobalAveragePooling2D.
+// bnorm/layers/pooling.hpp — Keras MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D and
+// GlobalMaxPooling2D.
 //
 // Keras 3 arguments and defaults: pool_size (2, 2), strides None (= pool_size), padding "valid",
 // data_format "channels_last". With padding "same" the output is ceil(in / stride) and windows
 // are clipped to the input as in TensorFlow: max ignores the padding, the average divides by the
 // number of input positions in the window. MaxPooling2D's gradient goes to the first maximum of
 // each window (TensorFlow's tie rule). GlobalAveragePooling2D averages over height and width:
-// (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims.
+// (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims ((N, C, 1, 1) for channels_first).
+// GlobalMaxPooling2D takes the maximum over height and width with the same shapes; its gradient
+// goes to the first maximum of each channel (row-major), as MaxPooling2D's. (TensorFlow's
+// reduce_max gradient would split it evenly between tied maxima; ties are measure-zero for
+// continuous inputs.)
 #pragma once
 
 #include <array>
@@ -104,6 +109,33 @@ class GlobalAveragePooling2D final : public Layer {
   Options options_;
   bool channels_first_ = false;
   std::int64_t spatial_ = 0, channels_ = 0;
+  Shape output_per_sample_;
+};
+
+class GlobalMaxPooling2D final : public Layer {
+ public:
+  struct Options {
+    std::string data_format = "channels_last";
+    bool keepdims = false;
+  };
+  GlobalMaxPooling2D();
+  explicit GlobalMaxPooling2D(Options options);
+  std::string class_name() const override { return "GlobalMaxPooling2D"; }
+  Shape output_shape(const Shape& input_shape) const override;
+  const Options& options() const noexcept { return options_; }
+
+ protected:
+  void do_build(const Shape& input_shape, Random& rng) override;
+  void do_forward(const Tensor& x, Mode mode, Tensor& y) override;
+  void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) override;
+  std::unique_ptr<Layer> do_clone() const override {
+    return std::make_unique<GlobalMaxPooling2D>(options_);
+  }
+
+ private:
+  Options options_;
+  bool channels_first_ = false;
+  std::int64_t in_h_ = 0, in_w_ = 0, channels_ = 0;
   Shape output_per_sample_;
 };
 
