@@ -1,5 +1,7 @@
 #include "bnorm/layers/batch_normalization.hpp"
 
+#include <utility>
+
 #include <algorithm>
 #include <cmath>
 #include <sstream>
@@ -156,11 +158,18 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   used_batch_statistics_ = uses_batch_statistics(mode);
   const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
   const float* beta = beta_ ? beta_->value.data() : nullptr;
+  shortcut_ = std::exchange(pending_shortcut_, nullptr);
   if (!used_batch_statistics_) {
+    if (shortcut_) {
+      kernels::batch_norm_forward_add_relu(d, x.data(), shortcut_->data(),
+                                           moving_mean_->value.data(),
+                                           moving_variance_->value.data(), gamma, beta,
+                                           options_.epsilon, y.data());
+      return;
+    }
     (fused_relu_ ? kernels::batch_norm_forward_relu : kernels::batch_norm_forward)(
         d, x.data(), moving_mean_->value.data(), moving_variance_->value.data(), gamma, beta,
         options_.epsilon, y.data());
-    add_shortcut_relu(y);
     return;
   }
   if (d.count() == 1 && options_.error_on_single_value && mode == Mode::training) {
@@ -170,9 +179,14 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   }
   // Statistics and normalization in one call (three passes over memory); y is only returned
   // if the checks below pass.
-  kernels::batch_norm_forward_training(d, x.data(), gamma, beta, options_.epsilon, fused_relu_,
-                                       used_mean_.data(), used_variance_.data(), y.data());
-  add_shortcut_relu(y);
+  if (shortcut_) {
+    kernels::batch_norm_forward_training_add_relu(d, x.data(), shortcut_->data(), gamma, beta,
+                                                  options_.epsilon, used_mean_.data(),
+                                                  used_variance_.data(), y.data());
+  } else {
+    kernels::batch_norm_forward_training(d, x.data(), gamma, beta, options_.epsilon, fused_relu_,
+                                         used_mean_.data(), used_variance_.data(), y.data());
+  }
   // A non-finite batch is rejected before it can reach the moving statistics. The float64
   // mean of float32 values is finite iff they all are; the variance can also overflow float32.
   if (!used_mean_.all_finite() || !used_variance_.all_finite()) {
@@ -216,29 +230,15 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
                                     moving_variance_->value.data());
 }
 
-// The fused residual tail: y = relu(y + shortcut), elementwise in float32 exactly as the Add
-// and ReLU layers compute it.
-void BatchNormalization::add_shortcut_relu(Tensor& y) const {
-  if (!shortcut_) return;
-  float* py = y.data();
-  const float* s = shortcut_->data();
-  for (std::int64_t i = 0; i < y.size(); ++i) {
-    const float t = py[i] + s[i];
-    py[i] = t < 0.0f ? 0.0f : t;
-  }
-}
-
 const Tensor& BatchNormalization::forward_inputs(std::span<const Tensor* const> xs, Mode mode) {
   if (xs.size() == 2 && fused_add_relu_) {
     if (!(xs[1]->shape() == xs[0]->shape()))
       check_same_shape(xs[0]->shape(), xs[1]->shape(), label() + " shortcut");
-    shortcut_ = xs[1];
+    pending_shortcut_ = xs[1];  // taken by do_forward; the model keeps it alive for backward
     try {
-      const Tensor& y = forward(*xs[0], mode);
-      shortcut_ = nullptr;
-      return y;
+      return forward(*xs[0], mode);
     } catch (...) {
-      shortcut_ = nullptr;
+      pending_shortcut_ = nullptr;
       throw;
     }
   }
@@ -247,21 +247,28 @@ const Tensor& BatchNormalization::forward_inputs(std::span<const Tensor* const> 
 
 void BatchNormalization::backward_inputs(const Tensor& dy, std::span<const bool> need_dx,
                                          std::span<const Tensor*> dxs) {
-  if (dxs.size() != 2 || !fused_add_relu_) {
+  if (dxs.size() != 2 || !shortcut_) {
     Layer::backward_inputs(dy, need_dx, dxs);
     return;
   }
-  // d relu: dy where y > 0 (as the ReLU layer masks); the Add passes it to both branches.
-  const Tensor& y = output_;
-  if (!(y.shape() == dy.shape())) check_same_shape(y.shape(), dy.shape(), label() + " backward");
-  dshortcut_.resize(dy.shape());
-  float* g = dshortcut_.data();
-  for (std::int64_t i = 0; i < dy.size(); ++i) g[i] = y.data()[i] > 0.0f ? dy.data()[i] : 0.0f;
-  const bool relu = fused_relu_;
-  fused_relu_ = false;  // the mask is already applied
-  const Tensor& dx = backward(dshortcut_, need_dx[0]);
-  fused_relu_ = relu;
-  dxs[0] = need_dx[0] ? &dx : nullptr;
+  if (!last_input_) throw ValueError(label() + ": backward called before forward");
+  const Tensor& x = *last_input_;
+  if (!(x.shape() == dy.shape())) check_same_shape(x.shape(), dy.shape(), label() + " backward");
+  const auto d = detail::dims_of(x.shape(), axis_);
+  const float* mean = used_batch_statistics_ ? used_mean_.data() : moving_mean_->value.data();
+  const float* variance =
+      used_batch_statistics_ ? used_variance_.data() : moving_variance_->value.data();
+  const bool grads = trainable();
+  if (need_dx[0]) dx_fused_.resize(x.shape());
+  if (need_dx[1]) dshortcut_.resize(x.shape());
+  kernels::batch_norm_add_relu_backward(
+      d, x.data(), shortcut_->data(), dy.data(), mean, variance,
+      gamma_ ? gamma_->value.data() : nullptr, beta_ ? beta_->value.data() : nullptr,
+      options_.epsilon, used_batch_statistics_, need_dx[0] ? dx_fused_.data() : nullptr,
+      need_dx[1] ? dshortcut_.data() : nullptr,
+      grads && gamma_ ? gamma_->gradient.data() : nullptr,
+      grads && beta_ ? beta_->gradient.data() : nullptr);
+  dxs[0] = need_dx[0] ? &dx_fused_ : nullptr;
   dxs[1] = need_dx[1] ? &dshortcut_ : nullptr;
 }
 

@@ -18,6 +18,7 @@
 #include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
+#include "bnorm/layers/elementwise.hpp"
 #include "bnorm/layers/merge.hpp"
 #include "model/plan.hpp"
 
@@ -149,9 +150,15 @@ std::shared_ptr<Layer> fold_pair(const L& producer, const BatchNormalization& bn
   return folded;
 }
 
+// Activation('relu') or ReLU() with Keras's defaults (plain max(x, 0)).
 bool is_relu_activation(const Layer& l) {
-  const auto* act = dynamic_cast<const Activation*>(&l);
-  return act && act->activation() == ActivationKind::relu;
+  if (const auto* act = dynamic_cast<const Activation*>(&l))
+    return act->activation() == ActivationKind::relu;
+  if (const auto* relu = dynamic_cast<const ReLU*>(&l)) {
+    const auto& o = relu->options();
+    return !o.max_value && o.negative_slope == 0.0f && o.threshold == 0.0f;
+  }
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -88,7 +88,6 @@ class BatchNormalization final : public Layer {
   void do_build(const Shape& input_shape, Random& rng) override;
   void do_forward(const Tensor& x, Mode mode, Tensor& y) override;
   void do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) override;
-  void add_shortcut_relu(Tensor& y) const;
   std::unique_ptr<Layer> do_clone() const override {
     return std::make_unique<BatchNormalization>(options_);
   }
@@ -110,8 +109,9 @@ class BatchNormalization final : public Layer {
   bool used_batch_statistics_ = false;
   bool fused_relu_ = false;
   bool fused_add_relu_ = false;
-  const Tensor* shortcut_ = nullptr;  // of the last fused forward
-  Tensor dshortcut_;
+  const Tensor* pending_shortcut_ = nullptr;  // set by forward_inputs for do_forward
+  const Tensor* shortcut_ = nullptr;          // of the last forward (null: not fused)
+  Tensor dx_fused_, dshortcut_;
 };
 
 }  // namespace bnorm
