@@ -33,6 +33,7 @@
 #include "bnorm/layers/dropout.hpp"
 #include "bnorm/layers/elementwise.hpp"
 #include "bnorm/layers/flatten.hpp"
+#include "bnorm/layers/merge.hpp"
 #include "bnorm/layers/normalization.hpp"
 #include "bnorm/layers/pooling.hpp"
 #include "bnorm/layers/reshape.hpp"
@@ -765,6 +766,14 @@ std::unique_ptr<Layer> global_pooling_from(ConfigReader& c) {
   return std::make_unique<GlobalPooling>(o);
 }
 
+// Merge layers without options (Add, Subtract, Multiply, Average).
+json no_config(const Layer&) { return json::object(); }
+template <class M>
+std::unique_ptr<Layer> merge_from(ConfigReader& c) {
+  c.finish();
+  return std::make_unique<M>();
+}
+
 const std::map<std::string, LayerCodec>& layer_table() {
   static const std::map<std::string, LayerCodec> table = {
       {"Dense", {dense_config, dense_from}},
@@ -807,6 +816,17 @@ const std::map<std::string, LayerCodec>& layer_table() {
           c.finish();
           return std::make_unique<Identity>();
         }}},
+      {"Add", {no_config, merge_from<Add>}},
+      {"Subtract", {no_config, merge_from<Subtract>}},
+      {"Multiply", {no_config, merge_from<Multiply>}},
+      {"Average", {no_config, merge_from<Average>}},
+      {"Concatenate",
+       {[](const Layer& l) -> json { return {{"axis", dynamic_cast<const Concatenate&>(l).axis()}}; },
+        [](ConfigReader& c) -> std::unique_ptr<Layer> {
+          const auto axis = static_cast<int>(c.get_int("axis", -Shape::kMaxRank, Shape::kMaxRank - 1, -1));
+          c.finish();
+          return std::make_unique<Concatenate>(axis);
+        }}},
       {"Conv2D", {conv2d_config, conv2d_from}},
       {"MaxPooling2D", {pooling_config, pooling_from<MaxPooling2D>}},
       {"AveragePooling2D", {pooling_config, pooling_from<AveragePooling2D>}},
@@ -843,8 +863,6 @@ std::string known_classes() {
 
 std::string serialize(const Model& model, const std::string& path) {
   const std::string context = "model file '" + path + "': ";
-  if (!model.is_sequential())
-    throw IoError(context + "functional models are not supported by this format version");
   json doc;
   doc["format"] = "bnorm-model";
   doc["format_version"] = kFormatVersion;
@@ -853,7 +871,7 @@ std::string serialize(const Model& model, const std::string& path) {
   const bool built = model.built();
   if (!input_shape && built && model.size() > 0) input_shape = model.layer(0).input_shape();
   json m;
-  m["class_name"] = "Sequential";
+  m["class_name"] = model.class_name();
   m["name"] = model.name();
   m["seed"] = model.seed();
   m["input_shape"] = input_shape ? json(input_shape->dims()) : json(nullptr);
@@ -891,6 +909,20 @@ std::string serialize(const Model& model, const std::string& path) {
     layers.push_back(entry);
   }
   doc["layers"] = layers;
+  if (!model.is_sequential()) {
+    // The graph: input i is tensor i, call j's output is tensor (number of inputs + j).
+    const Model::FlatGraph g = model.flat_graph();
+    json graph;
+    json inputs = json::array();
+    for (std::size_t i = 0; i < g.input_shapes.size(); ++i)
+      inputs.push_back({{"name", g.input_names[i]}, {"shape", g.input_shapes[i].dims()}});
+    json calls = json::array();
+    for (const auto& c : g.calls) calls.push_back({{"layer", c.layer}, {"inputs", c.inputs}});
+    graph["inputs"] = inputs;
+    graph["calls"] = calls;
+    graph["outputs"] = g.outputs;
+    doc["graph"] = graph;
+  }
 
   if (model.compiled()) {
     const auto& opt = model.optimizer();
@@ -986,7 +1018,7 @@ Container open_container(const std::string& path, const std::string& context) {
   return c;
 }
 
-void load_compile(Sequential& model, const json& compile, const std::string& context) {
+void load_compile(Model& model, const json& compile, const std::string& context) {
   if (compile.is_null()) return;
   ConfigReader c(compile, "compile", context);
   ConfigReader opt(c.raw("optimizer"), "compile optimizer", context);
@@ -1023,6 +1055,55 @@ void save_model(const Model& model, const std::string& path) {
   write_file_atomic(path, serialize(model, path));
 }
 
+// The "graph" section of a functional model, checked before anything is built: every count is
+// bounded by what the file itself holds.
+Model::FlatGraph read_graph(const json& g, std::size_t layer_count, const std::string& context) {
+  ConfigReader r(g, "graph", context);
+  Model::FlatGraph out;
+  const json& inputs = r.raw("inputs");
+  if (!inputs.is_array() || inputs.empty() || inputs.size() > 4096)
+    r.fail("key 'inputs' must be a list of 1 to 4096 inputs");
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    ConfigReader in(inputs[i], "graph input " + std::to_string(i), context);
+    out.input_names.push_back(in.get_string("name"));
+    out.input_shapes.emplace_back(in.get_dims("shape"));
+    in.finish();
+  }
+  const json& calls = r.raw("calls");
+  if (!calls.is_array() || calls.size() > std::size_t{1} << 20)
+    r.fail("key 'calls' must be a list of at most 1048576 calls");
+  const auto slot_ok = [](const json& v, std::size_t available) {
+    return v.is_number_integer() && v.get<std::int64_t>() >= 0 &&
+           static_cast<std::uint64_t>(v.get<std::int64_t>()) < available;
+  };
+  for (std::size_t j = 0; j < calls.size(); ++j) {
+    ConfigReader c(calls[j], "graph call " + std::to_string(j), context);
+    Model::FlatGraph::Call call;
+    call.layer = static_cast<std::size_t>(
+        c.get_int("layer", 0, static_cast<std::int64_t>(layer_count) - 1));
+    const json& xs = c.raw("inputs");
+    if (!xs.is_array() || xs.empty() || xs.size() > 4096)
+      c.fail("key 'inputs' must be a list of 1 to 4096 tensors");
+    for (const json& v : xs) {
+      if (!slot_ok(v, inputs.size() + j))
+        c.fail("reads tensor " + v.dump() + ", which is not computed before this call");
+      call.inputs.push_back(static_cast<int>(v.get<std::int64_t>()));
+    }
+    c.finish();
+    out.calls.push_back(std::move(call));
+  }
+  const json& outs = r.raw("outputs");
+  if (!outs.is_array() || outs.empty() || outs.size() > 4096)
+    r.fail("key 'outputs' must be a list of 1 to 4096 tensors");
+  for (const json& v : outs) {
+    if (!slot_ok(v, inputs.size() + calls.size()))
+      r.fail("output tensor " + v.dump() + " does not exist");
+    out.outputs.push_back(static_cast<int>(v.get<std::int64_t>()));
+  }
+  r.finish();
+  return out;
+}
+
 Model load_model(const std::string& path) {
   const std::string context = "model file '" + path + "': ";
   const Container file = open_container(path, context);
@@ -1034,23 +1115,29 @@ Model load_model(const std::string& path) {
   }
 
   ConfigReader m(doc.raw("model"), "model", context);
-  if (m.get_string("class_name") != "Sequential") {
-    m.fail("only Sequential models are supported");
+  const std::string model_class = m.get_string("class_name");
+  if (model_class != "Sequential" && model_class != "Functional") {
+    m.fail("class_name must be Sequential or Functional; received '" + model_class + "'");
   }
+  const bool functional = model_class == "Functional";
   const std::string model_name = m.get_string("name");
   const std::uint64_t seed = m.get_u64("seed");
   std::optional<Shape> input_shape;
   if (!m.raw("input_shape").is_null()) input_shape = Shape(m.get_dims("input_shape"));
   const bool built = m.get_bool("built", false);
   m.finish();
-  if (built && !input_shape) m.fail("a built model needs an input_shape");
+  if (built && !input_shape && !functional) m.fail("a built model needs an input_shape");
+  if (functional && !built) m.fail("a functional model is always built");
 
   const json& layers = doc.raw("layers");
   if (!layers.is_array()) doc.fail("key 'layers' must be a list");
   const json& compile = doc.raw("compile");
+  Model::FlatGraph graph;
+  if (functional) graph = read_graph(doc.raw("graph"), layers.size(), context);
   doc.finish();
 
-  Sequential model(seed, model_name);
+  Model model = Sequential(seed, model_name);
+  std::vector<std::shared_ptr<Layer>> loaded;
   struct PendingWeight {
     std::string name;
     std::vector<std::int64_t> shape;
@@ -1060,7 +1147,7 @@ Model load_model(const std::string& path) {
   std::vector<std::int64_t> batches_tracked;
   std::set<std::string> names;
   try {
-    if (input_shape) model.add(Input{*input_shape});
+    if (input_shape && !functional) static_cast<Sequential&>(model).add(Input{*input_shape});
     for (std::size_t i = 0; i < layers.size(); ++i) {
       ConfigReader l(layers[i], "layer " + std::to_string(i), context);
       const std::string cls = l.get_string("class_name");
@@ -1105,13 +1192,25 @@ Model load_model(const std::string& path) {
       l.finish();
       layer->set_name(name);
       layer->set_trainable(trainable);
-      Layer& added = model.add(std::move(layer));
-      added.set_name(name);
-      added.set_trainable(trainable);
+      std::shared_ptr<Layer> shared(std::move(layer));
+      if (functional) {
+        loaded.push_back(shared);
+      } else {
+        Layer& added = static_cast<Sequential&>(model).add(shared);
+        added.set_name(name);
+        added.set_trainable(trainable);
+      }
       manifest.push_back(std::move(weights));
       batches_tracked.push_back(tracked);
     }
-    if (built) model.build(*input_shape);
+    if (functional) {
+      model = Model::from_flat_graph(graph, loaded, model_name, seed);
+      for (std::size_t i = 0; i < loaded.size(); ++i)
+        if (model.layer(i).name() != loaded[i]->name())
+          throw IoError(context + "layer name '" + loaded[i]->name() + "' is not unique");
+    } else if (built) {
+      static_cast<Sequential&>(model).build(*input_shape);
+    }
   } catch (const IoError&) {
     throw;
   } catch (const Error& e) {

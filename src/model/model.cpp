@@ -1160,6 +1160,77 @@ std::unique_ptr<Model> Model::folded_model() const {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Flat graphs (file formats)
+
+Model::FlatGraph Model::flat_graph() const {
+  if (!plan_) throw ValueError(class_name() + " '" + name_ + "': not built (no input shape yet)");
+  const auto& p = *plan_;
+  FlatGraph g;
+  for (std::size_t i = 0; i < p.input_slots.size(); ++i) {
+    g.input_names.push_back(graph_->inputs[i].node()->input_name);
+    g.input_shapes.push_back(p.slot_shapes[static_cast<std::size_t>(p.input_slots[i])]);
+  }
+  // Slots were numbered in graph order (fusion may have moved steps since): sort back.
+  std::vector<const detail::Step*> steps;
+  for (const auto& st : p.steps) steps.push_back(&st);
+  std::sort(steps.begin(), steps.end(), [](auto* a, auto* b) { return a->out < b->out; });
+  std::map<const Layer*, std::size_t> index;
+  for (std::size_t i = 0; i < layers_.size(); ++i) index[layers_[i].get()] = i;
+  for (const detail::Step* st : steps) {
+    FlatGraph::Call c;
+    c.layer = index.at(st->primary);
+    c.inputs = st->in;
+    if (dynamic_cast<const BatchNormalization*>(st->primary)) c.inputs.resize(1);  // fused tail
+    g.calls.push_back(std::move(c));
+  }
+  g.outputs = p.output_slots;
+  return g;
+}
+
+Model Model::from_flat_graph(const FlatGraph& g, std::vector<std::shared_ptr<Layer>> layers,
+                             std::string name, std::uint64_t seed) {
+  if (g.input_shapes.size() != g.input_names.size() || g.input_shapes.empty())
+    throw ValueError("graph: needs at least one input, each with a name and a shape");
+  std::vector<SymbolicTensor> slots, inputs;
+  for (std::size_t i = 0; i < g.input_shapes.size(); ++i) {
+    Input in(g.input_shapes[i], g.input_names[i]);
+    slots.push_back(in);
+    inputs.push_back(in);
+  }
+  for (std::size_t j = 0; j < g.calls.size(); ++j) {
+    const auto& c = g.calls[j];
+    if (c.layer >= layers.size() || !layers[c.layer])
+      throw ValueError("graph: call " + std::to_string(j) + " names layer " +
+                       std::to_string(c.layer) + ", which does not exist");
+    if (c.inputs.empty())
+      throw ValueError("graph: call " + std::to_string(j) + " has no inputs");
+    std::vector<SymbolicTensor> xs;
+    for (int s : c.inputs) {
+      if (s < 0 || static_cast<std::size_t>(s) >= slots.size())
+        throw ValueError("graph: call " + std::to_string(j) + " reads tensor " + std::to_string(s) +
+                         ", which is not computed before it");
+      xs.push_back(slots[static_cast<std::size_t>(s)]);
+    }
+    slots.push_back((*layers[c.layer])(xs));
+  }
+  std::vector<SymbolicTensor> outputs;
+  for (int s : g.outputs) {
+    if (s < 0 || static_cast<std::size_t>(s) >= slots.size())
+      throw ValueError("graph: output tensor " + std::to_string(s) + " does not exist");
+    outputs.push_back(slots[static_cast<std::size_t>(s)]);
+  }
+  Model m(std::move(inputs), std::move(outputs), std::move(name), seed);
+  if (m.size() != layers.size())
+    throw ValueError("graph: " + std::to_string(layers.size()) + " layers are listed but " +
+                     std::to_string(m.size()) + " are used");
+  for (std::size_t i = 0; i < layers.size(); ++i)
+    if (m.layers_[i] != layers[i])
+      throw ValueError("graph: layer " + std::to_string(i) + " ('" + layers[i]->name() +
+                       "') is not called in the listed order");
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Weights and summary
 
 std::int64_t Model::count_params() const {

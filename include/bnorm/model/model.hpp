@@ -176,6 +176,26 @@ class Model {
   // ShapeError when the count or a shape differs.
   void set_weights(const std::vector<Tensor>& weights);
 
+  // The graph flattened for file formats: input i is slot i; call j (of layers()[layer], a
+  // shared layer appearing once per call, nested models expanded) produces slot
+  // inputs.size() + j. Calls come in graph order, so each layer's first call is in layers()
+  // order.
+  struct FlatGraph {
+    std::vector<std::string> input_names;
+    std::vector<Shape> input_shapes;
+    struct Call {
+      std::size_t layer = 0;
+      std::vector<int> inputs;
+    };
+    std::vector<Call> calls;
+    std::vector<int> outputs;
+  };
+  FlatGraph flat_graph() const;
+  // The inverse: calls `layers` as `graph` says; ValueError naming the problem for a graph that
+  // refers to a slot or layer that does not exist yet (what a corrupt file would hold).
+  static Model from_flat_graph(const FlatGraph& graph, std::vector<std::shared_ptr<Layer>> layers,
+                               std::string name, std::uint64_t seed);
+
   // Set by a callback to end fit after the current epoch (Keras model.stop_training).
   bool stop_training = false;
 
