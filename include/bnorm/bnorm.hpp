@@ -29,6 +29,7 @@
 #include "bnorm/model/losses.hpp"
 #include "bnorm/model/model.hpp"
 #include "bnorm/model/optimizers.hpp"
+#include "bnorm/model/presets.hpp"
 #include "bnorm/model/sequential.hpp"
 #include "bnorm/model/spec.hpp"
 #include "bnorm/version.hpp"

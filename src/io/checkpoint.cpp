@@ -821,9 +821,12 @@ const std::map<std::string, LayerCodec>& layer_table() {
       {"Multiply", {no_config, merge_from<Multiply>}},
       {"Average", {no_config, merge_from<Average>}},
       {"Concatenate",
-       {[](const Layer& l) -> json { return {{"axis", dynamic_cast<const Concatenate&>(l).axis()}}; },
+       {[](const Layer& l) -> json {
+          return {{"axis", dynamic_cast<const Concatenate&>(l).axis()}};
+        },
         [](ConfigReader& c) -> std::unique_ptr<Layer> {
-          const auto axis = static_cast<int>(c.get_int("axis", -Shape::kMaxRank, Shape::kMaxRank - 1, -1));
+          const auto axis =
+              static_cast<int>(c.get_int("axis", -Shape::kMaxRank, Shape::kMaxRank - 1, -1));
           c.finish();
           return std::make_unique<Concatenate>(axis);
         }}},
@@ -1079,8 +1082,8 @@ Model::FlatGraph read_graph(const json& g, std::size_t layer_count, const std::s
   for (std::size_t j = 0; j < calls.size(); ++j) {
     ConfigReader c(calls[j], "graph call " + std::to_string(j), context);
     Model::FlatGraph::Call call;
-    call.layer = static_cast<std::size_t>(
-        c.get_int("layer", 0, static_cast<std::int64_t>(layer_count) - 1));
+    call.layer =
+        static_cast<std::size_t>(c.get_int("layer", 0, static_cast<std::int64_t>(layer_count) - 1));
     const json& xs = c.raw("inputs");
     if (!xs.is_array() || xs.empty() || xs.size() > 4096)
       c.fail("key 'inputs' must be a list of 1 to 4096 tensors");

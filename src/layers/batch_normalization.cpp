@@ -1,10 +1,9 @@
 #include "bnorm/layers/batch_normalization.hpp"
 
-#include <utility>
-
 #include <algorithm>
 #include <cmath>
 #include <sstream>
+#include <utility>
 
 #include "bnorm/core/error.hpp"
 #include "kernels/batch_norm.hpp"
@@ -161,10 +160,9 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   shortcut_ = std::exchange(pending_shortcut_, nullptr);
   if (!used_batch_statistics_) {
     if (shortcut_) {
-      kernels::batch_norm_forward_add_relu(d, x.data(), shortcut_->data(),
-                                           moving_mean_->value.data(),
-                                           moving_variance_->value.data(), gamma, beta,
-                                           options_.epsilon, y.data());
+      kernels::batch_norm_forward_add_relu(
+          d, x.data(), shortcut_->data(), moving_mean_->value.data(),
+          moving_variance_->value.data(), gamma, beta, options_.epsilon, y.data());
       return;
     }
     (fused_relu_ ? kernels::batch_norm_forward_relu : kernels::batch_norm_forward)(
@@ -265,8 +263,7 @@ void BatchNormalization::backward_inputs(const Tensor& dy, std::span<const bool>
       d, x.data(), shortcut_->data(), dy.data(), mean, variance,
       gamma_ ? gamma_->value.data() : nullptr, beta_ ? beta_->value.data() : nullptr,
       options_.epsilon, used_batch_statistics_, need_dx[0] ? dx_fused_.data() : nullptr,
-      need_dx[1] ? dshortcut_.data() : nullptr,
-      grads && gamma_ ? gamma_->gradient.data() : nullptr,
+      need_dx[1] ? dshortcut_.data() : nullptr, grads && gamma_ ? gamma_->gradient.data() : nullptr,
       grads && beta_ ? beta_->gradient.data() : nullptr);
   dxs[0] = need_dx[0] ? &dx_fused_ : nullptr;
   dxs[1] = need_dx[1] ? &dshortcut_ : nullptr;

@@ -421,7 +421,7 @@ void Model::apply_fusion() {
       continue;
     }
     auto* add = dynamic_cast<Add*>(n.layer.get());
-    if (!add || n.in.size() != 2 || n.in[0] == n.in[1]) continue;
+    if (!add || n.alias >= 0 || n.in.size() != 2 || n.in[0] == n.in[1]) continue;
     if (!(p.slot_shapes[static_cast<std::size_t>(n.in[0])] ==
           p.slot_shapes[static_cast<std::size_t>(n.in[1])]))
       continue;
@@ -1202,8 +1202,7 @@ Model Model::from_flat_graph(const FlatGraph& g, std::vector<std::shared_ptr<Lay
     if (c.layer >= layers.size() || !layers[c.layer])
       throw ValueError("graph: call " + std::to_string(j) + " names layer " +
                        std::to_string(c.layer) + ", which does not exist");
-    if (c.inputs.empty())
-      throw ValueError("graph: call " + std::to_string(j) + " has no inputs");
+    if (c.inputs.empty()) throw ValueError("graph: call " + std::to_string(j) + " has no inputs");
     std::vector<SymbolicTensor> xs;
     for (int s : c.inputs) {
       if (s < 0 || static_cast<std::size_t>(s) >= slots.size())

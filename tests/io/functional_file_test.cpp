@@ -31,8 +31,7 @@ Model residual(std::uint64_t seed) {
   h = Activation("relu")(Add()({b, h}));
   auto shared = std::make_shared<Dense>(4, "tanh");
   SymbolicTensor s = Add()({(*shared)(side), (*shared)(Dense(3)(side))});
-  SymbolicTensor out =
-      Dense(3, "softmax")(Concatenate()({GlobalAveragePooling2D()(h), s}));
+  SymbolicTensor out = Dense(3, "softmax")(Concatenate()({GlobalAveragePooling2D()(h), s}));
   Model m({x, side}, {out}, "res", seed);
   m.compile(make_optimizer("adam", 0.01), LossKind::sparse_categorical_crossentropy);
   return m;
@@ -41,7 +40,8 @@ Model residual(std::uint64_t seed) {
 TEST(FunctionalFile, RoundTripsTheGraphWeightsAndTraining) {
   TempDir dir;
   Random rng(1);
-  const Tensor x = test::random_normal(Shape{20, 6, 6, 2}, rng), side = test::random_normal(Shape{20, 3}, rng);
+  const Tensor x = test::random_normal(Shape{20, 6, 6, 2}, rng),
+               side = test::random_normal(Shape{20, 3}, rng);
   Tensor y(Shape{20});
   for (std::int64_t i = 0; i < 20; ++i) y[i] = static_cast<float>(i % 3);
   Model m = residual(3);
@@ -67,7 +67,8 @@ TEST(FunctionalFile, RoundTripsTheGraphWeightsAndTraining) {
   // Saving the loaded model writes the same bytes.
   io::save_model(back, dir.file("again.bnorm"));
   io::save_model(m, dir.file("m.bnorm"));
-  std::ifstream a(dir.file("again.bnorm"), std::ios::binary), b(dir.file("m.bnorm"), std::ios::binary);
+  std::ifstream a(dir.file("again.bnorm"), std::ios::binary),
+      b(dir.file("m.bnorm"), std::ios::binary);
   std::stringstream sa, sb;
   sa << a.rdbuf();
   sb << b.rdbuf();

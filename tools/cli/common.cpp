@@ -114,7 +114,7 @@ TestSet load_train_set(const std::string& dir, std::int64_t limit) {
   return load_split(dir, "train", limit);
 }
 
-Shape fashion_mnist_input_shape(const Sequential& model) {
+Shape fashion_mnist_input_shape(const Model& model) {
   constexpr std::int64_t kSide = 28;
   std::optional<std::string> data_format;
   if (model.size() > 0) {
@@ -132,7 +132,7 @@ Shape fashion_mnist_input_shape(const Sequential& model) {
   return Shape{kSide, kSide, 1};
 }
 
-Tensor as_model_input(Tensor images, const Sequential& model) {
+Tensor as_model_input(Tensor images, const Model& model) {
   if (!model.input_shape()) {
     throw ShapeError("model '" + model.name() +
                      "' has no input shape (it was saved before it was built)");
@@ -151,7 +151,7 @@ Tensor as_model_input(Tensor images, const Sequential& model) {
   return std::move(images).reshaped(Shape(dims));
 }
 
-void check_classifier_output(const Sequential& model, const std::string& what) {
+void check_classifier_output(const Model& model, const std::string& what) {
   const Shape out = model.output_shape();
   if (out != Shape{kNumClasses}) {
     throw ShapeError(what + " outputs shape " + out.str() + " per image; Fashion-MNIST needs (" +
@@ -160,8 +160,8 @@ void check_classifier_output(const Sequential& model, const std::string& what) {
   }
 }
 
-Sequential load_model_for_inference(const std::string& path) {
-  Sequential model = io::load_model(path);
+Model load_model_for_inference(const std::string& path) {
+  Model model = io::load_model(path);
   if (!model.built()) {
     throw IoError("model file '" + path +
                   "': the model was saved before it was built (no weights)");

@@ -68,15 +68,15 @@ TestSet load_train_set(const std::string& dir, std::int64_t limit);
 // The per-sample input shape for Fashion-MNIST images given a model's first layer: (28, 28, 1)
 // when it is an image layer (Conv2D, pooling; (1, 28, 28) with data_format channels_first),
 // else the flattened (784,).
-Shape fashion_mnist_input_shape(const Sequential& model);
+Shape fashion_mnist_input_shape(const Model& model);
 // Images (N, H, W) viewed with the model's per-sample input shape, e.g. (N, 784), reusing their
 // storage; ShapeError when the sizes differ or the model has no input shape.
-Tensor as_model_input(Tensor images, const Sequential& model);
+Tensor as_model_input(Tensor images, const Model& model);
 // ShapeError unless the model outputs one value per Fashion-MNIST class.
-void check_classifier_output(const Sequential& model, const std::string& what);
+void check_classifier_output(const Model& model, const std::string& what);
 // A model from a file, compiled (sparse categorical cross-entropy) when the file has no
 // compile settings, so that evaluate works.
-Sequential load_model_for_inference(const std::string& path);
+Model load_model_for_inference(const std::string& path);
 
 // Atomic text file write (temp file + fsync + rename); IoError naming the file otherwise.
 void write_text_file(const std::string& path, const std::string& contents);

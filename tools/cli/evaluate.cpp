@@ -31,7 +31,7 @@ void run_evaluate(const EvaluateOptions& o) {
     throw UsageError("--mode must be inference or training; received '" + o.mode + "'");
   }
   configure_threads(o.threads_given, o.threads);
-  Sequential model = load_model_for_inference(o.model);
+  Model model = load_model_for_inference(o.model);
   check_classifier_output(model, "model '" + o.model + "'");
   TestSet test = load_test_set(o.data, o.test_limit);
   const Tensor x = as_model_input(std::move(test.x), model);

@@ -22,7 +22,7 @@ struct PredictOptions {
 
 void run_predict(const PredictOptions& o) {
   configure_threads(false, 0);  // BNORM_NUM_THREADS, as train and evaluate
-  Sequential model = load_model_for_inference(o.model);
+  Model model = load_model_for_inference(o.model);
   check_classifier_output(model, "model '" + o.model + "'");
   const TestSet test = load_test_set(o.data, 0);
   const std::int64_t n = test.x.shape()[0];

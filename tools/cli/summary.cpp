@@ -12,7 +12,7 @@ namespace bnorm::cli {
 namespace {
 
 void run_summary(const std::string& path) {
-  Sequential model = io::load_model(path);
+  Model model = io::load_model(path);
   std::printf("%s", model.summary().c_str());
   if (model.compiled()) {
     Optimizer& opt = model.optimizer();

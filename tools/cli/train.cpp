@@ -18,6 +18,7 @@
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/idx.hpp"
 #include "bnorm/model/callbacks.hpp"
+#include "bnorm/model/presets.hpp"
 #include "bnorm/model/sequential.hpp"
 #include "bnorm/model/spec.hpp"
 #include "bnorm/version.hpp"
@@ -52,7 +53,7 @@ struct TrainOptions {
 struct ModelPlan {
   std::string name;
   std::string spec;
-  std::unique_ptr<Sequential> model;
+  std::unique_ptr<Model> model;
 };
 
 std::string timestamp(const char* format) {
@@ -91,13 +92,15 @@ void validate(const TrainOptions& o) {
   check_limit(o.test_limit, "--test-limit");
 }
 
+// The functional presets have no spec string: these name them where a spec would stand.
+constexpr const char* kResNetPreset = "resnet-8 (bnorm::resnet, BN after every convolution)";
+constexpr const char* kResNetNoBnPreset = "resnet-8 without BN (bnorm::resnet, batch_norm=false)";
+
 // The CLI's named models: name -> spec.
 const std::vector<std::pair<std::string, std::string>>& named_models() {
   static const std::vector<std::pair<std::string, std::string>> named = {
-      {"seed", kSeedSpec},
-      {"seed-nobn", kSeedNoBnSpec},
-      {"cnn", kCnnSpec},
-      {"cnn-nobn", kCnnNoBnSpec}};
+      {"seed", kSeedSpec},        {"seed-nobn", kSeedNoBnSpec}, {"cnn", kCnnSpec},
+      {"cnn-nobn", kCnnNoBnSpec}, {"resnet", kResNetPreset},    {"resnet-nobn", kResNetNoBnPreset}};
   return named;
 }
 
@@ -129,9 +132,16 @@ std::vector<ModelPlan> plan_models(const TrainOptions& o) {
     for (const auto& other : plans) {
       if (other.name == p.name) throw UsageError("--model " + m + " is given twice");
     }
-    p.model = std::make_unique<Sequential>(o.seed, p.name);
-    add_layers_from_spec(*p.model, p.spec);
-    p.model->build(fashion_mnist_input_shape(*p.model));
+    if (p.spec == kResNetPreset || p.spec == kResNetNoBnPreset) {
+      ResNetOptions r;
+      r.batch_norm = p.spec == kResNetPreset;
+      p.model = std::make_unique<Model>(resnet(r, o.seed, p.name));
+    } else {
+      auto chain = std::make_unique<Sequential>(o.seed, p.name);
+      add_layers_from_spec(*chain, p.spec);
+      chain->build(fashion_mnist_input_shape(*chain));
+      p.model = std::move(chain);
+    }
     check_classifier_output(*p.model, "model '" + p.name + "' (" + p.spec + ")");
     p.model->compile(make_optimizer(o.optimizer, o.learning_rate),
                      LossKind::sparse_categorical_crossentropy, {"accuracy"});
@@ -140,7 +150,7 @@ std::vector<ModelPlan> plan_models(const TrainOptions& o) {
   return plans;
 }
 
-bool has_batch_norm(const Sequential& model) {
+bool has_batch_norm(const Model& model) {
   for (std::size_t i = 0; i < model.size(); ++i) {
     if (model.layer(i).class_name() == "BatchNormalization") return true;
   }
@@ -259,7 +269,7 @@ void run_train(TrainOptions o) {
 
   std::vector<ModelRun> runs;
   for (auto& plan : plans) {
-    Sequential& model = *plan.model;
+    Model& model = *plan.model;
     // Each model sees the images in its own input shape ((N, 784) or (N, 28, 28, 1)): a view
     // of the same storage, never a copy.
     train_images = as_model_input(std::move(train_images), model);
