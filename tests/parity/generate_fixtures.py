@@ -51,10 +51,21 @@ tf.config.experimental.enable_op_determinism()
 
 import keras  # noqa: E402
 import onnx  # noqa: E402
-import torch  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
-torch.set_num_threads(1)
+
+def _import_torch():
+    """PyTorch is imported only when installed; only the torch_bn family
+    needs it (main() refuses that family without it)."""
+    try:
+        import torch as t
+    except ImportError:
+        return None
+    t.set_num_threads(1)
+    return t
+
+
+torch = _import_torch()
 keras.config.set_floatx("float32")
 keras.config.set_epsilon(1e-7)
 
@@ -68,7 +79,7 @@ VERSIONS = {
     "numpy": np.__version__,
     "tensorflow": tf.__version__,
     "keras": keras.__version__,
-    "torch": torch.__version__,
+    "torch": torch.__version__ if torch is not None else None,
     "onnx": onnx.__version__,
 }
 
@@ -135,7 +146,7 @@ def f32(a) -> np.ndarray:
 
 
 def to_np(t) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
+    if torch is not None and isinstance(t, torch.Tensor):
         return t.detach().cpu().numpy()
     return keras.ops.convert_to_numpy(t)
 
@@ -1114,6 +1125,476 @@ def keras_cnn_family() -> None:
 
 
 # --------------------------------------------------------------------------
+# keras_layers: the layers added with the functional API, one per case
+# --------------------------------------------------------------------------
+
+LAYERS_IMAGE = (2, 5, 6, 3)  # (N, H, W, C) of the image cases
+
+
+def kinked_x(rng, shape, kinks, scale=3.0):
+    """Normal data (std `scale`) with about a quarter of the values set
+    exactly to the given kink points (where the derivative jumps)."""
+    x = f32(rng.standard_normal(shape) * scale)
+    if kinks:
+        pick = rng.random(shape) < 0.25
+        vals = f32(rng.choice(np.asarray(kinks, dtype=np.float32), shape))
+        x = np.where(pick, vals, x).astype(np.float32)
+    return x
+
+
+def glorot(rng, shape, fan_in, fan_out):
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return f32(rng.uniform(-limit, limit, shape))
+
+
+# Every case: the Keras class (keras.layers.<layer>), its arguments as
+# passed, the input shapes (channels_last shapes are given; a
+# data_format=channels_first case transposes them), and optional extras.
+LAYER_CASES = [
+    # ZeroPadding2D
+    dict(name="zero_padding_1", layer="ZeroPadding2D", args=dict(padding=1)),
+    dict(name="zero_padding_asym", layer="ZeroPadding2D",
+         args=dict(padding=((1, 2), (0, 3)))),
+    dict(name="cf_zero_padding_asym", layer="ZeroPadding2D",
+         args=dict(padding=((2, 0), (1, 3)), data_format="channels_first")),
+    # DepthwiseConv2D (weights "kernel" (kh, kw, C, M) and "bias" (C*M,))
+    dict(name="depthwise_k3_valid", layer="DepthwiseConv2D",
+         args=dict(kernel_size=3)),
+    dict(name="depthwise_k3_s2_m2_same", layer="DepthwiseConv2D",
+         args=dict(kernel_size=3, strides=2, depth_multiplier=2,
+                   padding="same")),
+    dict(name="depthwise_k2x3_same_no_bias_relu", layer="DepthwiseConv2D",
+         args=dict(kernel_size=(2, 3), padding="same", use_bias=False,
+                   activation="relu")),
+    dict(name="depthwise_k3_d2_same", layer="DepthwiseConv2D",
+         args=dict(kernel_size=3, dilation_rate=2, padding="same")),
+    dict(name="cf_depthwise_k3_s2_m2_same", layer="DepthwiseConv2D",
+         args=dict(kernel_size=3, strides=2, depth_multiplier=2,
+                   padding="same", data_format="channels_first")),
+    # SeparableConv2D (depthwise_kernel, pointwise_kernel, bias)
+    dict(name="separable_k3_f4_valid", layer="SeparableConv2D",
+         args=dict(filters=4, kernel_size=3)),
+    dict(name="separable_k3_s2_m2_same_f5", layer="SeparableConv2D",
+         args=dict(filters=5, kernel_size=3, strides=2, depth_multiplier=2,
+                   padding="same")),
+    dict(name="separable_k3_same_no_bias_relu", layer="SeparableConv2D",
+         args=dict(filters=4, kernel_size=3, padding="same", use_bias=False,
+                   activation="relu")),
+    dict(name="cf_separable_k3_s2_same_f5", layer="SeparableConv2D",
+         args=dict(filters=5, kernel_size=3, strides=2, padding="same",
+                   data_format="channels_first")),
+    # Global pooling
+    dict(name="global_max", layer="GlobalMaxPooling2D", args={}),
+    dict(name="global_max_keepdims", layer="GlobalMaxPooling2D",
+         args=dict(keepdims=True)),
+    dict(name="cf_global_max", layer="GlobalMaxPooling2D",
+         args=dict(data_format="channels_first")),
+    dict(name="global_max_ties", layer="GlobalMaxPooling2D", args={},
+         data="ties"),
+    dict(name="global_average_keepdims", layer="GlobalAveragePooling2D",
+         args=dict(keepdims=True)),
+    dict(name="cf_global_average_keepdims", layer="GlobalAveragePooling2D",
+         args=dict(keepdims=True, data_format="channels_first")),
+    # ReLU layer
+    dict(name="relu_default", layer="ReLU", args={}, kinks=[0.0]),
+    dict(name="relu_max_value_6", layer="ReLU", args=dict(max_value=6.0),
+         kinks=[0.0, 6.0]),
+    dict(name="relu_negative_slope", layer="ReLU",
+         args=dict(negative_slope=0.1), kinks=[0.0]),
+    dict(name="relu_threshold", layer="ReLU", args=dict(threshold=0.5),
+         kinks=[0.0, 0.5]),
+    dict(name="relu_all_args", layer="ReLU",
+         args=dict(max_value=2.0, negative_slope=0.2, threshold=0.3),
+         kinks=[0.0, 0.3, 2.0]),
+    # Activation kinds
+    dict(name="activation_silu", layer="Activation",
+         args=dict(activation="silu"), kinks=[0.0]),
+    dict(name="activation_swish", layer="Activation",
+         args=dict(activation="swish"), kinks=[0.0]),
+    dict(name="activation_gelu", layer="Activation",
+         args=dict(activation="gelu"), kinks=[0.0]),
+    dict(name="activation_hard_sigmoid", layer="Activation",
+         args=dict(activation="hard_sigmoid"), kinks=[-3.0, 0.0, 3.0]),
+    dict(name="activation_hard_silu", layer="Activation",
+         args=dict(activation="hard_silu"), kinks=[-3.0, 0.0, 3.0]),
+    dict(name="activation_hard_swish", layer="Activation",
+         args=dict(activation="hard_swish"), kinks=[-3.0, 0.0, 3.0]),
+    dict(name="activation_elu", layer="Activation",
+         args=dict(activation="elu"), kinks=[0.0]),
+    dict(name="activation_leaky_relu", layer="Activation",
+         args=dict(activation="leaky_relu"), kinks=[0.0]),
+    dict(name="activation_relu6", layer="Activation",
+         args=dict(activation="relu6"), kinks=[0.0, 6.0]),
+    # Reshape, Rescaling, Normalization, Identity, Dropout
+    dict(name="reshape_flat", layer="Reshape", args=dict(target_shape=(90,))),
+    dict(name="reshape_infer", layer="Reshape",
+         args=dict(target_shape=(-1, 9))),
+    dict(name="rescaling_scalar", layer="Rescaling",
+         args=dict(scale=1.0 / 127.5, offset=-1.0), data="pixels"),
+    dict(name="rescaling_per_channel", layer="Rescaling",
+         args=dict(scale=[0.5, 2.0, -1.5], offset=[0.1, 0.0, -0.3])),
+    dict(name="normalization_per_channel", layer="Normalization",
+         args=dict(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 1.0])),
+    dict(name="normalization_invert", layer="Normalization",
+         args=dict(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 1.0],
+                   invert=True)),
+    dict(name="normalization_axis_none", layer="Normalization",
+         args=dict(axis=None, mean=1.5, variance=2.0)),
+    dict(name="normalization_zero_variance", layer="Normalization",
+         args=dict(mean=[0.5, -1.0, 2.0], variance=[0.0, 1e-16, 1.0])),
+    dict(name="normalization_adapt", layer="Normalization", args={},
+         adapt=True),
+    dict(name="identity", layer="Identity", args={}),
+    dict(name="dropout_noise_shape", layer="Dropout",
+         args=dict(rate=0.5, noise_shape=(None, 1, 1, 3)), training=False),
+    # BatchNormalization over axis 3 (bnorm's with_axis({3}), Keras 2's
+    # axis=[3]; Keras 3 takes an int), training mode
+    dict(name="batch_norm_axis3", layer="BatchNormalization",
+         args=dict(axis=3, momentum=0.9), training=True),
+    # Merge layers (several inputs)
+    dict(name="add", layer="Add", args={}, inputs=[LAYERS_IMAGE] * 2),
+    dict(name="add_three", layer="Add", args={}, inputs=[LAYERS_IMAGE] * 3),
+    dict(name="subtract", layer="Subtract", args={},
+         inputs=[LAYERS_IMAGE] * 2),
+    dict(name="multiply", layer="Multiply", args={},
+         inputs=[LAYERS_IMAGE] * 2),
+    dict(name="multiply_broadcast", layer="Multiply", args={},
+         inputs=[LAYERS_IMAGE, (2, 1, 1, 3)]),
+    dict(name="average", layer="Average", args={},
+         inputs=[LAYERS_IMAGE] * 3),
+    dict(name="concatenate_last", layer="Concatenate", args=dict(axis=-1),
+         inputs=[(2, 5, 6, 3), (2, 5, 6, 2)]),
+    dict(name="concatenate_axis1", layer="Concatenate", args=dict(axis=1),
+         inputs=[(2, 5, 6, 3), (2, 2, 6, 3), (2, 1, 6, 3)]),
+    dict(name="concatenate_axis2", layer="Concatenate", args=dict(axis=2),
+         inputs=[(2, 5, 6, 3), (2, 5, 4, 3)]),
+]
+
+
+def layer_case_weights(rng, layer, spec) -> list[np.ndarray]:
+    """Random values for every weight of a built layer, in Keras order."""
+    vals = []
+    for v in layer.weights:
+        shape = tuple(v.shape)
+        n = v.name
+        if n in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+            fan_in = int(np.prod(shape[:-1]))
+            fan_out = int(np.prod(shape[:-2])) * shape[-1]
+            vals.append(glorot(rng, shape, fan_in, fan_out))
+        elif n == "bias" or n == "beta":
+            vals.append(f32(rng.normal(0.0, 0.5, shape)))
+        elif n == "gamma":
+            vals.append(f32(rng.uniform(0.5, 1.5, shape)))
+        elif n == "moving_mean":
+            vals.append(f32(rng.normal(0.0, 0.5, shape)))
+        elif n == "moving_variance":
+            vals.append(f32(rng.uniform(0.5, 1.5, shape)))
+        else:
+            vals.append(None)  # Normalization's adapt state: set by adapt()
+    return vals
+
+
+def jsonable(v):
+    if isinstance(v, tuple):
+        return [jsonable(e) for e in v]
+    if isinstance(v, list):
+        return [jsonable(e) for e in v]
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return v
+
+
+def keras_layers_case(spec: dict) -> None:
+    name, cls = spec["name"], spec["layer"]
+    args = dict(spec["args"])
+    fmt = args.get("data_format", "channels_last")
+    rng = case_rng("keras_layers", name)
+    shapes = spec.get("inputs", [LAYERS_IMAGE])
+    kinks = spec.get("kinks")
+    xs = []
+    for s in shapes:
+        if spec.get("data") == "ties":
+            x = f32(rng.integers(0, 3, s))
+        elif spec.get("data") == "pixels":
+            x = f32(rng.integers(0, 256, s))
+        elif kinks is not None:
+            x = kinked_x(rng, s, kinks)
+        else:
+            x = f32(rng.standard_normal(s) * 1.5 + 0.3)
+        xs.append(nhwc_to(x, fmt) if len(s) == 4 else x)
+
+    layer = getattr(keras.layers, cls)(**args, name=name)
+    multi = len(xs) > 1
+    build_shape = [x.shape for x in xs] if multi else xs[0].shape
+    observations = {}
+    if spec.get("adapt"):
+        data = f32(rng.standard_normal((16,) + LAYERS_IMAGE[1:]) *
+                   np.array([1.0, 3.0, 0.5]) + np.array([2.0, -1.0, 0.0]))
+        layer.adapt(data)
+    else:
+        data = None
+        layer.build(build_shape)
+    weights = layer_case_weights(rng, layer, spec)
+    for v, val in zip(layer.weights, weights):
+        if val is not None:
+            v.assign(val)
+    weight_names = [v.name for v in layer.weights]
+    initial = {n: to_np(v) for n, v in zip(weight_names, layer.weights)}
+    trainable = [v for v in layer.trainable_weights]
+    training = spec.get("training", True)
+
+    xts = [tf.constant(x) for x in xs]
+    out_shape = tuple(layer.compute_output_shape(build_shape))
+    r = f32(rng.standard_normal(out_shape))
+    with tf.GradientTape() as tape:
+        for xt in xts:
+            tape.watch(xt)
+        y = layer(xts if multi else xts[0], training=training)
+        loss = tf.reduce_sum(y * tf.constant(r))
+    grads = tape.gradient(loss, xts + trainable)
+    y = to_np(y)
+    if tuple(y.shape) != out_shape:
+        raise AssertionError(f"keras_layers/{name}: output shape {y.shape} "
+                             f"!= compute_output_shape {out_shape}")
+    if cls == "Dropout":
+        # Training-mode masks are random draws that bnorm cannot reproduce;
+        # record how Keras shares them (noise_shape) as an observation.
+        yt = to_np(layer(xts[0], training=True))
+        keep = (yt != 0) | (xs[0] == 0)
+        shared = bool(np.all(keep == keep[:, :1, :1, :]))
+        observations["training_mask_shared_over_h_w"] = shared
+        observations["training_kept_values_scaled_by"] = float(
+            np.median(yt[yt != 0] / xs[0][yt != 0]))
+
+    arrays = {}
+    for i, x in enumerate(xs):
+        arrays[f"x{i}" if multi else "x"] = x
+    for n in weight_names:
+        arrays[n] = initial[n]
+    if data is not None:
+        arrays["adapt_data"] = data
+    arrays.update(y=y, r=r)
+    for i in range(len(xs)):
+        g = grads[i]
+        arrays[f"dx{i}" if multi else "dx"] = \
+            to_np(g) if g is not None else np.zeros_like(xs[i])
+    for v, g in zip(trainable, grads[len(xs):]):
+        arrays[f"d_{v.name}"] = to_np(g)
+    if cls == "BatchNormalization":
+        arrays["moving_mean_after"] = to_np(layer.moving_mean)
+        arrays["moving_variance_after"] = to_np(layer.moving_variance)
+
+    config = {
+        "layer": f"keras.layers.{cls}",
+        "class_name": cls,
+        "backend": keras.backend.backend(),
+        "dtype": "float32",
+        "args": {k: jsonable(v) for k, v in args.items()},
+        "keras_config": {k: jsonable(v) for k, v in layer.get_config().items()
+                         if k not in ("name", "dtype", "trainable")
+                         and not isinstance(v, dict)},
+        "data_format": fmt,
+        "input_shapes": [list(x.shape) for x in xs],
+        "output_shape": list(out_shape),
+        "weight_names": weight_names,
+        "trainable_weight_names": [v.name for v in trainable],
+        "training": training,
+        "computed_by": "layer(x, training=...) called eagerly under "
+                       "tf.GradientTape; dx* and d_<weight> are the "
+                       "gradients of sum(y * r)",
+    }
+    if spec.get("adapt"):
+        config["adapt"] = "layer.adapt(adapt_data) before the call"
+    extra = {"observations": observations} if observations else None
+    save_case("keras_layers", name, config, arrays, extra)
+
+
+# --------------------------------------------------------------------------
+# keras_resnet: a small residual network, Keras functional API
+# --------------------------------------------------------------------------
+
+RESNET_CASES = [
+    dict(name="sgd_momentum", optimizer="SGD"),
+    dict(name="adam", optimizer="Adam"),
+]
+RESNET_BATCH, RESNET_STEPS, RESNET_CLASSES = 8, 3, 3
+RESNET_IMAGE = (8, 8, 2)
+
+
+def build_resnet():
+    """Every layer named explicitly, so that the C++ side can map weights
+    by name whatever order either side creates them in."""
+    L = keras.layers
+
+    def conv(f, k, s, n):
+        return L.Conv2D(f, k, strides=s, padding="same", use_bias=False,
+                        name=n)
+
+    def bn(n, **kw):
+        return L.BatchNormalization(name=n, **kw)
+
+    x_in = keras.Input(RESNET_IMAGE, name="input")
+    h = conv(4, 3, 1, "stem_conv")(x_in)
+    h = bn("stem_bn", momentum=0.9)(h)
+    h = L.ReLU(name="stem_relu")(h)
+    # identity block
+    b = conv(4, 3, 1, "block1_conv1")(h)
+    b = bn("block1_bn1")(b)
+    b = L.Activation("relu", name="block1_relu1")(b)
+    b = conv(4, 3, 1, "block1_conv2")(b)
+    b = bn("block1_bn2", epsilon=1e-5)(b)
+    h = L.Add(name="block1_add")([b, h])
+    h = L.ReLU(name="block1_out")(h)
+    # projection block, stride 2
+    b = conv(8, 3, 2, "block2_conv1")(h)
+    b = bn("block2_bn1")(b)
+    b = L.ReLU(name="block2_relu1")(b)
+    b = conv(8, 3, 1, "block2_conv2")(b)
+    b = bn("block2_bn2")(b)
+    s = conv(8, 1, 2, "block2_shortcut_conv")(h)
+    s = bn("block2_shortcut_bn")(s)
+    h = L.Add(name="block2_add")([b, s])
+    h = L.Activation("relu", name="block2_out")(h)
+    h = L.GlobalAveragePooling2D(name="pool")(h)
+    out = L.Dense(RESNET_CLASSES, activation="softmax", name="head")(h)
+    return keras.Model(x_in, out, name="resnet")
+
+
+def resnet_graph(model) -> list[dict]:
+    keys = ["filters", "kernel_size", "strides", "padding", "use_bias",
+            "axis", "momentum", "epsilon", "activation", "units",
+            "max_value", "negative_slope", "threshold", "keepdims"]
+    out = []
+    for layer in model.layers:
+        cfg = layer.get_config()
+        kept = {k: jsonable(cfg[k]) for k in keys if k in cfg}
+        inbound = []
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                inbound.append(t._keras_history.operation.name)
+        out.append({"class_name": type(layer).__name__, "name": layer.name,
+                    "inbound": inbound, "config": kept})
+    return out
+
+
+def resnet_weights(model) -> dict[str, np.ndarray]:
+    return {f"{v.path.split('/')[-2]}_{v.name}": to_np(v)
+            for v in model.weights}
+
+
+def resnet_data():
+    rng = case_rng("keras_resnet", "data")
+    h, w, c = RESNET_IMAGE
+    n = RESNET_BATCH * RESNET_STEPS
+    x = f32(rng.standard_normal((n + RESNET_BATCH, h, w, c)))
+    proj = rng.standard_normal((h * w * c, RESNET_CLASSES))
+    y = np.argmax(x.reshape(len(x), -1) @ proj, axis=1).astype(np.int64)
+    model = build_resnet()
+    init = {}
+    for v in model.weights:
+        shape = tuple(v.shape)
+        var = v.name
+        if var == "kernel":
+            rf = int(np.prod(shape[:-2])) if len(shape) == 4 else 1
+            val = glorot(rng, shape, rf * shape[-2], rf * shape[-1])
+        elif var == "bias":
+            val = rng.normal(0.0, 0.1, shape)
+        elif var == "gamma":
+            val = rng.uniform(0.7, 1.3, shape)
+        elif var == "beta":
+            val = rng.normal(0.0, 0.2, shape)
+        elif var == "moving_mean":
+            val = rng.normal(0.0, 0.3, shape)
+        else:
+            val = rng.uniform(0.5, 1.5, shape)
+        init[f"{v.path.split('/')[-2]}_{var}"] = f32(val)
+    return init, x[:n], y[:n], x[n:], y[n:]
+
+
+def make_resnet_optimizer(kind: str):
+    if kind == "SGD":
+        return keras.optimizers.SGD(learning_rate=0.05, momentum=0.9,
+                                    name="sgd")
+    return keras.optimizers.Adam(learning_rate=0.01, name="adam")
+
+
+def keras_resnet_case(spec: dict, data) -> None:
+    name = spec["name"]
+    init, x, y, x_eval, y_eval = data
+    keras.utils.set_random_seed(1234)
+    model = build_resnet()
+    names = list(resnet_weights(model))
+    for v, n in zip(model.weights, names):
+        v.assign(init[n])
+    preds_initial = to_np(model.predict(x_eval, verbose=0))
+    # Gradients of the first batch's loss at the initial weights, training
+    # mode (what the first optimizer step applies).
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    with tf.GradientTape() as tape:
+        p0 = model(x[:RESNET_BATCH], training=True)
+        loss0 = loss_fn(y[:RESNET_BATCH], p0)
+    tw = model.trainable_weights
+    g0 = tape.gradient(loss0, tw)
+    grads0 = {f"grad0_{v.path.split('/')[-2]}_{v.name}": to_np(g)
+              for v, g in zip(tw, g0)}
+    # That call also moved the BN statistics: put them back.
+    for v, n in zip(model.weights, names):
+        v.assign(init[n])
+
+    opt = make_resnet_optimizer(spec["optimizer"])
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy",
+                  jit_compile=False)
+    losses = []
+    for s in range(RESNET_STEPS):
+        sl = slice(s * RESNET_BATCH, (s + 1) * RESNET_BATCH)
+        out = model.train_on_batch(x[sl], y[sl])
+        losses.append(float(out[0] if isinstance(out, list) else out))
+    after = resnet_weights(model)
+    preds = to_np(model.predict(x_eval, verbose=0))
+
+    arrays = {n: init[n] for n in names}
+    arrays.update(x=x, y=y, x_eval=x_eval, y_eval=y_eval,
+                  predictions_initial=preds_initial, loss0=f32(loss0))
+    arrays.update(grads0)
+    arrays.update(step_losses=f32(losses))
+    arrays.update({f"{k}_after": v for k, v in after.items()})
+    arrays.update(predictions_after=preds)
+    config = {
+        "model": "keras.Model (functional): stem Conv2D-BN-ReLU, an "
+                 "identity residual block, a stride-2 projection block, "
+                 "GlobalAveragePooling2D, Dense(softmax)",
+        "layers": resnet_graph(model),
+        "input_shape": list(RESNET_IMAGE),
+        "weight_names": names,
+        "weight_naming": "<layer name>_<variable name>, in "
+                         "model.weights order",
+        "trainable_weight_names": [f"{v.path.split('/')[-2]}_{v.name}"
+                                   for v in tw],
+        "loss": "sparse_categorical_crossentropy",
+        "optimizer": type(opt).__name__,
+        "optimizer_config": optimizer_config(opt),
+        "training": "model.train_on_batch(x[8s:8s+8], y[8s:8s+8]) for "
+                    f"s = 0..{RESNET_STEPS - 1}",
+        "step_losses": "train_on_batch's return: the batch loss before "
+                       "that step's update",
+        "grads0": "grad0_<weight>: d loss / d weight of batch 0 at the "
+                  "initial weights, training mode (tf.GradientTape)",
+        "batch_size": RESNET_BATCH,
+        "steps": RESNET_STEPS,
+        "jit_compile": False,
+        "predict": "model.predict(x_eval), inference mode, before and "
+                   "after training",
+    }
+    save_case("keras_resnet", name, config, arrays)
+
+
+def keras_resnet_family() -> None:
+    data = resnet_data()
+    for spec in RESNET_CASES:
+        keras_resnet_case(spec, data)
+
+
+# --------------------------------------------------------------------------
 # torch_bn
 # --------------------------------------------------------------------------
 
@@ -1402,12 +1883,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     all_families = ["keras_bn", "keras_frozen", "keras_seed", "keras_conv",
                     "keras_pool", "keras_flatten", "keras_cnn", "torch_bn",
-                    "onnx"]
+                    "onnx", "keras_layers", "keras_resnet"]
     ap.add_argument("--only", choices=all_families, action="append",
                     help="generate only these families")
     args = ap.parse_args()
     families = args.only or all_families
     print("versions:", json.dumps(VERSIONS))
+    if "torch_bn" in families and torch is None:
+        raise RuntimeError("the torch_bn family needs PyTorch installed")
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("Keras must run on the TensorFlow backend")
 
@@ -1449,6 +1932,13 @@ def main() -> int:
     if "onnx" in families:
         print("onnx")
         onnx_family()
+    if "keras_layers" in families:
+        print("keras_layers")
+        for spec in LAYER_CASES:
+            keras_layers_case(spec)
+    if "keras_resnet" in families:
+        print("keras_resnet")
+        keras_resnet_family()
     return 0
 
 
