@@ -4,8 +4,7 @@
 int main() {
   using namespace bnorm;
   io::Dataset data = io::load_fashion_mnist();  // /usr/share/datasets/fashion-mnist
-  Tensor x = data.train_x.reshaped(Shape{60000, 28, 28, 1}).slice_rows(0, 10000);
-  Tensor y = data.train_y.slice_rows(0, 10000);
+  Tensor x = data.train_x.reshaped(Shape{60000, 28, 28, 1});
 
   Input inputs(Shape{28, 28, 1});  // keras.Input(shape=(28, 28, 1))
   SymbolicTensor h = Activation("relu")(BatchNormalization()(Conv2D(16, 3, "same")(inputs)));
@@ -18,7 +17,7 @@ int main() {
   std::puts(model.summary().c_str());
 
   ProgressBar progress;
-  model.fit(x, y, {.batch_size = 64, .epochs = 2, .callbacks = {&progress}});
+  model.fit(x, data.train_y, {.batch_size = 64, .epochs = 2, .callbacks = {&progress}});
   EvaluateResult r_test =
       model.evaluate(data.test_x.reshaped(Shape{10000, 28, 28, 1}), data.test_y);
   io::save_model(model, "residual.bnorm");  // the graph and its weights; io::load_model reads it

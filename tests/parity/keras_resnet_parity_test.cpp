@@ -154,23 +154,15 @@ TEST_P(KerasResnet, InitialPredictionsMatchKeras) {
   check(fx_, "predictions_initial", model.predict(fx_.tensor("x_eval")), kForwardTol);
 }
 
-// The same predictions through the unfolded layers. On this network bnorm's predict with
-// set_inference_folding(false) dereferences a null input tensor in
-// BatchNormalization::forward_inputs (SIGSEGV; valgrind: read of address 0), whether or not a
-// folded predict came first. Smaller graphs (Conv2D -> BN, -> ReLU, -> Add(input) -> ReLU) do
-// not crash; training (train_on_batch) and the folded predict run.
+// The same predictions through the unfolded layers (BN + ReLU and BN + Add + ReLU fused).
 TEST_P(KerasResnet, UnfoldedPredictionsMatchKeras) {
-  GTEST_SKIP() << "bnorm crashes (null input in BatchNormalization::forward_inputs) in predict "
-                  "with set_inference_folding(false) on this residual network";
   Model model = build_resnet(input_shape());
   init_model(model);
   model.set_inference_folding(false);
-  check(fx_, "predictions_initial[unfolded]", model.predict(fx_.tensor("x_eval")), kForwardTol);
+  check(fx_, "predictions_initial", model.predict(fx_.tensor("x_eval")), kForwardTol);
 }
 
 TEST_P(KerasResnet, ThreeTrainStepsMatchKeras) {
-  GTEST_SKIP() << "bnorm crashes (null input in BatchNormalization::forward_inputs) in the "
-                  "first train_on_batch on this residual network (unfolded graph forward)";
   Model model = build_resnet(input_shape());
   init_model(model);
   model.compile(make_fixture_optimizer(fx_), LossKind::sparse_categorical_crossentropy);
