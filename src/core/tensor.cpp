@@ -1,10 +1,12 @@
 #include "bnorm/core/tensor.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <span>
 #include <utility>
 
 #include "bnorm/core/error.hpp"
@@ -165,6 +167,42 @@ void Tensor::resize_like(const Shape& like, int axis, std::int64_t size) {
   Shape s = like;
   s[axis] = size;
   resize(s);
+}
+
+namespace {
+// Writes `dims` over `shape` when the rank matches and `capacity` holds them; false otherwise.
+template <class Dims>
+bool fits_in_place(Shape& shape, std::int64_t& size, std::int64_t capacity, const Dims& dims) {
+  if (static_cast<std::size_t>(shape.rank()) != dims.size()) return false;
+  std::int64_t n = 1;
+  for (std::int64_t d : dims)
+    if (d < 0 || __builtin_mul_overflow(n, d, &n)) return false;
+  if (n > capacity) return false;
+  int i = 0;
+  for (std::int64_t d : dims) shape[i++] = d;
+  size = n;
+  return true;
+}
+}  // namespace
+
+void Tensor::resize_dims(std::initializer_list<std::int64_t> dims) {
+  if (data_ && fits_in_place(shape_, size_, capacity_, dims)) return;
+  resize(Shape(dims));
+}
+
+void Tensor::resize_batch(std::int64_t batch, const Shape& per_sample) {
+  if (data_ && rank() == per_sample.rank() + 1) {
+    std::array<std::int64_t, Shape::kMaxRank> dims{};
+    dims[0] = batch;
+    for (int i = 0; i < per_sample.rank(); ++i)
+      dims[static_cast<std::size_t>(i) + 1] = per_sample[i];
+    if (fits_in_place(shape_, size_, capacity_,
+                      std::span<const std::int64_t>(dims.data(), static_cast<std::size_t>(rank()))))
+      return;
+  }
+  std::vector<std::int64_t> dims{batch};
+  dims.insert(dims.end(), per_sample.dims().begin(), per_sample.dims().end());
+  resize(Shape(std::move(dims)));
 }
 
 Tensor Tensor::reshaped(const Shape& shape) const& {

@@ -121,20 +121,24 @@ void Conv2D::do_forward(const Tensor& x, Mode, Tensor& y) {
   const std::int64_t n = x.shape()[0];
   const auto d =
       conv_dims(n, options_, g.in_h, g.in_w, g.in_c, g.out_h, g.out_w, g.pad_top, g.pad_left);
-  const Shape out_shape = detail::with_batch(
-      n, detail::make_image_shape(g.out_h, g.out_w, options_.filters, channels_first_));
   const bool linear = activation_ == ActivationKind::linear;
   Tensor& z = linear ? y : z_;  // the convolution's output in the layer's data format
-  z.resize(out_shape);
-  y.resize(out_shape);
-  cols_.resize(Shape{std::max<std::int64_t>(1, kernels::conv2d_cols_size(d))});
+  // Per-step buffers: resized in place (no allocation once they have the capacity).
+  if (channels_first_) {
+    z.resize_dims({n, options_.filters, g.out_h, g.out_w});
+    y.resize_dims({n, options_.filters, g.out_h, g.out_w});
+  } else {
+    z.resize_dims({n, g.out_h, g.out_w, options_.filters});
+    y.resize_dims({n, g.out_h, g.out_w, options_.filters});
+  }
+  cols_.resize_dims({std::max<std::int64_t>(1, kernels::conv2d_cols_size(d))});
 
   const float* xin = x.data();
   if (channels_first_) {
-    x_nhwc_.resize(Shape{n, g.in_h, g.in_w, g.in_c});
+    x_nhwc_.resize_dims({n, g.in_h, g.in_w, g.in_c});
     kernels::transpose_channels_first_to_last(n, g.in_c, g.in_h * g.in_w, x.data(), x_nhwc_.data());
     xin = x_nhwc_.data();
-    y_nhwc_.resize(Shape{n, g.out_h, g.out_w, options_.filters});
+    y_nhwc_.resize_dims({n, g.out_h, g.out_w, options_.filters});
   }
   float* out = channels_first_ ? y_nhwc_.data() : z.data();
   kernels::conv2d_forward(d, xin, kernel_->value.data(), bias_ ? bias_->value.data() : nullptr,
@@ -145,7 +149,7 @@ void Conv2D::do_forward(const Tensor& x, Mode, Tensor& y) {
   }
   if (!linear) {
     // Keras applies the activation elementwise; softmax is over the last axis.
-    const std::int64_t cols = out_shape[out_shape.rank() - 1];
+    const std::int64_t cols = z.shape()[z.rank() - 1];
     kernels::activation_forward(activation_, z.size() / cols, cols, z.data(), y.data());
   }
 }
@@ -165,7 +169,7 @@ void Conv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
   }
   const float* dz_nhwc = dz->data();
   if (channels_first_) {
-    dz_nhwc_.resize(Shape{n, g.out_h, g.out_w, options_.filters});
+    dz_nhwc_.resize_dims({n, g.out_h, g.out_w, options_.filters});
     kernels::transpose_channels_first_to_last(n, options_.filters, g.out_h * g.out_w, dz->data(),
                                               dz_nhwc_.data());
     dz_nhwc = dz_nhwc_.data();
@@ -177,7 +181,7 @@ void Conv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
     dcols_.resize(cols_.shape());
     dx.resize(last_input_->shape());
     if (channels_first_) {
-      dx_nhwc_.resize(Shape{n, g.in_h, g.in_w, g.in_c});
+      dx_nhwc_.resize_dims({n, g.in_h, g.in_w, g.in_c});
       dx_out = dx_nhwc_.data();
     } else {
       dx_out = dx.data();

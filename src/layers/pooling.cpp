@@ -92,7 +92,7 @@ void Pooling2D::do_forward(const Tensor& x, Mode, Tensor& y) {
   const Geometry& g = geometry_;
   const auto d = batch_dims(n, g.in_h, g.in_w, g.channels, g.out_h, g.out_w, g.pad_top, g.pad_left,
                             options_, strides(), channels_first_);
-  y.resize(detail::with_batch(n, output_per_sample_));
+  y.resize_batch(n, output_per_sample_);
   if (kind_ == Kind::max) {
     kernels::max_pool2d_forward(d, x.data(), y.data());
   } else {
@@ -137,7 +137,7 @@ void GlobalAveragePooling2D::do_build(const Shape& input_shape, Random&) {
 
 void GlobalAveragePooling2D::do_forward(const Tensor& x, Mode, Tensor& y) {
   const std::int64_t n = x.shape()[0];
-  y.resize(detail::with_batch(n, output_per_sample_));
+  y.resize_batch(n, output_per_sample_);
   // channels_last: (N, H*W, C); channels_first: (N*C, H*W, 1).
   if (channels_first_) {
     kernels::global_avg_pool_forward(n * channels_, spatial_, 1, x.data(), y.data());
@@ -196,7 +196,7 @@ kernels::Pool2dDims global_dims(std::int64_t n, std::int64_t in_h, std::int64_t 
 
 void GlobalMaxPooling2D::do_forward(const Tensor& x, Mode, Tensor& y) {
   const std::int64_t n = x.shape()[0];
-  y.resize(detail::with_batch(n, output_per_sample_));
+  y.resize_batch(n, output_per_sample_);
   kernels::max_pool2d_forward(global_dims(n, in_h_, in_w_, channels_, channels_first_), x.data(),
                               y.data());
 }

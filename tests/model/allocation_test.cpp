@@ -14,7 +14,9 @@
 #include "bnorm/core/random.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/layers/dense.hpp"
+#include "bnorm/layers/merge.hpp"
 #include "bnorm/model/callbacks.hpp"
+#include "bnorm/model/presets.hpp"
 #include "bnorm/model/sequential.hpp"
 #include "bnorm/model/spec.hpp"
 
@@ -206,6 +208,30 @@ TEST(Allocation, ThreadedBatchNormStepsAllocateNothing) {
     EXPECT_EQ(allocations_after_warm_up(2, kSteps, [&] { model.train_on_batch(d.x, d.y); }), 0);
   }
   set_num_threads(1);
+}
+
+// A functional graph: residual blocks (fused BN + Add + ReLU, projection shortcuts), a shared
+// layer called twice (replica sync and gradient sums) and a tensor used by three layers
+// (gradient accumulators).
+TEST(Allocation, FunctionalStepsAllocateNothing) {
+  ResNetOptions r;
+  r.input_shape = Shape{8, 8, 1};
+  r.filters = {4, 8};
+  Model resnet_model = resnet(r, 5);
+  resnet_model.compile("adam", "sparse_categorical_crossentropy");
+  Data images = make_data(16, 64, 10);
+  images.x = images.x.reshaped(Shape{16, 8, 8, 1});
+  EXPECT_EQ(
+      allocations_after_warm_up(2, 3, [&] { resnet_model.train_on_batch(images.x, images.y); }), 0);
+
+  Input x(Shape{12});
+  auto shared = std::make_shared<Dense>(12, "tanh");
+  SymbolicTensor h = Dense(12)(x);
+  SymbolicTensor y = Add()({(*shared)(h), (*shared)(Dense(12)(h)), h});
+  Model m(x, Dense(10, "softmax")(y), "shared", 3);
+  m.compile("sgd", "sparse_categorical_crossentropy");
+  const Data d = make_data(32, 12, 11);
+  EXPECT_EQ(allocations_after_warm_up(2, 3, [&] { m.train_on_batch(d.x, d.y); }), 0);
 }
 
 }  // namespace

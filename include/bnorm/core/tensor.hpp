@@ -71,6 +71,11 @@ class Tensor {
   // the rank is unchanged and the capacity suffices: the steady state of a training loop, the
   // last partial batch included.
   void resize_like(const Shape& like, int axis, std::int64_t size);
+  // Resizes to `dims`; like resize_like, allocates nothing when the rank is unchanged and the
+  // capacity suffices (a layer's per-step buffers).
+  void resize_dims(std::initializer_list<std::int64_t> dims);
+  // Resizes to (batch, per_sample...), allocation-free in the same way.
+  void resize_batch(std::int64_t batch, const Shape& per_sample);
   // Same data viewed with another shape of equal size; ShapeError otherwise.
   Tensor reshaped(const Shape& shape) const&;
   // The rvalue form moves the storage instead of copying it (e.g. a whole data set).
