@@ -4,6 +4,7 @@
 
 #include "bnorm/core/parallel.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/window.hpp"
 
 namespace bnorm::kernels {
 
@@ -20,32 +21,28 @@ std::int64_t sample_grain(const Conv2dDims& d) noexcept {
 void im2col(const Conv2dDims& d, std::int64_t n0, std::int64_t n1, const float* x,
             float* cols) noexcept {
   const std::int64_t K = d.patch(), row_len = d.kernel_w * d.in_c;
-  for (std::int64_t n = n0; n < n1; ++n) {
-    const float* xn = x + n * d.in_h * d.in_w * d.in_c;
-    for (std::int64_t oh = 0; oh < d.out_h; ++oh) {
-      for (std::int64_t ow = 0; ow < d.out_w; ++ow) {
-        float* row = cols + ((n * d.out_h + oh) * d.out_w + ow) * K;
-        for (std::int64_t i = 0; i < d.kernel_h; ++i) {
-          float* dst = row + i * row_len;
-          const std::int64_t ih = oh * d.stride_h - d.pad_top + i * d.dilation_h;
-          if (ih < 0 || ih >= d.in_h) {
-            std::fill(dst, dst + row_len, 0.0f);
-            continue;
-          }
-          const float* xrow = xn + ih * d.in_w * d.in_c;
-          for (std::int64_t j = 0; j < d.kernel_w; ++j) {
-            const std::int64_t iw = ow * d.stride_w - d.pad_left + j * d.dilation_w;
-            float* out = dst + j * d.in_c;
-            if (iw < 0 || iw >= d.in_w) {
-              std::fill(out, out + d.in_c, 0.0f);
-            } else {
-              std::copy(xrow + iw * d.in_c, xrow + (iw + 1) * d.in_c, out);
-            }
-          }
+  window::for_each_output(d, n0, n1, [&](std::int64_t n, std::int64_t oh, std::int64_t ow) {
+    const float* xn = x + window::input_pixel(d, n, 0, 0) * d.in_c;
+    float* row = cols + window::output_pixel(d, n, oh, ow) * K;
+    for (std::int64_t i = 0; i < d.kernel_h; ++i) {
+      float* dst = row + i * row_len;
+      const std::int64_t ih = window::input_row(d, oh, i);
+      if (ih < 0 || ih >= d.in_h) {
+        std::fill(dst, dst + row_len, 0.0f);
+        continue;
+      }
+      const float* xrow = xn + ih * d.in_w * d.in_c;
+      for (std::int64_t j = 0; j < d.kernel_w; ++j) {
+        const std::int64_t iw = window::input_col(d, ow, j);
+        float* out = dst + j * d.in_c;
+        if (iw < 0 || iw >= d.in_w) {
+          std::fill(out, out + d.in_c, 0.0f);
+        } else {
+          std::copy(xrow + iw * d.in_c, xrow + (iw + 1) * d.in_c, out);
         }
       }
     }
-  }
+  });
 }
 
 // dx for samples [n0, n1) = the sum of every patch row of dcols added back where it came from.
@@ -53,25 +50,15 @@ void col2im(const Conv2dDims& d, std::int64_t n0, std::int64_t n1, const float* 
             float* dx) noexcept {
   const std::int64_t K = d.patch(), sample = d.in_h * d.in_w * d.in_c;
   std::fill(dx + n0 * sample, dx + n1 * sample, 0.0f);
-  for (std::int64_t n = n0; n < n1; ++n) {
-    float* dxn = dx + n * sample;
-    for (std::int64_t oh = 0; oh < d.out_h; ++oh) {
-      for (std::int64_t ow = 0; ow < d.out_w; ++ow) {
-        const float* row = dcols + ((n * d.out_h + oh) * d.out_w + ow) * K;
-        for (std::int64_t i = 0; i < d.kernel_h; ++i) {
-          const std::int64_t ih = oh * d.stride_h - d.pad_top + i * d.dilation_h;
-          if (ih < 0 || ih >= d.in_h) continue;
-          for (std::int64_t j = 0; j < d.kernel_w; ++j) {
-            const std::int64_t iw = ow * d.stride_w - d.pad_left + j * d.dilation_w;
-            if (iw < 0 || iw >= d.in_w) continue;
-            const float* src = row + (i * d.kernel_w + j) * d.in_c;
-            float* out = dxn + (ih * d.in_w + iw) * d.in_c;
-            for (std::int64_t c = 0; c < d.in_c; ++c) out[c] += src[c];
-          }
-        }
-      }
-    }
-  }
+  window::for_each_output(d, n0, n1, [&](std::int64_t n, std::int64_t oh, std::int64_t ow) {
+    const float* row = dcols + window::output_pixel(d, n, oh, ow) * K;
+    window::for_each_tap(d, oh, ow,
+                         [&](std::int64_t i, std::int64_t j, std::int64_t ih, std::int64_t iw) {
+                           const float* src = row + (i * d.kernel_w + j) * d.in_c;
+                           float* out = dx + window::input_pixel(d, n, ih, iw) * d.in_c;
+                           for (std::int64_t c = 0; c < d.in_c; ++c) out[c] += src[c];
+                         });
+  });
 }
 
 }  // namespace
@@ -92,17 +79,35 @@ std::int64_t conv2d_cols_size(const Conv2dDims& d) noexcept {
   return d.batch * d.out_positions() * d.patch();
 }
 
+void rows_times_kernel(std::int64_t rows, std::int64_t k, std::int64_t f, const float* a,
+                       const float* kernel, const float* bias, float* y) noexcept {
+  if (bias) {
+    for (std::int64_t r = 0; r < rows; ++r) std::copy(bias, bias + f, y + r * f);
+  }
+  gemm({rows, f, k}, false, false, 1.0f, a, k, kernel, f, bias ? 1.0f : 0.0f, y, f);
+}
+
+void rows_kernel_gradient(std::int64_t rows, std::int64_t k, std::int64_t f, const float* a,
+                          const float* dy, float* dkernel) noexcept {
+  // dkernel[k0:k1, :] = a[:, k0:k1]^T @ dy: blocks of kernel rows, each a whole sum.
+  constexpr std::int64_t kRowBlock = 32;
+  parallel_for(k, kRowBlock, [&](std::int64_t k0, std::int64_t k1) {
+    gemm({k1 - k0, f, rows}, true, false, 1.0f, a + k0, k, dy, f, 0.0f, dkernel + k0 * f, f);
+  });
+}
+
+void rows_input_gradient(std::int64_t rows, std::int64_t k, std::int64_t f, const float* dy,
+                         const float* kernel, float* da) noexcept {
+  gemm({rows, k, f}, false, true, 1.0f, dy, f, kernel, f, 0.0f, da, k);
+}
+
 void conv2d_forward(const Conv2dDims& d, const float* x, const float* kernel, const float* bias,
                     float* cols, float* y) noexcept {
   const std::int64_t K = d.patch(), F = d.filters, P = d.out_positions();
   parallel_for(d.batch, sample_grain(d), [&](std::int64_t n0, std::int64_t n1) {
     im2col(d, n0, n1, x, cols);
-    const std::int64_t r0 = n0 * P, rows = (n1 - n0) * P;
-    float* yc = y + r0 * F;
-    if (bias) {
-      for (std::int64_t r = 0; r < rows; ++r) std::copy(bias, bias + F, yc + r * F);
-    }
-    gemm({rows, F, K}, false, false, 1.0f, cols + r0 * K, K, kernel, F, bias ? 1.0f : 0.0f, yc, F);
+    const std::int64_t r0 = n0 * P;
+    rows_times_kernel((n1 - n0) * P, K, F, cols + r0 * K, kernel, bias, y + r0 * F);
   });
 }
 
@@ -111,18 +116,11 @@ void conv2d_backward(const Conv2dDims& d, const float* dy, const float* kernel, 
   const std::int64_t K = d.patch(), F = d.filters, P = d.out_positions();
   const std::int64_t rows = d.batch * P;
   if (dbias) sum_rows(rows, F, dy, dbias);
-  if (dkernel) {
-    // dkernel[k0:k1, :] = cols[:, k0:k1]^T @ dy: blocks of kernel rows, each a whole sum.
-    constexpr std::int64_t kRowBlock = 32;
-    parallel_for(K, kRowBlock, [&](std::int64_t k0, std::int64_t k1) {
-      gemm({k1 - k0, F, rows}, true, false, 1.0f, cols + k0, K, dy, F, 0.0f, dkernel + k0 * F, F);
-    });
-  }
+  if (dkernel) rows_kernel_gradient(rows, K, F, cols, dy, dkernel);
   if (dx) {
     parallel_for(d.batch, sample_grain(d), [&](std::int64_t n0, std::int64_t n1) {
       const std::int64_t r0 = n0 * P;
-      gemm({(n1 - n0) * P, K, F}, false, true, 1.0f, dy + r0 * F, F, kernel, F, 0.0f,
-           dcols + r0 * K, K);
+      rows_input_gradient((n1 - n0) * P, K, F, dy + r0 * F, kernel, dcols + r0 * K);
       col2im(d, n0, n1, dcols, dx);
     });
   }
@@ -148,85 +146,72 @@ void transpose_channels_last_to_first(std::int64_t batch, std::int64_t channels,
 
 namespace reference {
 
+namespace {
+std::int64_t kernel_index(const Conv2dDims& d, std::int64_t i, std::int64_t j, std::int64_t c,
+                          std::int64_t f) {
+  return ((i * d.kernel_w + j) * d.in_c + c) * d.filters + f;
+}
+}  // namespace
+
 void conv2d_forward(const Conv2dDims& d, const float* x, const float* kernel, const float* bias,
                     float* y) noexcept {
-  for (std::int64_t n = 0; n < d.batch; ++n)
-    for (std::int64_t oh = 0; oh < d.out_h; ++oh)
-      for (std::int64_t ow = 0; ow < d.out_w; ++ow)
-        for (std::int64_t f = 0; f < d.filters; ++f) {
-          double acc = bias ? bias[f] : 0.0;
-          for (std::int64_t i = 0; i < d.kernel_h; ++i) {
-            const std::int64_t ih = oh * d.stride_h - d.pad_top + i * d.dilation_h;
-            if (ih < 0 || ih >= d.in_h) continue;
-            for (std::int64_t j = 0; j < d.kernel_w; ++j) {
-              const std::int64_t iw = ow * d.stride_w - d.pad_left + j * d.dilation_w;
-              if (iw < 0 || iw >= d.in_w) continue;
-              for (std::int64_t c = 0; c < d.in_c; ++c) {
-                acc += static_cast<double>(x[((n * d.in_h + ih) * d.in_w + iw) * d.in_c + c]) *
-                       kernel[((i * d.kernel_w + j) * d.in_c + c) * d.filters + f];
-              }
+  window::for_each_output(d, 0, d.batch, [&](std::int64_t n, std::int64_t oh, std::int64_t ow) {
+    for (std::int64_t f = 0; f < d.filters; ++f) {
+      double acc = bias ? bias[f] : 0.0;
+      window::for_each_tap(
+          d, oh, ow, [&](std::int64_t i, std::int64_t j, std::int64_t ih, std::int64_t iw) {
+            const float* xv = x + window::input_pixel(d, n, ih, iw) * d.in_c;
+            for (std::int64_t c = 0; c < d.in_c; ++c) {
+              acc += static_cast<double>(xv[c]) * kernel[kernel_index(d, i, j, c, f)];
             }
-          }
-          y[((n * d.out_h + oh) * d.out_w + ow) * d.filters + f] = static_cast<float>(acc);
-        }
+          });
+      y[window::output_pixel(d, n, oh, ow) * d.filters + f] = static_cast<float>(acc);
+    }
+  });
 }
 
 void conv2d_backward(const Conv2dDims& d, const float* x, const float* dy, const float* kernel,
                      float* dx, float* dkernel, float* dbias) noexcept {
   auto dy_at = [&](std::int64_t n, std::int64_t oh, std::int64_t ow, std::int64_t f) {
-    return static_cast<double>(dy[((n * d.out_h + oh) * d.out_w + ow) * d.filters + f]);
+    return static_cast<double>(dy[window::output_pixel(d, n, oh, ow) * d.filters + f]);
   };
   if (dbias) {
     for (std::int64_t f = 0; f < d.filters; ++f) {
       double acc = 0.0;
-      for (std::int64_t n = 0; n < d.batch; ++n)
-        for (std::int64_t oh = 0; oh < d.out_h; ++oh)
-          for (std::int64_t ow = 0; ow < d.out_w; ++ow) acc += dy_at(n, oh, ow, f);
+      window::for_each_output(d, 0, d.batch, [&](std::int64_t n, std::int64_t oh, std::int64_t ow) {
+        acc += dy_at(n, oh, ow, f);
+      });
       dbias[f] = static_cast<float>(acc);
     }
   }
   if (dkernel) {
-    for (std::int64_t i = 0; i < d.kernel_h; ++i)
-      for (std::int64_t j = 0; j < d.kernel_w; ++j)
-        for (std::int64_t c = 0; c < d.in_c; ++c)
-          for (std::int64_t f = 0; f < d.filters; ++f) {
-            double acc = 0.0;
-            for (std::int64_t n = 0; n < d.batch; ++n)
-              for (std::int64_t oh = 0; oh < d.out_h; ++oh) {
-                const std::int64_t ih = oh * d.stride_h - d.pad_top + i * d.dilation_h;
-                if (ih < 0 || ih >= d.in_h) continue;
-                for (std::int64_t ow = 0; ow < d.out_w; ++ow) {
-                  const std::int64_t iw = ow * d.stride_w - d.pad_left + j * d.dilation_w;
-                  if (iw < 0 || iw >= d.in_w) continue;
-                  acc += static_cast<double>(x[((n * d.in_h + ih) * d.in_w + iw) * d.in_c + c]) *
-                         dy_at(n, oh, ow, f);
-                }
-              }
-            dkernel[((i * d.kernel_w + j) * d.in_c + c) * d.filters + f] = static_cast<float>(acc);
-          }
+    window::for_each_tap_channel(d, [&](std::int64_t i, std::int64_t j, std::int64_t c) {
+      for (std::int64_t f = 0; f < d.filters; ++f) {
+        double acc = 0.0;
+        window::for_each_position_of_tap(
+            d, i, j,
+            [&](std::int64_t n, std::int64_t oh, std::int64_t ow, std::int64_t ih,
+                std::int64_t iw) {
+              acc += static_cast<double>(x[window::input_pixel(d, n, ih, iw) * d.in_c + c]) *
+                     dy_at(n, oh, ow, f);
+            });
+        dkernel[kernel_index(d, i, j, c, f)] = static_cast<float>(acc);
+      }
+    });
   }
   if (dx) {
-    // dx[n, ih, iw, c] gathers every (output position, kernel tap) that read it:
-    // ih = oh*sh - pad_top + i*dh  <=>  oh = (ih + pad_top - i*dh) / sh when divisible.
-    for (std::int64_t n = 0; n < d.batch; ++n)
-      for (std::int64_t ih = 0; ih < d.in_h; ++ih)
-        for (std::int64_t iw = 0; iw < d.in_w; ++iw)
-          for (std::int64_t c = 0; c < d.in_c; ++c) {
-            double acc = 0.0;
-            for (std::int64_t i = 0; i < d.kernel_h; ++i) {
-              const std::int64_t th = ih + d.pad_top - i * d.dilation_h;
-              if (th < 0 || th % d.stride_h != 0 || th / d.stride_h >= d.out_h) continue;
-              for (std::int64_t j = 0; j < d.kernel_w; ++j) {
-                const std::int64_t tw = iw + d.pad_left - j * d.dilation_w;
-                if (tw < 0 || tw % d.stride_w != 0 || tw / d.stride_w >= d.out_w) continue;
+    // dx[n, ih, iw, c] gathers every (output position, kernel tap) that read it.
+    window::for_each_input(
+        d, [&](std::int64_t n, std::int64_t ih, std::int64_t iw, std::int64_t c) {
+          double acc = 0.0;
+          window::for_each_reader(
+              d, ih, iw, [&](std::int64_t i, std::int64_t j, std::int64_t oh, std::int64_t ow) {
                 for (std::int64_t f = 0; f < d.filters; ++f) {
-                  acc += dy_at(n, th / d.stride_h, tw / d.stride_w, f) *
-                         kernel[((i * d.kernel_w + j) * d.in_c + c) * d.filters + f];
+                  acc += dy_at(n, oh, ow, f) * kernel[kernel_index(d, i, j, c, f)];
                 }
-              }
-            }
-            dx[((n * d.in_h + ih) * d.in_w + iw) * d.in_c + c] = static_cast<float>(acc);
-          }
+              });
+          dx[window::input_pixel(d, n, ih, iw) * d.in_c + c] = static_cast<float>(acc);
+        });
   }
 }
 

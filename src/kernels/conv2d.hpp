@@ -67,6 +67,19 @@ void conv2d_forward(const Conv2dDims& d, const float* x, const float* kernel, co
 void conv2d_backward(const Conv2dDims& d, const float* dy, const float* kernel, const float* cols,
                      float* dcols, float* dx, float* dkernel, float* dbias) noexcept;
 
+// The GEMM halves of a convolution over rows of patches (conv2d's im2col rows; the pixels of a
+// 1x1 pointwise convolution), with a (rows x k) and the kernel read as (k x f):
+//   rows_times_kernel:    y = a @ kernel + bias (bias may be null);
+//   rows_kernel_gradient: dkernel = a^T @ dy, in parallel blocks of kernel rows, each a whole
+//                         sum, so the bits do not depend on the thread count;
+//   rows_input_gradient:  da = dy @ kernel^T.
+void rows_times_kernel(std::int64_t rows, std::int64_t k, std::int64_t f, const float* a,
+                       const float* kernel, const float* bias, float* y) noexcept;
+void rows_kernel_gradient(std::int64_t rows, std::int64_t k, std::int64_t f, const float* a,
+                          const float* dy, float* dkernel) noexcept;
+void rows_input_gradient(std::int64_t rows, std::int64_t k, std::int64_t f, const float* dy,
+                         const float* kernel, float* da) noexcept;
+
 // (batch, channels, spatial) <-> (batch, spatial, channels) copies, for channels_first layers
 // that run the NHWC kernels (spatial = height * width).
 void transpose_channels_first_to_last(std::int64_t batch, std::int64_t channels,

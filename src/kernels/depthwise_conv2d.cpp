@@ -3,7 +3,9 @@
 #include <algorithm>
 
 #include "bnorm/core/parallel.hpp"
+#include "kernels/conv2d.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/window.hpp"
 
 namespace bnorm::kernels {
 
@@ -41,28 +43,19 @@ void depthwise_conv2d_forward(const DepthwiseConv2dDims& d, const float* x, cons
   const std::int64_t C = d.in_c, M = d.depth_multiplier, OC = d.out_c();
   const std::int64_t grain = sample_grain(d.out_h * d.out_w * OC);
   parallel_for(d.batch, grain, [&](std::int64_t n0, std::int64_t n1) {
-    for (std::int64_t n = n0; n < n1; ++n) {
-      const float* xn = x + n * d.in_h * d.in_w * C;
-      for (std::int64_t oh = 0; oh < d.out_h; ++oh)
-        for (std::int64_t ow = 0; ow < d.out_w; ++ow) {
-          float* out = y + ((n * d.out_h + oh) * d.out_w + ow) * OC;
-          if (bias) {
-            std::copy(bias, bias + OC, out);
-          } else {
-            std::fill(out, out + OC, 0.0f);
-          }
-          for (std::int64_t i = 0; i < d.kernel_h; ++i) {
-            const std::int64_t ih = oh * d.stride_h - d.pad_top + i * d.dilation_h;
-            if (ih < 0 || ih >= d.in_h) continue;
-            for (std::int64_t j = 0; j < d.kernel_w; ++j) {
-              const std::int64_t iw = ow * d.stride_w - d.pad_left + j * d.dilation_w;
-              if (iw < 0 || iw >= d.in_w) continue;
-              multiply_add(C, M, xn + (ih * d.in_w + iw) * C, kernel + (i * d.kernel_w + j) * OC,
-                           out);
-            }
-          }
-        }
-    }
+    window::for_each_output(d, n0, n1, [&](std::int64_t n, std::int64_t oh, std::int64_t ow) {
+      float* out = y + window::output_pixel(d, n, oh, ow) * OC;
+      if (bias) {
+        std::copy(bias, bias + OC, out);
+      } else {
+        std::fill(out, out + OC, 0.0f);
+      }
+      window::for_each_tap(d, oh, ow,
+                           [&](std::int64_t i, std::int64_t j, std::int64_t ih, std::int64_t iw) {
+                             multiply_add(C, M, x + window::input_pixel(d, n, ih, iw) * C,
+                                          kernel + (i * d.kernel_w + j) * OC, out);
+                           });
+    });
   });
 }
 
@@ -82,15 +75,12 @@ void depthwise_conv2d_backward(const DepthwiseConv2dDims& d, const float* x, con
         const std::int64_t o0 = (u % blocks) * kChannelBlock;
         const std::int64_t o1 = std::min(o0 + kChannelBlock, OC), no = o1 - o0;
         double acc[kChannelBlock] = {};
-        for (std::int64_t n = 0; n < d.batch; ++n)
-          for (std::int64_t oh = 0; oh < d.out_h; ++oh) {
-            const std::int64_t ih = oh * d.stride_h - d.pad_top + i * d.dilation_h;
-            if (ih < 0 || ih >= d.in_h) continue;
-            for (std::int64_t ow = 0; ow < d.out_w; ++ow) {
-              const std::int64_t iw = ow * d.stride_w - d.pad_left + j * d.dilation_w;
-              if (iw < 0 || iw >= d.in_w) continue;
-              const float* xv = x + ((n * d.in_h + ih) * d.in_w + iw) * C;
-              const float* g = dy + ((n * d.out_h + oh) * d.out_w + ow) * OC + o0;
+        window::for_each_position_of_tap(
+            d, i, j,
+            [&](std::int64_t n, std::int64_t oh, std::int64_t ow, std::int64_t ih,
+                std::int64_t iw) {
+              const float* xv = x + window::input_pixel(d, n, ih, iw) * C;
+              const float* g = dy + window::output_pixel(d, n, oh, ow) * OC + o0;
               if (M == 1) {
                 for (std::int64_t k = 0; k < no; ++k)
                   acc[k] += static_cast<double>(xv[o0 + k]) * g[k];
@@ -102,8 +92,7 @@ void depthwise_conv2d_backward(const DepthwiseConv2dDims& d, const float* x, con
                   for (; o < end; ++o) acc[o - o0] += xc * g[o - o0];
                 }
               }
-            }
-          }
+            });
         float* out = dkernel + tap * OC + o0;
         for (std::int64_t k = 0; k < no; ++k) out[k] = static_cast<float>(acc[k]);
       }
@@ -114,32 +103,24 @@ void depthwise_conv2d_backward(const DepthwiseConv2dDims& d, const float* x, con
     const std::int64_t grain = sample_grain(d.out_h * d.out_w * OC);
     parallel_for(d.batch, grain, [&](std::int64_t n0, std::int64_t n1) {
       std::fill(dx + n0 * sample, dx + n1 * sample, 0.0f);
-      for (std::int64_t n = n0; n < n1; ++n) {
-        float* dxn = dx + n * sample;
-        for (std::int64_t oh = 0; oh < d.out_h; ++oh)
-          for (std::int64_t ow = 0; ow < d.out_w; ++ow) {
-            const float* g = dy + ((n * d.out_h + oh) * d.out_w + ow) * OC;
-            for (std::int64_t i = 0; i < d.kernel_h; ++i) {
-              const std::int64_t ih = oh * d.stride_h - d.pad_top + i * d.dilation_h;
-              if (ih < 0 || ih >= d.in_h) continue;
-              for (std::int64_t j = 0; j < d.kernel_w; ++j) {
-                const std::int64_t iw = ow * d.stride_w - d.pad_left + j * d.dilation_w;
-                if (iw < 0 || iw >= d.in_w) continue;
-                const float* __restrict kv = kernel + (i * d.kernel_w + j) * OC;
-                float* __restrict out = dxn + (ih * d.in_w + iw) * C;
-                if (M == 1) {
-                  for (std::int64_t c = 0; c < C; ++c) out[c] += g[c] * kv[c];
-                } else {
-                  for (std::int64_t c = 0; c < C; ++c) {
-                    float s = 0.0f;
-                    for (std::int64_t m = 0; m < M; ++m) s += g[c * M + m] * kv[c * M + m];
-                    out[c] += s;
-                  }
-                }
-              }
-            }
-          }
-      }
+      window::for_each_output(d, n0, n1, [&](std::int64_t n, std::int64_t oh, std::int64_t ow) {
+        const float* g = dy + window::output_pixel(d, n, oh, ow) * OC;
+        window::for_each_tap(d, oh, ow,
+                             [&](std::int64_t i, std::int64_t j, std::int64_t ih, std::int64_t iw) {
+                               const float* __restrict kv = kernel + (i * d.kernel_w + j) * OC;
+                               float* __restrict out = dx + window::input_pixel(d, n, ih, iw) * C;
+                               if (M == 1) {
+                                 for (std::int64_t c = 0; c < C; ++c) out[c] += g[c] * kv[c];
+                               } else {
+                                 for (std::int64_t c = 0; c < C; ++c) {
+                                   float s = 0.0f;
+                                   for (std::int64_t m = 0; m < M; ++m)
+                                     s += g[c * M + m] * kv[c * M + m];
+                                   out[c] += s;
+                                 }
+                               }
+                             });
+      });
     });
   }
 }
@@ -149,12 +130,7 @@ void pointwise_conv_forward(std::int64_t rows, std::int64_t channels, std::int64
                             float* y) noexcept {
   const std::int64_t K = channels, F = filters;
   parallel_for(rows, kPointwiseRows, [&](std::int64_t r0, std::int64_t r1) {
-    float* yc = y + r0 * F;
-    if (bias) {
-      for (std::int64_t r = r0; r < r1; ++r) std::copy(bias, bias + F, y + r * F);
-    }
-    gemm({r1 - r0, F, K}, false, false, 1.0f, mid + r0 * K, K, pointwise, F, bias ? 1.0f : 0.0f, yc,
-         F);
+    rows_times_kernel(r1 - r0, K, F, mid + r0 * K, pointwise, bias, y + r0 * F);
   });
 }
 
@@ -163,17 +139,10 @@ void pointwise_conv_backward(std::int64_t rows, std::int64_t channels, std::int6
                              float* dpointwise, float* dbias) noexcept {
   const std::int64_t K = channels, F = filters;
   if (dbias) sum_rows(rows, F, dy, dbias);
-  if (dpointwise) {
-    // dpointwise[k0:k1, :] = mid[:, k0:k1]^T @ dy: blocks of kernel rows, each a whole sum.
-    constexpr std::int64_t kRowBlock = 32;
-    parallel_for(K, kRowBlock, [&](std::int64_t k0, std::int64_t k1) {
-      gemm({k1 - k0, F, rows}, true, false, 1.0f, mid + k0, K, dy, F, 0.0f, dpointwise + k0 * F, F);
-    });
-  }
+  if (dpointwise) rows_kernel_gradient(rows, K, F, mid, dy, dpointwise);
   if (dmid) {
     parallel_for(rows, kPointwiseRows, [&](std::int64_t r0, std::int64_t r1) {
-      gemm({r1 - r0, K, F}, false, true, 1.0f, dy + r0 * F, F, pointwise, F, 0.0f, dmid + r0 * K,
-           K);
+      rows_input_gradient(r1 - r0, K, F, dy + r0 * F, pointwise, dmid + r0 * K);
     });
   }
 }
@@ -183,11 +152,11 @@ namespace reference {
 namespace {
 std::int64_t x_index(const DepthwiseConv2dDims& d, std::int64_t n, std::int64_t h, std::int64_t w,
                      std::int64_t c) {
-  return ((n * d.in_h + h) * d.in_w + w) * d.in_c + c;
+  return window::input_pixel(d, n, h, w) * d.in_c + c;
 }
 std::int64_t y_index(const DepthwiseConv2dDims& d, std::int64_t n, std::int64_t oh, std::int64_t ow,
                      std::int64_t o) {
-  return ((n * d.out_h + oh) * d.out_w + ow) * d.out_c() + o;
+  return window::output_pixel(d, n, oh, ow) * d.out_c() + o;
 }
 std::int64_t k_index(const DepthwiseConv2dDims& d, std::int64_t i, std::int64_t j, std::int64_t c,
                      std::int64_t m) {
@@ -198,24 +167,18 @@ std::int64_t k_index(const DepthwiseConv2dDims& d, std::int64_t i, std::int64_t 
 void depthwise_conv2d_forward(const DepthwiseConv2dDims& d, const float* x, const float* kernel,
                               const float* bias, float* y) noexcept {
   const std::int64_t M = d.depth_multiplier;
-  for (std::int64_t n = 0; n < d.batch; ++n)
-    for (std::int64_t oh = 0; oh < d.out_h; ++oh)
-      for (std::int64_t ow = 0; ow < d.out_w; ++ow)
-        for (std::int64_t c = 0; c < d.in_c; ++c)
-          for (std::int64_t m = 0; m < M; ++m) {
-            double acc = bias ? bias[c * M + m] : 0.0;
-            for (std::int64_t i = 0; i < d.kernel_h; ++i) {
-              const std::int64_t ih = oh * d.stride_h - d.pad_top + i * d.dilation_h;
-              if (ih < 0 || ih >= d.in_h) continue;
-              for (std::int64_t j = 0; j < d.kernel_w; ++j) {
-                const std::int64_t iw = ow * d.stride_w - d.pad_left + j * d.dilation_w;
-                if (iw < 0 || iw >= d.in_w) continue;
-                acc += static_cast<double>(x[x_index(d, n, ih, iw, c)]) *
-                       kernel[k_index(d, i, j, c, m)];
-              }
-            }
-            y[y_index(d, n, oh, ow, c * M + m)] = static_cast<float>(acc);
-          }
+  window::for_each_output(d, 0, d.batch, [&](std::int64_t n, std::int64_t oh, std::int64_t ow) {
+    for (std::int64_t c = 0; c < d.in_c; ++c)
+      for (std::int64_t m = 0; m < M; ++m) {
+        double acc = bias ? bias[c * M + m] : 0.0;
+        window::for_each_tap(
+            d, oh, ow, [&](std::int64_t i, std::int64_t j, std::int64_t ih, std::int64_t iw) {
+              acc +=
+                  static_cast<double>(x[x_index(d, n, ih, iw, c)]) * kernel[k_index(d, i, j, c, m)];
+            });
+        y[y_index(d, n, oh, ow, c * M + m)] = static_cast<float>(acc);
+      }
+  });
 }
 
 void depthwise_conv2d_backward(const DepthwiseConv2dDims& d, const float* x, const float* dy,
@@ -225,55 +188,40 @@ void depthwise_conv2d_backward(const DepthwiseConv2dDims& d, const float* x, con
   if (dbias) {
     for (std::int64_t o = 0; o < d.out_c(); ++o) {
       double acc = 0.0;
-      for (std::int64_t n = 0; n < d.batch; ++n)
-        for (std::int64_t oh = 0; oh < d.out_h; ++oh)
-          for (std::int64_t ow = 0; ow < d.out_w; ++ow) acc += dy[y_index(d, n, oh, ow, o)];
+      window::for_each_output(d, 0, d.batch, [&](std::int64_t n, std::int64_t oh, std::int64_t ow) {
+        acc += dy[y_index(d, n, oh, ow, o)];
+      });
       dbias[o] = static_cast<float>(acc);
     }
   }
   if (dkernel) {
-    for (std::int64_t i = 0; i < d.kernel_h; ++i)
-      for (std::int64_t j = 0; j < d.kernel_w; ++j)
-        for (std::int64_t c = 0; c < d.in_c; ++c)
-          for (std::int64_t m = 0; m < M; ++m) {
-            double acc = 0.0;
-            for (std::int64_t n = 0; n < d.batch; ++n)
-              for (std::int64_t oh = 0; oh < d.out_h; ++oh) {
-                const std::int64_t ih = oh * d.stride_h - d.pad_top + i * d.dilation_h;
-                if (ih < 0 || ih >= d.in_h) continue;
-                for (std::int64_t ow = 0; ow < d.out_w; ++ow) {
-                  const std::int64_t iw = ow * d.stride_w - d.pad_left + j * d.dilation_w;
-                  if (iw < 0 || iw >= d.in_w) continue;
-                  acc += static_cast<double>(x[x_index(d, n, ih, iw, c)]) *
-                         dy[y_index(d, n, oh, ow, c * M + m)];
-                }
-              }
-            dkernel[k_index(d, i, j, c, m)] = static_cast<float>(acc);
-          }
+    window::for_each_tap_channel(d, [&](std::int64_t i, std::int64_t j, std::int64_t c) {
+      for (std::int64_t m = 0; m < M; ++m) {
+        double acc = 0.0;
+        window::for_each_position_of_tap(d, i, j,
+                                         [&](std::int64_t n, std::int64_t oh, std::int64_t ow,
+                                             std::int64_t ih, std::int64_t iw) {
+                                           acc += static_cast<double>(x[x_index(d, n, ih, iw, c)]) *
+                                                  dy[y_index(d, n, oh, ow, c * M + m)];
+                                         });
+        dkernel[k_index(d, i, j, c, m)] = static_cast<float>(acc);
+      }
+    });
   }
   if (dx) {
-    // dx[n, ih, iw, c] gathers every (output position, tap) that read it:
-    // ih = oh*sh - pad_top + i*dh  <=>  oh = (ih + pad_top - i*dh) / sh when divisible.
-    for (std::int64_t n = 0; n < d.batch; ++n)
-      for (std::int64_t ih = 0; ih < d.in_h; ++ih)
-        for (std::int64_t iw = 0; iw < d.in_w; ++iw)
-          for (std::int64_t c = 0; c < d.in_c; ++c) {
-            double acc = 0.0;
-            for (std::int64_t i = 0; i < d.kernel_h; ++i) {
-              const std::int64_t th = ih + d.pad_top - i * d.dilation_h;
-              if (th < 0 || th % d.stride_h != 0 || th / d.stride_h >= d.out_h) continue;
-              for (std::int64_t j = 0; j < d.kernel_w; ++j) {
-                const std::int64_t tw = iw + d.pad_left - j * d.dilation_w;
-                if (tw < 0 || tw % d.stride_w != 0 || tw / d.stride_w >= d.out_w) continue;
+    // dx[n, ih, iw, c] gathers every (output position, tap) that read it.
+    window::for_each_input(
+        d, [&](std::int64_t n, std::int64_t ih, std::int64_t iw, std::int64_t c) {
+          double acc = 0.0;
+          window::for_each_reader(
+              d, ih, iw, [&](std::int64_t i, std::int64_t j, std::int64_t oh, std::int64_t ow) {
                 for (std::int64_t m = 0; m < M; ++m) {
-                  acc += static_cast<double>(
-                             dy[y_index(d, n, th / d.stride_h, tw / d.stride_w, c * M + m)]) *
+                  acc += static_cast<double>(dy[y_index(d, n, oh, ow, c * M + m)]) *
                          kernel[k_index(d, i, j, c, m)];
                 }
-              }
-            }
-            dx[x_index(d, n, ih, iw, c)] = static_cast<float>(acc);
-          }
+              });
+          dx[x_index(d, n, ih, iw, c)] = static_cast<float>(acc);
+        });
   }
 }
 

@@ -52,24 +52,10 @@ Conv2D::Conv2D(std::int64_t filters, std::int64_t kernel_size, std::string paddi
     : Conv2D(square(filters, kernel_size, std::move(padding), std::move(activation))) {}
 
 Conv2D::Geometry Conv2D::geometry(const Shape& input_shape) const {
-  const auto img = detail::image_shape(label(), input_shape, channels_first_);
-  const bool same = options_.padding == "same";
-  const auto& k = options_.kernel_size;
-  const auto& s = options_.strides;
-  const auto& r = options_.dilation_rate;
-  const auto gh = kernels::conv_axis_geometry(img.h, k[0], s[0], r[0], same);
-  const auto gw = kernels::conv_axis_geometry(img.w, k[1], s[1], r[1], same);
-  if (gh.out < 1 || gw.out < 1) {
-    const std::array<std::int64_t, 2> span{r[0] * (k[0] - 1) + 1, r[1] * (k[1] - 1) + 1};
-    std::string window = "kernel_size " + detail::pair_str(k);
-    if (span != k) {
-      window += " with dilation_rate " + detail::pair_str(r) + " (a " + detail::pair_str(span) +
-                " window)";
-    }
-    throw ShapeError(label() + ": " + window + " is larger than the input " +
-                     detail::pair_str({img.h, img.w}) + " with padding 'valid'");
-  }
-  return {img.h, img.w, img.c, gh.out, gw.out, gh.pad_before, gw.pad_before};
+  const auto g = detail::window_geometry(label(), input_shape, channels_first_, "kernel_size",
+                                         options_.kernel_size, options_.strides,
+                                         options_.dilation_rate, options_.padding == "same");
+  return {g.in_h, g.in_w, g.channels, g.out_h, g.out_w, g.pad_top, g.pad_left};
 }
 
 Shape Conv2D::output_shape(const Shape& input_shape) const {

@@ -42,43 +42,32 @@ void check_l2(const std::string& who, std::initializer_list<float> factors) {
     if (!(f >= 0.0f)) throw ValueError(who + ": L2 regularization factors must be >= 0");
 }
 
-struct Geometry {
-  std::int64_t in_h, in_w, in_c, out_h, out_w, pad_top, pad_left;
-};
+using Geometry = detail::WindowGeometry;
 
+// Geometry of one sample for either layer's options (kernel_size, strides, dilation_rate,
+// padding).
+template <class Options>
 Geometry depthwise_geometry(const std::string& label, const Shape& input_shape, bool channels_first,
-                            const Pair& k, const Pair& s, const Pair& r, bool same) {
-  const auto img = detail::image_shape(label, input_shape, channels_first);
-  const auto gh = kernels::conv_axis_geometry(img.h, k[0], s[0], r[0], same);
-  const auto gw = kernels::conv_axis_geometry(img.w, k[1], s[1], r[1], same);
-  if (gh.out < 1 || gw.out < 1) {
-    const Pair span{r[0] * (k[0] - 1) + 1, r[1] * (k[1] - 1) + 1};
-    std::string window = "kernel_size " + detail::pair_str(k);
-    if (span != k) {
-      window += " with dilation_rate " + detail::pair_str(r) + " (a " + detail::pair_str(span) +
-                " window)";
-    }
-    throw ShapeError(label + ": " + window + " is larger than the input " +
-                     detail::pair_str({img.h, img.w}) + " with padding 'valid'");
-  }
-  return {img.h, img.w, img.c, gh.out, gw.out, gh.pad_before, gw.pad_before};
+                            const Options& o) {
+  return detail::window_geometry(label, input_shape, channels_first, "kernel_size", o.kernel_size,
+                                 o.strides, o.dilation_rate, o.padding == "same");
 }
 
-kernels::DepthwiseConv2dDims depthwise_dims(std::int64_t batch, const Geometry& g, const Pair& k,
-                                            const Pair& s, const Pair& r,
-                                            std::int64_t depth_multiplier) {
+template <class Options>
+kernels::DepthwiseConv2dDims depthwise_dims(std::int64_t batch, const Geometry& g,
+                                            const Options& o) {
   kernels::DepthwiseConv2dDims d;
   d.batch = batch;
   d.in_h = g.in_h;
   d.in_w = g.in_w;
-  d.in_c = g.in_c;
-  d.kernel_h = k[0];
-  d.kernel_w = k[1];
-  d.depth_multiplier = depth_multiplier;
-  d.stride_h = s[0];
-  d.stride_w = s[1];
-  d.dilation_h = r[0];
-  d.dilation_w = r[1];
+  d.in_c = g.channels;
+  d.kernel_h = o.kernel_size[0];
+  d.kernel_w = o.kernel_size[1];
+  d.depth_multiplier = o.depth_multiplier;
+  d.stride_h = o.strides[0];
+  d.stride_w = o.strides[1];
+  d.dilation_h = o.dilation_rate[0];
+  d.dilation_w = o.dilation_rate[1];
   d.pad_top = g.pad_top;
   d.pad_left = g.pad_left;
   d.out_h = g.out_h;
@@ -99,6 +88,80 @@ const Tensor& activation_backward(ActivationKind kind, const Tensor& y, const Te
   dz.resize(dy.shape());
   kernels::activation_backward(kind, dy.size() / cols, cols, y.data(), dy.data(), dz.data());
   return dz;
+}
+
+// The buffers both layers keep for the run around their NHWC kernels.
+struct Buffers {
+  Tensor& z;        // pre-activation output (when the activation is not linear)
+  Tensor& x_nhwc;   // channels_first: the input transposed to NHWC (kept for backward)
+  Tensor& y_nhwc;   // channels_first: the NHWC output before transposing back
+  Tensor& dz;       // gradient before the activation
+  Tensor& dz_nhwc;  // channels_first: dz transposed to NHWC
+  Tensor& dx_nhwc;  // channels_first: the NHWC dx before transposing back
+};
+
+// The forward both layers share: run(x_nhwc, y_nhwc) writes the NHWC output of out_c channels,
+// between the channels_first transposes; then the activation.
+template <class Run>
+void forward_nhwc(ActivationKind activation, bool channels_first, const Geometry& g,
+                  std::int64_t out_c, const Tensor& x, Tensor& y, const Buffers& b, Run&& run) {
+  const std::int64_t n = x.shape()[0];
+  const Shape out_shape =
+      detail::with_batch(n, detail::make_image_shape(g.out_h, g.out_w, out_c, channels_first));
+  const bool linear = activation == ActivationKind::linear;
+  Tensor& z = linear ? y : b.z;  // the convolution's output in the layer's data format
+  z.resize(out_shape);
+  y.resize(out_shape);
+  const float* xin = x.data();
+  float* out = z.data();
+  if (channels_first) {
+    b.x_nhwc.resize(Shape{n, g.in_h, g.in_w, g.channels});
+    kernels::transpose_channels_first_to_last(n, g.channels, g.in_h * g.in_w, x.data(),
+                                              b.x_nhwc.data());
+    xin = b.x_nhwc.data();
+    b.y_nhwc.resize(Shape{n, g.out_h, g.out_w, out_c});
+    out = b.y_nhwc.data();
+  }
+  run(xin, out);
+  if (channels_first) {
+    kernels::transpose_channels_last_to_first(n, out_c, g.out_h * g.out_w, out, z.data());
+  }
+  if (!linear) activation_forward(activation, z, y);
+}
+
+// The backward both layers share: dz through the activation, dz and the forward's input in NHWC,
+// then run(x_nhwc, dz_nhwc, dx_nhwc) with dx_nhwc null when dx is not wanted, and dx transposed
+// back for channels_first.
+template <class Run>
+void backward_nhwc(ActivationKind activation, bool channels_first, const Geometry& g,
+                   std::int64_t out_c, const Tensor& x, const Tensor& y, const Tensor& dy,
+                   bool compute_dx, Tensor& dx, const Buffers& b, Run&& run) {
+  const std::int64_t n = dy.shape()[0];
+  const Tensor& dz = activation_backward(activation, y, dy, b.dz);
+  const float* dz_nhwc = dz.data();
+  const float* x_nhwc = x.data();
+  if (channels_first) {
+    b.dz_nhwc.resize(Shape{n, g.out_h, g.out_w, out_c});
+    kernels::transpose_channels_first_to_last(n, out_c, g.out_h * g.out_w, dz.data(),
+                                              b.dz_nhwc.data());
+    dz_nhwc = b.dz_nhwc.data();
+    x_nhwc = b.x_nhwc.data();  // the forward's transpose of the same input
+  }
+  float* dx_out = nullptr;
+  if (compute_dx) {
+    dx.resize(x.shape());
+    if (channels_first) {
+      b.dx_nhwc.resize(Shape{n, g.in_h, g.in_w, g.channels});
+      dx_out = b.dx_nhwc.data();
+    } else {
+      dx_out = dx.data();
+    }
+  }
+  run(x_nhwc, dz_nhwc, dx_out);
+  if (compute_dx && channels_first) {
+    kernels::transpose_channels_last_to_first(n, g.channels, g.in_h * g.in_w, b.dx_nhwc.data(),
+                                              dx.data());
+  }
 }
 
 }  // namespace
@@ -135,20 +198,16 @@ DepthwiseConv2D::DepthwiseConv2D(std::int64_t kernel_size, std::int64_t strides,
           square_depthwise(kernel_size, strides, std::move(padding), depth_multiplier)) {}
 
 Shape DepthwiseConv2D::output_shape(const Shape& input_shape) const {
-  const auto g =
-      depthwise_geometry(label(), input_shape, channels_first_, options_.kernel_size,
-                         options_.strides, options_.dilation_rate, options_.padding == "same");
-  return detail::make_image_shape(g.out_h, g.out_w, g.in_c * options_.depth_multiplier,
+  const auto g = depthwise_geometry(label(), input_shape, channels_first_, options_);
+  return detail::make_image_shape(g.out_h, g.out_w, g.channels * options_.depth_multiplier,
                                   channels_first_);
 }
 
 void DepthwiseConv2D::do_build(const Shape& input_shape, Random& rng) {
-  const auto g =
-      depthwise_geometry(label(), input_shape, channels_first_, options_.kernel_size,
-                         options_.strides, options_.dilation_rate, options_.padding == "same");
+  const auto g = depthwise_geometry(label(), input_shape, channels_first_, options_);
   in_h_ = g.in_h;
   in_w_ = g.in_w;
-  in_c_ = g.in_c;
+  in_c_ = g.channels;
   out_h_ = g.out_h;
   out_w_ = g.out_w;
   pad_top_ = g.pad_top;
@@ -165,66 +224,26 @@ void DepthwiseConv2D::do_build(const Shape& input_shape, Random& rng) {
 }
 
 void DepthwiseConv2D::do_forward(const Tensor& x, Mode, Tensor& y) {
-  const std::int64_t n = x.shape()[0];
   const Geometry g{in_h_, in_w_, in_c_, out_h_, out_w_, pad_top_, pad_left_};
-  const auto d = depthwise_dims(n, g, options_.kernel_size, options_.strides,
-                                options_.dilation_rate, options_.depth_multiplier);
-  const std::int64_t oc = d.out_c();
-  const Shape out_shape =
-      detail::with_batch(n, detail::make_image_shape(out_h_, out_w_, oc, channels_first_));
-  const bool linear = activation_ == ActivationKind::linear;
-  Tensor& z = linear ? y : z_;  // the convolution's output in the layer's data format
-  z.resize(out_shape);
-  y.resize(out_shape);
-  const float* xin = x.data();
-  float* out = z.data();
-  if (channels_first_) {
-    x_nhwc_.resize(Shape{n, in_h_, in_w_, in_c_});
-    kernels::transpose_channels_first_to_last(n, in_c_, in_h_ * in_w_, x.data(), x_nhwc_.data());
-    xin = x_nhwc_.data();
-    y_nhwc_.resize(Shape{n, out_h_, out_w_, oc});
-    out = y_nhwc_.data();
-  }
-  kernels::depthwise_conv2d_forward(d, xin, kernel_->value.data(),
-                                    bias_ ? bias_->value.data() : nullptr, out);
-  if (channels_first_) {
-    kernels::transpose_channels_last_to_first(n, oc, out_h_ * out_w_, out, z.data());
-  }
-  if (!linear) activation_forward(activation_, z, y);
+  const auto d = depthwise_dims(x.shape()[0], g, options_);
+  forward_nhwc(activation_, channels_first_, g, d.out_c(), x, y,
+               {z_, x_nhwc_, y_nhwc_, dz_, dz_nhwc_, dx_nhwc_}, [&](const float* xin, float* out) {
+                 kernels::depthwise_conv2d_forward(d, xin, kernel_->value.data(),
+                                                   bias_ ? bias_->value.data() : nullptr, out);
+               });
 }
 
 void DepthwiseConv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
-  const std::int64_t n = dy.shape()[0];
   const Geometry g{in_h_, in_w_, in_c_, out_h_, out_w_, pad_top_, pad_left_};
-  const auto d = depthwise_dims(n, g, options_.kernel_size, options_.strides,
-                                options_.dilation_rate, options_.depth_multiplier);
-  const std::int64_t oc = d.out_c();
-  const Tensor& dz = activation_backward(activation_, output_, dy, dz_);
-  const float* dz_nhwc = dz.data();
-  const float* x_nhwc = last_input_->data();
-  if (channels_first_) {
-    dz_nhwc_.resize(Shape{n, out_h_, out_w_, oc});
-    kernels::transpose_channels_first_to_last(n, oc, out_h_ * out_w_, dz.data(), dz_nhwc_.data());
-    dz_nhwc = dz_nhwc_.data();
-    x_nhwc = x_nhwc_.data();  // the forward's transpose of the same input
-  }
+  const auto d = depthwise_dims(dy.shape()[0], g, options_);
   float* dkernel = trainable() ? kernel_->gradient.data() : nullptr;
   float* dbias = trainable() && bias_ ? bias_->gradient.data() : nullptr;
-  float* dx_out = nullptr;
-  if (compute_dx) {
-    dx.resize(last_input_->shape());
-    if (channels_first_) {
-      dx_nhwc_.resize(Shape{n, in_h_, in_w_, in_c_});
-      dx_out = dx_nhwc_.data();
-    } else {
-      dx_out = dx.data();
-    }
-  }
-  kernels::depthwise_conv2d_backward(d, x_nhwc, dz_nhwc, kernel_->value.data(), dx_out, dkernel,
-                                     dbias);
-  if (compute_dx && channels_first_) {
-    kernels::transpose_channels_last_to_first(n, in_c_, in_h_ * in_w_, dx_nhwc_.data(), dx.data());
-  }
+  backward_nhwc(activation_, channels_first_, g, d.out_c(), *last_input_, output_, dy, compute_dx,
+                dx, {z_, x_nhwc_, y_nhwc_, dz_, dz_nhwc_, dx_nhwc_},
+                [&](const float* x_nhwc, const float* dz_nhwc, float* dx_out) {
+                  kernels::depthwise_conv2d_backward(d, x_nhwc, dz_nhwc, kernel_->value.data(),
+                                                     dx_out, dkernel, dbias);
+                });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,19 +280,15 @@ SeparableConv2D::SeparableConv2D(std::int64_t filters, std::int64_t kernel_size,
     : SeparableConv2D(square_separable(filters, kernel_size, strides, std::move(padding))) {}
 
 Shape SeparableConv2D::output_shape(const Shape& input_shape) const {
-  const auto g =
-      depthwise_geometry(label(), input_shape, channels_first_, options_.kernel_size,
-                         options_.strides, options_.dilation_rate, options_.padding == "same");
+  const auto g = depthwise_geometry(label(), input_shape, channels_first_, options_);
   return detail::make_image_shape(g.out_h, g.out_w, options_.filters, channels_first_);
 }
 
 void SeparableConv2D::do_build(const Shape& input_shape, Random& rng) {
-  const auto g =
-      depthwise_geometry(label(), input_shape, channels_first_, options_.kernel_size,
-                         options_.strides, options_.dilation_rate, options_.padding == "same");
+  const auto g = depthwise_geometry(label(), input_shape, channels_first_, options_);
   in_h_ = g.in_h;
   in_w_ = g.in_w;
-  in_c_ = g.in_c;
+  in_c_ = g.channels;
   out_h_ = g.out_h;
   out_w_ = g.out_w;
   pad_top_ = g.pad_top;
@@ -295,72 +310,40 @@ void SeparableConv2D::do_build(const Shape& input_shape, Random& rng) {
 void SeparableConv2D::do_forward(const Tensor& x, Mode, Tensor& y) {
   const std::int64_t n = x.shape()[0], F = options_.filters;
   const Geometry g{in_h_, in_w_, in_c_, out_h_, out_w_, pad_top_, pad_left_};
-  const auto d = depthwise_dims(n, g, options_.kernel_size, options_.strides,
-                                options_.dilation_rate, options_.depth_multiplier);
-  const Shape out_shape =
-      detail::with_batch(n, detail::make_image_shape(out_h_, out_w_, F, channels_first_));
-  const bool linear = activation_ == ActivationKind::linear;
-  Tensor& z = linear ? y : z_;
-  z.resize(out_shape);
-  y.resize(out_shape);
-  const float* xin = x.data();
-  float* out = z.data();
-  if (channels_first_) {
-    x_nhwc_.resize(Shape{n, in_h_, in_w_, in_c_});
-    kernels::transpose_channels_first_to_last(n, in_c_, in_h_ * in_w_, x.data(), x_nhwc_.data());
-    xin = x_nhwc_.data();
-    y_nhwc_.resize(Shape{n, out_h_, out_w_, F});
-    out = y_nhwc_.data();
-  }
-  // Depthwise without bias (Keras has none between the halves), then the 1x1 GEMM with the bias.
-  mid_.resize(Shape{n, out_h_, out_w_, d.out_c()});
-  kernels::depthwise_conv2d_forward(d, xin, depthwise_->value.data(), nullptr, mid_.data());
-  kernels::pointwise_conv_forward(n * out_h_ * out_w_, d.out_c(), F, mid_.data(),
-                                  pointwise_->value.data(), bias_ ? bias_->value.data() : nullptr,
-                                  out);
-  if (channels_first_) {
-    kernels::transpose_channels_last_to_first(n, F, out_h_ * out_w_, out, z.data());
-  }
-  if (!linear) activation_forward(activation_, z, y);
+  const auto d = depthwise_dims(n, g, options_);
+  forward_nhwc(activation_, channels_first_, g, F, x, y,
+               {z_, x_nhwc_, y_nhwc_, dz_, dz_nhwc_, dx_nhwc_}, [&](const float* xin, float* out) {
+                 // Depthwise without bias (Keras has none between the halves), then the 1x1 GEMM
+                 // with the bias.
+                 mid_.resize(Shape{n, out_h_, out_w_, d.out_c()});
+                 kernels::depthwise_conv2d_forward(d, xin, depthwise_->value.data(), nullptr,
+                                                   mid_.data());
+                 kernels::pointwise_conv_forward(n * out_h_ * out_w_, d.out_c(), F, mid_.data(),
+                                                 pointwise_->value.data(),
+                                                 bias_ ? bias_->value.data() : nullptr, out);
+               });
 }
 
 void SeparableConv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
   const std::int64_t n = dy.shape()[0], F = options_.filters;
   const Geometry g{in_h_, in_w_, in_c_, out_h_, out_w_, pad_top_, pad_left_};
-  const auto d = depthwise_dims(n, g, options_.kernel_size, options_.strides,
-                                options_.dilation_rate, options_.depth_multiplier);
-  const Tensor& dz = activation_backward(activation_, output_, dy, dz_);
-  const float* dz_nhwc = dz.data();
-  const float* x_nhwc = last_input_->data();
-  if (channels_first_) {
-    dz_nhwc_.resize(Shape{n, out_h_, out_w_, F});
-    kernels::transpose_channels_first_to_last(n, F, out_h_ * out_w_, dz.data(), dz_nhwc_.data());
-    dz_nhwc = dz_nhwc_.data();
-    x_nhwc = x_nhwc_.data();
-  }
+  const auto d = depthwise_dims(n, g, options_);
   const bool weights = trainable();
-  if (!weights && !compute_dx) return;
-  // Pointwise half: its weight gradients and the gradient of the depthwise output.
-  dmid_.resize(mid_.shape());
-  kernels::pointwise_conv_backward(n * out_h_ * out_w_, d.out_c(), F, mid_.data(), dz_nhwc,
-                                   pointwise_->value.data(), dmid_.data(),
-                                   weights ? pointwise_->gradient.data() : nullptr,
-                                   weights && bias_ ? bias_->gradient.data() : nullptr);
-  float* dx_out = nullptr;
-  if (compute_dx) {
-    dx.resize(last_input_->shape());
-    if (channels_first_) {
-      dx_nhwc_.resize(Shape{n, in_h_, in_w_, in_c_});
-      dx_out = dx_nhwc_.data();
-    } else {
-      dx_out = dx.data();
-    }
-  }
-  kernels::depthwise_conv2d_backward(d, x_nhwc, dmid_.data(), depthwise_->value.data(), dx_out,
-                                     weights ? depthwise_->gradient.data() : nullptr, nullptr);
-  if (compute_dx && channels_first_) {
-    kernels::transpose_channels_last_to_first(n, in_c_, in_h_ * in_w_, dx_nhwc_.data(), dx.data());
-  }
+  backward_nhwc(
+      activation_, channels_first_, g, F, *last_input_, output_, dy, compute_dx, dx,
+      {z_, x_nhwc_, y_nhwc_, dz_, dz_nhwc_, dx_nhwc_},
+      [&](const float* x_nhwc, const float* dz_nhwc, float* dx_out) {
+        if (!weights && !compute_dx) return;
+        // Pointwise half: its weight gradients and the gradient of the depthwise output.
+        dmid_.resize(mid_.shape());
+        kernels::pointwise_conv_backward(n * out_h_ * out_w_, d.out_c(), F, mid_.data(), dz_nhwc,
+                                         pointwise_->value.data(), dmid_.data(),
+                                         weights ? pointwise_->gradient.data() : nullptr,
+                                         weights && bias_ ? bias_->gradient.data() : nullptr);
+        kernels::depthwise_conv2d_backward(d, x_nhwc, dmid_.data(), depthwise_->value.data(),
+                                           dx_out, weights ? depthwise_->gradient.data() : nullptr,
+                                           nullptr);
+      });
 }
 
 }  // namespace bnorm

@@ -39,17 +39,10 @@ AveragePooling2D::AveragePooling2D(Options options)
     : Pooling2D("average_pooling2d", Kind::average, std::move(options)) {}
 
 Pooling2D::Geometry Pooling2D::geometry(const Shape& input_shape) const {
-  const auto img = detail::image_shape(label(), input_shape, channels_first_);
-  const bool same = options_.padding == "same";
-  const auto st = strides();
-  const auto gh = kernels::conv_axis_geometry(img.h, options_.pool_size[0], st[0], 1, same);
-  const auto gw = kernels::conv_axis_geometry(img.w, options_.pool_size[1], st[1], 1, same);
-  if (gh.out < 1 || gw.out < 1) {
-    throw ShapeError(label() + ": pool_size " + detail::pair_str(options_.pool_size) +
-                     " is larger than the input " + detail::pair_str({img.h, img.w}) +
-                     " with padding 'valid'");
-  }
-  return {img.h, img.w, img.c, gh.out, gw.out, gh.pad_before, gw.pad_before};
+  const auto g =
+      detail::window_geometry(label(), input_shape, channels_first_, "pool_size",
+                              options_.pool_size, strides(), {1, 1}, options_.padding == "same");
+  return {g.in_h, g.in_w, g.channels, g.out_h, g.out_w, g.pad_top, g.pad_left};
 }
 
 Shape Pooling2D::output_shape(const Shape& input_shape) const {
@@ -63,16 +56,16 @@ void Pooling2D::do_build(const Shape& input_shape, Random&) {
 }
 
 namespace {
-// Kernel dims for a batch of n samples: NHWC as is; channels-first data is the same
-// computation on n*C single-channel images.
+// Kernel dims for a batch of n samples (channels_first: n*C single-channel images).
 kernels::Pool2dDims batch_dims(std::int64_t n, std::int64_t in_h, std::int64_t in_w,
                                std::int64_t channels, std::int64_t out_h, std::int64_t out_w,
                                std::int64_t pad_top, std::int64_t pad_left,
                                const Pooling2D::Options& o, const std::array<std::int64_t, 2>& st,
                                bool channels_first) {
+  const auto images = detail::nhwc_images(n, channels, channels_first);
   kernels::Pool2dDims d;
-  d.batch = channels_first ? n * channels : n;
-  d.channels = channels_first ? 1 : channels;
+  d.batch = images.batch;
+  d.channels = images.channels;
   d.in_h = in_h;
   d.in_w = in_w;
   d.pool_h = o.pool_size[0];
@@ -181,12 +174,13 @@ void GlobalMaxPooling2D::do_build(const Shape& input_shape, Random&) {
 
 namespace {
 // Global max pooling is max pooling with one window covering the whole image: the output
-// (N, 1, 1, C) is (N, C) in memory, and channels_first is N*C single-channel images.
+// (N, 1, 1, C) is (N, C) in memory.
 kernels::Pool2dDims global_dims(std::int64_t n, std::int64_t in_h, std::int64_t in_w,
                                 std::int64_t channels, bool channels_first) {
+  const auto images = detail::nhwc_images(n, channels, channels_first);
   kernels::Pool2dDims d;
-  d.batch = channels_first ? n * channels : n;
-  d.channels = channels_first ? 1 : channels;
+  d.batch = images.batch;
+  d.channels = images.channels;
   d.in_h = d.pool_h = d.stride_h = in_h;
   d.in_w = d.pool_w = d.stride_w = in_w;
   d.out_h = d.out_w = 1;

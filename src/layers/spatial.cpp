@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "bnorm/core/error.hpp"
+#include "kernels/conv2d.hpp"
 
 namespace bnorm::detail {
 
@@ -67,6 +68,29 @@ ImageShape image_shape(const std::string& label, const Shape& s, bool channels_f
                      batch_shape_str(s));
   }
   return img;
+}
+
+WindowGeometry window_geometry(const std::string& label, const Shape& per_sample,
+                               bool channels_first, const char* what,
+                               const std::array<std::int64_t, 2>& window,
+                               const std::array<std::int64_t, 2>& strides,
+                               const std::array<std::int64_t, 2>& dilation_rate,
+                               bool same_padding) {
+  const auto img = image_shape(label, per_sample, channels_first);
+  const auto& k = window;
+  const auto& r = dilation_rate;
+  const auto gh = kernels::conv_axis_geometry(img.h, k[0], strides[0], r[0], same_padding);
+  const auto gw = kernels::conv_axis_geometry(img.w, k[1], strides[1], r[1], same_padding);
+  if (gh.out < 1 || gw.out < 1) {
+    const std::array<std::int64_t, 2> span{r[0] * (k[0] - 1) + 1, r[1] * (k[1] - 1) + 1};
+    std::string text = std::string(what) + " " + pair_str(k);
+    if (span != k) {
+      text += " with dilation_rate " + pair_str(r) + " (a " + pair_str(span) + " window)";
+    }
+    throw ShapeError(label + ": " + text + " is larger than the input " + pair_str({img.h, img.w}) +
+                     " with padding 'valid'");
+  }
+  return {img.h, img.w, img.c, gh.out, gw.out, gh.pad_before, gw.pad_before};
 }
 
 Shape make_image_shape(std::int64_t h, std::int64_t w, std::int64_t c, bool channels_first) {

@@ -30,6 +30,29 @@ ImageShape image_shape(const std::string& label, const Shape& per_sample, bool c
 // Per-sample shape from (H, W, C) in the layer's data format.
 Shape make_image_shape(std::int64_t h, std::int64_t w, std::int64_t c, bool channels_first);
 
+// The window of a convolution or pooling over one sample (Keras's output size and leading pads,
+// kernels::conv_axis_geometry on each axis), or a ShapeError naming the layer when the (dilated)
+// window is larger than the input with padding 'valid': "<label>: <what> 3x3 [with dilation_rate
+// 2x2 (a 5x5 window)] is larger than the input 2x2 with padding 'valid'". `what` names the window
+// argument ("kernel_size", "pool_size").
+struct WindowGeometry {
+  std::int64_t in_h, in_w, channels, out_h, out_w, pad_top, pad_left;
+};
+WindowGeometry window_geometry(const std::string& label, const Shape& per_sample,
+                               bool channels_first, const char* what,
+                               const std::array<std::int64_t, 2>& window,
+                               const std::array<std::int64_t, 2>& strides,
+                               const std::array<std::int64_t, 2>& dilation_rate, bool same_padding);
+
+// How the NHWC image kernels see a batch of n images of `channels` channels: channels_last as
+// is; channels_first as n*channels single-channel images (each channel plane is an image).
+struct NhwcImages {
+  std::int64_t batch, channels;
+};
+inline NhwcImages nhwc_images(std::int64_t n, std::int64_t channels, bool channels_first) {
+  return channels_first ? NhwcImages{n * channels, 1} : NhwcImages{n, channels};
+}
+
 // (batch, per_sample...)
 Shape with_batch(std::int64_t batch, const Shape& per_sample);
 

@@ -51,13 +51,13 @@ void ZeroPadding2D::do_build(const Shape& input_shape, Random&) {
 }
 
 namespace {
-// channels_last as is; channels_first is N*C single-channel images.
 kernels::ZeroPad2dDims pad_dims(std::int64_t n, std::int64_t in_h, std::int64_t in_w,
                                 std::int64_t channels, const ZeroPadding2D::Padding& p,
                                 bool channels_first) {
+  const auto images = detail::nhwc_images(n, channels, channels_first);
   kernels::ZeroPad2dDims d;
-  d.batch = channels_first ? n * channels : n;
-  d.channels = channels_first ? 1 : channels;
+  d.batch = images.batch;
+  d.channels = images.channels;
   d.in_h = in_h;
   d.in_w = in_w;
   d.top = p[0][0];

@@ -106,6 +106,34 @@ void parse_conv_suffix(const std::string& spec, const std::string& token,
   }
 }
 
+// The key=value options of the convolutions (Conv2D, DepthwiseConv2D, SeparableConv2D), read in
+// one order so that the first bad one is the one reported; depth_multiplier where the layer has
+// one.
+template <class Take, class Options>
+void take_conv_options(const std::string& spec, const std::string& token, Take& take, Options& o) {
+  if (auto v = take("strides")) o.strides = parse_pair(spec, token, *v, "strides");
+  if (auto v = take("padding")) o.padding = *v;
+  if constexpr (requires { o.depth_multiplier; }) {
+    if (auto v = take("depth_multiplier"))
+      o.depth_multiplier = parse_count(spec, token, *v, "depth_multiplier");
+  }
+  if (auto v = take("dilation_rate"))
+    o.dilation_rate = parse_pair(spec, token, *v, "dilation_rate");
+  if (auto v = take("data_format")) o.data_format = *v;
+  if (auto v = take("use_bias")) o.use_bias = parse_bool(spec, token, *v);
+  if (auto v = take("activation")) o.activation = *v;
+}
+
+// GlobalAveragePooling2D or GlobalMaxPooling2D with its options (data_format, keepdims).
+template <class Pool, class Take>
+std::unique_ptr<Pool> global_pooling(const std::string& spec, const std::string& token,
+                                     Take& take) {
+  typename Pool::Options o;
+  if (auto v = take("data_format")) o.data_format = *v;
+  if (auto v = take("keepdims")) o.keepdims = parse_bool(spec, token, *v);
+  return std::make_unique<Pool>(o);
+}
+
 // One axis of zeropad: "2" -> (2, 2), "0-1" -> (0, 1) (before, after).
 std::array<std::int64_t, 2> parse_pad_axis(const std::string& spec, const std::string& token,
                                            const std::string& text) {
@@ -179,22 +207,8 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
     Conv2D::Options o;
     o.filters = parse_count(spec, text, parts[0], "filters");
     o.kernel_size = parse_pair(spec, text, parts[1], "kernel_size");
-    for (std::size_t i = 2; i < parts.size(); ++i) {
-      if (parts[i] == "same" || parts[i] == "valid") {
-        o.padding = parts[i];
-      } else if (i + 1 == parts.size()) {
-        o.activation = parts[i];
-      } else {
-        fail(spec, text, "'" + parts[i] + "' is not a padding (same, valid)");
-      }
-    }
-    if (auto v = take("strides")) o.strides = parse_pair(spec, text, *v, "strides");
-    if (auto v = take("padding")) o.padding = *v;
-    if (auto v = take("dilation_rate"))
-      o.dilation_rate = parse_pair(spec, text, *v, "dilation_rate");
-    if (auto v = take("data_format")) o.data_format = *v;
-    if (auto v = take("use_bias")) o.use_bias = parse_bool(spec, text, *v);
-    if (auto v = take("activation")) o.activation = *v;
+    parse_conv_suffix(spec, text, parts, 2, o);
+    take_conv_options(spec, text, take, o);
     return finish(std::make_unique<Conv2D>(o));
   }
   if (h.rfind("dwconv", 0) == 0) {
@@ -203,15 +217,7 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
     DepthwiseConv2D::Options o;
     o.kernel_size = parse_pair(spec, text, parts[0], "kernel_size");
     parse_conv_suffix(spec, text, parts, 1, o);
-    if (auto v = take("strides")) o.strides = parse_pair(spec, text, *v, "strides");
-    if (auto v = take("padding")) o.padding = *v;
-    if (auto v = take("depth_multiplier"))
-      o.depth_multiplier = parse_count(spec, text, *v, "depth_multiplier");
-    if (auto v = take("dilation_rate"))
-      o.dilation_rate = parse_pair(spec, text, *v, "dilation_rate");
-    if (auto v = take("data_format")) o.data_format = *v;
-    if (auto v = take("use_bias")) o.use_bias = parse_bool(spec, text, *v);
-    if (auto v = take("activation")) o.activation = *v;
+    take_conv_options(spec, text, take, o);
     return finish(std::make_unique<DepthwiseConv2D>(o));
   }
   if (h.rfind("sepconv", 0) == 0) {
@@ -222,15 +228,7 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
     o.filters = parse_count(spec, text, parts[0], "filters");
     o.kernel_size = parse_pair(spec, text, parts[1], "kernel_size");
     parse_conv_suffix(spec, text, parts, 2, o);
-    if (auto v = take("strides")) o.strides = parse_pair(spec, text, *v, "strides");
-    if (auto v = take("padding")) o.padding = *v;
-    if (auto v = take("depth_multiplier"))
-      o.depth_multiplier = parse_count(spec, text, *v, "depth_multiplier");
-    if (auto v = take("dilation_rate"))
-      o.dilation_rate = parse_pair(spec, text, *v, "dilation_rate");
-    if (auto v = take("data_format")) o.data_format = *v;
-    if (auto v = take("use_bias")) o.use_bias = parse_bool(spec, text, *v);
-    if (auto v = take("activation")) o.activation = *v;
+    take_conv_options(spec, text, take, o);
     return finish(std::make_unique<SeparableConv2D>(o));
   }
   if (h.rfind("zeropad", 0) == 0) {
@@ -262,18 +260,10 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
     if (max) return finish(std::make_unique<MaxPooling2D>(o));
     return finish(std::make_unique<AveragePooling2D>(o));
   }
-  if (h == "gap" || h == "global_average_pooling2d") {
-    GlobalAveragePooling2D::Options o;
-    if (auto v = take("data_format")) o.data_format = *v;
-    if (auto v = take("keepdims")) o.keepdims = parse_bool(spec, text, *v);
-    return finish(std::make_unique<GlobalAveragePooling2D>(o));
-  }
-  if (h == "gmp" || h == "global_max_pooling2d") {
-    GlobalMaxPooling2D::Options o;
-    if (auto v = take("data_format")) o.data_format = *v;
-    if (auto v = take("keepdims")) o.keepdims = parse_bool(spec, text, *v);
-    return finish(std::make_unique<GlobalMaxPooling2D>(o));
-  }
+  if (h == "gap" || h == "global_average_pooling2d")
+    return finish(global_pooling<GlobalAveragePooling2D>(spec, text, take));
+  if (h == "gmp" || h == "global_max_pooling2d")
+    return finish(global_pooling<GlobalMaxPooling2D>(spec, text, take));
   if (h.rfind("dropout", 0) == 0) {
     const double rate = parse_number(spec, text, h.substr(7));
     Dropout::Options o;

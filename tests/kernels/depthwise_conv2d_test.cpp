@@ -14,6 +14,7 @@
 #include "kernels/conv2d.hpp"
 #include "kernels/gemm.hpp"
 #include "support/test_support.hpp"
+#include "support/window_dims.hpp"
 
 namespace bnorm {
 namespace {
@@ -37,14 +38,7 @@ DepthwiseConv2dDims dims_of(const DwCase& c) {
   d.kernel_h = c.kernel_h;
   d.kernel_w = c.kernel_w;
   d.depth_multiplier = c.multiplier;
-  d.stride_h = d.stride_w = c.stride;
-  d.dilation_h = d.dilation_w = c.dilation;
-  const auto gh = kernels::conv_axis_geometry(c.in_h, c.kernel_h, c.stride, c.dilation, c.same);
-  const auto gw = kernels::conv_axis_geometry(c.in_w, c.kernel_w, c.stride, c.dilation, c.same);
-  d.out_h = gh.out;
-  d.out_w = gw.out;
-  d.pad_top = gh.pad_before;
-  d.pad_left = gw.pad_before;
+  test::set_window(d, c.stride, c.dilation, c.same);
   return d;
 }
 

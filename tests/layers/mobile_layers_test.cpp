@@ -25,30 +25,9 @@
 namespace bnorm {
 namespace {
 
-template <class E, class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one naming '" << needle << "'";
-  } catch (const E& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-        << "message '" << e.what() << "' does not contain '" << needle << "'";
-  }
-}
-
-// (N, C, H, W) <-> (N, H, W, C) for test data.
-Tensor to_channels_last(const Tensor& x) {
-  const Shape& s = x.shape();
-  Tensor out(Shape{s[0], s[2], s[3], s[1]});
-  kernels::transpose_channels_first_to_last(s[0], s[1], s[2] * s[3], x.data(), out.data());
-  return out;
-}
-Tensor to_channels_first(const Tensor& x) {
-  const Shape& s = x.shape();
-  Tensor out(Shape{s[0], s[3], s[1], s[2]});
-  kernels::transpose_channels_last_to_first(s[0], s[3], s[1] * s[2], x.data(), out.data());
-  return out;
-}
+using test::expect_error;
+using test::to_channels_first;
+using test::to_channels_last;
 
 double max_abs(const Tensor& t) {
   double m = 0.0;

@@ -6,7 +6,23 @@
 #include <limits>
 #include <sstream>
 
+#include "kernels/conv2d.hpp"
+
 namespace bnorm::test {
+
+Tensor to_channels_last(const Tensor& x) {
+  const Shape& s = x.shape();
+  Tensor out(Shape{s[0], s[2], s[3], s[1]});
+  kernels::transpose_channels_first_to_last(s[0], s[1], s[2] * s[3], x.data(), out.data());
+  return out;
+}
+
+Tensor to_channels_first(const Tensor& x) {
+  const Shape& s = x.shape();
+  Tensor out(Shape{s[0], s[3], s[1], s[2]});
+  kernels::transpose_channels_last_to_first(s[0], s[3], s[1] * s[2], x.data(), out.data());
+  return out;
+}
 
 Tensor random_uniform(const Shape& shape, Random& rng, float low, float high) {
   Tensor t(shape);

@@ -18,6 +18,25 @@
 namespace bnorm::test {
 
 // ---------------------------------------------------------------------------------------------
+// Errors and image layouts.
+
+// f() throws an E whose message contains `needle` (a test failure otherwise).
+template <class E, class F>
+void expect_error(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception; expected one naming '" << needle << "'";
+  } catch (const E& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
+        << "message '" << e.what() << "' does not contain '" << needle << "'";
+  }
+}
+
+// (N, C, H, W) <-> (N, H, W, C) copies of image test data.
+Tensor to_channels_last(const Tensor& x);
+Tensor to_channels_first(const Tensor& x);
+
+// ---------------------------------------------------------------------------------------------
 // Random data (bnorm::Random, so every test is deterministic on every platform).
 
 // Uniform in [low, high).
