@@ -263,16 +263,19 @@ void run_bench_train(const TrainOptions& o) {
       o.model.c_str(), spec.c_str(), static_cast<long long>(o.batch), o.threads,
       o.threads == 1 ? "" : "s", o.epochs, o.epochs == 1 ? "" : "s",
       o.train_limit > 0 ? std::to_string(o.train_limit).c_str() : "all 60000");
-  std::printf("%-34s %8s %9s %13s %8s %9s %8s %9s\n", "implementation", "first_s", "steady_s",
+  // The label column fits the longest label ("PyTorch 2.15.0+cu132 (channels_last)").
+  int width = 34;
+  for (const auto& r : runs) width = std::max(width, static_cast<int>(r.label.size()));
+  std::printf("%-*s %8s %9s %13s %8s %9s %8s %9s\n", width, "implementation", "first_s", "steady_s",
               "peak_RSS_MiB", "loss", "accuracy", "speedup", "mem_ratio");
   for (const auto& r : runs) {
     if (!r.ok) {
-      std::printf("%-34s %s\n", r.label.c_str(), r.error.c_str());
+      std::printf("%-*s %s\n", width, r.label.c_str(), r.error.c_str());
       continue;
     }
     const bool peer = r.name != "bnorm";
-    std::printf("%-34s %8.3f %9.3f %13.1f %8.4f %9.4f %8s %9s\n", r.label.c_str(), first_epoch(r),
-                steady_epoch(r), r.peak_rss_mib, r.loss, r.accuracy,
+    std::printf("%-*s %8.3f %9.3f %13.1f %8.4f %9.4f %8s %9s\n", width, r.label.c_str(),
+                first_epoch(r), steady_epoch(r), r.peak_rss_mib, r.loss, r.accuracy,
                 peer ? (fixed(steady_epoch(r) / steady_epoch(base), 2) + "x").c_str() : "-",
                 peer ? (fixed(r.peak_rss_mib / base.peak_rss_mib, 2) + "x").c_str() : "-");
   }
