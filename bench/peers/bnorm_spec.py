@@ -12,6 +12,10 @@ layers separated by commas, each a token optionally followed by ":key=value" opt
 parse() returns plain dicts that torch_train.py and keras_train.py turn into their own layers;
 annotate() adds each layer's per-sample input/output shapes (Keras order, as bnorm builds them on
 Fashion-MNIST); Unsupported is raised for anything the peers cannot build.
+
+The functional presets of bnorm (include/bnorm/model/presets.hpp) have no spec: resnet_plan()
+lists their blocks, from which each peer builds its own layers (the one Python description of the
+network; the peers only translate it).
 """
 
 import math
@@ -226,6 +230,49 @@ def annotate(layers, side=28):
             shape = (math.prod(shape),)
         layer["out"] = shape
     return layers
+
+
+PRESETS = ("resnet", "resnet-nobn")
+
+
+def resnet_plan(preset, side=28):
+    """bnorm::resnet with its default ResNetOptions (src/model/presets.cpp) as plain data.
+
+    Returns {"batch_norm": bool, "input": (side, side, 1), "stem": conv, "blocks": [...],
+    "classes": 10}, where a conv is {"in": channels, "filters", "kernel", "stride",
+    "in_hw": (h, w), "out_hw": (h, w)} (always padding 'same', no bias with BN, a bias without)
+    and a block is {"conv1": conv, "conv2": conv, "projection": conv or None}:
+      stem: Conv2D(16, 3) -> BN -> ReLU
+      block: y = BN(conv1) -> ReLU -> BN(conv2); shortcut = BN(projection) (a 1x1 conv with
+      conv1's stride) where the shape changes, else the identity; out = ReLU(y + shortcut)
+      head: GlobalAveragePooling2D -> Dense(classes, softmax)
+    Stages have 16, 32, 64 filters, one block each; stages after the first start with stride 2.
+    With "resnet-nobn" every BatchNormalization is left out.
+    """
+    if preset not in PRESETS:
+        raise Unsupported("unknown preset '%s' (%s)" % (preset, ", ".join(PRESETS)))
+    filters, blocks_per_stage = (16, 32, 64), 1
+
+    def conv(channels, out, kernel, stride, in_hw):
+        out_hw = tuple(-(-size // stride) for size in in_hw)  # 'same': ceil(size / stride)
+        return {"in": channels, "filters": out, "kernel": kernel, "stride": stride,
+                "in_hw": in_hw, "out_hw": out_hw}
+
+    stem = conv(1, filters[0], 3, 1, (side, side))
+    channels, hw = filters[0], stem["out_hw"]
+    blocks = []
+    for stage, f in enumerate(filters):
+        for b in range(blocks_per_stage):
+            stride = 2 if stage > 0 and b == 0 else 1
+            conv1 = conv(channels, f, 3, stride, hw)
+            conv2 = conv(f, f, 3, 1, conv1["out_hw"])
+            projection = None
+            if stride != 1 or channels != f:
+                projection = conv(channels, f, 1, stride, hw)
+            blocks.append({"conv1": conv1, "conv2": conv2, "projection": projection})
+            channels, hw = f, conv2["out_hw"]
+    return {"batch_norm": preset == "resnet", "input": (side, side, 1), "stem": stem,
+            "blocks": blocks, "classes": 10}
 
 
 def read_idx(path, magic):

@@ -2,7 +2,9 @@
 """Keras training peer of `bnorm bench train`: the same model, data and settings as bnorm.
 
 Builds a bnorm model spec (bnorm_spec.py) as a keras.Sequential on the input bnorm gives it
-(Input(784), or (28, 28, 1) when the first layer is an image layer), compiles it with
+(Input(784), or (28, 28, 1) when the first layer is an image layer), or with
+--preset resnet|resnet-nobn bnorm's residual network (bnorm_spec.resnet_plan) in the functional
+API on (28, 28, 1); compiles it with
 Adam (lr 1e-3), sparse categorical cross-entropy and accuracy, and fits it on the Fashion-MNIST
 training images (no validation split, shuffled, verbose 0) with TensorFlow limited to --threads
 intra-op threads and one inter-op thread. Prints one JSON line:
@@ -60,9 +62,33 @@ def build_model(keras, layers):
     return model
 
 
+def build_resnet(keras, plan):
+    """bnorm's resnet preset (bnorm_spec.resnet_plan) in the functional API on (28, 28, 1)."""
+    layers = keras.layers
+    bn = plan["batch_norm"]
+
+    def conv_bn(x, conv):
+        x = layers.Conv2D(conv["filters"], conv["kernel"], strides=conv["stride"], padding="same",
+                          use_bias=not bn)(x)
+        return layers.BatchNormalization(momentum=0.99, epsilon=1e-3)(x) if bn else x
+
+    inputs = keras.Input(shape=plan["input"])
+    h = layers.Activation("relu")(conv_bn(inputs, plan["stem"]))
+    for block in plan["blocks"]:
+        y = layers.Activation("relu")(conv_bn(h, block["conv1"]))
+        y = conv_bn(y, block["conv2"])
+        shortcut = conv_bn(h, block["projection"]) if block["projection"] else h
+        h = layers.Activation("relu")(layers.Add()([y, shortcut]))
+    h = layers.GlobalAveragePooling2D()(h)
+    outputs = layers.Dense(plan["classes"], activation="softmax")(h)
+    return keras.Model(inputs, outputs, name="resnet")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spec", default="dense64-relu,bn,dense10-softmax")
+    parser.add_argument("--preset", choices=bnorm_spec.PRESETS,
+                        help="one of bnorm's functional presets instead of --spec")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=2)
@@ -83,8 +109,13 @@ def main():
         return 3
     keras.utils.set_random_seed(args.seed)
     try:
-        layers = bnorm_spec.parse(args.spec)
-        model = build_model(keras, layers)
+        if args.preset:
+            plan = bnorm_spec.resnet_plan(args.preset)
+            model, input_shape = build_resnet(keras, plan), plan["input"]
+        else:
+            layers = bnorm_spec.parse(args.spec)
+            model = build_model(keras, layers)
+            input_shape = bnorm_spec.input_shape(layers)
     except bnorm_spec.Unsupported as e:
         print(json.dumps({"unsupported": str(e)}), flush=True)
         return 4
@@ -103,7 +134,7 @@ def main():
             self.seconds.append(time.perf_counter() - self.start)
 
     x, y = bnorm_spec.load_train_set(args.data, args.train_limit)
-    x = x.reshape((len(x),) + bnorm_spec.input_shape(layers))
+    x = x.reshape((len(x),) + tuple(input_shape))
     timer = EpochTimer()
     history = model.fit(x, y, batch_size=args.batch, epochs=args.epochs, shuffle=True, verbose=0,
                         callbacks=[timer])

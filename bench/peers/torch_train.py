@@ -2,7 +2,8 @@
 """PyTorch training peer of `bnorm bench train`: the same model, data and settings as bnorm.
 
 Trains a bnorm model spec (bnorm_spec.py: Dense, Conv2D, pooling, BatchNormalization, Dropout,
-Flatten, activations) on the Fashion-MNIST training images (no validation split) with Adam
+Flatten, activations), or with --preset resnet|resnet-nobn bnorm's residual network
+(bnorm_spec.resnet_plan, built here as an nn.Module), on the Fashion-MNIST training images (no validation split) with Adam
 (lr 1e-3; Keras's epsilon 1e-7), batch --batch, shuffled every epoch, Keras-like initialization
 (Glorot-uniform kernels, zero biases) and Keras's BatchNormalization settings (momentum 0.99 ->
 PyTorch momentum 0.01, epsilon 1e-3). A softmax at the end is fused into the cross-entropy, as
@@ -143,6 +144,57 @@ def build_model(torch, layers, classes=10):
     return nn.Sequential(*modules)
 
 
+def build_resnet(torch, plan):
+    """bnorm's resnet preset (bnorm_spec.resnet_plan) as an nn.Module on N x 1 x 28 x 28 input."""
+    nn = torch.nn
+    bn = plan["batch_norm"]
+
+    def conv_bn(conv):
+        """Conv2d ('same' padding, TensorFlow's split; bias only without BN) and BatchNorm2d."""
+        top, bottom = bnorm_spec.same_pads(conv["in_hw"][0], conv["kernel"], conv["stride"])
+        left, right = bnorm_spec.same_pads(conv["in_hw"][1], conv["kernel"], conv["stride"])
+        modules = []
+        padding = (top, left)
+        if (left, top) != (right, bottom):
+            modules.append(nn.ZeroPad2d((left, right, top, bottom)))
+            padding = 0
+        layer = nn.Conv2d(conv["in"], conv["filters"], conv["kernel"], stride=conv["stride"],
+                          padding=padding, bias=not bn)
+        nn.init.xavier_uniform_(layer.weight)  # Keras's glorot_uniform (same fans)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+        modules.append(layer)
+        if bn:
+            modules.append(nn.BatchNorm2d(conv["filters"], eps=1e-3, momentum=0.01))
+        return nn.Sequential(*modules)
+
+    class Block(nn.Module):
+        def __init__(self, block):
+            super().__init__()
+            self.main = nn.Sequential(conv_bn(block["conv1"]), nn.ReLU(),
+                                      conv_bn(block["conv2"]))
+            projection = block["projection"]
+            self.shortcut = conv_bn(projection) if projection else nn.Identity()
+
+        def forward(self, x):
+            return torch.relu(self.main(x) + self.shortcut(x))
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(conv_bn(plan["stem"]), nn.ReLU())
+            self.blocks = nn.Sequential(*[Block(b) for b in plan["blocks"]])
+            self.head = nn.Linear(plan["blocks"][-1]["conv2"]["filters"], plan["classes"])
+            nn.init.xavier_uniform_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+        def forward(self, x):
+            x = self.blocks(self.stem(x))
+            return self.head(x.mean(dim=(2, 3)))  # GlobalAveragePooling2D; softmax in the loss
+
+    return ResNet()
+
+
 def train_step(torch, model, optimizer, xb, yb):
     logits = model(xb)
     loss = torch.nn.functional.cross_entropy(logits, yb)
@@ -152,16 +204,23 @@ def train_step(torch, model, optimizer, xb, yb):
     return logits, loss
 
 
-def make(torch, spec, seed, memory_format):
-    torch.manual_seed(seed)
-    model = build_model(torch, bnorm_spec.parse(spec)).to(memory_format=memory_format)
+def build(torch, args):
+    """The model --preset or --spec names."""
+    if args.preset:
+        return build_resnet(torch, bnorm_spec.resnet_plan(args.preset))
+    return build_model(torch, bnorm_spec.parse(args.spec))
+
+
+def make(torch, args, memory_format):
+    torch.manual_seed(args.seed)
+    model = build(torch, args).to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
     return model, optimizer
 
 
-def probe(torch, spec, seed, memory_format, x, y, batch, steps=24, skip=4):
+def probe(torch, args, memory_format, x, y, batch, steps=24, skip=4):
     """Median milliseconds per training step of a fresh model on the first batches."""
-    model, optimizer = make(torch, spec, seed, memory_format)
+    model, optimizer = make(torch, args, memory_format)
     model.train()
     n = x.shape[0]
     times = []
@@ -180,6 +239,8 @@ def probe(torch, spec, seed, memory_format, x, y, batch, steps=24, skip=4):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spec", default="dense64-relu,bn,dense10-softmax")
+    parser.add_argument("--preset", choices=bnorm_spec.PRESETS,
+                        help="one of bnorm's functional presets instead of --spec")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=2)
@@ -197,12 +258,14 @@ def main():
         return 3
     torch.set_num_threads(args.threads)
     try:
-        layers = bnorm_spec.annotate(bnorm_spec.parse(args.spec))
-        make(torch, args.spec, args.seed, torch.contiguous_format)
+        if args.preset:
+            image = True
+        else:
+            image = len(bnorm_spec.annotate(bnorm_spec.parse(args.spec))[0]["in"]) == 3
+        make(torch, args, torch.contiguous_format)
     except Unsupported as e:
         print(json.dumps({"unsupported": str(e)}), flush=True)
         return 4
-    image = len(layers[0]["in"]) == 3
 
     x_np, y_np = bnorm_spec.load_train_set(args.data, args.train_limit)
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
@@ -216,11 +279,11 @@ def main():
         choice = "contiguous"  # 2-D tensors have one layout
     elif choice == "auto":
         for name, memory_format in formats.items():
-            probe_ms[name] = probe(torch, args.spec, args.seed, memory_format, x, y, args.batch)
+            probe_ms[name] = probe(torch, args, memory_format, x, y, args.batch)
         choice = min(probe_ms, key=probe_ms.get)
     memory_format = formats[choice]
 
-    model, optimizer = make(torch, args.spec, args.seed, memory_format)
+    model, optimizer = make(torch, args, memory_format)
     generator = torch.Generator().manual_seed(args.seed)
     epoch_seconds = []
     loss_mean = accuracy = 0.0

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -653,6 +654,46 @@ TEST(CliBench, TrainCnnPresetSmokeJson) {
   const auto doc = nlohmann::json::parse(r.out);
   EXPECT_EQ(doc["spec"].get<std::string>().rfind("conv32-3x3-same,bn,relu", 0), 0u) << r.out;
   expect_positive_finite(doc["results"]["bnorm"], "steady_epoch_s");
+}
+
+// The resnet presets are graphs (no spec): bnorm trains bnorm::resnet, the peers are asked for
+// --preset resnet|resnet-nobn. A stand-in interpreter echoes the arguments it was given, so this
+// runs without PyTorch or TensorFlow installed.
+TEST(CliBench, TrainResNetPresetSmokeJson) {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  fs::create_directory(data);
+  bnorm::testing::write_fake_fashion_mnist(data, 48, 8);
+  const std::string python = dir.file("echo-python");
+  {
+    std::ofstream f(python);
+    f << "#!/bin/sh\nshift\necho \"{\\\"error\\\": \\\"args: $*\\\"}\"\nexit 3\n";
+  }
+  fs::permissions(python, fs::perms::owner_all);
+  for (const std::string model : {"resnet", "resnet-nobn"}) {
+    const Result r =
+        bnorm("bench train --json --model " + model + " --epochs 2 --batch 16 --python " +
+              quote(python) + " --data " + quote(data));
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto doc = nlohmann::json::parse(r.out);
+    EXPECT_EQ(doc["model"], model);
+    EXPECT_EQ(doc["spec"].get<std::string>().rfind("resnet-8", 0), 0u) << r.out;
+    const auto& run = doc["results"]["bnorm"];
+    ASSERT_EQ(run["epoch_seconds"].size(), 2u) << r.out;
+    for (const char* key : {"steady_epoch_s", "peak_rss_mib", "loss"}) {
+      expect_positive_finite(run, key);
+    }
+    for (const char* peer : {"torch", "keras"}) {
+      ASSERT_TRUE(doc["results"][peer].contains("error")) << r.out;
+      const std::string error = doc["results"][peer]["error"];
+      EXPECT_NE(error.find("not installed"), std::string::npos) << error;
+      EXPECT_NE(error.find("--preset " + model + " --batch 16"), std::string::npos) << error;
+      EXPECT_EQ(error.find("--spec"), std::string::npos) << error;
+    }
+  }
+  // bench infer times Sequential models only.
+  expect_one_line_error(bnorm("bench infer --model resnet --peers none --data " + quote(data)),
+                        "functional preset", 2);
 }
 
 // bench infer: three variants timed in one run; structure only, never timings.

@@ -239,7 +239,8 @@ Action add_bench_command(CLI::App& app) {
       "train",
       "Seconds per epoch and peak memory of Fashion-MNIST training: bnorm, PyTorch, Keras");
   train->add_option("--model", train_raw->model,
-                    "seed (default), seed-nobn, cnn, cnn-nobn or a model SPEC");
+                    "seed (default), seed-nobn, cnn, cnn-nobn, resnet, resnet-nobn or a model "
+                    "SPEC");
   train->add_option("--batch,--batch-size", train_raw->batch, "Batch size (default 32)");
   train->add_option("--threads", train_raw->threads,
                     "Threads for every implementation (default 1)");

@@ -34,7 +34,7 @@ struct BnOptions {
 };
 
 struct TrainOptions {
-  std::string model = "seed";  // seed | seed-nobn | SPEC
+  std::string model = "seed";  // seed | seed-nobn | cnn | cnn-nobn | resnet | resnet-nobn | SPEC
   std::int64_t batch = 32;
   int threads = 1;
   int epochs = 2;
@@ -62,7 +62,8 @@ struct InferOptions {
   std::uint64_t seed = 42;
 };
 
-// The spec of a named model (seed, seed-nobn, cnn, cnn-nobn); anything else is a spec itself.
+// The spec of a named model (seed, seed-nobn, cnn, cnn-nobn; resnet and resnet-nobn give
+// kResNetPreset / kResNetNoBnPreset, which only bench train builds); anything else is a spec.
 std::string resolve_model_spec(const std::string& model);
 // `spec` without its BatchNormalization tokens (bn, batchnorm, batch_normalization, with or
 // without options); every other token, e.g. a Dense or Conv2D before a bn, is kept as it is.

@@ -194,6 +194,12 @@ std::string spec_without_batch_norm(const std::string& spec) {
 
 void run_bench_infer(const InferOptions& o) {
   const std::string spec = resolve_model_spec(o.model);
+  if (is_resnet_preset(spec)) {
+    throw UsageError(
+        "bench infer takes Sequential models (seed, seed-nobn, cnn, cnn-nobn or a "
+        "SPEC); --model " +
+        o.model + " is a functional preset (use it with train or bench train)");
+  }
   const std::string no_bn_spec = spec_without_batch_norm(spec);
   set_num_threads(o.threads);
   const double load = load_average();

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "bench.hpp"
@@ -71,10 +72,17 @@ std::string train_in_child(const TrainOptions& o, const std::string& spec) {
   nlohmann::json out;
   try {
     set_num_threads(o.threads);
-    Sequential model(o.seed, "bench");
-    add_layers_from_spec(model, spec);
-    // (784,) for dense models, (28, 28, 1) when the first layer is an image layer.
-    model.build(fashion_mnist_input_shape(model));
+    std::unique_ptr<Model> built;
+    if (is_resnet_preset(spec)) {
+      built = std::make_unique<Model>(make_resnet_preset(spec, o.seed, "bench"));
+    } else {
+      auto chain = std::make_unique<Sequential>(o.seed, "bench");
+      add_layers_from_spec(*chain, spec);
+      // (784,) for dense models, (28, 28, 1) when the first layer is an image layer.
+      chain->build(fashion_mnist_input_shape(*chain));
+      built = std::move(chain);
+    }
+    Model& model = *built;
     check_classifier_output(model, "model '" + spec + "'");
     model.compile(make_optimizer("adam", 1e-3), LossKind::sparse_categorical_crossentropy,
                   {"accuracy"});
@@ -156,10 +164,18 @@ TrainRun run_peer(const TrainOptions& o, const std::string& spec, const std::str
                                             {"KERAS_BACKEND", "tensorflow"},
                                             {"CUDA_VISIBLE_DEVICES", ""},
                                             {"PYTHONUNBUFFERED", "1"}};
-  ChildProcess proc({o.python, script, "--spec", spec, "--batch", std::to_string(o.batch),
-                     "--threads", std::to_string(o.threads), "--epochs", std::to_string(o.epochs),
-                     "--data", o.data, "--train-limit", std::to_string(o.train_limit)},
-                    env);
+  // The resnet presets are built by the peers' own definition of the network (--preset); every
+  // other model is a Sequential spec (--spec).
+  std::vector<std::string> argv = {o.python, script};
+  if (is_resnet_preset(spec)) {
+    argv.insert(argv.end(), {"--preset", spec == kResNetPreset ? "resnet" : "resnet-nobn"});
+  } else {
+    argv.insert(argv.end(), {"--spec", spec});
+  }
+  argv.insert(argv.end(), {"--batch", std::to_string(o.batch), "--threads",
+                           std::to_string(o.threads), "--epochs", std::to_string(o.epochs),
+                           "--data", o.data, "--train-limit", std::to_string(o.train_limit)});
+  ChildProcess proc(argv, env);
   std::string line, last;
   while (proc.read_line(line)) {
     if (!line.empty()) last = line;
@@ -189,6 +205,8 @@ std::string resolve_model_spec(const std::string& model) {
   if (model == "seed-nobn") return kSeedNoBnSpec;
   if (model == "cnn") return kCnnSpec;
   if (model == "cnn-nobn") return kCnnNoBnSpec;
+  if (model == "resnet") return kResNetPreset;
+  if (model == "resnet-nobn") return kResNetNoBnPreset;
   return model;
 }
 
@@ -245,16 +263,19 @@ void run_bench_train(const TrainOptions& o) {
       o.model.c_str(), spec.c_str(), static_cast<long long>(o.batch), o.threads,
       o.threads == 1 ? "" : "s", o.epochs, o.epochs == 1 ? "" : "s",
       o.train_limit > 0 ? std::to_string(o.train_limit).c_str() : "all 60000");
-  std::printf("%-34s %8s %9s %13s %8s %9s %8s %9s\n", "implementation", "first_s", "steady_s",
+  // The label column fits the longest label ("PyTorch 2.15.0+cu132 (channels_last)").
+  int width = 34;
+  for (const auto& r : runs) width = std::max(width, static_cast<int>(r.label.size()));
+  std::printf("%-*s %8s %9s %13s %8s %9s %8s %9s\n", width, "implementation", "first_s", "steady_s",
               "peak_RSS_MiB", "loss", "accuracy", "speedup", "mem_ratio");
   for (const auto& r : runs) {
     if (!r.ok) {
-      std::printf("%-34s %s\n", r.label.c_str(), r.error.c_str());
+      std::printf("%-*s %s\n", width, r.label.c_str(), r.error.c_str());
       continue;
     }
     const bool peer = r.name != "bnorm";
-    std::printf("%-34s %8.3f %9.3f %13.1f %8.4f %9.4f %8s %9s\n", r.label.c_str(), first_epoch(r),
-                steady_epoch(r), r.peak_rss_mib, r.loss, r.accuracy,
+    std::printf("%-*s %8.3f %9.3f %13.1f %8.4f %9.4f %8s %9s\n", width, r.label.c_str(),
+                first_epoch(r), steady_epoch(r), r.peak_rss_mib, r.loss, r.accuracy,
                 peer ? (fixed(steady_epoch(r) / steady_epoch(base), 2) + "x").c_str() : "-",
                 peer ? (fixed(r.peak_rss_mib / base.peak_rss_mib, 2) + "x").c_str() : "-");
   }

@@ -20,6 +20,7 @@
 #include "bnorm/io/idx.hpp"
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/pooling.hpp"
+#include "bnorm/model/presets.hpp"
 #include "kernels/gemm.hpp"
 
 namespace bnorm::cli {
@@ -130,6 +131,17 @@ Shape fashion_mnist_input_shape(const Model& model) {
   if (!data_format) return Shape{kSide * kSide};
   if (*data_format == "channels_first") return Shape{1, kSide, kSide};
   return Shape{kSide, kSide, 1};
+}
+
+bool is_resnet_preset(const std::string& spec) {
+  return spec == kResNetPreset || spec == kResNetNoBnPreset;
+}
+
+Model make_resnet_preset(const std::string& spec, std::uint64_t seed, std::string name) {
+  if (!is_resnet_preset(spec)) throw ValueError("'" + spec + "' is not a resnet preset");
+  ResNetOptions r;
+  r.batch_norm = spec == kResNetPreset;
+  return resnet(r, seed, std::move(name));
 }
 
 Tensor as_model_input(Tensor images, const Model& model) {

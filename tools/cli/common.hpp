@@ -72,6 +72,17 @@ Shape fashion_mnist_input_shape(const Model& model);
 // Images (N, H, W) viewed with the model's per-sample input shape, e.g. (N, 784), reusing their
 // storage; ShapeError when the sizes differ or the model has no input shape.
 Tensor as_model_input(Tensor images, const Model& model);
+// The functional presets (bnorm::resnet) have no spec string: these stand where a spec would,
+// in `train`'s and `bench train`'s named models and in their JSON "spec" fields.
+inline constexpr const char* kResNetPreset = "resnet-8 (bnorm::resnet, BN after every convolution)";
+inline constexpr const char* kResNetNoBnPreset =
+    "resnet-8 without BN (bnorm::resnet, batch_norm=false)";
+// True when `spec` is kResNetPreset or kResNetNoBnPreset.
+bool is_resnet_preset(const std::string& spec);
+// The preset's network (bnorm::resnet with default options; batch_norm off for
+// kResNetNoBnPreset), built for (28, 28, 1) input, not compiled. ValueError for another spec.
+Model make_resnet_preset(const std::string& spec, std::uint64_t seed, std::string name);
+
 // ShapeError unless the model outputs one value per Fashion-MNIST class.
 void check_classifier_output(const Model& model, const std::string& what);
 // A model from a file, compiled (sparse categorical cross-entropy) when the file has no

@@ -18,7 +18,6 @@
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/idx.hpp"
 #include "bnorm/model/callbacks.hpp"
-#include "bnorm/model/presets.hpp"
 #include "bnorm/model/sequential.hpp"
 #include "bnorm/model/spec.hpp"
 #include "bnorm/version.hpp"
@@ -92,10 +91,6 @@ void validate(const TrainOptions& o) {
   check_limit(o.test_limit, "--test-limit");
 }
 
-// The functional presets have no spec string: these name them where a spec would stand.
-constexpr const char* kResNetPreset = "resnet-8 (bnorm::resnet, BN after every convolution)";
-constexpr const char* kResNetNoBnPreset = "resnet-8 without BN (bnorm::resnet, batch_norm=false)";
-
 // The CLI's named models: name -> spec.
 const std::vector<std::pair<std::string, std::string>>& named_models() {
   static const std::vector<std::pair<std::string, std::string>> named = {
@@ -132,10 +127,8 @@ std::vector<ModelPlan> plan_models(const TrainOptions& o) {
     for (const auto& other : plans) {
       if (other.name == p.name) throw UsageError("--model " + m + " is given twice");
     }
-    if (p.spec == kResNetPreset || p.spec == kResNetNoBnPreset) {
-      ResNetOptions r;
-      r.batch_norm = p.spec == kResNetPreset;
-      p.model = std::make_unique<Model>(resnet(r, o.seed, p.name));
+    if (is_resnet_preset(p.spec)) {
+      p.model = std::make_unique<Model>(make_resnet_preset(p.spec, o.seed, p.name));
     } else {
       auto chain = std::make_unique<Sequential>(o.seed, p.name);
       add_layers_from_spec(*chain, p.spec);
