@@ -195,12 +195,32 @@ void GlobalMaxPooling2D::do_forward(const Tensor& x, Mode, Tensor& y) {
                               y.data());
 }
 
+// Keras 3 computes the global max with ops.max, so the gradient is TensorFlow's reduce_max one:
+// dx = (indicator / ties) * dy, where indicator = [x == max] and ties counts the positions that
+// hold the maximum: tied maxima share the gradient evenly (unlike MaxPooling2D's windows).
 void GlobalMaxPooling2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
   if (!compute_dx) return;
   const Tensor& x = *last_input_;
   dx.resize(x.shape());
-  kernels::max_pool2d_backward(global_dims(x.shape()[0], in_h_, in_w_, channels_, channels_first_),
-                               x.data(), dy.data(), dx.data());
+  const auto images = detail::nhwc_images(x.shape()[0], channels_, channels_first_);
+  const std::int64_t hw = in_h_ * in_w_, c_count = images.channels;
+  const float* px = x.data();
+  const float* py = output_.data();  // (images.batch, channels) in memory, as the forward wrote
+  const float* pdy = dy.data();
+  float* pdx = dx.data();
+  for (std::int64_t b = 0; b < images.batch; ++b) {
+    for (std::int64_t c = 0; c < c_count; ++c) {
+      const float y = py[b * c_count + c];
+      float ties = 0.0f;
+      for (std::int64_t p = 0; p < hw; ++p)
+        ties += px[(b * hw + p) * c_count + c] == y ? 1.0f : 0.0f;
+      const float g = pdy[b * c_count + c];
+      for (std::int64_t p = 0; p < hw; ++p) {
+        const std::int64_t i = (b * hw + p) * c_count + c;
+        pdx[i] = ((px[i] == y ? 1.0f : 0.0f) / ties) * g;
+      }
+    }
+  }
 }
 
 }  // namespace bnorm

@@ -452,18 +452,18 @@ TEST(GlobalMaxPooling2D, MaximumOverHeightAndWidthInBothDataFormats) {
   }
 }
 
-TEST(GlobalMaxPooling2D, TiesSendTheGradientToTheFirstMaximumRowMajor) {
+TEST(GlobalMaxPooling2D, TiedMaximaShareTheGradientAsTensorFlowsReduceMax) {
   GlobalMaxPooling2D pool;
   Random rng(1);
   pool.build(Shape{2, 2, 1}, rng);
-  // Maximum 3 at (0, 1) and (1, 0): the first in row-major order takes the whole gradient.
+  // Maximum 3 at (0, 1) and (1, 0): each takes half of the gradient (Keras's ops.max).
   const Tensor x(Shape{1, 2, 2, 1}, std::vector<float>{1.0f, 3.0f, 3.0f, -2.0f});
   const Tensor y = test::forward_copy(pool, x, Mode::training);
   EXPECT_EQ(y[0], 3.0f);
   const Tensor dx = pool.backward(Tensor::full(y.shape(), 2.0f));
   EXPECT_EQ(dx[0], 0.0f);
-  EXPECT_EQ(dx[1], 2.0f);
-  EXPECT_EQ(dx[2], 0.0f);
+  EXPECT_EQ(dx[1], 1.0f);
+  EXPECT_EQ(dx[2], 1.0f);
   EXPECT_EQ(dx[3], 0.0f);
 }
 

@@ -156,9 +156,6 @@ std::shared_ptr<Layer> make_layer(const std::string& cls, const nlohmann::json& 
 // runs (its errors are printed) but is skipped rather than failed.
 const std::map<std::string, std::string>& known_differences() {
   static const std::map<std::string, std::string> m = {
-      {"global_max_ties",
-       "GlobalMaxPooling2D with tied maxima: Keras (tf reduce_max gradient) splits dy evenly "
-       "between the tied positions, bnorm routes all of it to the first maximum (row-major)"},
   };
   return m;
 }

@@ -8,9 +8,8 @@
 // each window (TensorFlow's tie rule). GlobalAveragePooling2D averages over height and width:
 // (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims ((N, C, 1, 1) for channels_first).
 // GlobalMaxPooling2D takes the maximum over height and width with the same shapes; its gradient
-// goes to the first maximum of each channel (row-major), as MaxPooling2D's. (TensorFlow's
-// reduce_max gradient would split it evenly between tied maxima; ties are measure-zero for
-// continuous inputs.)
+// is TensorFlow's reduce_max one (Keras computes it with ops.max): tied maxima of a channel
+// share dy evenly, (indicator / ties) * dy.
 #pragma once
 
 #include <array>
