@@ -395,11 +395,8 @@ void Model::apply_fusion() {
     st.alias = -1;
     producer[static_cast<std::size_t>(st.out)] = static_cast<int>(i);
     for (int s : st.in) consumers[static_cast<std::size_t>(s)].push_back(static_cast<int>(i));
-    if (auto* bn = dynamic_cast<BatchNormalization*>(st.layer.get())) {
-      bn->set_fused_relu(false);
-      bn->set_fused_add_relu(false);
-    }
-    st.layer->set_absorbed(false);
+    st.bn = dynamic_cast<BatchNormalization*>(st.layer.get());
+    st.fused_relu = st.fused_add_relu = false;
     if (st.in.size() > 1 && dynamic_cast<BatchNormalization*>(st.layer.get())) st.in.resize(1);
   }
   // A slot whose one use is step `c` (and is not a model output).
@@ -415,9 +412,8 @@ void Model::apply_fusion() {
     if (next < 0) continue;
     auto& n = p.steps[static_cast<std::size_t>(next)];
     if (is_relu_activation(*n.layer)) {
-      bn->set_fused_relu(true);
+      p.steps[b].fused_relu = true;
       n.alias = p.steps[b].out;
-      n.layer->set_absorbed(true);
       continue;
     }
     auto* add = dynamic_cast<Add*>(n.layer.get());
@@ -428,12 +424,10 @@ void Model::apply_fusion() {
     const int r = only_consumer(n.out);
     if (r < 0 || !is_relu_activation(*p.steps[static_cast<std::size_t>(r)].layer)) continue;
     const int shortcut = n.in[0] == p.steps[b].out ? n.in[1] : n.in[0];
-    bn->set_fused_add_relu(true);
+    p.steps[b].fused_add_relu = true;
     p.steps[b].in.push_back(shortcut);
     n.alias = p.steps[b].out;
-    auto& relu = p.steps[static_cast<std::size_t>(r)];
-    relu.alias = n.out;
-    relu.layer->set_absorbed(true);
+    p.steps[static_cast<std::size_t>(r)].alias = n.out;
     move_before[b] = next;  // the BN step now reads the shortcut: it runs right before the Add
   }
   // Reorder: each fused BN step goes right before its Add (its shortcut is ready there; its
@@ -459,6 +453,18 @@ void Model::apply_fusion() {
     st.xs.assign(st.in.size(), nullptr);
     st.dxs.assign(st.in.size(), nullptr);
     st.need_dx = std::make_unique<bool[]>(st.in.size());
+  }
+  set_fusion_flags();
+}
+
+// Puts this plan's fusion choices on the layers (see Step::bn). Cheap: a few flags per step.
+void Model::set_fusion_flags() {
+  for (auto& st : plan_->steps) {
+    if (st.bn) {
+      st.bn->set_fused_relu(st.fused_relu);
+      st.bn->set_fused_add_relu(st.fused_add_relu);
+    }
+    st.layer->set_absorbed(st.alias >= 0);
   }
 }
 
@@ -618,6 +624,7 @@ void Model::prepare(Tensors xs) {
 
 void Model::forward(std::span<const Tensor* const> xs, Mode mode) {
   auto& p = *plan_;
+  set_fusion_flags();
   for (std::size_t i = 0; i < xs.size(); ++i)
     p.value[static_cast<std::size_t>(p.input_slots[i])] = xs[i];
   for (auto& st : p.steps) {

@@ -4,6 +4,7 @@
 #include <memory>
 #include <vector>
 
+#include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/layers/layer.hpp"
 
 namespace bnorm::detail {
@@ -20,6 +21,11 @@ struct Step {
   // the output is slot `alias`, already computed by the fused layer. -1: runs.
   int alias = -1;
   bool from_logits = false;  // the loss differentiates through this softmax layer's logits
+  // A BatchNormalization step and the fusion this plan chose for it. Layers can be shared by
+  // several models (a nested model, a feature extractor built from another model's tensors),
+  // so the flags are put on the layer each time this plan runs it, never left from planning.
+  BatchNormalization* bn = nullptr;
+  bool fused_relu = false, fused_add_relu = false;
   // Scratch for the layer interface, sized once.
   std::vector<const Tensor*> xs;
   std::unique_ptr<bool[]> need_dx;

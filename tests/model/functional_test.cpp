@@ -360,6 +360,27 @@ TEST(Functional, FoldingRewritesTheGraphAndKeepsBranchingProducers) {
   EXPECT_EQ(g.foldable_pairs(), 0u);
 }
 
+TEST(Functional, ModelsThatShareLayersKeepTheirOwnFusion) {
+  // A classifier whose BN -> ReLU fuses, and a feature extractor that ends at the BN (so the
+  // BN there must not apply the ReLU): building and running one must not change the other.
+  const Data d = blobs(40, 5, 3, 30);
+  Input x(Shape{5});
+  SymbolicTensor features = BatchNormalization()(Dense(6)(x));
+  Model classifier(x, Dense(3, "softmax")(Activation("relu")(features)), "classifier", 2);
+  classifier.compile(make_optimizer("sgd", 0.1), LossKind::sparse_categorical_crossentropy);
+  classifier.set_inference_folding(false);
+  const Tensor before = classifier.predict(d.x);
+  Model extractor(x, features, "extractor", 2);
+  extractor.set_inference_folding(false);
+  const Tensor f = extractor.predict(d.x);
+  float smallest = 0.0f;
+  for (float v : f.values()) smallest = std::min(smallest, v);
+  EXPECT_LT(smallest, 0.0f) << "the extractor's BN output is not ReLU'd";
+  EXPECT_TRUE(test::bitwise_equal(classifier.predict(d.x), before));
+  classifier.train_on_batch(d.x, d.y);  // and training the classifier still fuses correctly
+  EXPECT_TRUE(dynamic_cast<BatchNormalization&>(classifier.layer(1)).fused_relu());
+}
+
 TEST(Functional, SeveralInputsAndOutputs) {
   const Data a = blobs(60, 4, 3, 20), b = blobs(60, 3, 3, 21);
   Input xa(Shape{4}, "a"), xb(Shape{3}, "b");

@@ -209,8 +209,9 @@ class Model {
   void ensure_graph(const std::vector<Shape>& shapes);
   // Sequential: the graph Input(input_shape) -> layers_ in order.
   void build_chain(const Shape& input_shape);
-  // Re-decides which BN + ReLU / BN + Add + ReLU groups are fused (layer flags).
+  // Decides which BN + ReLU / BN + Add + ReLU groups are fused (steps and aliases).
   void apply_fusion();
+  void set_fusion_flags();
   // A copy of the graph with every layer cloned (and pairs folded when `fold`); nullptr when a
   // layer cannot be copied. A Sequential's copy is a Sequential.
   std::unique_ptr<Model> copy_graph(bool fold) const;
