@@ -397,7 +397,7 @@ void Model::apply_fusion() {
     for (int s : st.in) consumers[static_cast<std::size_t>(s)].push_back(static_cast<int>(i));
     st.bn = dynamic_cast<BatchNormalization*>(st.layer.get());
     st.fused_relu = st.fused_add_relu = false;
-    if (st.in.size() > 1 && dynamic_cast<BatchNormalization*>(st.layer.get())) st.in.resize(1);
+    if (st.bn && st.in.size() > 1) st.in.erase(st.in.begin() + 1, st.in.end());
   }
   // A slot whose one use is step `c` (and is not a model output).
   auto only_consumer = [&](int slot) {
@@ -1287,7 +1287,12 @@ struct Table {
   static std::string pad(std::string s, int w, bool right) {
     if (static_cast<int>(s.size()) > w - 2) s = s.substr(0, static_cast<std::size_t>(w - 3)) + "~";
     const std::string space(static_cast<std::size_t>(w - 2 - static_cast<int>(s.size())), ' ');
-    return " " + (right ? space + s : s + space) + " ";
+    std::string out(1, ' ');
+    if (right)
+      out.append(space).append(s);
+    else
+      out.append(s).append(space);
+    return out.append(1, ' ');
   }
   // Like Keras, a cell that does not fit wraps at its spaces onto extra lines.
   static std::vector<std::string> wrap(const std::string& text, int w) {
