@@ -454,6 +454,11 @@ void Model::apply_fusion() {
     st.dxs.assign(st.in.size(), nullptr);
     st.need_dx = std::make_unique<bool[]>(st.in.size());
   }
+  p.output_steps.assign(p.output_slots.size(), -1);
+  for (std::size_t o = 0; o < p.output_slots.size(); ++o)
+    for (std::size_t k = 0; k < p.steps.size(); ++k)
+      if (p.steps[k].out == p.output_slots[o] && p.steps[k].alias < 0)
+        p.output_steps[o] = static_cast<int>(k);
   set_fusion_flags();
 }
 
@@ -663,9 +668,8 @@ double Model::train_step(std::span<const Tensor* const> xs, std::span<const Tens
     const int slot = p.output_slots[o];
     const Tensor& out = *p.value[static_cast<std::size_t>(slot)];
     const Tensor* logits = nullptr;
-    detail::Step* producer = nullptr;
-    for (auto& st : p.steps)
-      if (st.out == slot && st.alias < 0) producer = &st;
+    detail::Step* producer =
+        p.output_steps[o] < 0 ? nullptr : &p.steps[static_cast<std::size_t>(p.output_steps[o])];
     if (producer) {
       producer->from_logits = false;
       if (loss_ != LossKind::mean_squared_error && p.uses[static_cast<std::size_t>(slot)] == 1)
@@ -935,9 +939,8 @@ std::pair<double, double> Model::evaluate_batches(const std::vector<const Tensor
       const int slot = p.output_slots[o];
       const Tensor& out = *p.value[static_cast<std::size_t>(slot)];
       const Tensor* logits = nullptr;
-      if (loss_ != LossKind::mean_squared_error)
-        for (auto& st : p.steps)
-          if (st.out == slot && st.alias < 0) logits = st.layer->softmax_logits();
+      if (loss_ != LossKind::mean_squared_error && p.output_steps[o] >= 0)
+        logits = p.steps[static_cast<std::size_t>(p.output_steps[o])].layer->softmax_logits();
       loss_sum += compute_loss(loss_, out, logits, by[o], nullptr) * static_cast<double>(b1 - b0);
       if (o == 0) correct += accuracy_count(loss_, out, by[o]);
     }

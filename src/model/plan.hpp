@@ -38,6 +38,7 @@ struct Plan {
   int num_slots = 0;
   std::vector<int> input_slots;    // model input i -> slot
   std::vector<int> output_slots;   // model output i -> slot
+  std::vector<int> output_steps;   // model output i -> the step that computes it (-1: none runs)
   std::vector<Shape> slot_shapes;  // per sample
   std::vector<Step> steps;         // in an order where every input precedes its use
   std::vector<int> uses;           // per slot: consumers + times it is a model output

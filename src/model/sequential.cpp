@@ -60,9 +60,9 @@ void Sequential::build(const Shape& input_shape) {
     if (!plan_ && !layers_.empty()) build_chain(input_shape);
     return;
   }
-  Input in(input_shape);  // validated like an Input, but allowed after layers were added
+  // Keras model.build(shape): allowed after layers were added; the Input validates the shape.
   if (layers_.empty()) {
-    add(in);
+    add(Input(input_shape));
     return;
   }
   build_chain(input_shape);

@@ -1,6 +1,6 @@
 // Functional models in the native model file: the graph (inputs, every layer call, outputs)
-// round-trips with shared layers, several inputs and the fused residual tail; a corrupt graph is
-// a one-line IoError.
+// round-trips with shared layers, several inputs and the fused residual tail; a graph that reads
+// a tensor or layer that does not exist is refused before anything is called.
 #include <gtest/gtest.h>
 
 #include <fstream>
