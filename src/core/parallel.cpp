@@ -6,12 +6,26 @@
 #include <optional>
 
 #include "bnorm/core/denormal.hpp"
+#include "core/library_call.hpp"
 
 namespace bnorm {
 
 namespace {
 int g_threads = 0;  // 0 = not set yet: use OpenMP's default
+thread_local int t_library_call_depth = 0;
+}  // namespace
+
+ScopedLibraryCall::ScopedLibraryCall() noexcept : saved_threads_(omp_get_max_threads()) {
+  omp_set_num_threads(1);
+  ++t_library_call_depth;
 }
+
+ScopedLibraryCall::~ScopedLibraryCall() {
+  --t_library_call_depth;
+  omp_set_num_threads(saved_threads_);
+}
+
+bool ScopedLibraryCall::active() noexcept { return t_library_call_depth > 0; }
 
 int num_threads() noexcept { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
 

@@ -5,6 +5,7 @@
 #include "bnorm/core/error.hpp"
 #include "kernels/activation.hpp"
 #include "kernels/conv2d.hpp"
+#include "kernels/conv2d_fast.hpp"
 #include "layers/spatial.hpp"
 
 namespace bnorm {
@@ -50,6 +51,10 @@ Conv2D::Options square(std::int64_t filters, std::int64_t kernel_size, std::stri
 Conv2D::Conv2D(std::int64_t filters, std::int64_t kernel_size, std::string padding,
                std::string activation)
     : Conv2D(square(filters, kernel_size, std::move(padding), std::move(activation))) {}
+
+Conv2D::~Conv2D() = default;
+Conv2D::Conv2D(Conv2D&&) noexcept = default;
+Conv2D& Conv2D::operator=(Conv2D&&) noexcept = default;
 
 Conv2D::Geometry Conv2D::geometry(const Shape& input_shape) const {
   const auto g = detail::window_geometry(label(), input_shape, channels_first_, "kernel_size",
@@ -102,11 +107,14 @@ kernels::Conv2dDims conv_dims(std::int64_t batch, const Conv2D::Options& o, std:
 }
 }  // namespace
 
-void Conv2D::do_forward(const Tensor& x, Mode, Tensor& y) {
+void Conv2D::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   const Geometry& g = geometry_;
   const std::int64_t n = x.shape()[0];
   const auto d =
       conv_dims(n, options_, g.in_h, g.in_w, g.in_c, g.out_h, g.out_w, g.pad_top, g.pad_left);
+  const bool training = mode == Mode::training;
+  if (!fast_) fast_ = std::make_unique<kernels::Conv2dFast>();
+  fast_ran_ = fast_->prepare(d, bias_ != nullptr, training);
   const bool linear = activation_ == ActivationKind::linear;
   Tensor& z = linear ? y : z_;  // the convolution's output in the layer's data format
   // Per-step buffers: resized in place (no allocation once they have the capacity).
@@ -117,8 +125,6 @@ void Conv2D::do_forward(const Tensor& x, Mode, Tensor& y) {
     z.resize_dims({n, g.out_h, g.out_w, options_.filters});
     y.resize_dims({n, g.out_h, g.out_w, options_.filters});
   }
-  cols_.resize_dims({std::max<std::int64_t>(1, kernels::conv2d_cols_size(d))});
-
   const float* xin = x.data();
   if (channels_first_) {
     x_nhwc_.resize_dims({n, g.in_h, g.in_w, g.in_c});
@@ -127,8 +133,13 @@ void Conv2D::do_forward(const Tensor& x, Mode, Tensor& y) {
     y_nhwc_.resize_dims({n, g.out_h, g.out_w, options_.filters});
   }
   float* out = channels_first_ ? y_nhwc_.data() : z.data();
-  kernels::conv2d_forward(d, xin, kernel_->value.data(), bias_ ? bias_->value.data() : nullptr,
-                          cols_.data(), out);
+  const float* bias = bias_ ? bias_->value.data() : nullptr;
+  if (fast_ran_) {
+    fast_->forward(xin, kernel_->value.data(), bias, out);
+  } else {
+    cols_.resize_dims({std::max<std::int64_t>(1, kernels::conv2d_cols_size(d))});
+    kernels::conv2d_forward(d, xin, kernel_->value.data(), bias, cols_.data(), out);
+  }
   if (channels_first_) {
     kernels::transpose_channels_last_to_first(n, options_.filters, g.out_h * g.out_w, out,
                                               z.data());
@@ -164,7 +175,7 @@ void Conv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
   float* dbias = trainable() && bias_ ? bias_->gradient.data() : nullptr;
   float* dx_out = nullptr;
   if (compute_dx) {
-    dcols_.resize(cols_.shape());
+    if (!fast_ran_) dcols_.resize(cols_.shape());
     dx.resize(last_input_->shape());
     if (channels_first_) {
       dx_nhwc_.resize_dims({n, g.in_h, g.in_w, g.in_c});
@@ -173,8 +184,24 @@ void Conv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
       dx_out = dx.data();
     }
   }
-  kernels::conv2d_backward(d, dz_nhwc, kernel_->value.data(), cols_.data(), dcols_.data(), dx_out,
-                           dkernel, dbias);
+  // The forward's input, NHWC (the layer keeps its transposed copy when channels_first).
+  const float* x_nhwc = channels_first_ ? x_nhwc_.data() : last_input_->data();
+  // The training setup (a lookup after a training forward; created when the last forward ran
+  // at inference). If oneDNN declines it, the im2col path recomputes its patches.
+  if (fast_ran_ && !fast_->prepare(d, bias_ != nullptr, true)) {
+    fast_ran_ = false;
+    cols_.resize_dims({std::max<std::int64_t>(1, kernels::conv2d_cols_size(d))});
+    y_nhwc_.resize_dims({n, g.out_h, g.out_w, options_.filters});
+    kernels::conv2d_forward(d, x_nhwc, kernel_->value.data(), nullptr, cols_.data(),
+                            y_nhwc_.data());
+    if (compute_dx) dcols_.resize(cols_.shape());
+  }
+  if (fast_ran_) {
+    fast_->backward(x_nhwc, dz_nhwc, kernel_->value.data(), dx_out, dkernel, dbias);
+  } else {
+    kernels::conv2d_backward(d, dz_nhwc, kernel_->value.data(), cols_.data(), dcols_.data(), dx_out,
+                             dkernel, dbias);
+  }
   if (compute_dx && channels_first_) {
     kernels::transpose_channels_last_to_first(n, g.in_c, g.in_h * g.in_w, dx_nhwc_.data(),
                                               dx.data());

@@ -1,5 +1,6 @@
-// conv2d (im2col + GEMM) against the direct float64 reference; output geometry of Keras/TF
-// 'valid' and 'same' padding; bitwise determinism across thread counts; layout transposes.
+// conv2d (im2col + GEMM) and the fast path (oneDNN, kernels/conv2d_fast.hpp) against the direct
+// float64 reference; output geometry of Keras/TF 'valid' and 'same' padding; bitwise determinism
+// across thread counts; layout transposes.
 #include "kernels/conv2d.hpp"
 
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "bnorm/core/parallel.hpp"
+#include "kernels/conv2d_fast.hpp"
 #include "support/test_support.hpp"
 #include "support/window_dims.hpp"
 
@@ -107,6 +109,70 @@ TEST_P(Conv2dKernelTest, SameBitsAtOneAndTwoThreads) {
   }
 }
 
+// The fast path: same cases, same reference, same tolerances. Where bnorm is built without
+// oneDNN, prepare() must decline every shape (and the layer falls back to the path above).
+TEST_P(Conv2dKernelTest, FastPathMatchesFloat64Reference) {
+  const ConvCase& c = GetParam();
+  ConvData t = make_data(c);
+  const Conv2dDims& d = t.d;
+  const float* bias = c.bias ? t.bias.data() : nullptr;
+  kernels::Conv2dFast fast;
+  const bool ready = fast.prepare(d, c.bias, true);
+  if (!kernels::conv2d_fast_built_in()) {
+    EXPECT_FALSE(ready);
+    GTEST_SKIP() << "built without oneDNN";
+  }
+  ASSERT_TRUE(ready) << "oneDNN declined " << c.name;
+  Tensor y(t.dy.shape()), y_ref(t.dy.shape());
+  fast.forward(t.x.data(), t.kernel.data(), bias, y.data());
+  kernels::reference::conv2d_forward(d, t.x.data(), t.kernel.data(), bias, y_ref.data());
+  test::expect_close(y, y_ref, 1e-5, 1e-5);
+
+  Tensor dx(t.x.shape()), dk(t.kernel.shape()), db(t.bias.shape());
+  Tensor dx_ref(t.x.shape()), dk_ref(t.kernel.shape()), db_ref(t.bias.shape());
+  fast.backward(t.x.data(), t.dy.data(), t.kernel.data(), dx.data(), dk.data(),
+                c.bias ? db.data() : nullptr);
+  kernels::reference::conv2d_backward(d, t.x.data(), t.dy.data(), t.kernel.data(), dx_ref.data(),
+                                      dk_ref.data(), db_ref.data());
+  test::expect_close(dx, dx_ref, 1e-5, 1e-5);
+  test::expect_close(dk, dk_ref, 1e-5, 1e-4);
+  if (c.bias) test::expect_close(db, db_ref, 1e-5, 1e-5);
+  // Backward can be repeated, and each gradient alone is the same as all three together.
+  Tensor dk2(t.kernel.shape()), dx2(t.x.shape());
+  fast.backward(t.x.data(), t.dy.data(), t.kernel.data(), nullptr, dk2.data(), nullptr);
+  fast.backward(t.x.data(), t.dy.data(), t.kernel.data(), dx2.data(), nullptr, nullptr);
+  EXPECT_TRUE(test::bitwise_equal(dk2, dk));
+  EXPECT_TRUE(test::bitwise_equal(dx2, dx));
+
+  // The inference setup gives the training forward's bits.
+  kernels::Conv2dFast infer;
+  ASSERT_TRUE(infer.prepare(d, c.bias, false));
+  Tensor y_infer(t.dy.shape());
+  infer.forward(t.x.data(), t.kernel.data(), bias, y_infer.data());
+  EXPECT_TRUE(test::bitwise_equal(y_infer, y));
+}
+
+TEST_P(Conv2dKernelTest, FastPathSameBitsAtOneTwoAndThreeThreads) {
+  if (!kernels::conv2d_fast_built_in()) GTEST_SKIP() << "built without oneDNN";
+  const ConvCase& c = GetParam();
+  const int saved = num_threads();
+  std::vector<Tensor> results;
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    ConvData t = make_data(c);
+    kernels::Conv2dFast fast;  // set up at this thread count
+    ASSERT_TRUE(fast.prepare(t.d, true, true));
+    Tensor y(t.dy.shape()), dx(t.x.shape()), dk(t.kernel.shape()), db(t.bias.shape());
+    fast.forward(t.x.data(), t.kernel.data(), t.bias.data(), y.data());
+    fast.backward(t.x.data(), t.dy.data(), t.kernel.data(), dx.data(), dk.data(), db.data());
+    for (Tensor* r : {&y, &dx, &dk, &db}) results.push_back(*r);
+  }
+  set_num_threads(saved);
+  for (std::size_t i = 4; i < results.size(); ++i) {
+    EXPECT_TRUE(test::bitwise_equal(results[i], results[i % 4])) << "output " << i % 4;
+  }
+}
+
 std::string case_name(const ::testing::TestParamInfo<ConvCase>& info) { return info.param.name; }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -122,7 +188,10 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{"k1_pointwise_nobias", 2, 4, 4, 5, 1, 1, 6, 1, 1, false, false},
                       ConvCase{"k5_on_5_valid", 2, 5, 5, 1, 5, 5, 2},
                       ConvCase{"many_samples_chunked", 9, 3, 3, 2, 3, 3, 2, 1, 1, true},
-                      ConvCase{"wide_channels", 2, 6, 6, 40, 3, 3, 70, 1, 1, true}),
+                      ConvCase{"wide_channels", 2, 6, 6, 40, 3, 3, 70, 1, 1, true},
+                      // 16x16 outputs: the fast path's chunks of 4 samples, and a last one of 3.
+                      ConvCase{"chunks_with_a_shorter_last", 7, 16, 16, 3, 3, 3, 8, 1, 1, true},
+                      ConvCase{"chunks_stride2_nobias", 9, 32, 30, 4, 3, 3, 16, 2, 1, true, false}),
     case_name);
 
 TEST(Conv2dGeometry, MatchesKerasFormulas) {

@@ -1,7 +1,10 @@
 // A training step allocates nothing once the model has seen its first batch: layers keep their
 // outputs and gradients, the optimizer its slots, the loss its label buffer, fit its batch
 // buffers. This binary replaces the global operator new/delete to count allocations (operator
-// new only: BLAS and OpenMP allocate through malloc, once, in their own pools).
+// new only: BLAS and OpenMP allocate through malloc, once, in their own pools). Allocations made
+// inside a oneDNN call (ScopedLibraryCall: the execution context oneDNN builds per primitive
+// call, freed before it returns) are counted apart: bnorm's own count must be 0 per step, the
+// library's the same at every step (no growth).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -19,12 +22,15 @@
 #include "bnorm/model/presets.hpp"
 #include "bnorm/model/sequential.hpp"
 #include "bnorm/model/spec.hpp"
+#include "core/library_call.hpp"
 
 namespace {
 std::atomic<std::int64_t> g_allocations{0};
+std::atomic<std::int64_t> g_library_allocations{0};
 
 void* counted_alloc(std::size_t size, std::size_t alignment) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  (bnorm::ScopedLibraryCall::active() ? g_library_allocations : g_allocations)
+      .fetch_add(1, std::memory_order_relaxed);
   if (size == 0) size = 1;
   void* p = nullptr;
   if (alignment <= alignof(std::max_align_t)) {
@@ -71,6 +77,7 @@ namespace bnorm {
 namespace {
 
 std::int64_t allocations() { return g_allocations.load(std::memory_order_relaxed); }
+std::int64_t library_allocations() { return g_library_allocations.load(std::memory_order_relaxed); }
 
 // n samples of `features` values with labels in [0, 10).
 struct Data {
@@ -223,6 +230,15 @@ TEST(Allocation, FunctionalStepsAllocateNothing) {
   images.x = images.x.reshaped(Shape{16, 8, 8, 1});
   EXPECT_EQ(
       allocations_after_warm_up(2, 3, [&] { resnet_model.train_on_batch(images.x, images.y); }), 0);
+  // oneDNN's per-call execution contexts (when its convolutions run): the same count every step.
+  std::vector<std::int64_t> per_step;
+  for (int step = 0; step < 3; ++step) {
+    const std::int64_t before = library_allocations();
+    resnet_model.train_on_batch(images.x, images.y);
+    per_step.push_back(library_allocations() - before);
+  }
+  EXPECT_EQ(per_step[0], per_step[1]);
+  EXPECT_EQ(per_step[1], per_step[2]);
 
   Input x(Shape{12});
   auto shared = std::make_shared<Dense>(12, "tanh");

@@ -6,18 +6,25 @@
 // use_bias true, kernel glorot_uniform with fan_in = kh*kw*in_channels and
 // fan_out = kh*kw*filters, bias zeros. Weights in Keras order and layout: kernel
 // (kernel_h, kernel_w, in_channels, filters), then bias (filters,). groups is not supported.
-// The math runs on NHWC (im2col + BLAS GEMM, src/kernels/conv2d.hpp); channels_first data is
-// transposed to NHWC and back inside the layer.
+// The math runs on NHWC: oneDNN's convolution primitives (src/kernels/conv2d_fast.hpp), or
+// im2col + BLAS GEMM
+// (src/kernels/conv2d.hpp) where oneDNN is not built in or has no implementation for the shape;
+// channels_first data is transposed to NHWC and back inside the layer.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "bnorm/layers/activation.hpp"
 #include "bnorm/layers/layer.hpp"
 
 namespace bnorm {
+
+namespace kernels {
+class Conv2dFast;
+}
 
 class Conv2D final : public Layer {
  public:
@@ -41,6 +48,9 @@ class Conv2D final : public Layer {
   // Square kernel, other arguments at their defaults.
   Conv2D(std::int64_t filters, std::int64_t kernel_size, std::string padding = "valid",
          std::string activation = "linear");
+  ~Conv2D() override;
+  Conv2D(Conv2D&&) noexcept;
+  Conv2D& operator=(Conv2D&&) noexcept;
 
   std::string class_name() const override { return "Conv2D"; }
   // ShapeError for a per-sample shape that is not (H, W, C) / (C, H, W), or a window larger than
@@ -68,12 +78,14 @@ class Conv2D final : public Layer {
   Geometry geometry_{};
   Variable* kernel_ = nullptr;
   Variable* bias_ = nullptr;
-  Tensor cols_;    // im2col of the last forward's input, for backward
-  Tensor dcols_;   // backward's workspace for dy @ kernel^T
-  Tensor z_;       // pre-activation output (when the activation is not linear)
-  Tensor x_nhwc_;  // channels_first: the input transposed to NHWC
-  Tensor y_nhwc_;  // channels_first: the NHWC output before transposing back
-  Tensor dz_;      // gradient before the activation
+  std::unique_ptr<kernels::Conv2dFast> fast_;  // oneDNN primitives (null until first forward)
+  bool fast_ran_ = false;  // whether the last forward ran on fast_ (else on im2col)
+  Tensor cols_;            // im2col of the last forward's input, for backward
+  Tensor dcols_;           // backward's workspace for dy @ kernel^T
+  Tensor z_;               // pre-activation output (when the activation is not linear)
+  Tensor x_nhwc_;          // channels_first: the input transposed to NHWC
+  Tensor y_nhwc_;          // channels_first: the NHWC output before transposing back
+  Tensor dz_;              // gradient before the activation
   Tensor dz_nhwc_;
   Tensor dx_nhwc_;
 };
