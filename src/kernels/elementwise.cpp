@@ -3,7 +3,32 @@
 #include <algorithm>
 #include <cmath>
 
+#include "bnorm/core/parallel.hpp"
+#include "bnorm/core/random.hpp"
+
 namespace bnorm::kernels {
+
+namespace {
+constexpr std::int64_t kDropoutGrain = 16384;  // elements per parallel block
+}
+
+void dropout_forward(std::int64_t n, float rate, float keep_scale, std::uint64_t key,
+                     const float* x, float* mask, float* y) noexcept {
+  parallel_for(n, kDropoutGrain, [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      mask[i] = Random::uniform_at(key, static_cast<std::uint64_t>(i)) >= rate ? keep_scale : 0.0f;
+    }
+    if (x && y) {
+      for (std::int64_t i = i0; i < i1; ++i) y[i] = x[i] * mask[i];
+    }
+  });
+}
+
+void dropout_backward(std::int64_t n, const float* mask, const float* dy, float* dx) noexcept {
+  parallel_for(n, kDropoutGrain, [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) dx[i] = dy[i] * mask[i];
+  });
+}
 
 namespace {
 inline float relu(float t) noexcept { return t < 0.0f ? 0.0f : t; }

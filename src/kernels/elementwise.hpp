@@ -14,6 +14,15 @@ namespace bnorm::kernels {
 //   y = pos - negative_slope * relu(threshold - x).
 // So y = min(x, max_value) for x > threshold, negative_slope * (x - threshold) for x <= threshold
 // (Keras's docstring says x >= threshold; its code, followed here, keeps x only above threshold).
+// Dropout's training forward: mask[i] = Random::uniform_at(key, i) >= rate ? keep_scale : 0 and
+// y[i] = x[i] * mask[i] for i in [0, n); elements in parallel blocks (each element is its own
+// draw, so the result does not depend on the thread count). y or x may be null to only draw
+// the mask.
+void dropout_forward(std::int64_t n, float rate, float keep_scale, std::uint64_t key,
+                     const float* x, float* mask, float* y) noexcept;
+// dx = dy * mask, in parallel blocks.
+void dropout_backward(std::int64_t n, const float* mask, const float* dy, float* dx) noexcept;
+
 struct ReluParams {
   bool has_max_value = false;
   float max_value = 0.0f;

@@ -1,5 +1,7 @@
 #include "kernels/gemm.hpp"
 
+#include "bnorm/core/parallel.hpp"
+
 // BNORM_BLAS (CMake) selects the library and defines BNORM_BLAS_<NAME> for this file only.
 #if defined(BNORM_BLAS_MKL)
 #include <mkl_cblas.h>
@@ -76,6 +78,34 @@ void gemm(GemmDims d, bool transpose_a, bool transpose_b, float alpha, const flo
   cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans,
               transpose_b ? CblasTrans : CblasNoTrans, i(d.m), i(d.n), i(d.k), alpha, a, i(lda), b,
               i(ldb), beta, c, i(ldc));
+}
+
+namespace {
+constexpr std::int64_t kMinSplitWork = std::int64_t{1} << 20;  // multiply-adds
+constexpr std::int64_t kBlock = 32;                            // rows or columns of C per call
+}  // namespace
+
+void gemm_row_blocks(GemmDims d, bool transpose_a, bool transpose_b, const float* a,
+                     std::int64_t lda, const float* b, std::int64_t ldb, float* c,
+                     std::int64_t ldc) noexcept {
+  const std::int64_t grain = d.m * d.n * d.k < kMinSplitWork ? d.m : kBlock;
+  parallel_for(d.m, grain, [&](std::int64_t m0, std::int64_t m1) {
+    // Rows m0.. of op(A): columns of the stored A when transposed.
+    const float* a0 = transpose_a ? a + m0 : a + m0 * lda;
+    gemm({m1 - m0, d.n, d.k}, transpose_a, transpose_b, 1.0f, a0, lda, b, ldb, 0.0f, c + m0 * ldc,
+         ldc);
+  });
+}
+
+void gemm_column_blocks(GemmDims d, bool transpose_a, bool transpose_b, const float* a,
+                        std::int64_t lda, const float* b, std::int64_t ldb, float* c,
+                        std::int64_t ldc) noexcept {
+  const std::int64_t grain = d.m * d.n * d.k < kMinSplitWork ? d.n : kBlock;
+  parallel_for(d.n, grain, [&](std::int64_t n0, std::int64_t n1) {
+    // Columns n0.. of op(B): rows of the stored B when transposed.
+    const float* b0 = transpose_b ? b + n0 * ldb : b + n0;
+    gemm({d.m, n1 - n0, d.k}, transpose_a, transpose_b, 1.0f, a, lda, b0, ldb, 0.0f, c + n0, ldc);
+  });
 }
 
 namespace reference {

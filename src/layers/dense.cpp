@@ -58,8 +58,10 @@ void Dense::do_forward(const Tensor& x, Mode, Tensor& y) {
                       kernels::activation_backward_needs_input(activation_);
   Tensor& z = keep_z ? z_ : y;
   if (&z != &y) z.resize_like(x.shape(), last, units);
-  kernels::gemm({rows, units, in}, false, false, 1.0f, x.data(), in, kernel_->value.data(), units,
-                0.0f, z.data(), units);
+  // The GEMMs are split by bnorm in fixed blocks (kernels::gemm_*_blocks): threads without
+  // changing the bits.
+  kernels::gemm_column_blocks({rows, units, in}, false, false, x.data(), in, kernel_->value.data(),
+                              units, z.data(), units);
   kernels::bias_activation_forward(activation_, rows, units, bias_ ? bias_->value.data() : nullptr,
                                    z.data(), y.data());
 }
@@ -70,14 +72,14 @@ void Dense::backward_linear(const Tensor& dz, bool compute_dx, Tensor& dx) {
   const std::int64_t rows = x.size() / in;
   if (trainable()) {
     // dkernel = x^T dz; dbias = column sums of dz.
-    kernels::gemm({in, units, rows}, true, false, 1.0f, x.data(), in, dz.data(), units, 0.0f,
-                  kernel_->gradient.data(), units);
+    kernels::gemm_row_blocks({in, units, rows}, true, false, x.data(), in, dz.data(), units,
+                             kernel_->gradient.data(), units);
     if (bias_) kernels::sum_rows(rows, units, dz.data(), bias_->gradient.data());
   }
   if (!compute_dx) return;
   dx.resize(x.shape());
-  kernels::gemm({rows, in, units}, false, true, 1.0f, dz.data(), units, kernel_->value.data(),
-                units, 0.0f, dx.data(), in);
+  kernels::gemm_column_blocks({rows, in, units}, false, true, dz.data(), units,
+                              kernel_->value.data(), units, dx.data(), in);
 }
 
 void Dense::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "bnorm/core/error.hpp"
+#include "kernels/elementwise.hpp"
 
 namespace bnorm {
 
@@ -89,11 +90,11 @@ void Dropout::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   mask_.resize(x.shape());
   const float keep_scale = 1.0f / (1.0f - rate);
   const std::int64_t batch = x.shape()[0];
+  // One key per training step; the mask's draws are counter-based (Random::uniform_at), so
+  // they are made in parallel with the same result at any thread count.
+  const std::uint64_t key = rng_.next_u64();
   if (per_value_mask(batch)) {
-    for (std::int64_t i = 0; i < x.size(); ++i) {
-      mask_[i] = rng_.uniform() >= rate ? keep_scale : 0.0f;
-      y[i] = x[i] * mask_[i];
-    }
+    kernels::dropout_forward(x.size(), rate, keep_scale, key, x.data(), mask_.data(), y.data());
     return;
   }
   // One draw per element of the concrete noise shape (row-major), broadcast over the axes where
@@ -113,8 +114,7 @@ void Dropout::do_forward(const Tensor& x, Mode mode, Tensor& y) {
     noise_size *= noise_dims[a];
   }
   noise_.resize_like(kRank1, 0, noise_size);  // no allocation once the capacity suffices
-  for (std::int64_t i = 0; i < noise_size; ++i)
-    noise_[i] = rng_.uniform() >= rate ? keep_scale : 0.0f;
+  kernels::dropout_forward(noise_size, rate, keep_scale, key, nullptr, noise_.data(), nullptr);
   // Walk x in row-major order with a multi-index; the noise offset follows the broadcast strides.
   std::int64_t index[Shape::kMaxRank] = {};
   std::int64_t offset = 0;
@@ -133,7 +133,11 @@ void Dropout::do_forward(const Tensor& x, Mode mode, Tensor& y) {
 void Dropout::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
   if (!compute_dx) return;
   dx.resize(dy.shape());
-  for (std::int64_t i = 0; i < dy.size(); ++i) dx[i] = last_training_ ? dy[i] * mask_[i] : dy[i];
+  if (last_training_) {
+    kernels::dropout_backward(dy.size(), mask_.data(), dy.data(), dx.data());
+  } else {
+    std::copy(dy.data(), dy.data() + dy.size(), dx.data());
+  }
 }
 
 }  // namespace bnorm

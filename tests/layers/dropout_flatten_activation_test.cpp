@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/core/parallel.hpp"
 #include "bnorm/layers/activation.hpp"
 #include "bnorm/layers/dropout.hpp"
 #include "bnorm/layers/flatten.hpp"
@@ -96,6 +97,30 @@ TEST(Dropout, NewMaskEachTrainingStepSameSequenceForSameSeed) {
   Random rc(4);
   c.build(Shape{64}, rc);
   EXPECT_FALSE(test::bitwise_equal(c.forward(x, Mode::training), a1));
+}
+
+// The mask is drawn in parallel from counter-based random numbers: the same masks at 1, 2 and 3
+// threads, for a tensor large enough to be split into several blocks.
+TEST(Dropout, SameMasksAtOneTwoAndThreeThreads) {
+  const int saved = num_threads();
+  const Tensor x = Tensor::full(Shape{8, 9000}, 1.0f);
+  std::vector<Tensor> steps;
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    Dropout d(0.3f);
+    Random r(7);
+    d.build(Shape{9000}, r);
+    for (int step = 0; step < 2; ++step) steps.push_back(d.forward(x, Mode::training));
+    const Tensor dx = d.backward(x);
+    EXPECT_TRUE(test::bitwise_equal(dx, steps.back()));  // dx = dy * mask with dy = 1
+  }
+  set_num_threads(saved);
+  for (std::size_t i = 2; i < steps.size(); ++i) {
+    EXPECT_TRUE(test::bitwise_equal(steps[i], steps[i % 2])) << "step " << i % 2;
+  }
+  std::int64_t kept = 0;
+  for (std::int64_t i = 0; i < steps[0].size(); ++i) kept += steps[0][i] != 0.0f;
+  EXPECT_NEAR(static_cast<double>(kept) / static_cast<double>(steps[0].size()), 0.7, 0.01);
 }
 
 TEST(Dropout, RateZeroIsIdentityInTraining) {
