@@ -31,16 +31,6 @@ std::uint64_t Random::next_u64() noexcept {
   return result;
 }
 
-float Random::uniform_at(std::uint64_t key, std::uint64_t index) noexcept {
-  // Two rounds of splitmix64's finalizer over (key, index): consecutive indexes land on
-  // unrelated outputs, and distinct keys give unrelated streams.
-  std::uint64_t state = key ^ (index * 0xD1B54A32D192ED03ull);
-  std::uint64_t z = splitmix64(state);
-  state = z ^ key;
-  z = splitmix64(state);
-  return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
-}
-
 float Random::uniform() noexcept {
   return static_cast<float>(next_u64() >> 40) * (1.0f / 16777216.0f);
 }

@@ -14,10 +14,11 @@ namespace bnorm::kernels {
 //   y = pos - negative_slope * relu(threshold - x).
 // So y = min(x, max_value) for x > threshold, negative_slope * (x - threshold) for x <= threshold
 // (Keras's docstring says x >= threshold; its code, followed here, keeps x only above threshold).
-// Dropout's training forward: mask[i] = Random::uniform_at(key, i) >= rate ? keep_scale : 0 and
-// y[i] = x[i] * mask[i] for i in [0, n); elements in parallel blocks (each element is its own
-// draw, so the result does not depend on the thread count). y or x may be null to only draw
-// the mask.
+// Dropout's training forward: mask[i] = u_i >= rate ? keep_scale : 0 and y[i] = x[i] * mask[i]
+// for i in [0, n), where u_i are uniform draws from a stream per fixed block of 16384 elements
+// (block b draws from Random(key + b * 0x9E3779B97F4A7C15): the splitmix64 seeding decorrelates
+// neighbouring blocks), blocks in parallel: the mask does not depend on the thread count. x and
+// y may be null to only draw the mask.
 void dropout_forward(std::int64_t n, float rate, float keep_scale, std::uint64_t key,
                      const float* x, float* mask, float* y) noexcept;
 // dx = dy * mask, in parallel blocks.

@@ -82,13 +82,20 @@ void gemm(GemmDims d, bool transpose_a, bool transpose_b, float alpha, const flo
 
 namespace {
 constexpr std::int64_t kMinSplitWork = std::int64_t{1} << 20;  // multiply-adds
-constexpr std::int64_t kBlock = 32;                            // rows or columns of C per call
+// At most kBlocks blocks of at least kMinBlock rows or columns (multiples of 16): enough blocks
+// to share among a few threads, few enough that one thread pays little for the extra calls.
+constexpr std::int64_t kBlocks = 8, kMinBlock = 64;
+std::int64_t block_of(std::int64_t extent, std::int64_t work) {
+  if (work < kMinSplitWork) return extent;
+  const std::int64_t even = ((extent + kBlocks - 1) / kBlocks + 15) / 16 * 16;
+  return std::max(kMinBlock, even);
+}
 }  // namespace
 
 void gemm_row_blocks(GemmDims d, bool transpose_a, bool transpose_b, const float* a,
                      std::int64_t lda, const float* b, std::int64_t ldb, float* c,
                      std::int64_t ldc) noexcept {
-  const std::int64_t grain = d.m * d.n * d.k < kMinSplitWork ? d.m : kBlock;
+  const std::int64_t grain = block_of(d.m, d.m * d.n * d.k);
   parallel_for(d.m, grain, [&](std::int64_t m0, std::int64_t m1) {
     // Rows m0.. of op(A): columns of the stored A when transposed.
     const float* a0 = transpose_a ? a + m0 : a + m0 * lda;
@@ -100,7 +107,7 @@ void gemm_row_blocks(GemmDims d, bool transpose_a, bool transpose_b, const float
 void gemm_column_blocks(GemmDims d, bool transpose_a, bool transpose_b, const float* a,
                         std::int64_t lda, const float* b, std::int64_t ldb, float* c,
                         std::int64_t ldc) noexcept {
-  const std::int64_t grain = d.m * d.n * d.k < kMinSplitWork ? d.n : kBlock;
+  const std::int64_t grain = block_of(d.n, d.m * d.n * d.k);
   parallel_for(d.n, grain, [&](std::int64_t n0, std::int64_t n1) {
     // Columns n0.. of op(B): rows of the stored B when transposed.
     const float* b0 = transpose_b ? b + n0 * ldb : b + n0;

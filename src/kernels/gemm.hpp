@@ -17,9 +17,9 @@ void gemm(GemmDims dims, bool transpose_a, bool transpose_b, float alpha, const 
 
 // gemm with beta = 0 and alpha = 1, split by bnorm into fixed blocks of C's rows
 // (gemm_row_blocks) or columns (gemm_column_blocks), one single-threaded BLAS call per block,
-// blocks in parallel_for. Block sizes depend on the shapes only, so the bits do not depend on the
-// thread count (the BLAS itself is pinned to one thread for that reason); products smaller than
-// about a million multiply-adds are one call.
+// blocks in parallel_for: at most 8 blocks of at least 64 rows/columns. Block sizes depend on the
+// shapes only, so the bits do not depend on the thread count (the BLAS itself is pinned to one
+// thread for that reason); products smaller than about a million multiply-adds are one call.
 void gemm_row_blocks(GemmDims dims, bool transpose_a, bool transpose_b, const float* a,
                      std::int64_t lda, const float* b, std::int64_t ldb, float* c,
                      std::int64_t ldc) noexcept;

@@ -90,8 +90,8 @@ void Dropout::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   mask_.resize(x.shape());
   const float keep_scale = 1.0f / (1.0f - rate);
   const std::int64_t batch = x.shape()[0];
-  // One key per training step; the mask's draws are counter-based (Random::uniform_at), so
-  // they are made in parallel with the same result at any thread count.
+  // One key per training step; the mask is drawn in fixed blocks, each its own stream from the
+  // key (kernels::dropout_forward), in parallel with the same result at any thread count.
   const std::uint64_t key = rng_.next_u64();
   if (per_value_mask(batch)) {
     kernels::dropout_forward(x.size(), rate, keep_scale, key, x.data(), mask_.data(), y.data());

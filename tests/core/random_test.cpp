@@ -85,33 +85,6 @@ TEST(RandomTest, UniformHas24BitsInUnitInterval) {
   }
 }
 
-// The counter-based draws: 24-bit uniforms, pure functions of (key, index), uniform over 16 bins,
-// no correlation between neighbours, distinct streams for distinct keys.
-TEST(RandomTest, UniformAtIsACounterBasedUniformStream) {
-  const int n = 160000;
-  std::vector<int> bins(16, 0);
-  double sum = 0.0, neighbour = 0.0;
-  float previous = 0.0f;
-  int same_as_other_key = 0;
-  for (int i = 0; i < n; ++i) {
-    const float u = Random::uniform_at(42, static_cast<std::uint64_t>(i));
-    ASSERT_GE(u, 0.0f);
-    ASSERT_LT(u, 1.0f);
-    const float scaled = u * 16777216.0f;
-    ASSERT_EQ(scaled, std::floor(scaled));
-    ASSERT_EQ(u, Random::uniform_at(42, static_cast<std::uint64_t>(i)));  // no state
-    sum += u;
-    if (i > 0) neighbour += (u - 0.5) * (previous - 0.5);
-    previous = u;
-    ++bins[static_cast<std::size_t>(u * 16.0f)];
-    if (u == Random::uniform_at(43, static_cast<std::uint64_t>(i))) ++same_as_other_key;
-  }
-  EXPECT_NEAR(sum / n, 0.5, 0.005);
-  EXPECT_NEAR(neighbour / (n - 1) * 12.0, 0.0, 0.02);  // correlation coefficient
-  for (int b : bins) EXPECT_NEAR(b, n / 16, 0.05 * n / 16);
-  EXPECT_LT(same_as_other_key, 10);
-}
-
 TEST(RandomTest, BelowIsInRangeAndCoversAllValues) {
   Random rng(11);
   std::vector<int> counts(7, 0);

@@ -24,12 +24,6 @@ class Random {
   // Fisher-Yates shuffle of a permutation.
   void shuffle(std::span<std::int64_t> values) noexcept;
 
-  // Counter-based draw: uniform in [0, 1) with 24 random bits for element `index` of the stream
-  // named by `key` (a hash of the two, no state), so the elements of one stream can be drawn in
-  // any order and on any number of threads with the same result. Dropout takes one key per
-  // training step from its generator and draws its mask this way.
-  static float uniform_at(std::uint64_t key, std::uint64_t index) noexcept;
-
  private:
   std::uint64_t s_[4];
 };
