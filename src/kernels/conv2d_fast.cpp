@@ -26,7 +26,7 @@ using dt = memory::data_type;
 constexpr std::int64_t kChunkPixels = 1024;
 
 std::int64_t chunk_samples_for(const Conv2dDims& d) {
-  const std::int64_t want = std::max<std::int64_t>(1, kChunkPixels / d.out_positions());
+  const std::int64_t want = (kChunkPixels + d.out_positions() - 1) / d.out_positions();
   std::int64_t c = 1;
   while (c < want) c *= 2;
   return std::min(c, d.batch);
