@@ -696,6 +696,34 @@ TEST(CliBench, TrainResNetPresetSmokeJson) {
                         "functional preset", 2);
 }
 
+// The C++ peer: bnorm-dlib-train, built next to bnorm when libdlib-dev is installed (setup.sh
+// installs it). It trains the seed and cnn models and refuses the graph presets in one line.
+TEST(CliBench, TrainDlibPeerSmokeJson) {
+  const fs::path peer = fs::path(BNORM_CLI_PATH).parent_path() / "bnorm-dlib-train";
+  if (!fs::exists(peer)) GTEST_SKIP() << "built without dlib";
+  TempDir dir;
+  const std::string data = dir.file("data");
+  fs::create_directory(data);
+  bnorm::testing::write_fake_fashion_mnist(data, 96, 8);
+  for (const std::string model : {"seed", "cnn"}) {
+    const Result r = bnorm("bench train --peers dlib --json --model " + model +
+                           " --epochs 2 --batch 32 --data " + quote(data));
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto doc = nlohmann::json::parse(r.out);
+    const auto& run = doc["results"]["dlib"];
+    ASSERT_EQ(run["epoch_seconds"].size(), 2u) << r.out;
+    EXPECT_EQ(run["label"].get<std::string>().rfind("dlib 19.", 0), 0u) << r.out;
+    for (const char* key : {"steady_epoch_s", "peak_rss_mib", "loss", "speedup"}) {
+      expect_positive_finite(run, key);
+    }
+    EXPECT_GE(run["accuracy"].get<double>(), 0.0);
+    EXPECT_LE(run["accuracy"].get<double>(), 1.0);
+  }
+  expect_one_line_error(
+      bnorm("bench train --peers dlib --model resnet --epochs 1 --data " + quote(data)),
+      "cannot build this model", 1);
+}
+
 // bench infer: three variants timed in one run; structure only, never timings.
 TEST(CliBench, InferCnnSmokeJson) {
   TempDir dir;

@@ -67,7 +67,7 @@ const char* layout_order(Layout layout) {
 }
 
 struct Peers {
-  bool torch = false, onednn = false, keras = false, explicit_list = false;
+  bool torch = false, onednn = false, keras = false, dlib = false, explicit_list = false;
 };
 
 // "auto", "none" or a list of names from `known`.
@@ -82,6 +82,7 @@ Peers parse_peers(const std::vector<std::string>& values, const std::vector<std:
       if (k == "torch") p.torch = on;
       if (k == "onednn") p.onednn = on;
       if (k == "keras") p.keras = on;
+      if (k == "dlib") p.dlib = on;
     }
     return p;
   }
@@ -93,6 +94,7 @@ Peers parse_peers(const std::vector<std::string>& values, const std::vector<std:
     if (n == "torch") p.torch = true;
     if (n == "onednn") p.onednn = true;
     if (n == "keras") p.keras = true;
+    if (n == "dlib") p.dlib = true;
   }
   return p;
 }
@@ -237,7 +239,7 @@ Action add_bench_command(CLI::App& app) {
   auto train_raw = std::make_shared<TrainRaw>();
   CLI::App* train = cmd->add_subcommand(
       "train",
-      "Seconds per epoch and peak memory of Fashion-MNIST training: bnorm, PyTorch, Keras");
+      "Seconds per epoch and peak memory of Fashion-MNIST training: bnorm, PyTorch, Keras, dlib");
   train->add_option("--model", train_raw->model,
                     "seed (default), seed-nobn, cnn, cnn-nobn, resnet, resnet-nobn or a model "
                     "SPEC");
@@ -249,7 +251,8 @@ Action add_bench_command(CLI::App& app) {
   train->add_option("--python", train_raw->python,
                     "Python interpreter for the peers (default: $BNORM_PYTHON, else python3)");
   train->add_flag("--json", train_raw->json, "One JSON object instead of a table");
-  train->add_option("--peers", train_raw->peers, "auto, none, or a comma list of torch, keras")
+  train
+      ->add_option("--peers", train_raw->peers, "auto, none, or a comma list of torch, keras, dlib")
       ->delimiter(',');
   train->add_option("--data", train_raw->data, "Directory with the Fashion-MNIST IDX files");
   train->add_option("--train-limit", train_raw->train_limit,
@@ -352,9 +355,10 @@ Action add_bench_command(CLI::App& app) {
       o.epochs = r.epochs;
       o.python = choose_python(r.python);
       o.json = r.json;
-      const Peers peers = parse_peers(r.peers, {"torch", "keras"});
+      const Peers peers = parse_peers(r.peers, {"torch", "keras", "dlib"});
       o.want_torch = peers.torch;
       o.want_keras = peers.keras;
+      o.want_dlib = peers.dlib;
       o.peers_explicit = peers.explicit_list;
       o.data = r.data;
       check_limit(r.train_limit, "--train-limit");

@@ -40,7 +40,7 @@ struct TrainOptions {
   int epochs = 2;
   std::string python;
   bool json = false;
-  bool want_torch = false, want_keras = false;
+  bool want_torch = false, want_keras = false, want_dlib = false;
   bool peers_explicit = false;
   std::string data;
   std::int64_t train_limit = 0;  // 0 = all 60000 images

@@ -1,6 +1,7 @@
 // bnorm bench train — seconds per epoch and peak resident memory of Fashion-MNIST training:
 // bnorm (in a forked child, so that its ru_maxrss is the training's alone), then the same model
-// in PyTorch and Keras (bench/peers/torch_train.py, keras_train.py) as child processes.
+// in PyTorch and Keras (bench/peers/torch_train.py, keras_train.py) and in dlib, a C++ framework
+// (bnorm-dlib-train, bench/peers/dlib_train.cpp, built next to bnorm), as child processes.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -8,6 +9,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -150,31 +153,27 @@ TrainRun run_bnorm(const TrainOptions& o, const std::string& spec) {
   return run;
 }
 
-TrainRun run_peer(const TrainOptions& o, const std::string& spec, const std::string& name,
-                  const std::string& label, const std::string& script_name) {
-  TrainRun run{name, label, false, "", {}, 0.0, 0.0, 0.0};
-  const std::string script = locate_peer_script(script_name);
-  if (script.empty()) {
-    run.error = "peer script bench/peers/" + script_name + " not found";
-    return run;
-  }
-  std::map<std::string, std::string> env = {{"OMP_NUM_THREADS", std::to_string(o.threads)},
-                                            {"MKL_NUM_THREADS", std::to_string(o.threads)},
-                                            {"TF_CPP_MIN_LOG_LEVEL", "2"},
-                                            {"KERAS_BACKEND", "tensorflow"},
-                                            {"CUDA_VISIBLE_DEVICES", ""},
-                                            {"PYTHONUNBUFFERED", "1"}};
-  // The resnet presets are built by the peers' own definition of the network (--preset); every
-  // other model is a Sequential spec (--spec).
-  std::vector<std::string> argv = {o.python, script};
+// A peer's command line after the program: the model (the resnet presets by name, every other
+// model as a Sequential spec) and the shared settings.
+std::vector<std::string> peer_arguments(const TrainOptions& o, const std::string& spec) {
+  std::vector<std::string> argv;
   if (is_resnet_preset(spec)) {
-    argv.insert(argv.end(), {"--preset", spec == kResNetPreset ? "resnet" : "resnet-nobn"});
+    argv = {"--preset", spec == kResNetPreset ? "resnet" : "resnet-nobn"};
   } else {
-    argv.insert(argv.end(), {"--spec", spec});
+    argv = {"--spec", spec};
   }
   argv.insert(argv.end(), {"--batch", std::to_string(o.batch), "--threads",
                            std::to_string(o.threads), "--epochs", std::to_string(o.epochs),
                            "--data", o.data, "--train-limit", std::to_string(o.train_limit)});
+  return argv;
+}
+
+// Runs a peer to its one-line JSON result; `missing` is the error when it cannot start.
+TrainRun run_peer_process(const std::string& name, const std::string& label,
+                          const std::vector<std::string>& argv,
+                          const std::map<std::string, std::string>& env,
+                          const std::string& missing) {
+  TrainRun run{name, label, false, "", {}, 0.0, 0.0, 0.0};
   ChildProcess proc(argv, env);
   std::string line, last;
   while (proc.read_line(line)) {
@@ -183,7 +182,7 @@ TrainRun run_peer(const TrainOptions& o, const std::string& spec, const std::str
   rusage ru{};
   const int status = proc.wait(&ru);
   if (status == 3 || (last.empty() && status != 0)) {
-    run.error = "not installed (" + o.python + ")";
+    run.error = missing;
     const nlohmann::json j = nlohmann::json::parse(last, nullptr, false);
     if (j.is_object() && j.contains("error")) {
       run.error += ": " + j["error"].get<std::string>();
@@ -196,6 +195,45 @@ TrainRun run_peer(const TrainOptions& o, const std::string& spec, const std::str
   if (!run.ok && status != 0 && run.error == "no result") run.error = proc.stderr_tail();
   run.peak_rss_mib = rss_mib(ru);
   return run;
+}
+
+TrainRun run_peer(const TrainOptions& o, const std::string& spec, const std::string& name,
+                  const std::string& label, const std::string& script_name) {
+  const std::string script = locate_peer_script(script_name);
+  if (script.empty()) {
+    return TrainRun{name, label, false, "peer script bench/peers/" + script_name + " not found",
+                    {},   0.0,   0.0,   0.0};
+  }
+  const std::map<std::string, std::string> env = {{"OMP_NUM_THREADS", std::to_string(o.threads)},
+                                                  {"MKL_NUM_THREADS", std::to_string(o.threads)},
+                                                  {"TF_CPP_MIN_LOG_LEVEL", "2"},
+                                                  {"KERAS_BACKEND", "tensorflow"},
+                                                  {"CUDA_VISIBLE_DEVICES", ""},
+                                                  {"PYTHONUNBUFFERED", "1"}};
+  std::vector<std::string> argv = {o.python, script};
+  const std::vector<std::string> rest = peer_arguments(o, spec);
+  argv.insert(argv.end(), rest.begin(), rest.end());
+  return run_peer_process(name, label, argv, env, "not installed (" + o.python + ")");
+}
+
+// The dlib peer: bnorm-dlib-train next to this bnorm (built when libdlib-dev is installed).
+TrainRun run_dlib_peer(const TrainOptions& o, const std::string& spec) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec).parent_path() / "bnorm-dlib-train";
+  if (ec || !fs::is_regular_file(exe, ec)) {
+    return TrainRun{
+        "dlib", "dlib", false, "not built (apt-get install libdlib-dev, then rebuild bnorm)",
+        {},     0.0,    0.0,   0.0};
+  }
+  // dlib's layers run on the BLAS (OpenBLAS) with these threads; its trainer is one thread.
+  const std::string t = std::to_string(o.threads);
+  const std::map<std::string, std::string> env = {{"OPENBLAS_NUM_THREADS", t},
+                                                  {"OMP_NUM_THREADS", t}};
+  std::vector<std::string> argv = {exe.string()};
+  const std::vector<std::string> rest = peer_arguments(o, spec);
+  argv.insert(argv.end(), rest.begin(), rest.end());
+  return run_peer_process("dlib", "dlib", argv, env, "failed to run " + exe.string());
 }
 
 }  // namespace
@@ -217,6 +255,7 @@ void run_bench_train(const TrainOptions& o) {
   if (!runs.front().ok) throw Error("bnorm training failed: " + runs.front().error);
   if (o.want_torch) runs.push_back(run_peer(o, spec, "torch", "PyTorch", "torch_train.py"));
   if (o.want_keras) runs.push_back(run_peer(o, spec, "keras", "Keras", "keras_train.py"));
+  if (o.want_dlib) runs.push_back(run_dlib_peer(o, spec));
   const TrainRun& base = runs.front();
   if (o.peers_explicit) {
     for (const auto& r : runs) {
