@@ -7,8 +7,8 @@
 // seed model (Dense(64, relu) -> BatchNormalization -> Dense(10, softmax)) and the cnn preset
 // (Conv2D(32, 3, same) -> BN -> ReLU -> MaxPool2 -> Dropout(0.25) -> Conv2D(64, 3, same) -> BN ->
 // ReLU -> MaxPool2 -> Dropout(0.25) -> Flatten -> Dense(128) -> BN -> ReLU -> Dropout(0.3) ->
-// Dense(10, softmax)) and both without BN; --spec must be one of those four specs
-// (bnorm/model/spec.hpp), anything else (the residual presets included) is reported as
+// Dense(10, softmax)), both without BN (--spec: one of those four specs, bnorm/model/spec.hpp),
+// and the residual presets (--preset resnet | resnet-nobn, below); anything else is reported as
 // unsupported. Settings as bnorm's: Adam (lr 1e-3, beta 0.9 / 0.999; dlib's epsilon is 1e-8),
 // batch --batch, shuffled every epoch, pixels / 255, BN with a running-statistics window of 100
 // steps (Keras's momentum 0.99) and epsilon 1e-3, softmax fused into the loss
@@ -63,6 +63,39 @@ using CnnNet = loss_multiclass_log<fc<
                      64, 3, 3, 1, 1,
                      dropout<max_pool<2, 2, 2, 2,
                                       relu<bn_con<con<32, 3, 3, 1, 1, input<Image>>>>>>>>>>>>>>>>>;
+// bnorm::resnet (ResNet-8, src/model/presets.cpp): a 3x3 stem, then per stage (16, 32, 64
+// filters) one basic block: two 3x3 convolutions, the first strided in stages 2 and 3, and a
+// shortcut that is the identity, or a 1x1 strided convolution where the shape changes; BN after
+// every convolution, ReLU after the stem, inside each block and after each sum; global average
+// pooling; Dense(10). dlib's add_prevN adds the output of the layer tagged tagN; skipN goes back
+// to it. Strided 3x3 convolutions pad 1 on each side (28 -> 14 -> 7, the sizes of Keras's 'same';
+// TensorFlow pads the odd row after instead, the cost is the same).
+template <long N, int S, typename SUBNET>
+using conv3 = dlib::add_layer<dlib::con_<N, 3, 3, S, S, 1, 1>, SUBNET>;
+template <long N, int S, typename SUBNET>
+using conv1 = dlib::add_layer<dlib::con_<N, 1, 1, S, S, 0, 0>, SUBNET>;
+template <long N, typename SUBNET>
+using block_identity =
+    relu<dlib::add_prev1<bn_con<conv3<N, 1, relu<bn_con<conv3<N, 1, dlib::tag1<SUBNET>>>>>>>>;
+template <long N, typename SUBNET>
+using block_projection = relu<dlib::add_prev2<bn_con<conv1<
+    N, 2,
+    dlib::skip1<dlib::tag2<bn_con<conv3<N, 1, relu<bn_con<conv3<N, 2, dlib::tag1<SUBNET>>>>>>>>>>>>;
+template <long N, typename SUBNET>
+using block_identity_nobn =
+    relu<dlib::add_prev1<conv3<N, 1, relu<conv3<N, 1, dlib::tag1<SUBNET>>>>>>;
+template <long N, typename SUBNET>
+using block_projection_nobn = relu<dlib::add_prev2<
+    conv1<N, 2, dlib::skip1<dlib::tag2<conv3<N, 1, relu<conv3<N, 2, dlib::tag1<SUBNET>>>>>>>>>;
+using ResNet = loss_multiclass_log<fc<
+    10,
+    dlib::avg_pool_everything<block_projection<
+        64, block_projection<32, block_identity<16, relu<bn_con<conv3<16, 1, input<Image>>>>>>>>>>;
+using ResNetNoBn = loss_multiclass_log<
+    fc<10, dlib::avg_pool_everything<block_projection_nobn<
+               64, block_projection_nobn<
+                       32, block_identity_nobn<16, relu<conv3<16, 1, input<Image>>>>>>>>>;
+
 using CnnNoBnNet = loss_multiclass_log<
     fc<10, dropout<relu<fc<
                128, dropout<max_pool<
@@ -204,9 +237,11 @@ int main(int argc, char** argv) {
   if (a.preset.empty() && a.spec == bnorm::kSeedNoBnSpec) run = train<SeedNoBnNet>;
   if (a.preset.empty() && a.spec == bnorm::kCnnSpec) run = train<CnnNet>;
   if (a.preset.empty() && a.spec == bnorm::kCnnNoBnSpec) run = train<CnnNoBnNet>;
+  if (a.preset == "resnet") run = train<ResNet>;
+  if (a.preset == "resnet-nobn") run = train<ResNetNoBn>;
   if (!run) {
     const std::string what = a.preset.empty() ? "spec '" + a.spec + "'" : "preset " + a.preset;
-    std::printf("{\"unsupported\": \"dlib peer builds the seed and cnn models only, not %s\"}\n",
+    std::printf("{\"unsupported\": \"the dlib peer builds bnorm's named models only, not %s\"}\n",
                 what.c_str());
     return 4;
   }

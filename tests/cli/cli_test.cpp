@@ -697,7 +697,8 @@ TEST(CliBench, TrainResNetPresetSmokeJson) {
 }
 
 // The C++ peer: bnorm-dlib-train, built next to bnorm when libdlib-dev is installed (setup.sh
-// installs it). It trains the seed and cnn models and refuses the graph presets in one line.
+// installs it). It trains bnorm's named models (seed, cnn, resnet) and refuses other specs in one
+// line.
 TEST(CliBench, TrainDlibPeerSmokeJson) {
   const fs::path peer = fs::path(BNORM_CLI_PATH).parent_path() / "bnorm-dlib-train";
   if (!fs::exists(peer)) GTEST_SKIP() << "built without dlib";
@@ -705,7 +706,7 @@ TEST(CliBench, TrainDlibPeerSmokeJson) {
   const std::string data = dir.file("data");
   fs::create_directory(data);
   bnorm::testing::write_fake_fashion_mnist(data, 96, 8);
-  for (const std::string model : {"seed", "cnn"}) {
+  for (const std::string model : {"seed", "cnn", "resnet"}) {
     const Result r = bnorm("bench train --peers dlib --json --model " + model +
                            " --epochs 2 --batch 32 --data " + quote(data));
     ASSERT_EQ(r.code, 0) << r.err;
