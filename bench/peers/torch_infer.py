@@ -11,9 +11,17 @@ torch.inference_mode() in eval mode, for
 interleaved, the order rotating per repeat, median of --repeats after --warmup rounds. A final
 softmax is kept (predict returns probabilities, as bnorm's). --memory-format auto runs one
 predict of the folded model in each memory format (contiguous NCHW, channels_last) and keeps the
-faster for all variants. Prints one JSON line:
+faster for all variants.
+
+ONNX Runtime, when it can be imported: the unfolded model is exported to ONNX (torch.onnx.export,
+opset 17, NCHW input, a dynamic batch axis) and run by an InferenceSession with ORT's default
+graph optimizations (which fold BatchNormalization into the Conv/Gemm before it),
+intra_op_num_threads = --threads, one inter-op thread, over the same batches; median of
+--repeats after --warmup rounds, timed after the PyTorch variants. Prints one JSON line:
   {"version": "...", "memory_format": "...", "results": {"folded": {"seconds": [...]}, ...},
-   "max_abs_diff_folded_unfolded": x}
+   "max_abs_diff_folded_unfolded": x,
+   "onnxruntime": {"version": "...", "seconds": [...], "max_abs_diff_vs_torch": x}
+                  or {"error": "..."}}
 or {"unsupported": "..."} (exit 4), {"error": "..."} (exit 3) when torch cannot be imported.
 """
 
@@ -128,10 +136,52 @@ def main():
             seconds[name].append(time.perf_counter() - start)
     diff = float((outputs["folded"] - outputs["unfolded"]).abs().max())
     version = torch.__version__ + (" (%s)" % choice if image else "")
+    unfolded.to(memory_format=torch.contiguous_format)
+    ort = time_onnxruntime(torch, unfolded, x, args, outputs["unfolded"])
     print(json.dumps({"version": version, "memory_format": choice, "images": int(x.shape[0]),
                       "results": {name: {"seconds": seconds[name]} for name in names},
-                      "max_abs_diff_folded_unfolded": diff}), flush=True)
+                      "max_abs_diff_folded_unfolded": diff, "onnxruntime": ort}), flush=True)
     return 0
+
+
+def time_onnxruntime(torch, model, x, args, reference):
+    """ONNX Runtime on `model` exported to ONNX: {"version", "seconds", ...} or {"error"}."""
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except Exception as e:
+        return {"error": "cannot import onnxruntime: %s" % e}
+    import os
+    import tempfile
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            sample = x[:args.batch].contiguous()
+            torch.onnx.export(model, (sample,), path, opset_version=17, dynamo=False,
+                              input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = args.threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        return {"error": "ONNX export or session failed: %s" % e}
+    x_np = x.contiguous().numpy()
+    batches = [x_np[i:i + args.batch] for i in range(0, x_np.shape[0], args.batch)]
+
+    def predict():
+        return np.concatenate([session.run(None, {"x": b})[0] for b in batches])
+
+    for _ in range(args.warmup):
+        out = predict()
+    seconds = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        out = predict()
+        seconds.append(time.perf_counter() - start)
+    diff = float(np.abs(out - reference.numpy()).max())
+    return {"version": ort.__version__, "seconds": seconds, "max_abs_diff_vs_torch": diff}
 
 
 if __name__ == "__main__":

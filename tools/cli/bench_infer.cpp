@@ -107,6 +107,10 @@ struct PeerRun {
   std::map<std::string, std::vector<double>> seconds;
   std::map<std::string, double> median_s;
   double max_abs_diff = 0.0;
+  // ONNX Runtime on the unfolded model exported from PyTorch (when the peer's Python has it).
+  std::string ort_label, ort_error;
+  std::vector<double> ort_seconds;
+  double ort_median_s = 0.0, ort_max_abs_diff = 0.0;
 };
 
 PeerRun run_torch(const InferOptions& o, const std::string& spec, const std::string& no_bn_spec) {
@@ -165,6 +169,18 @@ PeerRun run_torch(const InferOptions& o, const std::string& spec, const std::str
     }
     run.max_abs_diff = j.value("max_abs_diff_folded_unfolded", 0.0);
     run.label += " " + j.value("version", std::string("?"));
+    if (j.contains("onnxruntime")) {
+      const auto& o = j["onnxruntime"];
+      if (o.contains("error")) {
+        run.ort_error = o["error"].get<std::string>();
+      } else {
+        run.ort_seconds = o.at("seconds").get<std::vector<double>>();
+        if (run.ort_seconds.empty()) throw std::runtime_error("no ONNX Runtime timings");
+        run.ort_median_s = median(run.ort_seconds);
+        run.ort_max_abs_diff = o.value("max_abs_diff_vs_torch", 0.0);
+        run.ort_label = "ONNX Runtime " + o.value("version", std::string("?"));
+      }
+    }
   } catch (const std::exception& e) {
     run.error = std::string("unreadable result: ") + e.what();
     return run;
@@ -302,6 +318,17 @@ void run_bench_infer(const InferOptions& o) {
                                 {"speedup", m / v.median_s}};
       }
       peers["torch"] = t;
+      if (!torch.ort_error.empty()) peers["onnxruntime"] = {{"error", torch.ort_error}};
+      if (!torch.ort_seconds.empty()) {
+        const double m = torch.ort_median_s;
+        peers["onnxruntime"] = {{"label", torch.ort_label},
+                                {"seconds", torch.ort_seconds},
+                                {"median_s", m},
+                                {"us_per_image", 1e6 * m / static_cast<double>(n)},
+                                {"us_per_batch", 1e6 * m / static_cast<double>(batches)},
+                                {"max_abs_diff_vs_torch", torch.ort_max_abs_diff},
+                                {"speedup_vs_folded", m / folded.median_s}};
+      }
     }
     std::printf("%s\n", out.dump().c_str());
     return;
@@ -347,6 +374,19 @@ void run_bench_infer(const InferOptions& o) {
   std::printf("PyTorch folded / unfolded = %.3f; folded / no-BN = %.3f\n",
               torch.median_s["folded"] / torch.median_s["unfolded"],
               torch.median_s["folded"] / torch.median_s["no_bn"]);
+  if (!torch.ort_error.empty()) {
+    std::printf("\nONNX Runtime: %s\n", torch.ort_error.c_str());
+  } else if (!torch.ort_seconds.empty()) {
+    const double m = torch.ort_median_s;
+    std::printf(
+        "\n%s on the unfolded model exported from PyTorch (ONNX opset 17; ORT's default graph "
+        "optimizations fold BN itself); speedup = ORT time / bnorm folded time. ORT vs PyTorch "
+        "outputs: max |diff| %.2g.\n",
+        torch.ort_label.c_str(), torch.ort_max_abs_diff);
+    std::printf("%-22s %10.2f %12.3f %12.2f %10s\n", "ONNX Runtime", 1e3 * m,
+                1e6 * m / static_cast<double>(n), 1e6 * m / static_cast<double>(batches),
+                (fixed(m / folded.median_s, 2) + "x").c_str());
+  }
 }
 
 }  // namespace bnorm::cli::bench
