@@ -257,30 +257,43 @@ void run_reorder(const dnnl::reorder& r, const memory& from, const memory& to) {
 
 }  // namespace
 
-void Conv2dFast::forward(const float* x, const float* kernel, const float* bias,
-                         float* y) noexcept {
-  Impl::Setup& s = *impl_->current;
+namespace {
+
+// body(c, memory of chunk c, x offset, y offset) for every chunk, chunks in parallel_for, each
+// thread's oneDNN calls on one thread.
+template <class Setup, class Body>
+void for_each_chunk(Setup& s, Body&& body) {
   const Conv2dDims& d = s.d;
-  set(s.user_weights, kernel);
-  if (s.to_fwd_weights) run_reorder(*s.to_fwd_weights, s.user_weights, s.fwd_weights);
-  const memory& weights = s.to_fwd_weights ? s.fwd_weights : s.user_weights;
-  if (s.has_bias) set(s.bias, bias);
   const std::int64_t x_sample = d.in_h * d.in_w * d.in_c;
   const std::int64_t y_sample = d.out_h * d.out_w * d.filters;
   parallel_for(s.chunks, 1, [&](std::int64_t c0, std::int64_t c1) {
     const ScopedLibraryCall one_thread;
     for (std::int64_t c = c0; c < c1; ++c) {
-      ChunkMemory& m = s.mem[static_cast<std::size_t>(c)];
-      set(m.src, x + c * s.chunk * x_sample);
-      set(m.dst, y + c * s.chunk * y_sample);
-      execute<5>(s.kind(c).fwd,
-                 {{{DNNL_ARG_SRC, m.src.get()},
-                   {DNNL_ARG_WEIGHTS, weights.get()},
-                   {DNNL_ARG_DST, m.dst.get()},
-                   {DNNL_ARG_SCRATCHPAD, m.scratchpad.get()},
-                   {DNNL_ARG_BIAS, s.has_bias ? s.bias.get() : nullptr}}},
-                 s.has_bias ? 5 : 4);
+      body(s.kind(c), s.mem[static_cast<std::size_t>(c)], c * s.chunk * x_sample,
+           c * s.chunk * y_sample);
     }
+  });
+}
+
+}  // namespace
+
+void Conv2dFast::forward(const float* x, const float* kernel, const float* bias,
+                         float* y) noexcept {
+  Impl::Setup& s = *impl_->current;
+  set(s.user_weights, kernel);
+  if (s.to_fwd_weights) run_reorder(*s.to_fwd_weights, s.user_weights, s.fwd_weights);
+  const memory& weights = s.to_fwd_weights ? s.fwd_weights : s.user_weights;
+  if (s.has_bias) set(s.bias, bias);
+  for_each_chunk(s, [&](const ChunkKind& k, ChunkMemory& m, std::int64_t x_at, std::int64_t y_at) {
+    set(m.src, x + x_at);
+    set(m.dst, y + y_at);
+    execute<5>(k.fwd,
+               {{{DNNL_ARG_SRC, m.src.get()},
+                 {DNNL_ARG_WEIGHTS, weights.get()},
+                 {DNNL_ARG_DST, m.dst.get()},
+                 {DNNL_ARG_SCRATCHPAD, m.scratchpad.get()},
+                 {DNNL_ARG_BIAS, s.has_bias ? s.bias.get() : nullptr}}},
+               s.has_bias ? 5 : 4);
   });
 }
 
@@ -296,31 +309,24 @@ void Conv2dFast::backward(const float* x, const float* dy, const float* kernel, 
     }
   }
   const memory& weights = s.to_bwd_data_weights ? s.bwd_data_weights : s.user_weights;
-  const std::int64_t x_sample = d.in_h * d.in_w * d.in_c;
-  const std::int64_t y_sample = d.out_h * d.out_w * d.filters;
-  parallel_for(s.chunks, 1, [&](std::int64_t c0, std::int64_t c1) {
-    const ScopedLibraryCall one_thread;
-    for (std::int64_t c = c0; c < c1; ++c) {
-      ChunkMemory& m = s.mem[static_cast<std::size_t>(c)];
-      const ChunkKind& k = s.kind(c);
-      set(m.diff_dst, dy + c * s.chunk * y_sample);
-      if (dx) {
-        set(m.diff_src, dx + c * s.chunk * x_sample);
-        execute<4>(k.bwd_data, {{{DNNL_ARG_DIFF_DST, m.diff_dst.get()},
-                                 {DNNL_ARG_WEIGHTS, weights.get()},
-                                 {DNNL_ARG_DIFF_SRC, m.diff_src.get()},
-                                 {DNNL_ARG_SCRATCHPAD, m.scratchpad.get()}}});
-      }
-      if (want_weights) {
-        set(m.src, x + c * s.chunk * x_sample);
-        execute<5>(k.bwd_weights,
-                   {{{DNNL_ARG_SRC, m.src.get()},
-                     {DNNL_ARG_DIFF_DST, m.diff_dst.get()},
-                     {DNNL_ARG_DIFF_WEIGHTS, m.diff_weights.get()},
-                     {DNNL_ARG_SCRATCHPAD, m.scratchpad.get()},
-                     {DNNL_ARG_DIFF_BIAS, s.has_bias ? m.diff_bias.get() : nullptr}}},
-                   s.has_bias ? 5 : 4);
-      }
+  for_each_chunk(s, [&](const ChunkKind& k, ChunkMemory& m, std::int64_t x_at, std::int64_t y_at) {
+    set(m.diff_dst, dy + y_at);
+    if (dx) {
+      set(m.diff_src, dx + x_at);
+      execute<4>(k.bwd_data, {{{DNNL_ARG_DIFF_DST, m.diff_dst.get()},
+                               {DNNL_ARG_WEIGHTS, weights.get()},
+                               {DNNL_ARG_DIFF_SRC, m.diff_src.get()},
+                               {DNNL_ARG_SCRATCHPAD, m.scratchpad.get()}}});
+    }
+    if (want_weights) {
+      set(m.src, x + x_at);
+      execute<5>(k.bwd_weights,
+                 {{{DNNL_ARG_SRC, m.src.get()},
+                   {DNNL_ARG_DIFF_DST, m.diff_dst.get()},
+                   {DNNL_ARG_DIFF_WEIGHTS, m.diff_weights.get()},
+                   {DNNL_ARG_SCRATCHPAD, m.scratchpad.get()},
+                   {DNNL_ARG_DIFF_BIAS, s.has_bias ? m.diff_bias.get() : nullptr}}},
+                 s.has_bias ? 5 : 4);
     }
   });
   if (!want_weights) return;

@@ -88,25 +88,33 @@ TEST_P(Conv2dKernelTest, ForwardAndBackwardMatchFloat64Reference) {
   test::expect_close(db, db_ref, 1e-5, 1e-5);
 }
 
-TEST_P(Conv2dKernelTest, SameBitsAtOneAndTwoThreads) {
-  const ConvCase& c = GetParam();
+// run(data, y, dx, dkernel, dbias) at 1, 2 and 3 threads: the four results bit for bit alike.
+template <class Run>
+void expect_same_bits_at_one_two_and_three_threads(const ConvCase& c, Run run) {
   const int saved = num_threads();
   std::vector<Tensor> results;
   for (int threads : {1, 2, 3}) {
     set_num_threads(threads);
     ConvData t = make_data(c);
-    std::vector<float> cols(static_cast<std::size_t>(kernels::conv2d_cols_size(t.d)));
     Tensor y(t.dy.shape()), dx(t.x.shape()), dk(t.kernel.shape()), db(t.bias.shape());
-    kernels::conv2d_forward(t.d, t.x.data(), t.kernel.data(), t.bias.data(), cols.data(), y.data());
-    std::vector<float> dcols(cols.size());
-    kernels::conv2d_backward(t.d, t.dy.data(), t.kernel.data(), cols.data(), dcols.data(),
-                             dx.data(), dk.data(), db.data());
+    run(t, y, dx, dk, db);
     for (Tensor* r : {&y, &dx, &dk, &db}) results.push_back(*r);
   }
   set_num_threads(saved);
   for (std::size_t i = 4; i < results.size(); ++i) {
     EXPECT_TRUE(test::bitwise_equal(results[i], results[i % 4])) << "output " << i % 4;
   }
+}
+
+TEST_P(Conv2dKernelTest, SameBitsAtOneAndTwoThreads) {
+  expect_same_bits_at_one_two_and_three_threads(GetParam(), [](ConvData& t, Tensor& y, Tensor& dx,
+                                                               Tensor& dk, Tensor& db) {
+    std::vector<float> cols(static_cast<std::size_t>(kernels::conv2d_cols_size(t.d)));
+    kernels::conv2d_forward(t.d, t.x.data(), t.kernel.data(), t.bias.data(), cols.data(), y.data());
+    std::vector<float> dcols(cols.size());
+    kernels::conv2d_backward(t.d, t.dy.data(), t.kernel.data(), cols.data(), dcols.data(),
+                             dx.data(), dk.data(), db.data());
+  });
 }
 
 // The fast path: same cases, same reference, same tolerances. Where bnorm is built without
@@ -154,23 +162,13 @@ TEST_P(Conv2dKernelTest, FastPathMatchesFloat64Reference) {
 
 TEST_P(Conv2dKernelTest, FastPathSameBitsAtOneTwoAndThreeThreads) {
   if (!kernels::conv2d_fast_built_in()) GTEST_SKIP() << "built without oneDNN";
-  const ConvCase& c = GetParam();
-  const int saved = num_threads();
-  std::vector<Tensor> results;
-  for (int threads : {1, 2, 3}) {
-    set_num_threads(threads);
-    ConvData t = make_data(c);
-    kernels::Conv2dFast fast;  // set up at this thread count
-    ASSERT_TRUE(fast.prepare(t.d, true, true));
-    Tensor y(t.dy.shape()), dx(t.x.shape()), dk(t.kernel.shape()), db(t.bias.shape());
-    fast.forward(t.x.data(), t.kernel.data(), t.bias.data(), y.data());
-    fast.backward(t.x.data(), t.dy.data(), t.kernel.data(), dx.data(), dk.data(), db.data());
-    for (Tensor* r : {&y, &dx, &dk, &db}) results.push_back(*r);
-  }
-  set_num_threads(saved);
-  for (std::size_t i = 4; i < results.size(); ++i) {
-    EXPECT_TRUE(test::bitwise_equal(results[i], results[i % 4])) << "output " << i % 4;
-  }
+  expect_same_bits_at_one_two_and_three_threads(
+      GetParam(), [](ConvData& t, Tensor& y, Tensor& dx, Tensor& dk, Tensor& db) {
+        kernels::Conv2dFast fast;  // set up at this thread count
+        ASSERT_TRUE(fast.prepare(t.d, true, true));
+        fast.forward(t.x.data(), t.kernel.data(), t.bias.data(), y.data());
+        fast.backward(t.x.data(), t.dy.data(), t.kernel.data(), dx.data(), dk.data(), db.data());
+      });
 }
 
 std::string case_name(const ::testing::TestParamInfo<ConvCase>& info) { return info.param.name; }
