@@ -25,10 +25,9 @@ Two ways to run it:
 """
 
 import argparse
-import json
 import sys
 
-from torch_bn import median_seconds_per_call
+from torch_bn import median_seconds_per_call, run_peer
 
 PASSES = ("forward", "backward-data", "backward-weights")
 
@@ -87,30 +86,10 @@ def main():
     if not args.serve and not args.conv:
         parser.error("give --serve or --conv")
 
-    try:
-        import torch
-    except Exception as e:  # ImportError, or a broken installation
-        print(json.dumps({"error": "cannot import torch: %s" % e}), flush=True)
-        return 3
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-
+    request = None
     if not args.serve:
         request = dict(parse_conv(args.conv), **{"pass": args.pass_, "min_time": args.min_time})
-        print(json.dumps(run_case(torch, request)), flush=True)
-        return 0
-
-    print(json.dumps({"ready": True, "torch": torch.__version__,
-                      "threads": torch.get_num_threads()}), flush=True)
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            reply = run_case(torch, json.loads(line))
-        except Exception as e:  # report per case and keep serving
-            reply = {"error": "%s: %s" % (type(e).__name__, e)}
-        print(json.dumps(reply), flush=True)
-    return 0
+    return run_peer(args.threads, request, run_case)
 
 
 if __name__ == "__main__":

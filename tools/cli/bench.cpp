@@ -97,6 +97,19 @@ Peers parse_peers(const std::vector<std::string>& values, const std::vector<std:
   return p;
 }
 
+// The peer fields of BnOptions, TrainOptions, InferOptions and ConvOptions: --peers (names from
+// `known`) and the interpreter of the Python peers.
+template <class Options>
+void set_peers(Options& o, const std::vector<std::string>& values,
+               const std::vector<std::string>& known, const std::string& python) {
+  const Peers p = parse_peers(values, known);
+  o.want_torch = p.torch;
+  if constexpr (requires { o.want_onednn; }) o.want_onednn = p.onednn;
+  if constexpr (requires { o.want_keras; }) o.want_keras = p.keras;
+  o.peers_explicit = p.explicit_list;
+  o.python = choose_python(python);
+}
+
 // --threads, or 1 and all cores when it is not given.
 std::vector<int> threads_or_default(const std::vector<std::string>& values) {
   if (!values.empty()) return parse_threads(values);
@@ -374,7 +387,6 @@ Action add_bench_command(CLI::App& app) {
       check_min_time(r.min_time);
       o.min_time = r.min_time;
       o.json = r.json;
-      o.python = choose_python(r.python);
       if (r.triad_mib < 1 || r.triad_mib > 65536) {
         throw UsageError("--triad-mib must be from 1 to 65536; received " +
                          std::to_string(r.triad_mib));
@@ -382,10 +394,7 @@ Action add_bench_command(CLI::App& app) {
       o.triad_mib = r.triad_mib;
       o.modes = parse_modes(r.modes);
       o.threads = threads_or_default(r.threads);
-      const Peers peers = parse_peers(r.peers, {"torch", "onednn"});
-      o.want_torch = peers.torch;
-      o.want_onednn = peers.onednn;
-      o.peers_explicit = peers.explicit_list;
+      set_peers(o, r.peers, {"torch", "onednn"}, r.python);
       const bool layout_given = !r.layout.empty();
       const Layout layout = layout_given ? parse_layout(r.layout) : Layout::nhwc;
       if (r.shapes.empty()) {
@@ -422,12 +431,8 @@ Action add_bench_command(CLI::App& app) {
         throw UsageError("--epochs must be from 1 to 1000; received " + std::to_string(r.epochs));
       }
       o.epochs = r.epochs;
-      o.python = choose_python(r.python);
       o.json = r.json;
-      const Peers peers = parse_peers(r.peers, {"torch", "keras"});
-      o.want_torch = peers.torch;
-      o.want_keras = peers.keras;
-      o.peers_explicit = peers.explicit_list;
+      set_peers(o, r.peers, {"torch", "keras"}, r.python);
       o.data = r.data;
       check_limit(r.train_limit, "--train-limit");
       o.train_limit = r.train_limit;
@@ -455,10 +460,7 @@ Action add_bench_command(CLI::App& app) {
       check_limit(r.test_limit, "--test-limit");
       o.test_limit = r.test_limit;
       o.seed = r.seed;
-      const Peers peers = parse_peers(r.peers, {"torch"});
-      o.want_torch = peers.torch;
-      o.peers_explicit = peers.explicit_list;
-      o.python = choose_python(r.python);
+      set_peers(o, r.peers, {"torch"}, r.python);
       run_bench_infer(o);
     }
     if (conv->parsed()) {
@@ -472,11 +474,7 @@ Action add_bench_command(CLI::App& app) {
       o.batch = r.batch;
       o.threads = threads_or_default(r.threads);
       o.json = r.json;
-      o.python = choose_python(r.python);
-      const Peers peers = parse_peers(r.peers, {"torch", "onednn"});
-      o.want_torch = peers.torch;
-      o.want_onednn = peers.onednn;
-      o.peers_explicit = peers.explicit_list;
+      set_peers(o, r.peers, {"torch", "onednn"}, r.python);
       if (r.shapes.empty()) o.cases = default_conv_cases();
       for (const auto& text : r.shapes) o.cases.push_back(parse_conv_case(trim(text)));
       run_bench_conv(o);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bn_workload.hpp"
+#include "bnorm/core/error.hpp"
 #include "kernels/conv2d.hpp"
 
 namespace bnorm::cli::bench {
@@ -256,12 +257,25 @@ class TorchServePeer {
   // The reply of the process for `threads` to `request`; false with `error` set ("PyTorch: ...")
   // when the process has ended or replied {"error": ...} or something unreadable.
   bool ask(int threads, const nlohmann::json& request, nlohmann::json& reply, std::string& error);
+  // ask() for a timing: the reply's "us" (microseconds per call) in seconds.
+  PeerResult time_request(int threads, const nlohmann::json& request);
 
  private:
   std::map<int, std::unique_ptr<ChildProcess>> processes_;
   std::string version_;
   std::string unavailable_;
 };
+
+// Whether to run the oneDNN peer: asked for and built in. Asked for but not built in: an Error when
+// named with --peers (`peers_explicit`), else a line in `notes`.
+bool use_onednn_peer(bool wanted, bool peers_explicit, std::vector<std::string>& notes);
+
+// The started PyTorch peer (a TorchServePeer built from (python, threads)), or null when it is not
+// asked for or cannot run: then an Error when named with --peers, else a line in `notes`.
+template <class Peer>
+std::unique_ptr<Peer> start_torch_peer(bool wanted, bool peers_explicit, const std::string& python,
+                                       const std::vector<int>& threads,
+                                       std::vector<std::string>& notes);
 
 // ---- template definitions -------------------------------------------------------------------
 
@@ -291,6 +305,18 @@ double median_seconds_per_call(Call&& call, double min_time) {
     samples.push_back(seconds_since(t0) / static_cast<double>(k));
   }
   return median(std::move(samples));
+}
+
+template <class Peer>
+std::unique_ptr<Peer> start_torch_peer(bool wanted, bool peers_explicit, const std::string& python,
+                                       const std::vector<int>& threads,
+                                       std::vector<std::string>& notes) {
+  if (!wanted) return nullptr;
+  auto peer = std::make_unique<Peer>(python, threads);
+  if (peer->available()) return peer;
+  if (peers_explicit) throw Error(peer->unavailable_reason());
+  notes.push_back(peer->unavailable_reason());
+  return nullptr;
 }
 
 }  // namespace bnorm::cli::bench

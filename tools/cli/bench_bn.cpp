@@ -29,17 +29,10 @@ class TorchPeer : public TorchServePeer {
       : TorchServePeer(python, "torch_bn.py", threads) {}
 
   PeerResult time(const BnCase& c, BnMode mode, int threads, double min_time) {
-    const nlohmann::json request = {{"shape", c.shape},
-                                    {"layout", layout_name(c.layout)},
-                                    {"mode", mode_name(mode)},
-                                    {"min_time", min_time}};
-    nlohmann::json reply;
-    std::string error;
-    if (!ask(threads, request, reply, error)) return {false, 0.0, error};
-    if (reply.contains("us") && reply["us"].is_number()) {
-      return {true, reply["us"].get<double>() * 1e-6, ""};
-    }
-    return {false, 0.0, "PyTorch: unreadable reply '" + reply.dump() + "'"};
+    return time_request(threads, {{"shape", c.shape},
+                                  {"layout", layout_name(c.layout)},
+                                  {"mode", mode_name(mode)},
+                                  {"min_time", min_time}});
   }
 };
 
@@ -153,21 +146,9 @@ void print_table_row(const Row& row, const std::vector<std::string>& names) {
 
 void run_bench_bn(const BnOptions& o) {
   std::vector<std::string> notes;  // peers that are not measured, and why
-  const bool onednn = o.want_onednn && onednn_built_in();
-  if (o.want_onednn && !onednn) {
-    const std::string why = "oneDNN: not built in (install libdnnl-dev and rebuild bnorm)";
-    if (o.peers_explicit) throw Error(why);
-    notes.push_back(why);
-  }
-  std::unique_ptr<TorchPeer> torch;
-  if (o.want_torch) {
-    torch = std::make_unique<TorchPeer>(o.python, o.threads);
-    if (!torch->available()) {
-      if (o.peers_explicit) throw Error(torch->unavailable_reason());
-      notes.push_back(torch->unavailable_reason());
-      torch.reset();
-    }
-  }
+  const bool onednn = use_onednn_peer(o.want_onednn, o.peers_explicit, notes);
+  const std::unique_ptr<TorchPeer> torch =
+      start_torch_peer<TorchPeer>(o.want_torch, o.peers_explicit, o.python, o.threads, notes);
   bool any_nc = false;
   for (const auto& c : o.cases) any_nc = any_nc || c.layout == Layout::nc;
   const std::vector<std::string> names = peer_names(onednn, onednn && any_nc, torch != nullptr);

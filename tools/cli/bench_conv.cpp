@@ -19,15 +19,8 @@
 namespace bnorm::cli::bench {
 
 const char* conv_pass_name(ConvPass pass) {
-  switch (pass) {
-    case ConvPass::forward:
-      return "forward";
-    case ConvPass::backward_data:
-      return "backward-data";
-    case ConvPass::backward_weights:
-      return "backward-weights";
-  }
-  return "";
+  static const char* const names[] = {"forward", "backward-data", "backward-weights"};
+  return names[static_cast<int>(pass)];
 }
 
 std::vector<ConvCase> default_conv_cases() {
@@ -62,16 +55,10 @@ using kernels::DepthwiseConv2dDims;
 constexpr ConvPass kPasses[] = {ConvPass::forward, ConvPass::backward_data,
                                 ConvPass::backward_weights};
 
+// The table's names of the passes.
 const char* pass_short(ConvPass pass) {
-  switch (pass) {
-    case ConvPass::forward:
-      return "fwd";
-    case ConvPass::backward_data:
-      return "bwd-d";
-    case ConvPass::backward_weights:
-      return "bwd-w";
-  }
-  return "";
+  static const char* const names[] = {"fwd", "bwd-d", "bwd-w"};
+  return names[static_cast<int>(pass)];
 }
 
 // "28x28x16>32 3x3/2" or "56x56x144 dw3x3/1".
@@ -83,39 +70,30 @@ std::string case_label(const ConvCase& c) {
   return c.depthwise ? hwc + " dw" + k : hwc + ">" + std::to_string(c.filters) + " " + k;
 }
 
-Conv2dDims conv_dims(const ConvCase& c, std::int64_t batch) {
-  Conv2dDims d;
+// The geometry Conv2dDims and DepthwiseConv2dDims share: "same" padding, no dilation.
+template <class Dims>
+Dims conv_geometry(const ConvCase& c, std::int64_t batch) {
+  const auto gh = kernels::conv_axis_geometry(c.h, c.kernel, c.stride, 1, true);
+  const auto gw = kernels::conv_axis_geometry(c.w, c.kernel, c.stride, 1, true);
+  Dims d;
   d.batch = batch;
   d.in_h = c.h;
   d.in_w = c.w;
   d.in_c = c.c;
   d.kernel_h = d.kernel_w = c.kernel;
-  d.filters = c.depthwise ? c.c : c.filters;
   d.stride_h = d.stride_w = c.stride;
-  const auto gh = kernels::conv_axis_geometry(c.h, c.kernel, c.stride, 1, true);
-  const auto gw = kernels::conv_axis_geometry(c.w, c.kernel, c.stride, 1, true);
-  d.out_h = gh.out;
-  d.out_w = gw.out;
   d.pad_top = gh.pad_before;
   d.pad_left = gw.pad_before;
+  d.out_h = gh.out;
+  d.out_w = gw.out;
   return d;
 }
 
-DepthwiseConv2dDims depthwise_dims(const Conv2dDims& d) {
-  DepthwiseConv2dDims w;
-  w.batch = d.batch;
-  w.in_h = d.in_h;
-  w.in_w = d.in_w;
-  w.in_c = d.in_c;
-  w.kernel_h = d.kernel_h;
-  w.kernel_w = d.kernel_w;
-  w.stride_h = d.stride_h;
-  w.stride_w = d.stride_w;
-  w.pad_top = d.pad_top;
-  w.pad_left = d.pad_left;
-  w.out_h = d.out_h;
-  w.out_w = d.out_w;
-  return w;
+// A depthwise case has filters = channels (depth multiplier 1).
+Conv2dDims conv_dims(const ConvCase& c, std::int64_t batch) {
+  Conv2dDims d = conv_geometry<Conv2dDims>(c, batch);
+  d.filters = c.depthwise ? c.c : c.filters;
+  return d;
 }
 
 // Multiply-adds x 2 of one pass (all three passes do the same number).
@@ -128,6 +106,7 @@ double conv_flops(const Conv2dDims& d, bool depthwise) {
 // bnorm's buffers for one case, filled like a layer's (He-uniform-sized kernel, normal x and dy).
 struct Workload {
   Conv2dDims d;
+  DepthwiseConv2dDims dw;
   bool depthwise;
   Tensor x, y, dy, dx, kernel, bias, dkernel, dbias, cols, dcols;
   kernels::Conv2dFast fast;
@@ -136,6 +115,7 @@ struct Workload {
 
   Workload(const ConvCase& c, std::int64_t batch)
       : d(conv_dims(c, batch)),
+        dw(conv_geometry<DepthwiseConv2dDims>(c, batch)),
         depthwise(c.depthwise),
         x(Shape{d.x_size()}),
         y(Shape{d.y_size()}),
@@ -161,14 +141,13 @@ struct Workload {
   // Conv2dFast (or im2col when it cannot run the shape), or the depthwise kernels.
   void run_bnorm(ConvPass pass) {
     if (depthwise) {
-      const DepthwiseConv2dDims w = depthwise_dims(d);
       if (pass == ConvPass::forward) {
-        kernels::depthwise_conv2d_forward(w, x.data(), kernel.data(), bias.data(), y.data());
+        kernels::depthwise_conv2d_forward(dw, x.data(), kernel.data(), bias.data(), y.data());
       } else if (pass == ConvPass::backward_data) {
-        kernels::depthwise_conv2d_backward(w, x.data(), dy.data(), kernel.data(), dx.data(),
+        kernels::depthwise_conv2d_backward(dw, x.data(), dy.data(), kernel.data(), dx.data(),
                                            nullptr, nullptr);
       } else {
-        kernels::depthwise_conv2d_backward(w, x.data(), dy.data(), kernel.data(), nullptr,
+        kernels::depthwise_conv2d_backward(dw, x.data(), dy.data(), kernel.data(), nullptr,
                                            dkernel.data(), dbias.data());
       }
     } else if (!fast_ok) {
@@ -199,6 +178,19 @@ struct Workload {
   }
 };
 
+// The fields that say which convolution and pass: the PyTorch peer's request, part of a JSON row.
+nlohmann::json case_json(const ConvCase& c, std::int64_t batch, ConvPass pass) {
+  return {{"batch", batch},
+          {"h", c.h},
+          {"w", c.w},
+          {"c", c.c},
+          {"filters", c.filters},
+          {"kernel", c.kernel},
+          {"stride", c.stride},
+          {"depthwise", c.depthwise},
+          {"pass", conv_pass_name(pass)}};
+}
+
 // The PyTorch peer: torch_conv.py in serve mode, one process per thread count.
 class TorchConvPeer : public TorchServePeer {
  public:
@@ -207,23 +199,9 @@ class TorchConvPeer : public TorchServePeer {
 
   PeerResult time(const ConvCase& c, std::int64_t batch, ConvPass pass, int threads,
                   double min_time) {
-    const nlohmann::json request = {{"batch", batch},
-                                    {"h", c.h},
-                                    {"w", c.w},
-                                    {"c", c.c},
-                                    {"filters", c.filters},
-                                    {"kernel", c.kernel},
-                                    {"stride", c.stride},
-                                    {"depthwise", c.depthwise},
-                                    {"pass", conv_pass_name(pass)},
-                                    {"min_time", min_time}};
-    nlohmann::json reply;
-    std::string error;
-    if (!ask(threads, request, reply, error)) return {false, 0.0, error};
-    if (reply.contains("us") && reply["us"].is_number()) {
-      return {true, reply["us"].get<double>() * 1e-6, ""};
-    }
-    return {false, 0.0, "PyTorch: unreadable reply '" + reply.dump() + "'"};
+    nlohmann::json request = case_json(c, batch, pass);
+    request["min_time"] = min_time;
+    return time_request(threads, request);
   }
 };
 
@@ -328,24 +306,16 @@ void print_json_row(const Row& row, std::int64_t batch, const std::string& bnorm
     }
   }
   const ConvCase& c = *row.c;
-  const nlohmann::json j = {{"group", c.group},
-                            {"convolution", case_label(c)},
-                            {"batch", batch},
-                            {"h", c.h},
-                            {"w", c.w},
-                            {"c", c.c},
-                            {"filters", c.filters},
-                            {"kernel", c.kernel},
-                            {"stride", c.stride},
-                            {"depthwise", c.depthwise},
-                            {"pass", conv_pass_name(row.pass)},
-                            {"threads", row.threads},
-                            {"gflop", row.flops / 1e9},
-                            {"peak_gflops", row.peak_gflops},
-                            {"peak_isa", isa},
-                            {"bnorm_impl", bnorm_impl},
-                            {"onednn_impl", onednn_impl},
-                            {"results", results}};
+  nlohmann::json j = case_json(c, batch, row.pass);
+  j.update({{"group", c.group},
+            {"convolution", case_label(c)},
+            {"threads", row.threads},
+            {"gflop", row.flops / 1e9},
+            {"peak_gflops", row.peak_gflops},
+            {"peak_isa", isa},
+            {"bnorm_impl", bnorm_impl},
+            {"onednn_impl", onednn_impl},
+            {"results", results}});
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
 }
@@ -354,21 +324,9 @@ void print_json_row(const Row& row, std::int64_t batch, const std::string& bnorm
 
 void run_bench_conv(const ConvOptions& o) {
   std::vector<std::string> notes;
-  const bool onednn = o.want_onednn && onednn_built_in();
-  if (o.want_onednn && !onednn) {
-    const std::string why = "oneDNN: not built in (install libdnnl-dev and rebuild bnorm)";
-    if (o.peers_explicit) throw Error(why);
-    notes.push_back(why);
-  }
-  std::unique_ptr<TorchConvPeer> torch;
-  if (o.want_torch) {
-    torch = std::make_unique<TorchConvPeer>(o.python, o.threads);
-    if (!torch->available()) {
-      if (o.peers_explicit) throw Error(torch->unavailable_reason());
-      notes.push_back(torch->unavailable_reason());
-      torch.reset();
-    }
-  }
+  const bool onednn = use_onednn_peer(o.want_onednn, o.peers_explicit, notes);
+  const std::unique_ptr<TorchConvPeer> torch =
+      start_torch_peer<TorchConvPeer>(o.want_torch, o.peers_explicit, o.python, o.threads, notes);
   std::vector<std::string> names{"bnorm", "bnorm-im2col"};
   if (onednn) names.push_back("onednn");
   if (torch) names.push_back("torch");

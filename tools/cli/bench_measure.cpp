@@ -27,6 +27,20 @@ double median(std::vector<double> values) {
 
 namespace {
 
+// `amount` / seconds of each of max(1, reps) timed calls of `run`, after one untimed call.
+template <class Run>
+std::vector<double> rates_per_rep(int reps, double amount, Run&& run) {
+  run();
+  std::vector<double> rates;
+  for (int r = 0; r < std::max(1, reps); ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    rates.push_back(amount /
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return rates;
+}
+
 // One thread's block of the triad. A function of its own with restrict-qualified parameters, so
 // that the compiler vectorizes it without run-time alias checks and keeps s in a register.
 __attribute__((noinline)) void triad_block(float* __restrict a, const float* __restrict b,
@@ -66,16 +80,8 @@ double Triad::measure_gbps(int reps) {
       triad_block(a + begin, b + begin, c + begin, s, end - begin);
     });
   };
-  triad();  // untimed: wakes the thread pool and settles the pages
-  std::vector<double> gbps;
-  for (int r = 0; r < std::max(1, reps); ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    triad();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    gbps.push_back(12.0 * static_cast<double>(n) / seconds / 1e9);
-  }
-  return median(std::move(gbps));
+  // Rates per rep; the first, untimed call wakes the thread pool and settles the pages.
+  return median(rates_per_rep(reps, 12.0 * static_cast<double>(n) / 1e9, triad));
 }
 
 namespace {
@@ -85,50 +91,36 @@ namespace {
 constexpr int kAccumulators = 12;
 constexpr std::int64_t kFmaIterations = std::int64_t{1} << 21;
 
-float sum_lanes(const float* v, int n) noexcept {
-  float sum = 0.0f;
-  for (int i = 0; i < n; ++i) sum += v[i];
-  return sum;
-}
+// One FMA loop per instruction set, the same code with that set's vector type and intrinsics:
+// ATTRS the function's attributes (its target), V the vector type of LANES floats.
+#define BNORM_FMA_LOOP(NAME, ATTRS, V, LANES, SET1, FMADD, STORE)                                \
+  ATTRS float NAME(std::int64_t n) noexcept {                                                    \
+    V acc[kAccumulators];                                                                        \
+    for (int i = 0; i < kAccumulators; ++i) acc[i] = SET1(1.0f + 0.01f * static_cast<float>(i)); \
+    const V a = SET1(0.999999f), b = SET1(1e-6f);                                                \
+    for (std::int64_t it = 0; it < n; ++it) {                                                    \
+      _Pragma("GCC unroll 12") for (int i = 0; i < kAccumulators; ++i) acc[i] =                  \
+          FMADD(acc[i], a, b);                                                                   \
+    }                                                                                            \
+    alignas(64) float lanes[LANES * kAccumulators];                                              \
+    for (int i = 0; i < kAccumulators; ++i) STORE(lanes + LANES * i, acc[i]);                    \
+    float sum = 0.0f;                                                                            \
+    for (float v : lanes) sum += v;                                                              \
+    return sum;                                                                                  \
+  }
 
+inline float scalar_set1(float v) noexcept { return v; }
+inline void scalar_store(float* p, float v) noexcept { *p = v; }
+
+BNORM_FMA_LOOP(fma_loop_scalar, __attribute__((noinline)), float, 1, scalar_set1, std::fma,
+               scalar_store)
 #if defined(__x86_64__)
-__attribute__((target("avx512f"), noinline)) float fma_loop_avx512(std::int64_t n) noexcept {
-  __m512 acc[kAccumulators];
-  for (int i = 0; i < kAccumulators; ++i) acc[i] = _mm512_set1_ps(1.0f + 0.01f * i);
-  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-6f);
-  for (std::int64_t it = 0; it < n; ++it) {
-#pragma GCC unroll 12
-    for (int i = 0; i < kAccumulators; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-  }
-  for (int i = 1; i < kAccumulators; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, acc[0]);
-  return sum_lanes(lanes, 16);
-}
-
-__attribute__((target("avx2,fma"), noinline)) float fma_loop_avx2(std::int64_t n) noexcept {
-  __m256 acc[kAccumulators];
-  for (int i = 0; i < kAccumulators; ++i) acc[i] = _mm256_set1_ps(1.0f + 0.01f * i);
-  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-6f);
-  for (std::int64_t it = 0; it < n; ++it) {
-#pragma GCC unroll 12
-    for (int i = 0; i < kAccumulators; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
-  }
-  for (int i = 1; i < kAccumulators; ++i) acc[0] = _mm256_add_ps(acc[0], acc[i]);
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc[0]);
-  return sum_lanes(lanes, 8);
-}
+BNORM_FMA_LOOP(fma_loop_avx512, __attribute__((target("avx512f"), noinline)), __m512, 16,
+               _mm512_set1_ps, _mm512_fmadd_ps, _mm512_store_ps)
+BNORM_FMA_LOOP(fma_loop_avx2, __attribute__((target("avx2,fma"), noinline)), __m256, 8,
+               _mm256_set1_ps, _mm256_fmadd_ps, _mm256_store_ps)
 #endif
-
-__attribute__((noinline)) float fma_loop_scalar(std::int64_t n) noexcept {
-  float acc[kAccumulators];
-  for (int i = 0; i < kAccumulators; ++i) acc[i] = 1.0f + 0.01f * static_cast<float>(i);
-  for (std::int64_t it = 0; it < n; ++it) {
-    for (int i = 0; i < kAccumulators; ++i) acc[i] = std::fma(acc[i], 0.999999f, 1e-6f);
-  }
-  return sum_lanes(acc, kAccumulators);
-}
+#undef BNORM_FMA_LOOP
 
 }  // namespace
 
@@ -158,16 +150,9 @@ Fp32Peak measure_fp32_peak(int reps) {
         sinks[static_cast<std::size_t>(t)] += loop(kFmaIterations);
     });
   };
-  run();  // untimed: wakes the thread pool and the vector units
-  const double flops = 2.0 * lanes * kAccumulators * static_cast<double>(kFmaIterations) * threads;
-  std::vector<double> gflops;
-  for (int r = 0; r < std::max(1, reps); ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    run();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    gflops.push_back(flops / seconds / 1e9);
-  }
+  const double gflop =
+      2.0 * lanes * kAccumulators * static_cast<double>(kFmaIterations) * threads / 1e9;
+  const std::vector<double> gflops = rates_per_rep(reps, gflop, run);
   // The best rep, not the median: a peak is what the core does when nothing else interrupts it.
   peak.gflops = *std::max_element(gflops.begin(), gflops.end());
   peak.gflops_per_core = peak.gflops / threads;

@@ -17,6 +17,14 @@
 
 namespace bnorm::cli::bench {
 
+bool use_onednn_peer(bool wanted, bool peers_explicit, std::vector<std::string>& notes) {
+  if (!wanted || onednn_built_in()) return wanted;
+  const std::string why = "oneDNN: not built in (install libdnnl-dev and rebuild bnorm)";
+  if (peers_explicit) throw Error(why);
+  notes.push_back(why);
+  return false;
+}
+
 #ifndef BNORM_HAVE_ONEDNN
 
 bool onednn_built_in() { return false; }
@@ -88,6 +96,18 @@ bwd::primitive_desc make_backward(const memory::desc& md, float epsilon,
   return bwd::primitive_desc(bwd::desc(dnnl::prop_kind::backward, md, md, epsilon, flags),
                              cpu_engine(), hint);
 #endif
+}
+
+// Median seconds per execution of `prim` on `args`, waited for.
+PeerResult time_primitive(const dnnl::primitive& prim, dnnl::stream& stream,
+                          const std::unordered_map<int, memory>& args, double min_time) {
+  const double seconds = median_seconds_per_call(
+      [&] {
+        prim.execute(stream, args);
+        stream.wait();
+      },
+      min_time);
+  return {true, seconds, ""};
 }
 
 }  // namespace
@@ -183,13 +203,7 @@ PeerResult OneDnnPeer::time(BnMode mode, bool nhwc_view, int threads, double min
                 {DNNL_ARG_DIFF_SHIFT, dshift_m}};
         break;
     }
-    const double seconds = median_seconds_per_call(
-        [&] {
-          prim.execute(stream, args);
-          stream.wait();
-        },
-        min_time);
-    return {true, seconds, ""};
+    return time_primitive(prim, stream, args, min_time);
   } catch (const dnnl::error& e) {
     return {false, 0.0, std::string("oneDNN: ") + e.what()};
   }
@@ -300,13 +314,7 @@ PeerResult OneDnnConvPeer::time(ConvPass pass, int threads, double min_time) {
       }
     }
     s.impl[static_cast<int>(pass)] = impl;
-    const double seconds = median_seconds_per_call(
-        [&] {
-          prim.execute(stream, args);
-          stream.wait();
-        },
-        min_time);
-    return {true, seconds, ""};
+    return time_primitive(prim, stream, args, min_time);
   } catch (const dnnl::error& e) {
     return {false, 0.0, std::string("oneDNN: ") + e.what()};
   }

@@ -237,4 +237,14 @@ bool TorchServePeer::ask(int threads, const nlohmann::json& request, nlohmann::j
   return true;
 }
 
+PeerResult TorchServePeer::time_request(int threads, const nlohmann::json& request) {
+  nlohmann::json reply;
+  std::string error;
+  if (!ask(threads, request, reply, error)) return {false, 0.0, error};
+  if (reply.contains("us") && reply["us"].is_number()) {
+    return {true, reply["us"].get<double>() * 1e-6, ""};
+  }
+  return {false, 0.0, "PyTorch: unreadable reply '" + reply.dump() + "'"};
+}
+
 }  // namespace bnorm::cli::bench
