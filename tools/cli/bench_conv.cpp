@@ -341,36 +341,36 @@ void run_bench_conv(const ConvOptions& o) {
 
   if (!o.json) {
     std::printf(
-        "bnorm bench conv: batch %lld, NHWC float32, \"same\" padding, bias; median time per call "
-        "(min time %.3g s per implementation, case and pass).\n"
-        "Passes: fwd = y; bwd-d = dx; bwd-w = dkernel + dbias. GF/s = 2*N*OH*OW*F*C*KH*KW / time "
-        "(depthwise: 2*N*OH*OW*C*KH*KW); %%pk = GF/s / the FP32 peak at the row's thread count.\n",
+        "bnorm bench conv: batch %lld, NHWC float32, \"same\" padding, bias; median time per "
+        "call (min time %.3g s per implementation, case and pass).\n"
+        "Passes: fwd = y; bwd-d = dx; bwd-w = dkernel + dbias. GF/s = 2*N*OH*OW*F*C*KH*KW / time\n"
+        "(depthwise 2*N*OH*OW*C*KH*KW; taps on the zero padding count too, so small maps can pass "
+        "100%%); %%pk = GF/s / FP32 peak at the row's threads.\n",
         static_cast<long long>(o.batch), o.min_time);
     const Fp32Peak& one = peaks.begin()->second;
-    std::printf(
-        "FP32 peak measured: %.1f GFLOP/s per core, %s (register-only FMA loop, best of 9 "
-        "runs; all threads:",
-        one.gflops_per_core, isa.c_str());
+    std::printf("FP32 peak measured: %.1f GFLOP/s per core, %s (register-only FMA loop, best of 9;",
+                one.gflops_per_core, isa.c_str());
     for (const auto& [t, p] : peaks) {
       std::printf(" %d thread%s %.1f", t, t == 1 ? "" : "s", p.gflops);
     }
     std::printf(" GFLOP/s).\n");
     std::printf(
-        "bnorm = Conv2dFast (oneDNN primitives per fixed batch chunk, one chunk per thread; %s), "
-        "depthwise: bnorm's depthwise kernels; bnorm-im2col = im2col + GEMM (fwd includes the "
-        "im2col).\n",
-        kernels::conv2d_fast_built_in() ? ("oneDNN " + onednn_version()).c_str()
+        "bnorm = Conv2dFast (%s, fixed batch chunks, one per thread), depthwise: bnorm's "
+        "depthwise kernels.\n"
+        "bnorm-im2col = im2col + GEMM (fwd includes the im2col; bwd reuses the forward's "
+        "columns).\n",
+        kernels::conv2d_fast_built_in() ? ("oneDNN " + onednn_version() + " primitives").c_str()
                                         : "not built in: im2col");
     if (onednn) {
       std::printf(
-          "onednn = oneDNN %s convolution primitives on the whole batch, oneDNN's own threading, "
-          "weights in its chosen format (depthwise: groups = channels).\n",
+          "onednn = oneDNN %s primitives on the whole batch, its own threading, weights in its "
+          "chosen format (depthwise: groups = C).\n",
           onednn_version().c_str());
     }
     if (torch) {
       std::printf(
           "torch = PyTorch %s (%s): F.conv2d channels_last, aten.convolution_backward "
-          "(symmetric padding k/2: same output size).\n",
+          "(padding k/2 each side).\n",
           torch->version().c_str(), o.python.c_str());
     }
     std::printf("speedup = implementation time / bnorm time (> 1: bnorm is faster).\n");
@@ -416,8 +416,12 @@ void run_bench_conv(const ConvOptions& o) {
     if (o.json) {
       for (const auto& row : rows) print_json_row(row, o.batch, bnorm_impl, onednn_impl, isa);
     } else {
-      std::printf("  bnorm: %s%s%s\n", bnorm_impl.c_str(), onednn ? "; onednn: " : "",
-                  onednn_impl.c_str());
+      // oneDNN's kernels per pass (fwd / bwd-d / bwd-w); usually the same for both.
+      if (!onednn || onednn_impl == bnorm_impl) {
+        std::printf("  bnorm%s: %s\n", onednn ? " and onednn" : "", bnorm_impl.c_str());
+      } else {
+        std::printf("  bnorm: %s\n  onednn: %s\n", bnorm_impl.c_str(), onednn_impl.c_str());
+      }
     }
   }
 }
