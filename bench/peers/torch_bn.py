@@ -116,17 +116,25 @@ def main():
     if not args.serve and not args.shape:
         parser.error("give --serve or --shape")
 
+    return run_peer(args.threads, None if args.serve else {
+        "shape": args.shape.split("x"), "layout": args.layout, "mode": args.mode,
+        "min_time": args.min_time}, run_case)
+
+
+def run_peer(threads, request, run_case):
+    """Imports torch (printing {"error": ...} and returning 3 when it cannot), sets its thread
+    count (threads > 0), then answers `request` with one JSON line, or, when request is None,
+    serves: prints {"ready": true, "torch": ..., "threads": ...} and answers one JSON request
+    per stdin line with run_case(torch, request), an error per request as {"error": ...}."""
     try:
         import torch
     except Exception as e:  # ImportError, or a broken installation
         print(json.dumps({"error": "cannot import torch: %s" % e}), flush=True)
         return 3
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
 
-    if not args.serve:
-        request = {"shape": args.shape.split("x"), "layout": args.layout, "mode": args.mode,
-                   "min_time": args.min_time}
+    if request is not None:
         print(json.dumps(run_case(torch, request)), flush=True)
         return 0
 

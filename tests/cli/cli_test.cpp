@@ -622,6 +622,87 @@ TEST(CliBench, BnTable) {
   EXPECT_NE(r.out.find("16x8"), std::string::npos) << r.out;
 }
 
+// bench conv: small convolutions, structure only, never timings.
+TEST(CliBench, ConvTable) {
+  const Result r = bnorm(
+      "bench conv --shape 8x8x4:8:3:2,6x6x8:dw --batch 2 --threads 1 --min-time 0.01 --peers none");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  EXPECT_NE(r.out.find("FP32 peak measured: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("GFLOP/s per core"), std::string::npos) << r.out;
+  for (const char* text : {"8x8x4>8 3x3/2", "6x6x8 dw3x3/1", "bnorm-im2col", " fwd ", " bwd-d ",
+                           " bwd-w ", "bnorm speedup vs"}) {
+    EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
+  }
+}
+
+TEST(CliBench, ConvSmokeJson) {
+  const Result r = bnorm(
+      "bench conv --shape 7x7x8:16:1 --shape 5x5x4:dw:3:2 --batch 3 --threads 1 --min-time 0.01 "
+      "--peers none --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto rows = json_lines(r.out);
+  ASSERT_EQ(rows.size(), 6u) << r.out;  // 2 convolutions x 3 passes x 1 thread count
+  const char* passes[] = {"forward", "backward-data", "backward-weights"};
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto& row = rows[i];
+    const bool depthwise = i >= 3;
+    EXPECT_EQ(row["group"], "custom");
+    EXPECT_EQ(row["convolution"], depthwise ? "5x5x4 dw3x3/2" : "7x7x8>16 1x1/1");
+    EXPECT_EQ(row["depthwise"], depthwise);
+    EXPECT_EQ(row["batch"], 3);
+    EXPECT_EQ(row["pass"], passes[i % 3]);
+    EXPECT_EQ(row["threads"], 1);
+    for (const char* key : {"gflop", "peak_gflops"}) expect_positive_finite(row, key);
+    EXPECT_FALSE(row["bnorm_impl"].get<std::string>().empty()) << row.dump();
+    for (const char* key : {"ms", "gflops", "pct_peak"}) {
+      expect_positive_finite(row["results"]["bnorm"], key);
+    }
+    // im2col times full convolutions only; there are no peers.
+    EXPECT_EQ(row["results"].contains("bnorm-im2col"), !depthwise) << row.dump();
+    if (!depthwise) expect_positive_finite(row["results"]["bnorm-im2col"], "speedup");
+    EXPECT_FALSE(row["results"].contains("onednn")) << row.dump();
+    EXPECT_FALSE(row["results"].contains("torch")) << row.dump();
+  }
+}
+
+// A PyTorch that is not there is a note with --peers auto and an error when named.
+TEST(CliBench, ConvPeersWithoutPython) {
+  const Result r = bnorm(
+      "bench conv --shape 4x4x2:4 --batch 1 --threads 1 --min-time 0.01 --json "
+      "--python /nonexistent/python3");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("PyTorch: not installed (/nonexistent/python3)"), std::string::npos)
+      << r.err;
+  for (const auto& row : json_lines(r.out)) {
+    EXPECT_FALSE(row["results"].contains("torch"));
+    for (const auto& [name, result] : row["results"].items()) {
+      expect_positive_finite(result, "ms");
+    }
+  }
+  expect_one_line_error(bnorm("bench conv --shape 4x4x2:4 --peers torch --min-time 0.01 "
+                              "--python /nonexistent/python3"),
+                        "PyTorch: not installed", 1);
+}
+
+TEST(CliBench, ConvBadFlags) {
+  expect_one_line_error(bnorm("bench conv --shape 28x28x16"),
+                        "--shape '28x28x16' is not a "
+                        "convolution",
+                        2);
+  expect_one_line_error(bnorm("bench conv --shape 28x28:16"), "is not a convolution", 2);
+  expect_one_line_error(bnorm("bench conv --shape 28x28x16:0"),
+                        "--shape '28x28x16:0': filters must be from 1 to 4096; received '0'", 2);
+  expect_one_line_error(bnorm("bench conv --shape 28x28x16:32:x"), "the kernel size must be", 2);
+  expect_one_line_error(bnorm("bench conv --shape 28x28x16:32:3:2:1"), "is not a convolution", 2);
+  expect_one_line_error(bnorm("bench conv --shape 4x4x2:8:5"),
+                        "the kernel 5x5 is larger than the input", 2);
+  expect_one_line_error(bnorm("bench conv --batch 0"), "--batch must be from 1 to 4096", 2);
+  expect_one_line_error(bnorm("bench conv --threads 0"), "--threads must be", 2);
+  expect_one_line_error(bnorm("bench conv --min-time 0"), "--min-time", 2);
+  expect_one_line_error(bnorm("bench conv --peers keras"), "unknown --peers 'keras'", 2);
+}
+
 TEST(CliBench, TrainSmokeJson) {
   TempDir dir;
   const std::string data = dir.file("data");

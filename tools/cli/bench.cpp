@@ -1,6 +1,6 @@
-// bnorm bench — registers `bench bn`, `bench train` and `bench infer` and turns their options into
-// checked BnOptions / TrainOptions / InferOptions. The work is in bench_bn.cpp, bench_train.cpp
-// and bench_infer.cpp.
+// bnorm bench — registers `bench bn`, `bench train`, `bench infer` and `bench conv` and turns their
+// options into checked BnOptions / TrainOptions / InferOptions / ConvOptions. The work is in
+// bench_bn.cpp, bench_train.cpp, bench_infer.cpp and bench_conv.cpp.
 #include "bench.hpp"
 
 #include <CLI/CLI.hpp>
@@ -99,6 +99,27 @@ Peers parse_peers(const std::vector<std::string>& values, const std::vector<std:
   return p;
 }
 
+// The peer fields of BnOptions, TrainOptions, InferOptions and ConvOptions: --peers (names from
+// `known`) and the interpreter of the Python peers.
+template <class Options>
+void set_peers(Options& o, const std::vector<std::string>& values,
+               const std::vector<std::string>& known, const std::string& python) {
+  const Peers p = parse_peers(values, known);
+  o.want_torch = p.torch;
+  if constexpr (requires { o.want_onednn; }) o.want_onednn = p.onednn;
+  if constexpr (requires { o.want_keras; }) o.want_keras = p.keras;
+  if constexpr (requires { o.want_dlib; }) o.want_dlib = p.dlib;
+  o.peers_explicit = p.explicit_list;
+  o.python = choose_python(python);
+}
+
+// --threads, or 1 and all cores when it is not given.
+std::vector<int> threads_or_default(const std::vector<std::string>& values) {
+  if (!values.empty()) return parse_threads(values);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return cores > 1 ? std::vector<int>{1, cores} : std::vector<int>{1};
+}
+
 void check_min_time(double min_time) {
   if (!(std::isfinite(min_time) && min_time > 0.0 && min_time <= 600.0)) {
     throw UsageError("--min-time must be a number of seconds in (0, 600]; received " +
@@ -137,6 +158,42 @@ std::vector<std::int64_t> parse_shape(const std::string& text) {
     elements *= d;
   }
   return dims;
+}
+
+ConvCase parse_conv_case(const std::string& text) {
+  const std::string bad = "--shape '" + text +
+                          "' is not a convolution like 28x28x16:32:3:2 (HxWxC:filters[:kernel"
+                          "[:stride]]) or 56x56x144:dw:3:1 (depthwise)";
+  std::vector<std::string> parts;
+  std::string cur;
+  for (char ch : text + ":") {
+    if (ch == ':') {
+      parts.push_back(cur);
+      cur.clear();
+    } else {
+      cur += ch;
+    }
+  }
+  if (parts.size() < 2 || parts.size() > 4) throw UsageError(bad);
+  const std::vector<std::int64_t> hwc = parse_shape(parts[0]);
+  if (hwc.size() != 3) throw UsageError(bad);
+  const auto number = [&](const std::string& s, const char* what) {
+    const std::int64_t v = parse_positive(s);
+    if (v < 1 || v > 4096) {
+      throw UsageError("--shape '" + text + "': " + what + " must be from 1 to 4096; received '" +
+                       s + "'");
+    }
+    return v;
+  };
+  ConvCase c{"custom", hwc[0], hwc[1], hwc[2], hwc[2], 3, 1, parts[1] == "dw"};
+  if (!c.depthwise) c.filters = number(parts[1], "filters");
+  if (parts.size() > 2) c.kernel = number(parts[2], "the kernel size");
+  if (parts.size() > 3) c.stride = number(parts[3], "the stride");
+  if (c.kernel > c.h || c.kernel > c.w) {
+    throw UsageError("--shape '" + text + "': the kernel " + std::to_string(c.kernel) + "x" +
+                     std::to_string(c.kernel) + " is larger than the input");
+  }
+  return c;
 }
 
 Layout parse_layout(const std::string& text) {
@@ -189,7 +246,9 @@ std::vector<int> parse_threads(const std::vector<std::string>& values) {
 Action add_bench_command(CLI::App& app) {
   using namespace bench;
   CLI::App* cmd = app.add_subcommand(
-      "bench", "Benchmark bnorm's batch normalization and training against oneDNN, PyTorch, Keras");
+      "bench",
+      "Benchmark bnorm's batch normalization, convolutions and training against oneDNN, PyTorch, "
+      "Keras");
   cmd->require_subcommand(1);
 
   // ---- bench bn ----
@@ -293,30 +352,53 @@ Action add_bench_command(CLI::App& app) {
       "--python", infer_raw->python,
       "Python interpreter for the PyTorch peer (default: $BNORM_PYTHON, else python3)");
 
-  return [bn, bn_raw, train, train_raw, infer, infer_raw] {
+  // ---- bench conv ----
+  struct ConvRaw {
+    std::vector<std::string> shapes, threads, peers{"auto"};
+    std::int64_t batch = 64;
+    bool json = false;
+    double min_time = 0.5;
+    std::string python;
+  };
+  auto conv_raw = std::make_shared<ConvRaw>();
+  CLI::App* conv = cmd->add_subcommand(
+      "conv",
+      "Per-layer convolution timings (forward, dx, dkernel) against oneDNN and PyTorch, as GFLOP/s "
+      "and % of the measured FP32 peak");
+  conv->add_option("--shape", conv_raw->shapes,
+                   "Convolution(s) HxWxC:filters[:kernel[:stride]] or HxWxC:dw[:kernel[:stride]] "
+                   "(depthwise), e.g. 28x28x16:32:3:2 (comma list or repeated); default: the cnn "
+                   "and resnet presets' and four MobileNetV2 convolutions")
+      ->delimiter(',');
+  conv->add_option("--batch", conv_raw->batch, "Batch size (default 64)");
+  conv->add_option("--threads", conv_raw->threads,
+                   "Thread counts, e.g. 1,2 (default: 1 and all cores)")
+      ->delimiter(',');
+  conv->add_flag("--json", conv_raw->json,
+                 "One JSON object per convolution, pass and thread count");
+  conv->add_option("--min-time", conv_raw->min_time,
+                   "Seconds of timed calls per implementation, convolution and pass (default 0.5)");
+  conv->add_option("--peers", conv_raw->peers, "auto, none, or a comma list of onednn, torch")
+      ->delimiter(',');
+  conv->add_option(
+      "--python", conv_raw->python,
+      "Python interpreter for the PyTorch peer (default: $BNORM_PYTHON, else python3)");
+
+  return [bn, bn_raw, train, train_raw, infer, infer_raw, conv, conv_raw] {
     if (bn->parsed()) {
       BnOptions o;
       const BnRaw& r = *bn_raw;
       check_min_time(r.min_time);
       o.min_time = r.min_time;
       o.json = r.json;
-      o.python = choose_python(r.python);
       if (r.triad_mib < 1 || r.triad_mib > 65536) {
         throw UsageError("--triad-mib must be from 1 to 65536; received " +
                          std::to_string(r.triad_mib));
       }
       o.triad_mib = r.triad_mib;
       o.modes = parse_modes(r.modes);
-      if (r.threads.empty()) {
-        const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-        o.threads = cores > 1 ? std::vector<int>{1, cores} : std::vector<int>{1};
-      } else {
-        o.threads = parse_threads(r.threads);
-      }
-      const Peers peers = parse_peers(r.peers, {"torch", "onednn"});
-      o.want_torch = peers.torch;
-      o.want_onednn = peers.onednn;
-      o.peers_explicit = peers.explicit_list;
+      o.threads = threads_or_default(r.threads);
+      set_peers(o, r.peers, {"torch", "onednn"}, r.python);
       const bool layout_given = !r.layout.empty();
       const Layout layout = layout_given ? parse_layout(r.layout) : Layout::nhwc;
       if (r.shapes.empty()) {
@@ -353,13 +435,8 @@ Action add_bench_command(CLI::App& app) {
         throw UsageError("--epochs must be from 1 to 1000; received " + std::to_string(r.epochs));
       }
       o.epochs = r.epochs;
-      o.python = choose_python(r.python);
       o.json = r.json;
-      const Peers peers = parse_peers(r.peers, {"torch", "keras", "dlib"});
-      o.want_torch = peers.torch;
-      o.want_keras = peers.keras;
-      o.want_dlib = peers.dlib;
-      o.peers_explicit = peers.explicit_list;
+      set_peers(o, r.peers, {"torch", "keras", "dlib"}, r.python);
       o.data = r.data;
       check_limit(r.train_limit, "--train-limit");
       o.train_limit = r.train_limit;
@@ -387,11 +464,24 @@ Action add_bench_command(CLI::App& app) {
       check_limit(r.test_limit, "--test-limit");
       o.test_limit = r.test_limit;
       o.seed = r.seed;
-      const Peers peers = parse_peers(r.peers, {"torch"});
-      o.want_torch = peers.torch;
-      o.peers_explicit = peers.explicit_list;
-      o.python = choose_python(r.python);
+      set_peers(o, r.peers, {"torch"}, r.python);
       run_bench_infer(o);
+    }
+    if (conv->parsed()) {
+      const ConvRaw& r = *conv_raw;
+      ConvOptions o;
+      check_min_time(r.min_time);
+      o.min_time = r.min_time;
+      if (r.batch < 1 || r.batch > 4096) {
+        throw UsageError("--batch must be from 1 to 4096; received " + std::to_string(r.batch));
+      }
+      o.batch = r.batch;
+      o.threads = threads_or_default(r.threads);
+      o.json = r.json;
+      set_peers(o, r.peers, {"torch", "onednn"}, r.python);
+      if (r.shapes.empty()) o.cases = default_conv_cases();
+      for (const auto& text : r.shapes) o.cases.push_back(parse_conv_case(trim(text)));
+      run_bench_conv(o);
     }
   };
 }

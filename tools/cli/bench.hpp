@@ -8,10 +8,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
 #include "bn_workload.hpp"
+#include "bnorm/core/error.hpp"
+#include "kernels/conv2d.hpp"
 
 namespace bnorm::cli::bench {
 
@@ -62,6 +65,35 @@ struct InferOptions {
   std::uint64_t seed = 42;
 };
 
+// One convolution of `bench conv`: NHWC input h x w x c, "same" padding, square kernel and
+// stride; depthwise (filters == c, depth multiplier 1) or a full convolution to `filters`.
+struct ConvCase {
+  std::string group;  // cnn | resnet | mobilenetv2 | custom
+  std::int64_t h = 0, w = 0, c = 0, filters = 0, kernel = 3, stride = 1;
+  bool depthwise = false;
+};
+
+// The three timed passes of a convolution: y; dx; dkernel and dbias.
+enum class ConvPass { forward, backward_data, backward_weights };
+const char* conv_pass_name(ConvPass pass);  // "forward", "backward-data", "backward-weights"
+
+// The cnn and resnet presets' convolutions (deduplicated) and four MobileNetV2 ones.
+std::vector<ConvCase> default_conv_cases();
+// "HxWxC:F[:K[:S]]" (a convolution to F filters, kernel K (3), stride S (1)) or
+// "HxWxC:dw[:K[:S]]" (depthwise); UsageError naming --shape otherwise.
+ConvCase parse_conv_case(const std::string& text);
+
+struct ConvOptions {
+  std::vector<ConvCase> cases;
+  std::int64_t batch = 64;
+  std::vector<int> threads;
+  bool json = false;
+  double min_time = 0.5;  // seconds of timed calls per implementation, case and pass
+  bool want_torch = false, want_onednn = false;
+  bool peers_explicit = false;
+  std::string python;
+};
+
 // The spec of a named model (seed, seed-nobn, cnn, cnn-nobn; resnet and resnet-nobn give
 // kResNetPreset / kResNetNoBnPreset, which only bench train builds); anything else is a spec.
 std::string resolve_model_spec(const std::string& model);
@@ -78,6 +110,7 @@ std::vector<int> parse_threads(const std::vector<std::string>& values);
 void run_bench_bn(const BnOptions& options);
 void run_bench_train(const TrainOptions& options);
 void run_bench_infer(const InferOptions& options);
+void run_bench_conv(const ConvOptions& options);
 
 // ---- timing ---------------------------------------------------------------------------------
 
@@ -106,6 +139,16 @@ class Triad {
   std::unique_ptr<Arrays> arrays_;
 };
 
+// The machine's FP32 peak as register-only FMA loops (independent accumulators, no memory
+// traffic), one loop per thread at bnorm's current thread count, with the widest of AVX-512,
+// AVX2+FMA or scalar code the CPU runs; the best of `reps` timed runs (after one untimed).
+struct Fp32Peak {
+  double gflops = 0.0;           // all threads together
+  double gflops_per_core = 0.0;  // gflops / threads
+  std::string isa;               // "AVX-512", "AVX2+FMA" or "scalar"
+};
+Fp32Peak measure_fp32_peak(int reps = 9);
+
 // ---- peers ----------------------------------------------------------------------------------
 
 // One peer's time for one case, or why it has none.
@@ -132,6 +175,30 @@ class OneDnnPeer {
  private:
   struct Buffers;
   std::unique_ptr<Buffers> buffers_;
+};
+
+// The buffers of one convolution case, shared by bnorm and the oneDNN peer (NHWC x, y, dy, dx;
+// bias and dbias of `filters` floats).
+struct ConvData {
+  float *x, *y, *dy, *dx, *bias, *dbias;
+};
+
+// oneDNN's convolution primitives on the whole batch with oneDNN's own (OpenMP) threading: NHWC
+// src/dst, weights in the format oneDNN picks (format any, filled once, never reordered in the
+// timed calls), with bias; a depthwise case is a grouped convolution (groups = channels).
+class OneDnnConvPeer {
+ public:
+  OneDnnConvPeer(const kernels::Conv2dDims& d, bool depthwise, const ConvData& data);
+  ~OneDnnConvPeer();
+  OneDnnConvPeer(const OneDnnConvPeer&) = delete;
+  OneDnnConvPeer& operator=(const OneDnnConvPeer&) = delete;
+  PeerResult time(ConvPass pass, int threads, double min_time);
+  // oneDNN's implementation name for each pass timed so far, "fwd / bwd-data / bwd-weights".
+  std::string implementation() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 // The Python interpreter: --python, else $BNORM_PYTHON, else python3.
@@ -172,6 +239,44 @@ class ChildProcess {
 // malloc tunables that stop PyTorch's per-call output allocations from getting fresh pages.
 std::map<std::string, std::string> python_peer_env(int threads);
 
+// A PyTorch peer script in serve mode (bench/peers/<script> --serve --threads T): one process per
+// thread count, started up front and kept for the whole run, so that every case is timed right
+// after bnorm's. The script's first line is {"ready": true, "torch": "<version>"} (or
+// {"error": ...} when torch cannot be imported); then one JSON reply line per JSON request line.
+class TorchServePeer {
+ public:
+  TorchServePeer(const std::string& python, const std::string& script,
+                 const std::vector<int>& threads);
+  ~TorchServePeer();
+  TorchServePeer(const TorchServePeer&) = delete;
+  TorchServePeer& operator=(const TorchServePeer&) = delete;
+
+  bool available() const { return unavailable_.empty(); }
+  const std::string& unavailable_reason() const { return unavailable_; }
+  const std::string& version() const { return version_; }
+  // The reply of the process for `threads` to `request`; false with `error` set ("PyTorch: ...")
+  // when the process has ended or replied {"error": ...} or something unreadable.
+  bool ask(int threads, const nlohmann::json& request, nlohmann::json& reply, std::string& error);
+  // ask() for a timing: the reply's "us" (microseconds per call) in seconds.
+  PeerResult time_request(int threads, const nlohmann::json& request);
+
+ private:
+  std::map<int, std::unique_ptr<ChildProcess>> processes_;
+  std::string version_;
+  std::string unavailable_;
+};
+
+// Whether to run the oneDNN peer: asked for and built in. Asked for but not built in: an Error when
+// named with --peers (`peers_explicit`), else a line in `notes`.
+bool use_onednn_peer(bool wanted, bool peers_explicit, std::vector<std::string>& notes);
+
+// The started PyTorch peer (a TorchServePeer built from (python, threads)), or null when it is not
+// asked for or cannot run: then an Error when named with --peers, else a line in `notes`.
+template <class Peer>
+std::unique_ptr<Peer> start_torch_peer(bool wanted, bool peers_explicit, const std::string& python,
+                                       const std::vector<int>& threads,
+                                       std::vector<std::string>& notes);
+
 // ---- template definitions -------------------------------------------------------------------
 
 template <class Call>
@@ -200,6 +305,18 @@ double median_seconds_per_call(Call&& call, double min_time) {
     samples.push_back(seconds_since(t0) / static_cast<double>(k));
   }
   return median(std::move(samples));
+}
+
+template <class Peer>
+std::unique_ptr<Peer> start_torch_peer(bool wanted, bool peers_explicit, const std::string& python,
+                                       const std::vector<int>& threads,
+                                       std::vector<std::string>& notes) {
+  if (!wanted) return nullptr;
+  auto peer = std::make_unique<Peer>(python, threads);
+  if (peer->available()) return peer;
+  if (peers_explicit) throw Error(peer->unavailable_reason());
+  notes.push_back(peer->unavailable_reason());
+  return nullptr;
 }
 
 }  // namespace bnorm::cli::bench

@@ -22,72 +22,18 @@ using bnorm::bench::layout_name;
 using bnorm::bench::mode_name;
 using bnorm::bench::shape_string;
 
-// The PyTorch peer: one `torch_bn.py --serve` process per thread count, kept for the whole run
-// so that every case is timed right after bnorm's, in the same bandwidth regime.
-class TorchPeer {
+// The PyTorch peer: torch_bn.py in serve mode, one process per thread count.
+class TorchPeer : public TorchServePeer {
  public:
-  TorchPeer(const std::string& python, const std::vector<int>& threads) {
-    const std::string script = locate_peer_script("torch_bn.py");
-    if (script.empty()) {
-      unavailable_ = "PyTorch: peer script bench/peers/torch_bn.py not found";
-      return;
-    }
-    for (int t : threads) {
-      auto proc = std::make_unique<ChildProcess>(
-          std::vector<std::string>{python, script, "--serve", "--threads", std::to_string(t)},
-          python_peer_env(t));
-      std::string line;
-      nlohmann::json ready;
-      if (proc->read_line(line)) ready = nlohmann::json::parse(line, nullptr, false);
-      if (!ready.is_object() || !ready.value("ready", false)) {
-        proc->wait();
-        unavailable_ = "PyTorch: not installed (" + python + ")";
-        if (ready.is_object() && ready.contains("error")) {
-          unavailable_ += ": " + ready["error"].get<std::string>();
-        } else if (const std::string tail = proc->stderr_tail(); !tail.empty()) {
-          unavailable_ += ": " + tail;
-        }
-        processes_.clear();
-        return;
-      }
-      version_ = ready.value("torch", "?");
-      processes_[t] = std::move(proc);
-    }
-  }
-
-  bool available() const { return unavailable_.empty(); }
-  const std::string& unavailable_reason() const { return unavailable_; }
-  const std::string& version() const { return version_; }
+  TorchPeer(const std::string& python, const std::vector<int>& threads)
+      : TorchServePeer(python, "torch_bn.py", threads) {}
 
   PeerResult time(const BnCase& c, BnMode mode, int threads, double min_time) {
-    auto it = processes_.find(threads);
-    if (it == processes_.end()) return {false, 0.0, "PyTorch: process ended earlier"};
-    ChildProcess& proc = *it->second;
-    const nlohmann::json request = {{"shape", c.shape},
-                                    {"layout", layout_name(c.layout)},
-                                    {"mode", mode_name(mode)},
-                                    {"min_time", min_time}};
-    std::string line;
-    if (!proc.write_line(request.dump()) || !proc.read_line(line)) {
-      proc.wait();
-      PeerResult r{false, 0.0, "PyTorch: the peer process ended: " + proc.stderr_tail()};
-      processes_.erase(it);
-      return r;
-    }
-    const nlohmann::json reply = nlohmann::json::parse(line, nullptr, false);
-    if (reply.is_object() && reply.contains("us") && reply["us"].is_number()) {
-      return {true, reply["us"].get<double>() * 1e-6, ""};
-    }
-    return {false, 0.0,
-            "PyTorch: " + (reply.is_object() && reply.contains("error")
-                               ? reply["error"].get<std::string>()
-                               : "unreadable reply '" + line + "'")};
+    return time_request(threads, {{"shape", c.shape},
+                                  {"layout", layout_name(c.layout)},
+                                  {"mode", mode_name(mode)},
+                                  {"min_time", min_time}});
   }
-
- private:
-  std::map<int, std::unique_ptr<ChildProcess>> processes_;
-  std::string version_;
-  std::string unavailable_;
 };
 
 struct PeerColumn {
@@ -200,21 +146,9 @@ void print_table_row(const Row& row, const std::vector<std::string>& names) {
 
 void run_bench_bn(const BnOptions& o) {
   std::vector<std::string> notes;  // peers that are not measured, and why
-  const bool onednn = o.want_onednn && onednn_built_in();
-  if (o.want_onednn && !onednn) {
-    const std::string why = "oneDNN: not built in (install libdnnl-dev and rebuild bnorm)";
-    if (o.peers_explicit) throw Error(why);
-    notes.push_back(why);
-  }
-  std::unique_ptr<TorchPeer> torch;
-  if (o.want_torch) {
-    torch = std::make_unique<TorchPeer>(o.python, o.threads);
-    if (!torch->available()) {
-      if (o.peers_explicit) throw Error(torch->unavailable_reason());
-      notes.push_back(torch->unavailable_reason());
-      torch.reset();
-    }
-  }
+  const bool onednn = use_onednn_peer(o.want_onednn, o.peers_explicit, notes);
+  const std::unique_ptr<TorchPeer> torch =
+      start_torch_peer<TorchPeer>(o.want_torch, o.peers_explicit, o.python, o.threads, notes);
   bool any_nc = false;
   for (const auto& c : o.cases) any_nc = any_nc || c.layout == Layout::nc;
   const std::vector<std::string> names = peer_names(onednn, onednn && any_nc, torch != nullptr);

@@ -1,11 +1,13 @@
-// bnorm bench — oneDNN's batch_normalization primitive as a peer (when built with it).
-// forward_training: batch moments + normalize (use_scale | use_shift); forward_inference with
-// use_global_stats; backward (prop_kind::backward): diff_src, diff_scale and diff_shift.
+// bnorm bench — oneDNN's batch_normalization and convolution primitives as peers (when built with
+// oneDNN). BN: forward_training: batch moments + normalize (use_scale | use_shift);
+// forward_inference with use_global_stats; backward (prop_kind::backward): diff_src, diff_scale
+// and diff_shift. Convolution: forward_training, backward_data, backward_weights (with bias).
 #include "bench.hpp"
 
 #ifdef BNORM_HAVE_ONEDNN
 #include <omp.h>
 
+#include <algorithm>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <unordered_map>
 
@@ -14,6 +16,14 @@
 #endif
 
 namespace bnorm::cli::bench {
+
+bool use_onednn_peer(bool wanted, bool peers_explicit, std::vector<std::string>& notes) {
+  if (!wanted || onednn_built_in()) return wanted;
+  const std::string why = "oneDNN: not built in (install libdnnl-dev and rebuild bnorm)";
+  if (peers_explicit) throw Error(why);
+  notes.push_back(why);
+  return false;
+}
 
 #ifndef BNORM_HAVE_ONEDNN
 
@@ -26,6 +36,14 @@ OneDnnPeer::~OneDnnPeer() = default;
 PeerResult OneDnnPeer::time(BnMode, bool, int, double) {
   return {false, 0.0, "oneDNN: not built in"};
 }
+
+struct OneDnnConvPeer::State {};
+OneDnnConvPeer::OneDnnConvPeer(const kernels::Conv2dDims&, bool, const ConvData&) {}
+OneDnnConvPeer::~OneDnnConvPeer() = default;
+PeerResult OneDnnConvPeer::time(ConvPass, int, double) {
+  return {false, 0.0, "oneDNN: not built in"};
+}
+std::string OneDnnConvPeer::implementation() const { return ""; }
 
 #else
 
@@ -78,6 +96,18 @@ bwd::primitive_desc make_backward(const memory::desc& md, float epsilon,
   return bwd::primitive_desc(bwd::desc(dnnl::prop_kind::backward, md, md, epsilon, flags),
                              cpu_engine(), hint);
 #endif
+}
+
+// Median seconds per execution of `prim` on `args`, waited for.
+PeerResult time_primitive(const dnnl::primitive& prim, dnnl::stream& stream,
+                          const std::unordered_map<int, memory>& args, double min_time) {
+  const double seconds = median_seconds_per_call(
+      [&] {
+        prim.execute(stream, args);
+        stream.wait();
+      },
+      min_time);
+  return {true, seconds, ""};
 }
 
 }  // namespace
@@ -173,13 +203,118 @@ PeerResult OneDnnPeer::time(BnMode mode, bool nhwc_view, int threads, double min
                 {DNNL_ARG_DIFF_SHIFT, dshift_m}};
         break;
     }
-    const double seconds = median_seconds_per_call(
-        [&] {
-          prim.execute(stream, args);
-          stream.wait();
-        },
-        min_time);
-    return {true, seconds, ""};
+    return time_primitive(prim, stream, args, min_time);
+  } catch (const dnnl::error& e) {
+    return {false, 0.0, std::string("oneDNN: ") + e.what()};
+  }
+}
+
+namespace {
+
+// Fills a memory object oneDNN allocated (any layout, padding included) with `value`.
+void fill(const memory& m, float value) {
+  float* p = static_cast<float*>(m.get_data_handle());
+  const std::size_t count = m.get_desc().get_size() / sizeof(float);
+  std::fill(p, p + count, value);
+}
+
+}  // namespace
+
+struct OneDnnConvPeer::State {
+  kernels::Conv2dDims d;
+  bool depthwise;
+  ConvData data;
+  std::string impl[3];
+};
+
+OneDnnConvPeer::OneDnnConvPeer(const kernels::Conv2dDims& d, bool depthwise, const ConvData& data)
+    : state_(new State{d, depthwise, data, {}}) {}
+
+OneDnnConvPeer::~OneDnnConvPeer() = default;
+
+std::string OneDnnConvPeer::implementation() const {
+  std::string out;
+  for (const auto& name : state_->impl)
+    out += (out.empty() ? "" : " / ") + (name.empty() ? "-" : name);
+  return out;
+}
+
+PeerResult OneDnnConvPeer::time(ConvPass pass, int threads, double min_time) {
+  using conv_fwd = dnnl::convolution_forward;
+  using conv_bwd_data = dnnl::convolution_backward_data;
+  using conv_bwd_weights = dnnl::convolution_backward_weights;
+  try {
+    State& s = *state_;
+    const kernels::Conv2dDims& d = s.d;
+    omp_set_num_threads(threads);  // oneDNN's kernels are set up for the count at creation
+    auto& engine = cpu_engine();
+    dnnl::stream stream(engine);
+    const auto f32 = memory::data_type::f32;
+    const memory::desc src({d.batch, d.in_c, d.in_h, d.in_w}, f32, tag::nhwc);
+    const memory::desc dst({d.batch, d.filters, d.out_h, d.out_w}, f32, tag::nhwc);
+    const memory::dims weight_dims = s.depthwise
+                                         ? memory::dims{d.in_c, 1, 1, d.kernel_h, d.kernel_w}
+                                         : memory::dims{d.filters, d.in_c, d.kernel_h, d.kernel_w};
+    const memory::desc weights(weight_dims, f32, tag::any);
+    const memory::desc bias({d.filters}, f32, tag::a);
+    // "same" padding: the extra row/column goes after, as in TensorFlow.
+    const auto pad_after = [](std::int64_t in, std::int64_t out, std::int64_t k, std::int64_t st,
+                              std::int64_t before) {
+      return std::max<std::int64_t>(0, (out - 1) * st + k - in - before);
+    };
+    const memory::dims strides{d.stride_h, d.stride_w}, dilates{0, 0}, pad_l{d.pad_top, d.pad_left},
+        pad_r{pad_after(d.in_h, d.out_h, d.kernel_h, d.stride_h, d.pad_top),
+              pad_after(d.in_w, d.out_w, d.kernel_w, d.stride_w, d.pad_left)};
+    const auto algo = dnnl::algorithm::convolution_direct;
+    const conv_fwd::primitive_desc fwd_pd(
+        conv_fwd::desc(dnnl::prop_kind::forward_training, algo, src, weights, bias, dst, strides,
+                       dilates, pad_l, pad_r),
+        engine);
+    memory x_m(src, engine, s.data.x), y_m(dst, engine, s.data.y), dy_m(dst, engine, s.data.dy),
+        dx_m(src, engine, s.data.dx), bias_m(bias, engine, s.data.bias),
+        dbias_m(bias, engine, s.data.dbias);
+    dnnl::primitive prim;
+    std::unordered_map<int, memory> args;
+    std::string impl;
+    switch (pass) {
+      case ConvPass::forward: {
+        memory w(fwd_pd.weights_desc(), engine);
+        fill(w, 0.01f);
+        prim = conv_fwd(fwd_pd);
+        args = {{DNNL_ARG_SRC, x_m},
+                {DNNL_ARG_WEIGHTS, w},
+                {DNNL_ARG_BIAS, bias_m},
+                {DNNL_ARG_DST, y_m}};
+        impl = fwd_pd.impl_info_str();
+        break;
+      }
+      case ConvPass::backward_data: {
+        const conv_bwd_data::primitive_desc pd(
+            conv_bwd_data::desc(algo, src, weights, dst, strides, dilates, pad_l, pad_r), engine,
+            fwd_pd);
+        memory w(pd.weights_desc(), engine);
+        fill(w, 0.01f);
+        prim = conv_bwd_data(pd);
+        args = {{DNNL_ARG_DIFF_DST, dy_m}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, dx_m}};
+        impl = pd.impl_info_str();
+        break;
+      }
+      case ConvPass::backward_weights: {
+        const conv_bwd_weights::primitive_desc pd(
+            conv_bwd_weights::desc(algo, src, weights, bias, dst, strides, dilates, pad_l, pad_r),
+            engine, fwd_pd);
+        memory dw(pd.diff_weights_desc(), engine);
+        prim = conv_bwd_weights(pd);
+        args = {{DNNL_ARG_SRC, x_m},
+                {DNNL_ARG_DIFF_DST, dy_m},
+                {DNNL_ARG_DIFF_WEIGHTS, dw},
+                {DNNL_ARG_DIFF_BIAS, dbias_m}};
+        impl = pd.impl_info_str();
+        break;
+      }
+    }
+    s.impl[static_cast<int>(pass)] = impl;
+    return time_primitive(prim, stream, args, min_time);
   } catch (const dnnl::error& e) {
     return {false, 0.0, std::string("oneDNN: ") + e.what()};
   }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "bench.hpp"
 #include "bnorm/core/error.hpp"
@@ -175,6 +176,75 @@ std::string ChildProcess::stderr_tail() const {
   }
   if (last.size() > 300) last = last.substr(0, 300) + "...";
   return last;
+}
+
+TorchServePeer::TorchServePeer(const std::string& python, const std::string& script_name,
+                               const std::vector<int>& threads) {
+  const std::string script = locate_peer_script(script_name);
+  if (script.empty()) {
+    unavailable_ = "PyTorch: peer script bench/peers/" + script_name + " not found";
+    return;
+  }
+  for (int t : threads) {
+    auto proc = std::make_unique<ChildProcess>(
+        std::vector<std::string>{python, script, "--serve", "--threads", std::to_string(t)},
+        python_peer_env(t));
+    std::string line;
+    nlohmann::json ready;
+    if (proc->read_line(line)) ready = nlohmann::json::parse(line, nullptr, false);
+    if (!ready.is_object() || !ready.value("ready", false)) {
+      proc->wait();
+      unavailable_ = "PyTorch: not installed (" + python + ")";
+      if (ready.is_object() && ready.contains("error")) {
+        unavailable_ += ": " + ready["error"].get<std::string>();
+      } else if (const std::string tail = proc->stderr_tail(); !tail.empty()) {
+        unavailable_ += ": " + tail;
+      }
+      processes_.clear();
+      return;
+    }
+    version_ = ready.value("torch", "?");
+    processes_[t] = std::move(proc);
+  }
+}
+
+TorchServePeer::~TorchServePeer() = default;
+
+bool TorchServePeer::ask(int threads, const nlohmann::json& request, nlohmann::json& reply,
+                         std::string& error) {
+  auto it = processes_.find(threads);
+  if (it == processes_.end()) {
+    error = "PyTorch: process ended earlier";
+    return false;
+  }
+  ChildProcess& proc = *it->second;
+  std::string line;
+  if (!proc.write_line(request.dump()) || !proc.read_line(line)) {
+    proc.wait();
+    error = "PyTorch: the peer process ended: " + proc.stderr_tail();
+    processes_.erase(it);
+    return false;
+  }
+  reply = nlohmann::json::parse(line, nullptr, false);
+  if (!reply.is_object()) {
+    error = "PyTorch: unreadable reply '" + line + "'";
+    return false;
+  }
+  if (reply.contains("error")) {
+    error = "PyTorch: " + reply["error"].get<std::string>();
+    return false;
+  }
+  return true;
+}
+
+PeerResult TorchServePeer::time_request(int threads, const nlohmann::json& request) {
+  nlohmann::json reply;
+  std::string error;
+  if (!ask(threads, request, reply, error)) return {false, 0.0, error};
+  if (reply.contains("us") && reply["us"].is_number()) {
+    return {true, reply["us"].get<double>() * 1e-6, ""};
+  }
+  return {false, 0.0, "PyTorch: unreadable reply '" + reply.dump() + "'"};
 }
 
 }  // namespace bnorm::cli::bench
