@@ -12,6 +12,7 @@
 
 #include "bnorm/core/parallel.hpp"
 #include "core/library_call.hpp"
+#include "kernels/activation.hpp"
 
 namespace bnorm::kernels {
 
@@ -277,8 +278,8 @@ void for_each_chunk(Setup& s, Body&& body) {
 
 }  // namespace
 
-void Conv2dFast::forward(const float* x, const float* kernel, const float* bias,
-                         float* y) noexcept {
+void Conv2dFast::forward(const float* x, const float* kernel, const float* bias, float* y,
+                         ActivationKind epilogue) noexcept {
   Impl::Setup& s = *impl_->current;
   set(s.user_weights, kernel);
   if (s.to_fwd_weights) run_reorder(*s.to_fwd_weights, s.user_weights, s.fwd_weights);
@@ -294,6 +295,9 @@ void Conv2dFast::forward(const float* x, const float* kernel, const float* bias,
                  {DNNL_ARG_SCRATCHPAD, m.scratchpad.get()},
                  {DNNL_ARG_BIAS, s.has_bias ? s.bias.get() : nullptr}}},
                s.has_bias ? 5 : 4);
+    if (epilogue != ActivationKind::linear) {
+      activation_forward(epilogue, k.mb * s.d.out_positions(), s.d.filters, y + y_at, y + y_at);
+    }
   });
 }
 
@@ -376,7 +380,8 @@ Conv2dFast::~Conv2dFast() = default;
 Conv2dFast::Conv2dFast(Conv2dFast&&) noexcept = default;
 Conv2dFast& Conv2dFast::operator=(Conv2dFast&&) noexcept = default;
 bool Conv2dFast::prepare(const Conv2dDims&, bool, bool) { return false; }
-void Conv2dFast::forward(const float*, const float*, const float*, float*) noexcept {}
+void Conv2dFast::forward(const float*, const float*, const float*, float*,
+                         ActivationKind) noexcept {}
 void Conv2dFast::backward(const float*, const float*, const float*, float*, float*,
                           float*) noexcept {}
 std::string Conv2dFast::implementation() const { return {}; }

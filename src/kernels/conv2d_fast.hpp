@@ -26,6 +26,7 @@
 #include <memory>
 #include <string>
 
+#include "bnorm/core/activation_kind.hpp"
 #include "kernels/conv2d.hpp"
 
 namespace bnorm::kernels {
@@ -43,12 +44,16 @@ class Conv2dFast {
   // Selects (creating it on first use) the setup for d: `training` adds the backward primitives.
   // Returns false when the fast path cannot run this shape (not built in, or oneDNN has no
   // implementation): the caller then uses conv2d_forward/conv2d_backward.
-  // (No activation runs in oneDNN's epilogue: its relu post-op turns NaN into 0, where Keras's
-  // relu keeps NaN; the layer applies its activation after the convolution.)
+  // (No activation runs in oneDNN's own epilogue: its relu post-op turns NaN into 0, where
+  // Keras's relu keeps NaN; forward's epilogue applies bnorm's activation per chunk instead.)
   bool prepare(const Conv2dDims& d, bool has_bias, bool training);
 
-  // y = conv(x, kernel) + bias for the shape of the last successful prepare.
-  void forward(const float* x, const float* kernel, const float* bias, float* y) noexcept;
+  // y = epilogue(conv(x, kernel) + bias) for the shape of the last successful prepare. The
+  // epilogue (kernels::activation_forward, softmax over the filters of each pixel) runs on each
+  // chunk right after its convolution, while the chunk's output is still in cache, on the
+  // chunk's thread: the same bits as a separate pass over y.
+  void forward(const float* x, const float* kernel, const float* bias, float* y,
+               ActivationKind epilogue = ActivationKind::linear) noexcept;
   // Gradients for the last successful prepare (training): dx, dkernel and dbias may each be null
   // to skip them; x is the forward's input.
   void backward(const float* x, const float* dy, const float* kernel, float* dx, float* dkernel,

@@ -115,7 +115,13 @@ void Conv2D::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   const bool training = mode == Mode::training;
   if (!fast_) fast_ = std::make_unique<kernels::Conv2dFast>();
   fast_ran_ = fast_->prepare(d, bias_ != nullptr, training);
-  const bool linear = activation_ == ActivationKind::linear;
+  // At inference the activation runs in the fast path's per-chunk epilogue (after folding,
+  // Conv -> BN -> ReLU is one pass over memory); training keeps the pre-activation for backward.
+  // (Not for softmax on channels_first data: Keras's softmax there is over the last axis, W.)
+  const bool epilogue =
+      fast_ran_ && !training && !(channels_first_ && activation_ == ActivationKind::softmax);
+  epilogue_ran_ = epilogue && activation_ != ActivationKind::linear;
+  const bool linear = activation_ == ActivationKind::linear || epilogue;
   Tensor& z = linear ? y : z_;  // the convolution's output in the layer's data format
   // Per-step buffers: resized in place (no allocation once they have the capacity).
   if (channels_first_) {
@@ -135,7 +141,8 @@ void Conv2D::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   float* out = channels_first_ ? y_nhwc_.data() : z.data();
   const float* bias = bias_ ? bias_->value.data() : nullptr;
   if (fast_ran_) {
-    fast_->forward(xin, kernel_->value.data(), bias, out);
+    fast_->forward(xin, kernel_->value.data(), bias, out,
+                   epilogue ? activation_ : ActivationKind::linear);
   } else {
     cols_.resize_dims({std::max<std::int64_t>(1, kernels::conv2d_cols_size(d))});
     kernels::conv2d_forward(d, xin, kernel_->value.data(), bias, cols_.data(), out);
@@ -152,6 +159,9 @@ void Conv2D::do_forward(const Tensor& x, Mode mode, Tensor& y) {
 }
 
 void Conv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
+  // After an inference forward whose activation ran in the epilogue there is no pre-activation:
+  // redo the forward in training mode (it gives the same output bits) to get it.
+  if (epilogue_ran_) do_forward(*last_input_, Mode::training, output_);
   const Geometry& g = geometry_;
   const std::int64_t n = dy.shape()[0];
   const auto d =

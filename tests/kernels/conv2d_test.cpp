@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bnorm/core/parallel.hpp"
+#include "kernels/activation.hpp"
 #include "kernels/conv2d_fast.hpp"
 #include "support/test_support.hpp"
 #include "support/window_dims.hpp"
@@ -158,6 +159,14 @@ TEST_P(Conv2dKernelTest, FastPathMatchesFloat64Reference) {
   Tensor y_infer(t.dy.shape());
   infer.forward(t.x.data(), t.kernel.data(), bias, y_infer.data());
   EXPECT_TRUE(test::bitwise_equal(y_infer, y));
+  // The per-chunk epilogue gives the bits of a separate activation pass over y.
+  for (ActivationKind kind :
+       {ActivationKind::relu, ActivationKind::softmax, ActivationKind::gelu}) {
+    Tensor fused(t.dy.shape()), separate(t.dy.shape());
+    infer.forward(t.x.data(), t.kernel.data(), bias, fused.data(), kind);
+    kernels::activation_forward(kind, y.size() / c.filters, c.filters, y.data(), separate.data());
+    EXPECT_TRUE(test::bitwise_equal(fused, separate)) << static_cast<int>(kind);
+  }
 }
 
 TEST_P(Conv2dKernelTest, FastPathSameBitsAtOneTwoAndThreeThreads) {

@@ -121,6 +121,39 @@ TEST(Conv2D, ChannelsFirstEqualsChannelsLastOnTransposedData) {
   }
 }
 
+// At inference the activation runs in the fast convolution's epilogue: the same output as in
+// training, for every activation and both data formats (softmax on channels_first stays a
+// separate pass over W); a backward after an inference forward still gets the gradients of a
+// training forward.
+TEST(Conv2D, InferenceEpilogueGivesTrainingBitsAndBackwardStillWorks) {
+  for (const char* activation : {"relu", "gelu", "softmax", "linear"}) {
+    for (const char* format : {"channels_last", "channels_first"}) {
+      SCOPED_TRACE(std::string(activation) + " " + format);
+      Conv2D::Options o;
+      o.filters = 5;
+      o.kernel_size = {3, 3};
+      o.padding = "same";
+      o.activation = activation;
+      o.data_format = format;
+      Conv2D a(o), b(o);
+      const Shape in = std::string(format) == "channels_last" ? Shape{7, 6, 3} : Shape{3, 7, 6};
+      Random r1(5), r2(5);
+      a.build(in, r1);
+      b.build(in, r2);
+      Random rng(8);
+      const Tensor x = test::random_normal(Shape{4, in[0], in[1], in[2]}, rng);
+      const Tensor y_train = test::forward_copy(a, x, Mode::training);
+      const Tensor y_infer = test::forward_copy(b, x, Mode::inference);
+      EXPECT_TRUE(test::bitwise_equal(y_infer, y_train));
+      const Tensor dy = test::random_normal(y_train.shape(), rng);
+      const Tensor dx_a = a.backward(dy);
+      const Tensor dx_b = b.backward(dy);
+      EXPECT_TRUE(test::bitwise_equal(dx_b, dx_a));
+      EXPECT_TRUE(test::bitwise_equal(b.weights()[0]->gradient, a.weights()[0]->gradient));
+    }
+  }
+}
+
 TEST(Pooling2D, KerasDefaults) {
   MaxPooling2D max;
   EXPECT_EQ(max.name(), "max_pooling2d");

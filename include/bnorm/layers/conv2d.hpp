@@ -79,13 +79,14 @@ class Conv2D final : public Layer {
   Variable* kernel_ = nullptr;
   Variable* bias_ = nullptr;
   std::unique_ptr<kernels::Conv2dFast> fast_;  // oneDNN primitives (null until first forward)
-  bool fast_ran_ = false;  // whether the last forward ran on fast_ (else on im2col)
-  Tensor cols_;            // im2col of the last forward's input, for backward
-  Tensor dcols_;           // backward's workspace for dy @ kernel^T
-  Tensor z_;               // pre-activation output (when the activation is not linear)
-  Tensor x_nhwc_;          // channels_first: the input transposed to NHWC
-  Tensor y_nhwc_;          // channels_first: the NHWC output before transposing back
-  Tensor dz_;              // gradient before the activation
+  bool fast_ran_ = false;      // whether the last forward ran on fast_ (else on im2col)
+  bool epilogue_ran_ = false;  // whether its activation ran in fast_'s epilogue (inference)
+  Tensor cols_;                // im2col of the last forward's input, for backward
+  Tensor dcols_;               // backward's workspace for dy @ kernel^T
+  Tensor z_;                   // pre-activation output (when the activation is not linear)
+  Tensor x_nhwc_;              // channels_first: the input transposed to NHWC
+  Tensor y_nhwc_;              // channels_first: the NHWC output before transposing back
+  Tensor dz_;                  // gradient before the activation
   Tensor dz_nhwc_;
   Tensor dx_nhwc_;
 };
