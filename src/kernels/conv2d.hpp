@@ -36,6 +36,7 @@ struct Conv2dDims {
   std::int64_t x_size() const noexcept { return batch * in_h * in_w * in_c; }
   std::int64_t y_size() const noexcept { return batch * out_h * out_w * filters; }
   std::int64_t kernel_size() const noexcept { return patch() * filters; }
+  bool operator==(const Conv2dDims&) const = default;
 };
 
 // Keras/TensorFlow output size and leading pad of one spatial axis.

@@ -42,14 +42,6 @@ dnnl::stream& cpu_stream() {
   return stream;
 }
 
-bool same_dims(const Conv2dDims& a, const Conv2dDims& b) {
-  return a.batch == b.batch && a.in_h == b.in_h && a.in_w == b.in_w && a.in_c == b.in_c &&
-         a.kernel_h == b.kernel_h && a.kernel_w == b.kernel_w && a.filters == b.filters &&
-         a.stride_h == b.stride_h && a.stride_w == b.stride_w && a.dilation_h == b.dilation_h &&
-         a.dilation_w == b.dilation_w && a.pad_top == b.pad_top && a.pad_left == b.pad_left &&
-         a.out_h == b.out_h && a.out_w == b.out_w;
-}
-
 // Runs a primitive with the C API: no std::unordered_map / std::vector built per call.
 template <std::size_t N>
 void execute(const dnnl::primitive& p, const std::array<dnnl_exec_arg_t, N>& args, int n = N) {
@@ -76,9 +68,13 @@ struct ChunkMemory {
 }  // namespace
 
 struct Conv2dFast::Impl {
-  struct Setup {
+  // What a setup is for.
+  struct Key {
     Conv2dDims d;
     bool has_bias = false, training = false;
+    bool operator==(const Key&) const = default;
+  };
+  struct Setup : Key {
     std::int64_t chunk = 1, chunks = 1;
     ChunkKind full, tail;  // tail.mb == 0: every chunk is full
     memory user_weights;   // Keras's (kh, kw, in_c, filters): dims (O, I, H, W) tagged hwio
@@ -90,12 +86,10 @@ struct Conv2dFast::Impl {
     std::string impl;
 
     const ChunkKind& kind(std::int64_t c) const { return (c + 1) * chunk <= d.batch ? full : tail; }
-    bool matches(const Conv2dDims& o, bool bias, bool train) const {
-      return same_dims(d, o) && has_bias == bias && training == train;
-    }
   };
   static constexpr std::size_t kKeep = 4;  // setups kept: train batch, last batch, predict, ...
   std::deque<Setup> setups;
+  std::vector<Key> declined;  // shapes oneDNN has no implementation for: not asked again
   Setup* current = nullptr;
 };
 
@@ -152,18 +146,20 @@ void set(memory& m, const void* p) { m.set_data_handle(const_cast<void*>(p)); }
 }  // namespace
 
 bool Conv2dFast::prepare(const Conv2dDims& d, bool has_bias, bool training) {
+  const Impl::Key key{d, has_bias, training};
+  impl_->current = nullptr;
   for (auto& s : impl_->setups) {
-    if (s.matches(d, has_bias, training)) {
+    if (static_cast<const Impl::Key&>(s) == key) {
       impl_->current = &s;
       return true;
     }
   }
-  impl_->current = nullptr;
   if (d.batch < 1 || d.out_h < 1 || d.out_w < 1) return false;
+  if (std::find(impl_->declined.begin(), impl_->declined.end(), key) != impl_->declined.end()) {
+    return false;
+  }
   Impl::Setup s;
-  s.d = d;
-  s.has_bias = has_bias;
-  s.training = training;
+  static_cast<Impl::Key&>(s) = key;
   s.chunk = chunk_samples_for(d);
   s.chunks = (d.batch + s.chunk - 1) / s.chunk;
   try {
@@ -182,18 +178,17 @@ bool Conv2dFast::prepare(const Conv2dDims& d, bool has_bias, bool training) {
       s.to_fwd_weights.emplace(s.user_weights, s.fwd_weights);
     }
     // The tail's primitives must read the weights in the same layout as the full chunks'.
-    const auto same_layout = [&](const memory::desc& a, const memory::desc& b) { return a == b; };
-    if (s.tail.mb > 0 && !same_layout(s.tail.fwd_pd.weights_desc(), s.fwd_weights.get_desc())) {
-      return false;
+    if (s.tail.mb > 0 && s.tail.fwd_pd.weights_desc() != s.fwd_weights.get_desc()) {
+      throw dnnl::error(dnnl_unimplemented, "tail chunk with another weights layout");
     }
     std::size_t scratch = s.full.fwd_pd.scratchpad_desc().get_size();
     if (s.tail.mb > 0) scratch = std::max(scratch, s.tail.fwd_pd.scratchpad_desc().get_size());
     if (training) {
       const memory::desc bw = s.full.bwd_data_pd.weights_desc();
       const memory::desc dw = s.full.bwd_weights_pd.diff_weights_desc();
-      if (s.tail.mb > 0 && (!same_layout(s.tail.bwd_data_pd.weights_desc(), bw) ||
-                            !same_layout(s.tail.bwd_weights_pd.diff_weights_desc(), dw))) {
-        return false;
+      if (s.tail.mb > 0 && (s.tail.bwd_data_pd.weights_desc() != bw ||
+                            s.tail.bwd_weights_pd.diff_weights_desc() != dw)) {
+        throw dnnl::error(dnnl_unimplemented, "tail chunk with another weights layout");
       }
       s.bwd_data_weights = memory(bw, eng);
       if (bw != user_w) s.to_bwd_data_weights.emplace(s.user_weights, s.bwd_data_weights);
@@ -232,7 +227,8 @@ bool Conv2dFast::prepare(const Conv2dDims& d, bool has_bias, bool training) {
                 s.full.bwd_weights_pd.impl_info_str();
     }
   } catch (const dnnl::error&) {
-    return false;  // no implementation for this shape here: the im2col path runs it
+    impl_->declined.push_back(key);  // no implementation here: the im2col path runs this shape
+    return false;
   }
   if (impl_->setups.size() == Impl::kKeep) impl_->setups.pop_front();
   impl_->setups.push_back(std::move(s));
@@ -242,10 +238,6 @@ bool Conv2dFast::prepare(const Conv2dDims& d, bool has_bias, bool training) {
 
 std::string Conv2dFast::implementation() const {
   return impl_->current ? impl_->current->impl : std::string();
-}
-
-std::int64_t Conv2dFast::chunk_samples() const noexcept {
-  return impl_->current ? impl_->current->chunk : 0;
 }
 
 namespace {
@@ -385,7 +377,6 @@ void Conv2dFast::forward(const float*, const float*, const float*, float*,
 void Conv2dFast::backward(const float*, const float*, const float*, float*, float*,
                           float*) noexcept {}
 std::string Conv2dFast::implementation() const { return {}; }
-std::int64_t Conv2dFast::chunk_samples() const noexcept { return 0; }
 
 }  // namespace bnorm::kernels
 

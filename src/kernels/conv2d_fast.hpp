@@ -43,7 +43,8 @@ class Conv2dFast {
 
   // Selects (creating it on first use) the setup for d: `training` adds the backward primitives.
   // Returns false when the fast path cannot run this shape (not built in, or oneDNN has no
-  // implementation): the caller then uses conv2d_forward/conv2d_backward.
+  // implementation, which is remembered rather than asked again): the caller then uses
+  // conv2d_forward/conv2d_backward.
   // (No activation runs in oneDNN's own epilogue: its relu post-op turns NaN into 0, where
   // Keras's relu keeps NaN; forward's epilogue applies bnorm's activation per chunk instead.)
   bool prepare(const Conv2dDims& d, bool has_bias, bool training);
@@ -62,8 +63,6 @@ class Conv2dFast {
   // oneDNN's implementation names for the current setup ("brgconv:avx512_core / ..."), for
   // benchmarks and logs; empty before a successful prepare.
   std::string implementation() const;
-  // Samples per chunk of the current setup.
-  std::int64_t chunk_samples() const noexcept;
 
  private:
   struct Impl;
