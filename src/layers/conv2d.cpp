@@ -84,25 +84,10 @@ void Conv2D::do_build(const Shape& input_shape, Random& rng) {
 }
 
 namespace {
-kernels::Conv2dDims conv_dims(std::int64_t batch, const Conv2D::Options& o, std::int64_t in_h,
-                              std::int64_t in_w, std::int64_t in_c, std::int64_t out_h,
-                              std::int64_t out_w, std::int64_t pad_top, std::int64_t pad_left) {
-  kernels::Conv2dDims d;
-  d.batch = batch;
-  d.in_h = in_h;
-  d.in_w = in_w;
-  d.in_c = in_c;
-  d.kernel_h = o.kernel_size[0];
-  d.kernel_w = o.kernel_size[1];
+template <class Geometry>  // Conv2D::Geometry (private)
+kernels::Conv2dDims conv_dims(std::int64_t batch, const Conv2D::Options& o, const Geometry& g) {
+  auto d = detail::window_dims<kernels::Conv2dDims>(batch, g.in_c, g, o);
   d.filters = o.filters;
-  d.stride_h = o.strides[0];
-  d.stride_w = o.strides[1];
-  d.dilation_h = o.dilation_rate[0];
-  d.dilation_w = o.dilation_rate[1];
-  d.pad_top = pad_top;
-  d.pad_left = pad_left;
-  d.out_h = out_h;
-  d.out_w = out_w;
   return d;
 }
 }  // namespace
@@ -110,8 +95,7 @@ kernels::Conv2dDims conv_dims(std::int64_t batch, const Conv2D::Options& o, std:
 void Conv2D::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   const Geometry& g = geometry_;
   const std::int64_t n = x.shape()[0];
-  const auto d =
-      conv_dims(n, options_, g.in_h, g.in_w, g.in_c, g.out_h, g.out_w, g.pad_top, g.pad_left);
+  const auto d = conv_dims(n, options_, g);
   const bool training = mode == Mode::training;
   if (!fast_) fast_ = std::make_unique<kernels::Conv2dFast>();
   fast_ran_ = fast_->prepare(d, bias_ != nullptr, training);
@@ -164,8 +148,7 @@ void Conv2D::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {
   if (epilogue_ran_) do_forward(*last_input_, Mode::training, output_);
   const Geometry& g = geometry_;
   const std::int64_t n = dy.shape()[0];
-  const auto d =
-      conv_dims(n, options_, g.in_h, g.in_w, g.in_c, g.out_h, g.out_w, g.pad_top, g.pad_left);
+  const auto d = conv_dims(n, options_, g);
   const Tensor* dz = &dy;
   if (activation_ != ActivationKind::linear) {
     const std::int64_t cols = dy.shape()[dy.rank() - 1];

@@ -56,22 +56,8 @@ Geometry depthwise_geometry(const std::string& label, const Shape& input_shape, 
 template <class Options>
 kernels::DepthwiseConv2dDims depthwise_dims(std::int64_t batch, const Geometry& g,
                                             const Options& o) {
-  kernels::DepthwiseConv2dDims d;
-  d.batch = batch;
-  d.in_h = g.in_h;
-  d.in_w = g.in_w;
-  d.in_c = g.channels;
-  d.kernel_h = o.kernel_size[0];
-  d.kernel_w = o.kernel_size[1];
+  auto d = detail::window_dims<kernels::DepthwiseConv2dDims>(batch, g.channels, g, o);
   d.depth_multiplier = o.depth_multiplier;
-  d.stride_h = o.strides[0];
-  d.stride_w = o.strides[1];
-  d.dilation_h = o.dilation_rate[0];
-  d.dilation_w = o.dilation_rate[1];
-  d.pad_top = g.pad_top;
-  d.pad_left = g.pad_left;
-  d.out_h = g.out_h;
-  d.out_w = g.out_w;
   return d;
 }
 

@@ -44,6 +44,30 @@ WindowGeometry window_geometry(const std::string& label, const Shape& per_sample
                                const std::array<std::int64_t, 2>& strides,
                                const std::array<std::int64_t, 2>& dilation_rate, bool same_padding);
 
+// The NHWC kernel dims (kernels::Conv2dDims, DepthwiseConv2dDims) of a batch through a layer's
+// window: sizes from its geometry (any struct with in_h, in_w, out_h, out_w, pad_top, pad_left),
+// `channels` input channels, kernel_size/strides/dilation_rate from its Keras options. The caller
+// sets the output-channel field (filters, depth_multiplier).
+template <class Dims, class Geometry, class Options>
+Dims window_dims(std::int64_t batch, std::int64_t channels, const Geometry& g, const Options& o) {
+  Dims d;
+  d.batch = batch;
+  d.in_h = g.in_h;
+  d.in_w = g.in_w;
+  d.in_c = channels;
+  d.kernel_h = o.kernel_size[0];
+  d.kernel_w = o.kernel_size[1];
+  d.stride_h = o.strides[0];
+  d.stride_w = o.strides[1];
+  d.dilation_h = o.dilation_rate[0];
+  d.dilation_w = o.dilation_rate[1];
+  d.pad_top = g.pad_top;
+  d.pad_left = g.pad_left;
+  d.out_h = g.out_h;
+  d.out_w = g.out_w;
+  return d;
+}
+
 // How the NHWC image kernels see a batch of n images of `channels` channels: channels_last as
 // is; channels_first as n*channels single-channel images (each channel plane is an image).
 struct NhwcImages {
