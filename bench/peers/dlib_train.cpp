@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -166,6 +167,14 @@ void keras_dropout_rates(Net& net) {
   });
 }
 
+// The one JSON line the parent reads.
+void print(const nlohmann::json& j) { std::printf("%s\n", j.dump().c_str()); }
+
+int error(const std::string& what) {
+  print({{"error", "bnorm-dlib-train: " + what}});
+  return 3;
+}
+
 template <class Net>
 int train(const Args& a, const std::vector<Image>& x, const std::vector<unsigned long>& y) {
   Net net;
@@ -212,13 +221,11 @@ int train(const Args& a, const std::vector<Image>& x, const std::vector<unsigned
     const std::vector<unsigned long> predicted = net(chunk);
     for (std::size_t i = b; i < end; ++i) correct += predicted[i - b] == y[i];
   }
-  std::printf("{\"epoch_seconds\": [");
-  for (std::size_t i = 0; i < epoch_seconds.size(); ++i) {
-    std::printf("%s%.6f", i ? ", " : "", epoch_seconds[i]);
-  }
-  std::printf("], \"loss\": %.6f, \"accuracy\": %.6f, \"version\": \"%d.%d\", \"images\": %zu}\n",
-              loss, static_cast<double>(correct) / static_cast<double>(n), DLIB_MAJOR_VERSION,
-              DLIB_MINOR_VERSION, n);
+  print({{"epoch_seconds", epoch_seconds},
+         {"loss", loss},
+         {"accuracy", static_cast<double>(correct) / static_cast<double>(n)},
+         {"version", std::to_string(DLIB_MAJOR_VERSION) + "." + std::to_string(DLIB_MINOR_VERSION)},
+         {"images", n}});
   return 0;
 }
 
@@ -229,8 +236,7 @@ int main(int argc, char** argv) {
   try {
     a = parse(argc, argv);
   } catch (const std::exception& e) {
-    std::printf("{\"error\": \"bnorm-dlib-train: %s\"}\n", e.what());
-    return 3;
+    return error(e.what());
   }
   int (*run)(const Args&, const std::vector<Image>&, const std::vector<unsigned long>&) = nullptr;
   if (a.preset.empty() && a.spec == bnorm::kSeedSpec) run = train<SeedNet>;
@@ -241,8 +247,7 @@ int main(int argc, char** argv) {
   if (a.preset == "resnet-nobn") run = train<ResNetNoBn>;
   if (!run) {
     const std::string what = a.preset.empty() ? "spec '" + a.spec + "'" : "preset " + a.preset;
-    std::printf("{\"unsupported\": \"the dlib peer builds bnorm's named models only, not %s\"}\n",
-                what.c_str());
+    print({{"unsupported", "the dlib peer builds bnorm's named models only, not " + what}});
     return 4;
   }
   try {
@@ -260,7 +265,6 @@ int main(int argc, char** argv) {
     }
     return run(a, x, y);
   } catch (const std::exception& e) {
-    std::printf("{\"error\": \"bnorm-dlib-train: %s\"}\n", e.what());
-    return 3;
+    return error(e.what());
   }
 }
