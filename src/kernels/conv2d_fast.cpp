@@ -23,7 +23,7 @@ using tag = memory::format_tag;
 using dt = memory::data_type;
 
 // About this many output pixels per chunk: small enough that a batch of 28x28 maps splits over
-// the threads, large enough that a call's fixed cost (tens of microseconds) stays small.
+// the threads, large enough that a call's fixed cost stays small.
 constexpr std::int64_t kChunkPixels = 1024;
 
 std::int64_t chunk_samples_for(const Conv2dDims& d) {
