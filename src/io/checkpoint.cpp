@@ -4,9 +4,6 @@
 // ever executed, and every field is checked before it is used.
 #include "bnorm/io/checkpoint.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <bit>
@@ -39,11 +36,13 @@
 #include "bnorm/layers/reshape.hpp"
 #include "bnorm/layers/separable_conv2d.hpp"
 #include "bnorm/layers/zero_padding2d.hpp"
+#include "io/files.hpp"
 
 namespace bnorm::io {
 
 namespace {
 
+using detail::read_file;
 using json = nlohmann::ordered_json;
 
 constexpr char kMagic[8] = {'B', 'N', 'O', 'R', 'M', 'M', 'D', 'L'};
@@ -103,92 +102,6 @@ std::string hex32(std::uint32_t v) {
 }
 
 std::string shape_str(const std::vector<std::int64_t>& dims) { return Shape(dims).str(); }
-
-// ---------------------------------------------------------------------------------------------
-// Atomic file replacement: temp file in the same directory, fsync, rename.
-
-std::string errno_text(int err) { return std::strerror(err); }
-
-// Writes every byte; returns 0 or the errno of the failure.
-int write_all(int fd, const std::string& bytes) {
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno;
-    done += static_cast<std::size_t>(n);
-  }
-  return 0;
-}
-
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const std::string context = "model file '" + path + "': ";
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    throw IoError(context + "cannot save: the path is a directory");
-  }
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    throw IoError(context + "cannot create temporary file '" + tmp + "' (" + errno_text(errno) +
-                  ")");
-  }
-  // Each step runs only if the previous ones succeeded; the first failure names itself.
-  const char* failed = nullptr;
-  int err = write_all(fd, bytes);
-  if (err) failed = "write";
-  if (!failed && ::fsync(fd) != 0) {
-    err = errno;
-    failed = "flush";
-  }
-  if (::close(fd) != 0 && !failed) {
-    err = errno;
-    failed = "close";
-  }
-  if (!failed && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = errno;
-    failed = "rename";
-  }
-  if (failed) {
-    ::unlink(tmp.c_str());
-    throw IoError(context + "cannot save (" + failed + " failed: " + errno_text(err) +
-                  "); any previous file is unchanged");
-  }
-  // Make the rename itself durable (best effort: some file systems refuse fsync on directories).
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
-}
-
-std::vector<unsigned char> read_file(const std::string& path, const std::string& context) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw IoError(context + "cannot open (" + errno_text(errno) + ")");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw IoError(context + "not a regular file");
-  }
-  std::vector<unsigned char> bytes(static_cast<std::size_t>(st.st_size));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;
-      ::close(fd);
-      throw IoError(context + "read failed (" + errno_text(err) + ")");
-    }
-    if (n == 0) break;
-    done += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  bytes.resize(done);
-  return bytes;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Configs: writing, and a strict reader (type-checked keys, unknown keys rejected).
@@ -1055,7 +968,7 @@ void load_compile(Model& model, const json& compile, const std::string& context)
 }  // namespace
 
 void save_model(const Model& model, const std::string& path) {
-  write_file_atomic(path, serialize(model, path));
+  detail::write_file_atomic(path, serialize(model, path), "model file '" + path + "': ");
 }
 
 // The "graph" section of a functional model, checked before anything is built: every count is
