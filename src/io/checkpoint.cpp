@@ -37,6 +37,7 @@
 #include "bnorm/layers/separable_conv2d.hpp"
 #include "bnorm/layers/zero_padding2d.hpp"
 #include "io/files.hpp"
+#include "io/layer_codec.hpp"
 
 namespace bnorm::io {
 
@@ -122,6 +123,21 @@ json initializer_to_json(const Initializer& init) {
               {"config", {{"minval", init.a}, {"maxval", init.b}}}};
     case K::random_normal:
       return {{"class_name", "RandomNormal"}, {"config", {{"mean", init.a}, {"stddev", init.b}}}};
+    case K::truncated_normal:
+      return {{"class_name", "TruncatedNormal"},
+              {"config", {{"mean", init.a}, {"stddev", init.b}}}};
+    case K::variance_scaling: {
+      using M = Initializer::Mode;
+      using D = Initializer::Distribution;
+      const char* mode = init.mode == M::fan_in    ? "fan_in"
+                         : init.mode == M::fan_out ? "fan_out"
+                                                   : "fan_avg";
+      const char* dist = init.distribution == D::uniform              ? "uniform"
+                         : init.distribution == D::untruncated_normal ? "untruncated_normal"
+                                                                      : "truncated_normal";
+      return {{"class_name", "VarianceScaling"},
+              {"config", {{"scale", init.a}, {"mode", mode}, {"distribution", dist}}}};
+    }
   }
   throw IoError("unknown initializer kind");
 }
@@ -238,9 +254,49 @@ class ConfigReader {
       auto c = cfg();
       init = Initializer::random_normal(c.get_float("mean", 0.0f), c.get_float("stddev", 0.05f));
       c.finish();
+    } else if (cls == "TruncatedNormal") {
+      auto c = cfg();
+      init = Initializer::truncated_normal(c.get_float("mean", 0.0f), c.get_float("stddev", 0.05f));
+      c.finish();
+    } else if (cls == "VarianceScaling") {
+      auto c = cfg();
+      using M = Initializer::Mode;
+      using D = Initializer::Distribution;
+      const float scale = c.get_float("scale", 1.0f);
+      if (!(scale > 0.0f)) c.fail("VarianceScaling scale must be > 0");
+      const std::string mode = c.has("mode") ? c.get_string("mode") : "fan_in";
+      const std::string dist =
+          c.has("distribution") ? c.get_string("distribution") : "truncated_normal";
+      M m = M::fan_in;
+      if (mode == "fan_out")
+        m = M::fan_out;
+      else if (mode == "fan_avg")
+        m = M::fan_avg;
+      else if (mode != "fan_in")
+        c.fail("VarianceScaling mode must be fan_in, fan_out or fan_avg");
+      D d = D::truncated_normal;
+      if (dist == "uniform")
+        d = D::uniform;
+      else if (dist == "untruncated_normal" || dist == "normal")
+        d = D::untruncated_normal;
+      else if (dist != "truncated_normal")
+        c.fail(
+            "VarianceScaling distribution must be truncated_normal, untruncated_normal or uniform");
+      init = Initializer::variance_scaling(scale, m, d);
+      c.finish();
+    } else if (cls == "HeNormal" || cls == "HeUniform" || cls == "LecunNormal" ||
+               cls == "LecunUniform" || cls == "GlorotNormal") {
+      using M = Initializer::Mode;
+      using D = Initializer::Distribution;
+      const bool uniform = cls == "HeUniform" || cls == "LecunUniform";
+      init = Initializer::variance_scaling(cls[0] == 'H' ? 2.0f : 1.0f,
+                                           cls == "GlorotNormal" ? M::fan_avg : M::fan_in,
+                                           uniform ? D::uniform : D::truncated_normal);
     } else {
       r.fail("unknown initializer class '" + cls +
-             "' (known: Zeros, Ones, Constant, GlorotUniform, RandomUniform, RandomNormal)");
+             "' (known: Zeros, Ones, Constant, GlorotUniform, GlorotNormal, RandomUniform, "
+             "RandomNormal, TruncatedNormal, VarianceScaling, HeNormal, HeUniform, LecunNormal, "
+             "LecunUniform)");
     }
     if (r.has("config")) r.raw("config");
     r.finish();
@@ -967,7 +1023,42 @@ void load_compile(Model& model, const json& compile, const std::string& context)
 
 }  // namespace
 
-void save_model(const Model& model, const std::string& path) {
+namespace detail {
+
+json layer_config(const Layer& layer, const std::string& context) {
+  const auto it = layer_table().find(layer.class_name());
+  if (it == layer_table().end()) {
+    throw IoError(context + "layer '" + layer.name() + "': class '" + layer.class_name() +
+                  "' is not supported by the file formats (known: " + known_classes() + ")");
+  }
+  return it->second.save(layer);
+}
+
+std::unique_ptr<Layer> layer_from_config(const std::string& class_name, const json& config,
+                                         const std::string& where, const std::string& context) {
+  const auto it = layer_table().find(class_name);
+  if (it == layer_table().end()) {
+    throw IoError(context + where + ": unknown layer class '" + class_name +
+                  "' (known: " + known_classes() + ")");
+  }
+  ConfigReader cfg(config, where, context);
+  try {
+    return it->second.load(cfg);
+  } catch (const IoError&) {
+    throw;
+  } catch (const Error& e) {
+    cfg.fail(e.what());
+  }
+}
+
+bool known_layer_class(const std::string& class_name) {
+  return layer_table().count(class_name) > 0;
+}
+std::string known_layer_classes() { return known_classes(); }
+
+}  // namespace detail
+
+void save_native_model(const Model& model, const std::string& path) {
   detail::write_file_atomic(path, serialize(model, path), "model file '" + path + "': ");
 }
 
@@ -1020,7 +1111,7 @@ Model::FlatGraph read_graph(const json& g, std::size_t layer_count, const std::s
   return out;
 }
 
-Model load_model(const std::string& path) {
+Model load_native_model(const std::string& path) {
   const std::string context = "model file '" + path + "': ";
   const Container file = open_container(path, context);
 
@@ -1207,10 +1298,6 @@ Model load_model(const std::string& path) {
   }
   load_compile(model, compile, context);
   return model;
-}
-
-void ModelCheckpoint::on_epoch_end(Model& model, int /*epoch*/, const Logs& /*logs*/) {
-  save_model(model, path_);
 }
 
 }  // namespace bnorm::io

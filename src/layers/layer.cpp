@@ -7,6 +7,27 @@
 
 namespace bnorm {
 
+namespace {
+// A standard normal redrawn until it lies within two standard deviations (TensorFlow's
+// truncated_normal).
+float truncated_standard_normal(Random& rng) {
+  for (;;) {
+    const float z = rng.normal();
+    if (z >= -2.0f && z <= 2.0f) return z;
+  }
+}
+const char* mode_name(Initializer::Mode m) {
+  return m == Initializer::Mode::fan_in    ? "fan_in"
+         : m == Initializer::Mode::fan_out ? "fan_out"
+                                           : "fan_avg";
+}
+const char* distribution_name(Initializer::Distribution d) {
+  return d == Initializer::Distribution::uniform              ? "uniform"
+         : d == Initializer::Distribution::untruncated_normal ? "untruncated_normal"
+                                                              : "truncated_normal";
+}
+}  // namespace
+
 void Initializer::apply(Tensor& t, Random& rng, std::int64_t fan_in, std::int64_t fan_out) const {
   switch (kind) {
     case Kind::zeros:
@@ -30,6 +51,28 @@ void Initializer::apply(Tensor& t, Random& rng, std::int64_t fan_in, std::int64_
     case Kind::random_normal:
       for (auto& v : t.values()) v = a + b * rng.normal();
       return;
+    case Kind::truncated_normal:
+      for (auto& v : t.values()) v = a + b * truncated_standard_normal(rng);
+      return;
+    case Kind::variance_scaling: {
+      // Keras VarianceScaling: scale / max(1, fan); the truncated normal's stddev is corrected
+      // by 0.87962566103423978, the stddev of a standard normal truncated to [-2, 2].
+      const double fan = mode == Mode::fan_in    ? double(fan_in)
+                         : mode == Mode::fan_out ? double(fan_out)
+                                                 : (double(fan_in) + double(fan_out)) / 2.0;
+      const double scale = double(a) / std::max(1.0, fan);
+      if (distribution == Distribution::uniform) {
+        const auto limit = static_cast<float>(std::sqrt(3.0 * scale));
+        for (auto& v : t.values()) v = rng.uniform(-limit, limit);
+      } else if (distribution == Distribution::untruncated_normal) {
+        const auto stddev = static_cast<float>(std::sqrt(scale));
+        for (auto& v : t.values()) v = stddev * rng.normal();
+      } else {
+        const auto stddev = static_cast<float>(std::sqrt(scale) / 0.87962566103423978);
+        for (auto& v : t.values()) v = stddev * truncated_standard_normal(rng);
+      }
+      return;
+    }
   }
 }
 
@@ -47,6 +90,11 @@ std::string Initializer::str() const {
       return "random_uniform(" + std::to_string(a) + ", " + std::to_string(b) + ")";
     case Kind::random_normal:
       return "random_normal(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+    case Kind::truncated_normal:
+      return "truncated_normal(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+    case Kind::variance_scaling:
+      return "variance_scaling(" + std::to_string(a) + ", " + mode_name(mode) + ", " +
+             distribution_name(distribution) + ")";
   }
   return "?";
 }

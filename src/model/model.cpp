@@ -1190,6 +1190,7 @@ Model::FlatGraph Model::flat_graph() const {
     FlatGraph::Call c;
     c.layer = index.at(st->primary);
     c.inputs = st->in;
+    c.output_shape = p.slot_shapes[static_cast<std::size_t>(st->out)];
     if (dynamic_cast<const BatchNormalization*>(st->primary)) c.inputs.resize(1);  // fused tail
     g.calls.push_back(std::move(c));
   }

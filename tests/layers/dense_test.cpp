@@ -56,6 +56,43 @@ TEST(Dense, GlorotUniformLimit) {
   EXPECT_NEAR(sum_sq / n, limit * limit / 3.0, 0.02 * limit * limit / 3.0);
 }
 
+// Keras VarianceScaling: variance scale / fan; the truncated normal is redrawn outside two
+// (corrected) standard deviations, so its samples have exactly the requested variance.
+TEST(Dense, VarianceScalingMatchesKerasMoments) {
+  using M = Initializer::Mode;
+  using D = Initializer::Distribution;
+  struct Case {
+    Initializer init;
+    double variance;  // fan_in 300, fan_out 200
+    double bound;     // 0: unbounded
+  };
+  const double he = 2.0 / 300, avg = 1.0 / 250;
+  const Case cases[] = {
+      {Initializer::variance_scaling(2.0f, M::fan_in, D::truncated_normal), he,
+       2.0 * std::sqrt(he) / 0.87962566103423978},
+      {Initializer::variance_scaling(2.0f, M::fan_in, D::uniform), he, std::sqrt(3.0 * he)},
+      {Initializer::variance_scaling(1.0f, M::fan_avg, D::untruncated_normal), avg, 0.0},
+      {Initializer::variance_scaling(3.0f, M::fan_out, D::uniform), 3.0 / 200,
+       std::sqrt(9.0 / 200)},
+      {Initializer::truncated_normal(0.0f, 0.1f), 0.1 * 0.1 * 0.7737413, 0.2},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.init.str());
+    Dense::Options o;
+    o.units = 200;
+    o.kernel_initializer = c.init;
+    Dense d(o);
+    Random rng(5);
+    d.build(Shape{300}, rng);
+    double sum_sq = 0.0;
+    for (float v : d.weights()[0]->value.values()) {
+      if (c.bound > 0) ASSERT_LE(std::abs(v), c.bound * (1 + 1e-6));
+      sum_sq += double(v) * v;
+    }
+    EXPECT_NEAR(sum_sq / 60000.0, c.variance, 0.03 * c.variance);
+  }
+}
+
 TEST(Dense, NoBiasHasOnlyAKernel) {
   Dense d(Dense::Options{.units = 3, .activation = "relu", .use_bias = false});
   Random rng(3);

@@ -29,6 +29,7 @@ Action add_train_command(CLI::App& app);
 Action add_evaluate_command(CLI::App& app);
 Action add_predict_command(CLI::App& app);
 Action add_summary_command(CLI::App& app);
+Action add_convert_command(CLI::App& app);
 Action add_bench_command(CLI::App& app);
 
 inline constexpr int kNumClasses = 10;

@@ -49,7 +49,7 @@ Action add_evaluate_command(CLI::App& app) {
   auto o = std::make_shared<EvaluateOptions>();
   CLI::App* cmd =
       app.add_subcommand("evaluate", "Test loss and accuracy of a saved model on Fashion-MNIST");
-  cmd->add_option("--model", o->model, "Model file written by bnorm train (.bnorm)")->required();
+  cmd->add_option("--model", o->model, "Model file: .bnorm, Keras .keras or legacy .h5 (format read from the content)")->required();
   cmd->add_option("--data", o->data, "Directory with the Fashion-MNIST IDX files")
       ->capture_default_str();
   cmd->add_option("--batch-size", o->batch_size, "Batch size")->capture_default_str();

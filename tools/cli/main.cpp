@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   add("evaluate", add_evaluate_command);
   add("predict", add_predict_command);
   add("summary", add_summary_command);
+  add("convert", add_convert_command);
   add("bench", add_bench_command);
 
   try {

@@ -34,7 +34,7 @@ void run_summary(const std::string& path) {
 Action add_summary_command(CLI::App& app) {
   auto path = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand("summary", "Print the layer table of a saved model");
-  cmd->add_option("--model", *path, "Model file written by bnorm train (.bnorm)")->required();
+  cmd->add_option("--model", *path, "Model file: .bnorm, Keras .keras or legacy .h5 (format read from the content)")->required();
   return [path] { run_summary(*path); };
 }
 

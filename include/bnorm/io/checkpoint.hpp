@@ -9,13 +9,28 @@
 
 namespace bnorm::io {
 
-// Atomic: writes "<path>.tmp-<pid>", flushes, then renames over `path`; on any failure the
-// previous file at `path` is left untouched and IoError is thrown.
+// The one entry for model files. Saving picks the format by the extension: ".keras" (Keras 3),
+// ".h5"/".hdf5" (legacy Keras HDF5), anything else bnorm's own format. Atomic: writes
+// "<path>.tmp-<pid>", flushes, then renames over `path`; on any failure the previous file at
+// `path` is left untouched and IoError is thrown.
 void save_model(const Model& model, const std::string& path);
-// IoError naming the file and the problem (not a bnorm model, truncated, checksum mismatch,
+// Loading picks the format by the file's content (bnorm's magic, a zip, an HDF5 signature), not
+// its name. IoError naming the file and the problem (not a model, truncated, checksum mismatch,
 // unknown layer class, weights that do not fit the architecture, ...).
 // A Sequential file gives a Model that converts to Sequential (Sequential m = load_model(p)).
 Model load_model(const std::string& path);
+
+// Keras weights-only files (.weights.h5, or legacy weights .h5) into a built model; IoError when
+// this bnorm was built without Keras support. See bnorm/io/keras.hpp load_keras_weights.
+void load_weights(Model& model, const std::string& path);
+
+// bnorm's own format (docs/model-format.md), whatever the file is called.
+void save_native_model(const Model& model, const std::string& path);
+Model load_native_model(const std::string& path);
+
+// Which format a file holds, from its first bytes: "bnorm", "keras" (a zip), "h5", or "" when
+// none (IoError when the file cannot be read).
+std::string model_file_format(const std::string& path);
 
 // Saves the model after every epoch (Keras ModelCheckpoint with save_best_only=false).
 // Because saves are atomic, a crash or a non-finite loss leaves the last good file intact.

@@ -29,10 +29,25 @@ struct Variable {
 
 // How a weight starts (Keras initializer names).
 struct Initializer {
-  enum class Kind { zeros, ones, constant, glorot_uniform, random_uniform, random_normal };
+  enum class Kind {
+    zeros,
+    ones,
+    constant,
+    glorot_uniform,
+    random_uniform,
+    random_normal,
+    truncated_normal,  // Keras TruncatedNormal(mean=a, stddev=b): redrawn outside 2 stddev
+    variance_scaling   // Keras VarianceScaling(scale=a, mode, distribution)
+  };
+  // VarianceScaling's fan (Keras "fan_in", "fan_out", "fan_avg") and distribution (Keras
+  // "truncated_normal", "untruncated_normal", "uniform").
+  enum class Mode { fan_in, fan_out, fan_avg };
+  enum class Distribution { truncated_normal, untruncated_normal, uniform };
   Kind kind = Kind::zeros;
-  float a = 0.0f;  // constant: value; random_uniform: min; random_normal: mean
-  float b = 0.0f;  // random_uniform: max; random_normal: stddev
+  float a = 0.0f;  // constant: value; random_uniform: min; *_normal: mean; variance_scaling: scale
+  float b = 0.0f;  // random_uniform: max; *_normal: stddev
+  Mode mode = Mode::fan_in;
+  Distribution distribution = Distribution::truncated_normal;
   static Initializer zeros() { return {Kind::zeros}; }
   static Initializer ones() { return {Kind::ones}; }
   static Initializer constant(float v) { return {Kind::constant, v}; }
@@ -42,6 +57,15 @@ struct Initializer {
   }
   static Initializer random_normal(float mean = 0.0f, float stddev = 0.05f) {
     return {Kind::random_normal, mean, stddev};
+  }
+  static Initializer truncated_normal(float mean = 0.0f, float stddev = 0.05f) {
+    return {Kind::truncated_normal, mean, stddev};
+  }
+  // Keras: he_normal = (2, fan_in, truncated_normal), he_uniform = (2, fan_in, uniform),
+  // lecun_* = scale 1 with fan_in, glorot_normal = (1, fan_avg, truncated_normal).
+  static Initializer variance_scaling(float scale = 1.0f, Mode mode = Mode::fan_in,
+                                      Distribution distribution = Distribution::truncated_normal) {
+    return {Kind::variance_scaling, scale, 0.0f, mode, distribution};
   }
   // Fills t; fan_in/fan_out are used by glorot_uniform (limit = sqrt(6 / (fan_in + fan_out))).
   void apply(Tensor& t, Random& rng, std::int64_t fan_in, std::int64_t fan_out) const;

@@ -186,6 +186,7 @@ class Model {
     struct Call {
       std::size_t layer = 0;
       std::vector<int> inputs;
+      Shape output_shape;  // per sample (informational: from_flat_graph infers it)
     };
     std::vector<Call> calls;
     std::vector<int> outputs;

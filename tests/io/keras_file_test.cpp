@@ -1,0 +1,224 @@
+// Keras model files: files written by real Keras 3 (tests/io/keras/make_files.py) load and
+// predict what Keras predicted; hostile variants are refused with one line naming the problem;
+// bnorm's own models survive .keras and .h5 round trips bit for bit.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/io/checkpoint.hpp"
+#include "bnorm/io/keras.hpp"
+#include "bnorm/layers/activation.hpp"
+#include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/layers/conv2d.hpp"
+#include "bnorm/layers/dense.hpp"
+#include "bnorm/layers/merge.hpp"
+#include "bnorm/layers/pooling.hpp"
+#include "bnorm/model/sequential.hpp"
+#include "fixture.hpp"
+#include "test_files.hpp"
+
+namespace bnorm {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::TempDir;
+
+fs::path keras_dir() { return fs::path(BNORM_SOURCE_DIR) / "tests" / "io" / "keras"; }
+std::string file(const std::string& name) { return (keras_dir() / name).string(); }
+
+// max |a - b| / max(1, |b|)
+double max_rel_error(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  double worst = 0.0;
+  for (std::int64_t i = 0; i < a.size(); ++i) {
+    const double d = std::abs(double(a.data()[i]) - double(b.data()[i])) /
+                     std::max(1.0, std::abs(double(b.data()[i])));
+    worst = std::max(worst, d);
+  }
+  return worst;
+}
+
+void expect_keras_predictions(Model& m) {
+  const Tensor x = parity::read_npy(keras_dir() / "small_x.npy").tensor();
+  const Tensor y = parity::read_npy(keras_dir() / "small_y.npy").tensor();
+  EXPECT_LT(max_rel_error(m.predict(x), y), 1e-5);
+}
+
+TEST(KerasFiles, LegacyH5FromKeras3PredictsWhatKerasPredicted) {
+  Model m = io::load_keras_h5(file("small.h5"));
+  EXPECT_TRUE(m.is_sequential());
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m.layer(1).name(), "bn");
+  expect_keras_predictions(m);
+}
+
+TEST(KerasFiles, DotKerasFromKeras3PredictsWhatKerasPredicted) {
+  Model m = io::load_keras(file("small.keras"));
+  EXPECT_TRUE(m.is_sequential());
+  expect_keras_predictions(m);
+}
+
+TEST(KerasFiles, LoadModelPicksTheFormatByContentNotName) {
+  TempDir dir;
+  fs::copy_file(file("small.keras"), dir.file("model.bin"));
+  fs::copy_file(file("small.h5"), dir.file("model.dat"));
+  EXPECT_EQ(io::model_file_format(dir.file("model.bin")), "keras");
+  EXPECT_EQ(io::model_file_format(dir.file("model.dat")), "h5");
+  Model a = io::load_model(dir.file("model.bin"));
+  Model b = io::load_model(dir.file("model.dat"));
+  expect_keras_predictions(a);
+  expect_keras_predictions(b);
+}
+
+TEST(KerasFiles, SplitLayerNamesAttributesAreConcatenated) {
+  Model m = io::load_keras_h5(file("split_layer_names.h5"));
+  expect_keras_predictions(m);
+}
+
+TEST(KerasFiles, CompileConfigIsApplied) {
+  Model m = io::load_keras(file("small.keras"));
+  // make_files.py saves an uncompiled model: nothing to apply.
+  EXPECT_FALSE(m.compiled());
+}
+
+void expect_refused(const std::string& name, const std::string& needle) {
+  SCOPED_TRACE(name);
+  try {
+    (void)io::load_model(file(name));
+    ADD_FAILURE() << "loaded " << name;
+  } catch (const IoError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(needle), std::string::npos) << what;
+    EXPECT_EQ(what.find('\n'), std::string::npos) << "not one line: " << what;
+  }
+}
+
+TEST(KerasFiles, HostileFilesAreRefusedWithOneLine) {
+  expect_refused("hostile_softlink.h5", "soft or external link");
+  expect_refused("hostile_extlink.h5", "soft or external link");
+  expect_refused("hostile_external_storage.h5", "external file");
+  expect_refused("hostile_virtual.h5", "virtual dataset");
+  expect_refused("hostile_bomb.h5", "needs (4, 3)");
+  expect_refused("hostile_wrong_shape.h5", "has shape (5, 3)");
+  expect_refused("hostile_nan.h5", "NaN");
+  expect_refused("hostile_lambda.h5", "Lambda");
+  expect_refused("hostile_module.keras", "module 'os'");
+  expect_refused("hostile_quantized.keras", "Int8DTypePolicy");
+  expect_refused("training_true.keras", "training=true");
+}
+
+TEST(KerasFiles, NonRegularFilesAreRefusedWithoutBlocking) {
+  TempDir dir;
+  const std::string fifo = dir.file("fifo.keras");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_THROW((void)io::load_keras(fifo), IoError);
+  EXPECT_THROW((void)io::load_model(fifo), IoError);
+  EXPECT_THROW((void)io::load_model(dir.path().string()), IoError);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips of bnorm's own models.
+
+void randomize(Model& m, std::uint64_t seed) {
+  Random rng(seed);
+  std::vector<Tensor> ws = m.get_weights();
+  std::size_t i = 0;
+  for (const auto& l : m.layers()) {
+    for (const Variable* v : l->weights()) {
+      Tensor& t = ws[i++];
+      for (auto& x : t.values())
+        x = v->name == "moving_variance" ? 0.5f + rng.uniform() : 2.0f * rng.uniform() - 1.0f;
+    }
+  }
+  m.set_weights(ws);
+}
+
+Tensor random_input(const Shape& per_sample, std::int64_t n, std::uint64_t seed) {
+  std::vector<std::int64_t> dims{n};
+  for (auto d : per_sample.dims()) dims.push_back(d);
+  Tensor x{Shape(dims)};
+  Random rng(seed);
+  for (auto& v : x.values()) v = 2.0f * rng.uniform() - 1.0f;
+  return x;
+}
+
+Model residual_model() {
+  Input x(Shape{6, 6, 3});
+  auto conv = std::make_shared<Conv2D>(4, 3, "same");
+  SymbolicTensor h = (*conv)(x);
+  h = BatchNormalization()(h);
+  h = Activation("relu")(h);
+  SymbolicTensor skip = Conv2D(4, 1)(x);
+  h = Add()({h, skip});
+  auto shared = std::make_shared<Conv2D>(4, 3, "same", "relu");
+  h = (*shared)(h);
+  h = (*shared)(h);  // a shared layer: two calls, one set of weights
+  h = GlobalAveragePooling2D()(h);
+  SymbolicTensor out = Dense(5, "softmax")(h);
+  Model m(x, out, "res");
+  return m;
+}
+
+TEST(KerasFiles, RoundTripsKeepEveryBit) {
+  TempDir dir;
+  Sequential seq(3, "seed_like");
+  seq.add(Input(Shape{8}));
+  seq.add(Dense(6, "relu"));
+  seq.add(BatchNormalization());
+  seq.add(Dense(3, "softmax"));
+  Model a(std::move(seq));
+  Model b = residual_model();
+  for (Model* m : {&a, &b}) {
+    randomize(*m, 11);
+    m->compile("adam", "sparse_categorical_crossentropy");
+    const Tensor x = random_input(*m->input_shape(), 4, 5);
+    const Tensor want = m->predict(x);
+    for (const char* ext : {".keras", ".h5"}) {
+      SCOPED_TRACE(m->name() + ext);
+      const std::string path = dir.file(m->name() + ext);
+      io::save_model(*m, path);
+      Model back = io::load_model(path);
+      EXPECT_EQ(back.is_sequential(), m->is_sequential());
+      EXPECT_EQ(back.size(), m->size());
+      EXPECT_EQ(back.count_params(), m->count_params());
+      const Tensor got = back.predict(x);
+      ASSERT_EQ(got.shape(), want.shape());
+      for (std::int64_t i = 0; i < got.size(); ++i) ASSERT_EQ(got.data()[i], want.data()[i]);
+      EXPECT_TRUE(back.compiled());
+    }
+  }
+}
+
+TEST(KerasFiles, SavedConfigHasKerasEnvelopes) {
+  TempDir dir;
+  Model m = residual_model();
+  io::save_keras(m, dir.file("m.keras"));
+  Model back = io::load_keras(dir.file("m.keras"));
+  EXPECT_EQ(back.layer(0).class_name(), "Conv2D");
+  EXPECT_FALSE(back.is_sequential());
+}
+
+TEST(KerasFiles, PyTorchStyleBatchNormCannotBeSavedAsKeras) {
+  TempDir dir;
+  Sequential seq;
+  seq.add(Input(Shape{4}));
+  BatchNormalization::Options o;
+  o.unbiased_moving_variance = true;
+  seq.add(BatchNormalization(o));
+  Model m(std::move(seq));
+  try {
+    io::save_keras(m, dir.file("m.keras"));
+    ADD_FAILURE() << "saved";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("unbiased_moving_variance"), std::string::npos);
+  }
+  EXPECT_FALSE(fs::exists(dir.file("m.keras")));
+}
+
+}  // namespace
+}  // namespace bnorm
