@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake ninja-build pkg-config
           libopenblas-dev libhwy-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
           libgtest-dev libgmock-dev googletest libprotobuf-dev protobuf-compiler
-          libbenchmark-dev libdnnl-dev libdlib-dev
+          libbenchmark-dev libdnnl-dev libdlib-dev libhdf5-dev
           dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
