@@ -80,6 +80,24 @@ TEST(KerasFiles, SplitLayerNamesAttributesAreConcatenated) {
   expect_keras_predictions(m);
 }
 
+// base(x, training=False) with a frozen base: BN on moving statistics and Dropout as the identity,
+// in predict and in fit alike, as in Keras.
+TEST(KerasFiles, FrozenBaseCalledWithTrainingFalseLoads) {
+  Model m = io::load_keras(file("training_false_frozen.keras"));
+  const Tensor x = parity::read_npy(keras_dir() / "small_x.npy").tensor();
+  const Tensor y = parity::read_npy(keras_dir() / "training_false_frozen_y.npy").tensor();
+  EXPECT_LT(max_rel_error(m.predict(x), y), 1e-5);
+  int bns = 0;
+  for (const auto& l : m.layers()) {
+    EXPECT_NE(l->class_name(), "Dropout");
+    if (l->class_name() == "BatchNormalization") {
+      ++bns;
+      EXPECT_FALSE(l->trainable());
+    }
+  }
+  EXPECT_EQ(bns, 1);
+}
+
 TEST(KerasFiles, CompileConfigIsApplied) {
   Model m = io::load_keras(file("small.keras"));
   // make_files.py saves an uncompiled model: nothing to apply.
@@ -109,7 +127,8 @@ TEST(KerasFiles, HostileFilesAreRefusedWithOneLine) {
   expect_refused("hostile_lambda.h5", "Lambda");
   expect_refused("hostile_module.keras", "module 'os'");
   expect_refused("hostile_quantized.keras", "Int8DTypePolicy");
-  expect_refused("training_true.keras", "training=true");
+  expect_refused("training_true.keras", "training=True");
+  expect_refused("training_false_trainable.keras", "set trainable=False");
 }
 
 TEST(KerasFiles, NonRegularFilesAreRefusedWithoutBlocking) {
@@ -119,6 +138,42 @@ TEST(KerasFiles, NonRegularFilesAreRefusedWithoutBlocking) {
   EXPECT_THROW((void)io::load_keras(fifo), IoError);
   EXPECT_THROW((void)io::load_model(fifo), IoError);
   EXPECT_THROW((void)io::load_model(dir.path().string()), IoError);
+}
+
+// Corrupted copies (bytes flipped, truncated) of real Keras files: each loads or is refused with
+// an IoError; never a crash, hang or another exception (ASan runs this in CI).
+TEST(KerasFiles, CorruptedFilesAreRefusedCleanly) {
+  for (const char* name : {"small.keras", "small.h5"}) {
+    std::ifstream in(file(name), std::ios::binary);
+    const std::vector<unsigned char> good((std::istreambuf_iterator<char>(in)), {});
+    ASSERT_GT(good.size(), 1000u);
+    TempDir dir;
+    Random rng(99);
+    int refused = 0;
+    for (int trial = 0; trial < 150; ++trial) {
+      std::vector<unsigned char> bad = good;
+      if (trial % 5 == 0) {
+        bad.resize(static_cast<std::size_t>(rng.uniform() * static_cast<float>(good.size())));
+      } else {
+        for (int k = 0; k < 1 + trial % 7; ++k) {
+          const auto at =
+              static_cast<std::size_t>(rng.uniform() * static_cast<float>(good.size() - 1));
+          bad[at] = static_cast<unsigned char>(rng.uniform() * 255.0f);
+        }
+      }
+      const std::string path = dir.file("bad");
+      std::ofstream(path, std::ios::binary)
+          .write(reinterpret_cast<const char*>(bad.data()),
+                 static_cast<std::streamsize>(bad.size()));
+      try {
+        Model m = io::load_model(path);
+        (void)m.count_params();
+      } catch (const IoError&) {
+        ++refused;
+      }
+    }
+    EXPECT_GT(refused, 10) << name;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -252,32 +252,37 @@ TensorRef ref_from_history(const json& h, const Where& w) {
   return {h[0].get<std::string>(), h[1].get<std::size_t>(), h[2].get<std::size_t>()};
 }
 
-// Refuses call arguments that would change what the layer computes (training=True baked into
-// a call is the classic: Keras would run that BN with batch statistics at inference).
-void check_call_kwargs(const json& kwargs, const Where& w) {
-  if (kwargs.is_null()) return;
+// A call's `training` keyword: unset (the usual), or baked into the graph by the model's author.
+enum class CallMode { unset, inference, training };
+
+// Reads call keyword arguments; `mask=None` and `training` are the only ones accepted.
+CallMode call_mode(const json& kwargs, const Where& w) {
+  CallMode mode = CallMode::unset;
+  if (kwargs.is_null()) return mode;
   if (!kwargs.is_object()) w.fail("call keyword arguments must be an object");
   for (auto it = kwargs.begin(); it != kwargs.end(); ++it) {
     if (it.key() == "mask" && it.value().is_null()) continue;
-    if (it.key() == "training") {
-      w.fail("is called with training=" + it.value().dump() +
-             " baked into the model; Keras would then run it in that mode at inference too, "
-             "which bnorm does not reproduce; rebuild the model without the argument");
+    if (it.key() == "training" && it.value().is_boolean()) {
+      mode = it.value().get<bool>() ? CallMode::training : CallMode::inference;
+      continue;
     }
+    if (it.key() == "training" && it.value().is_null()) continue;
     w.fail("call argument '" + it.key() + "' = " + it.value().dump().substr(0, 60) +
            " is not supported");
   }
+  return mode;
 }
 
 // One node's input references, from the Keras 3 form {"args": [...], "kwargs": {...}} or the
 // legacy form [[name, node, tensor, kwargs], ...].
-std::vector<TensorRef> node_inputs(const json& node, const Where& w) {
+std::vector<TensorRef> node_inputs(const json& node, const Where& w, CallMode& mode) {
   std::vector<TensorRef> refs;
+  mode = CallMode::unset;
   if (node.is_object()) {
     const json& args = member(node, "args", w);
     if (!args.is_array() || args.empty()) w.fail("a node's 'args' must be a non-empty list");
     if (args.size() > 1) w.fail("extra positional call arguments are not supported");
-    if (node.contains("kwargs")) check_call_kwargs(node["kwargs"], w);
+    if (node.contains("kwargs")) mode = call_mode(node["kwargs"], w);
     std::function<void(const json&)> collect = [&](const json& a) {
       if (a.is_array()) {
         if (a.size() > kMaxLayers) w.fail("implausibly many call inputs");
@@ -294,7 +299,7 @@ std::vector<TensorRef> node_inputs(const json& node, const Where& w) {
     for (const auto& e : node) {
       if (!e.is_array() || e.size() < 3) w.fail("a legacy inbound node entry must be a list");
       refs.push_back(ref_from_history(e, w));
-      if (e.size() > 3) check_call_kwargs(e[3], w);
+      if (e.size() > 3) mode = call_mode(e[3], w);
     }
   } else {
     w.fail("an inbound node must be an object or a list");
@@ -440,20 +445,18 @@ class Builder {
   }
 
   // Calls the instance on `xs` (nested) and returns its outputs.
+  // `inference`: the call (or an enclosing model's call) has training=False baked in.
   std::vector<SymbolicTensor> apply(Instance& inst, const std::vector<SymbolicTensor>& xs,
-                                    const std::string& where) {
+                                    const std::string& where, bool inference) {
     Where w{context_, where};
     if (inst.cls == "Sequential") {
       if (xs.size() != 1) w.fail("a Sequential model takes one input");
       SymbolicTensor h = xs[0];
       for (auto& e : inst.entries) {
         if (e.nested) {
-          h = apply(*e.nested, {h}, where + " '" + e.name + "'")[0];
-          if (e.nested->cls != "Sequential") {
-            // checked in apply
-          }
+          h = apply(*e.nested, {h}, where + " '" + e.name + "'", inference)[0];
         } else {
-          h = call(e.layer, {h}, Where{context_, where + " layer '" + e.name + "'"});
+          h = call(e.layer, {h}, Where{context_, where + " layer '" + e.name + "'"}, inference);
         }
       }
       return {h};
@@ -493,7 +496,15 @@ class Builder {
         if (e.cls == "InputLayer") continue;
         while (done[i] < e.nodes.size()) {
           Where nw{context_, where + " layer '" + e.name + "' node " + std::to_string(done[i])};
-          const auto refs = node_inputs(e.nodes[done[i]], nw);
+          CallMode mode = CallMode::unset;
+          const auto refs = node_inputs(e.nodes[done[i]], nw, mode);
+          if (mode == CallMode::training) {
+            nw.fail(
+                "is called with training=True baked into the model, so Keras runs it in "
+                "training mode at inference too (batch statistics, dropout); bnorm does not "
+                "reproduce that: rebuild the model without the argument");
+          }
+          const bool forced = inference || mode == CallMode::inference;
           std::vector<SymbolicTensor> args;
           bool ready = true;
           for (const auto& r : refs) {
@@ -509,9 +520,9 @@ class Builder {
           }
           if (!ready) break;
           if (e.nested) {
-            produced[e.name].push_back(apply(*e.nested, args, nw.where));
+            produced[e.name].push_back(apply(*e.nested, args, nw.where, forced));
           } else {
-            produced[e.name].push_back({call(e.layer, args, nw)});
+            produced[e.name].push_back({call(e.layer, args, nw, forced)});
           }
           ++done[i];
           --remaining;
@@ -531,7 +542,15 @@ class Builder {
     return result;
   }
 
-  std::vector<WeightSource>& sources() { return sources_; }
+  // The layers the graph calls (a Dropout left out as the identity is not among them).
+  std::vector<WeightSource> called_sources() const {
+    std::vector<WeightSource> out;
+    for (const auto& s : sources_) {
+      if (skipped_.count(s.layer.get()) && s.input_shape.rank() == 0) continue;
+      out.push_back(s);
+    }
+    return out;
+  }
   const std::string& context() const { return context_; }
 
   Shape parse_shape(const json& v, const Where& w) const {
@@ -573,8 +592,26 @@ class Builder {
            known_layer_classes() + ")");
   }
 
+  // training=False baked into a call means "inference behaviour, also inside fit()". bnorm
+  // reproduces it exactly where its own semantics agree: a Dropout so called is the identity
+  // (it is left out of the graph), a BatchNormalization must be non-trainable (bnorm, like
+  // Keras 3, then always normalizes with the moving statistics); anything else is refused.
   SymbolicTensor call(const std::shared_ptr<Layer>& layer, const std::vector<SymbolicTensor>& xs,
-                      const Where& w) {
+                      const Where& w, bool inference) {
+    if (inference) {
+      const std::string cls = layer->class_name();
+      if (cls == "Dropout" && xs.size() == 1) {
+        skipped_.insert(layer.get());
+        return xs[0];
+      }
+      if (cls == "BatchNormalization" && layer->trainable()) {
+        w.fail(
+            "is called with training=False baked into the model while trainable: Keras then "
+            "normalizes with the moving statistics even in fit() but still trains gamma and "
+            "beta, which bnorm does not reproduce; set trainable=False on it (or its model) or "
+            "rebuild the model without the argument");
+      }
+    }
     SymbolicTensor y;
     try {
       y = (*layer)(xs);
@@ -594,6 +631,7 @@ class Builder {
   const std::string& context_;
   bool legacy_;
   std::vector<WeightSource> sources_;
+  std::set<const Layer*> skipped_;
   std::set<std::string> names_;
 };
 
@@ -619,7 +657,7 @@ ParsedModel parse_model(const json& model, const std::string& context, bool lega
     p.input_shape = inst->input_shape;
     Input x(inst->input_shape);
     p.inputs = {x};
-    p.outputs = b.apply(*inst, {x}, "model '" + p.name + "'");
+    p.outputs = b.apply(*inst, {x}, "model '" + p.name + "'", false);
     p.sequential = plain_chain;
   } else {
     const auto ins = end_refs(member(inst->config, "input_layers", w), w);
@@ -632,9 +670,9 @@ ParsedModel parse_model(const json& model, const std::string& context, bool lega
       xs.push_back(Input(entry->input_shape, r.layer));
     }
     p.inputs = xs;
-    p.outputs = b.apply(*inst, xs, "model '" + p.name + "'");
+    p.outputs = b.apply(*inst, xs, "model '" + p.name + "'", false);
   }
-  p.layers = std::move(b.sources());
+  p.layers = b.called_sources();
   for (const auto& s : p.layers) {
     if (s.input_shape.rank() == 0) {
       throw IoError(context + "layer '" + s.layer->name() + "' is never called by the model");

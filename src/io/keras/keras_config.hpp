@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -63,5 +64,10 @@ std::vector<std::pair<const Layer*, std::string>> keras_weight_paths(const Model
 // Keras's order of a functional graph's operations (what Keras's model.layers lists): -(i + 1)
 // for input i, else an index into model.layers().
 std::vector<int> keras_operation_order(const Model::FlatGraph& graph);
+
+// The loaders on bytes in memory (what load_keras / load_keras_h5 read; the fuzz harnesses
+// call these directly).
+Model load_keras_bytes(std::span<const unsigned char> bytes, const std::string& context);
+Model load_h5_bytes(std::span<const unsigned char> bytes, const std::string& context);
 
 }  // namespace bnorm::io::detail::keras

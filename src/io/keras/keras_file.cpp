@@ -141,7 +141,11 @@ void write_weights(const detail::h5::Group& root, const Model& model) {
 
 Model load_keras(const std::string& path) {
   const std::string context = "Keras file '" + path + "': ";
-  const auto bytes = detail::read_file(path, context, kMaxFileBytes);
+  return detail::keras::load_keras_bytes(detail::read_file(path, context, kMaxFileBytes), context);
+}
+
+Model detail::keras::load_keras_bytes(std::span<const unsigned char> bytes,
+                                      const std::string& context) {
   const detail::ZipReader zip(bytes, context);
   for (const char* member : {"config.json", "model.weights.h5"}) {
     if (!zip.has(member))
@@ -233,7 +237,11 @@ LayerDatasets legacy_datasets(const detail::h5::Group& weights_root,
 
 Model load_keras_h5(const std::string& path) {
   const std::string context = "Keras HDF5 file '" + path + "': ";
-  const auto bytes = detail::read_file(path, context, kMaxFileBytes);
+  return detail::keras::load_h5_bytes(detail::read_file(path, context, kMaxFileBytes), context);
+}
+
+Model detail::keras::load_h5_bytes(std::span<const unsigned char> bytes,
+                                   const std::string& context) {
   const auto file = detail::h5::File::open(bytes, context);
   const auto root = file.root();
   const auto config_text = root.string_attr("model_config");

@@ -140,6 +140,24 @@ def main():
     h = keras.layers.Dense(3)(inp)
     h = keras.layers.BatchNormalization()(h, training=True)
     keras.Model(inp, keras.layers.Dense(2)(h)).save(out / "training_true.keras")
+    # Transfer learning's pattern: a frozen base called with training=False (accepted, exact),
+    # and the same base left trainable (refused: Keras would still train gamma/beta while
+    # normalizing with moving statistics).
+    for frozen in (True, False):
+        keras.utils.set_random_seed(3)
+        base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5), keras.layers.BatchNormalization(),
+                                 keras.layers.Dropout(0.5)], name="base")
+        rng = np.random.default_rng(3)
+        bn = base.layers[1]
+        bn.set_weights([rng.uniform(0.5, 1.5, 5).astype("float32"), rng.normal(size=5).astype("float32"),
+                        rng.normal(size=5).astype("float32"), rng.uniform(0.5, 2, 5).astype("float32")])
+        base.trainable = not frozen
+        inp = keras.Input((4,))
+        model = keras.Model(inp, keras.layers.Dense(2, name="head")(base(inp, training=False)))
+        name = "training_false_frozen" if frozen else "training_false_trainable"
+        model.save(out / f"{name}.keras")
+        if frozen:
+            np.save(out / f"{name}_y.npy", model.predict(x, verbose=0))
     print("written to", out)
 
 
