@@ -127,7 +127,15 @@ std::vector<ModelPlan> plan_models(const TrainOptions& o) {
     for (const auto& other : plans) {
       if (other.name == p.name) throw UsageError("--model " + m + " is given twice");
     }
-    if (is_resnet_preset(p.spec)) {
+    std::error_code ec;
+    const bool model_file = !named(m) && fs::is_regular_file(m, ec);
+    if (model_file) {
+      // A saved model (.bnorm, Keras .keras or .h5): trained further from its weights, with its
+      // own compile settings when the file has them.
+      p.name = fs::path(m).stem().string();
+      p.spec = "file " + m;
+      p.model = std::make_unique<Model>(io::load_model(m));
+    } else if (is_resnet_preset(p.spec)) {
       p.model = std::make_unique<Model>(make_resnet_preset(p.spec, o.seed, p.name));
     } else {
       auto chain = std::make_unique<Sequential>(o.seed, p.name);
@@ -136,8 +144,10 @@ std::vector<ModelPlan> plan_models(const TrainOptions& o) {
       p.model = std::move(chain);
     }
     check_classifier_output(*p.model, "model '" + p.name + "' (" + p.spec + ")");
-    p.model->compile(make_optimizer(o.optimizer, o.learning_rate),
-                     LossKind::sparse_categorical_crossentropy, {"accuracy"});
+    if (!model_file || !p.model->compiled()) {
+      p.model->compile(make_optimizer(o.optimizer, o.learning_rate),
+                       LossKind::sparse_categorical_crossentropy, {"accuracy"});
+    }
     plans.push_back(std::move(p));
   }
   return plans;
@@ -344,8 +354,10 @@ Action add_train_command(CLI::App& app) {
       "histories, checkpoints, summary.json and curves.svg");
   cmd->add_option(
          "--model", o->models,
-         "seed | seed-nobn | cnn | cnn-nobn | SPEC (e.g. \"dense64-relu,bn,dense10-softmax\"); "
-         "repeat to train several; default: seed and seed-nobn")
+         "seed | seed-nobn | cnn | cnn-nobn | resnet | resnet-nobn | SPEC (e.g. "
+         "\"dense64-relu,bn,dense10-softmax\") | a model file (.bnorm, Keras .keras or .h5, "
+         "trained further with its own compile settings); repeat to train several; default: seed "
+         "and seed-nobn")
       ->allow_extra_args(false);
   cmd->add_option("--epochs", o->epochs, "Number of epochs")->capture_default_str();
   cmd->add_option("--batch-size", o->batch_size, "Batch size")->capture_default_str();
