@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/io/checkpoint.hpp"
@@ -58,7 +59,17 @@ Model load_model(const std::string& path) {
 #else
   if (format == "keras" || format == "h5") no_keras(path);
 #endif
-  return load_native_model(path);  // also reports what is wrong with anything else
+  if (format.empty()) {
+    // Too short to tell, or a bnorm header cut short: the native reader says which.
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (!ec && size >= 8) {
+      throw IoError("model file '" + path +
+                    "': not a model file (neither a bnorm model, a Keras .keras archive nor a "
+                    "Keras HDF5 file)");
+    }
+  }
+  return load_native_model(path);
 }
 
 void save_model(const Model& model, const std::string& path) {

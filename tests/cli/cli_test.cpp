@@ -240,7 +240,7 @@ TEST(CliModelFile, Unreadable) {
   bnorm::testing::write_bytes(dir.file("junk.bnorm"), "this is not a model\n");
   for (const char* cmd : {"evaluate", "predict", "summary"}) {
     expect_one_line_error(bnorm(std::string(cmd) + " --model " + quote(dir.file("junk.bnorm"))),
-                          "not a bnorm model (bad magic)", 1);
+                          "not a model file", 1);
   }
 }
 

@@ -1,0 +1,83 @@
+// `bnorm convert` and Keras files on the command line: conversions in every direction keep the
+// model, bad files give one line and a non-zero exit, and summary/evaluate take Keras files.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <string>
+
+#include "io/test_files.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using bnorm::testing::read_bytes;
+using bnorm::testing::TempDir;
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+Result bnorm(const std::string& args) {
+  TempDir capture;
+  const std::string out = capture.file("stdout"), err = capture.file("stderr");
+  const std::string command = std::string("env -u BNORM_NUM_THREADS '") + BNORM_CLI_PATH + "' " +
+                              args + " >'" + out + "' 2>'" + err + "' </dev/null";
+  const int status = std::system(command.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_bytes(out);
+  r.err = read_bytes(err);
+  return r;
+}
+
+std::string keras_file(const std::string& name) {
+  return (fs::path(BNORM_SOURCE_DIR) / "tests" / "io" / "keras" / name).string();
+}
+
+void expect_one_line_error(const Result& r, const std::string& needle) {
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_EQ(r.err.rfind("bnorm: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+}
+
+TEST(CliConvert, EveryDirectionKeepsTheModel) {
+  TempDir dir;
+  const std::string a = dir.file("a.bnorm"), b = dir.file("b.h5"), c = dir.file("c.keras"),
+                    d = dir.file("d.bnorm");
+  Result r = bnorm("convert '" + keras_file("small.keras") + "' '" + a + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("(keras) -> "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("3 layers, 35 parameters"), std::string::npos) << r.out;
+  ASSERT_EQ(bnorm("convert '" + a + "' '" + b + "'").code, 0);
+  ASSERT_EQ(bnorm("convert '" + b + "' '" + c + "'").code, 0);
+  ASSERT_EQ(bnorm("convert '" + c + "' '" + d + "'").code, 0);
+  // Two conversions through Keras's formats give back the same bnorm file's weights: the
+  // summaries (shapes, parameter counts) are identical.
+  const Result s1 = bnorm("summary --model '" + a + "'");
+  const Result s2 = bnorm("summary --model '" + d + "'");
+  ASSERT_EQ(s1.code, 0) << s1.err;
+  EXPECT_EQ(s1.out, s2.out);
+  const Result s3 = bnorm("summary --model '" + c + "'");
+  EXPECT_EQ(s3.code, 0) << s3.err;
+  EXPECT_NE(s3.out.find("BatchNormalization"), std::string::npos) << s3.out;
+}
+
+TEST(CliConvert, RefusedFilesGiveOneLine) {
+  TempDir dir;
+  expect_one_line_error(
+      bnorm("convert '" + keras_file("hostile_lambda.h5") + "' '" + dir.file("x.bnorm") + "'"),
+      "Lambda");
+  expect_one_line_error(bnorm("summary --model '" + keras_file("hostile_softlink.h5") + "'"),
+                        "soft or external link");
+  expect_one_line_error(
+      bnorm("convert '" + keras_file("small_x.npy") + "' '" + dir.file("x.keras") + "'"),
+      "not a model file");
+  EXPECT_FALSE(fs::exists(dir.file("x.bnorm")));
+  EXPECT_FALSE(fs::exists(dir.file("x.keras")));
+}
+
+}  // namespace
