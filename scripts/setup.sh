@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config
-          libopenblas-dev libhwy-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
+          libopenblas-dev libhwy-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libzip-dev
           libgtest-dev libgmock-dev googletest libprotobuf-dev protobuf-compiler
           libbenchmark-dev libdnnl-dev libdlib-dev libhdf5-dev
           dataset-fashion-mnist)
