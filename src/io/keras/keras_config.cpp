@@ -168,6 +168,7 @@ json config_from_keras(const std::string& cls, const json& kcfg, const Where& w,
   if (!kcfg.is_object()) w.fail("key 'config' must be an object");
   json out = json::object();
   const bool bn = cls == "BatchNormalization";
+  const bool separable = cls == "SeparableConv2D" || cls == "DepthwiseConv2D";
   auto require = [&](bool ok, const std::string& key, const json& value, const std::string& what) {
     if (!ok) w.fail(what + " ('" + key + "': " + value.dump() + ") is not supported");
   };
@@ -185,6 +186,10 @@ json config_from_keras(const std::string& cls, const json& kcfg, const Where& w,
     } else if (key == "shared_object_id" || key == "batch_input_shape" || key == "batch_shape" ||
                key == "input_shape" || key == "input_dim" || key == "autocast") {
       // Bookkeeping (and the legacy first-layer input shape, read by the model parser).
+    } else if (separable && key == "kernel_initializer") {
+      // tf.keras 2's separable layers inherit Conv's kernel_* keys and never use them.
+    } else if (separable && (key == "kernel_regularizer" || key == "kernel_constraint")) {
+      require(v.is_null(), key, v, "a kernel regularizer or constraint on a separable layer");
     } else if (ends_with(key, "_initializer")) {
       out[key] = initializer_from_keras(v, Where{w.context, w.where + " " + key});
     } else if (key == "activity_regularizer") {
@@ -241,6 +246,9 @@ std::string numbered(const std::string& base, int n) {
 struct TensorRef {
   std::string layer;
   std::size_t node = 0, tensor = 0;
+  // Written in a form that counts a nested model's own construction as its node 0 (tf.keras 2
+  // node lists, and input_layers/output_layers): such an index is one past the call's.
+  bool counts_built_in_node = false;
 };
 
 TensorRef ref_from_history(const json& h, const Where& w) {
@@ -299,6 +307,7 @@ std::vector<TensorRef> node_inputs(const json& node, const Where& w, CallMode& m
     for (const auto& e : node) {
       if (!e.is_array() || e.size() < 3) w.fail("a legacy inbound node entry must be a list");
       refs.push_back(ref_from_history(e, w));
+      refs.back().counts_built_in_node = true;
       if (e.size() > 3) mode = call_mode(e[3], w);
     }
   } else {
@@ -310,10 +319,17 @@ std::vector<TensorRef> node_inputs(const json& node, const Where& w, CallMode& m
 
 // [name, node, tensor] or a list of them (input_layers / output_layers).
 std::vector<TensorRef> end_refs(const json& v, const Where& w) {
-  if (v.is_array() && v.size() >= 3 && v[0].is_string()) return {ref_from_history(v, w)};
-  if (!v.is_array()) w.fail("input_layers/output_layers must be a list (dicts are not supported)");
   std::vector<TensorRef> out;
-  for (const auto& e : v) out.push_back(ref_from_history(e, w));
+  if (v.is_array() && v.size() >= 3 && v[0].is_string()) {
+    out = {ref_from_history(v, w)};
+    out[0].counts_built_in_node = true;
+    return out;
+  }
+  if (!v.is_array()) w.fail("input_layers/output_layers must be a list (dicts are not supported)");
+  for (const auto& e : v) {
+    out.push_back(ref_from_history(e, w));
+    out.back().counts_built_in_node = true;
+  }
   if (out.empty()) w.fail("a model needs at least one input and one output");
   return out;
 }
@@ -338,6 +354,7 @@ class Builder {
       Shape input_shape;  // InputLayer
     };
     std::vector<Entry> entries;
+    bool legacy_nodes = false;  // tf.keras 2 node lists
   };
 
   std::shared_ptr<Instance> instantiate(const json& model, const std::string& keras_prefix,
@@ -382,6 +399,8 @@ class Builder {
       if (!seq) {
         e.nodes = l.contains("inbound_nodes") ? l["inbound_nodes"] : json::array();
         if (!e.nodes.is_array()) lw.fail("key 'inbound_nodes' must be a list");
+        for (const auto& n : e.nodes)
+          if (n.is_array()) inst->legacy_nodes = true;
       }
       // .keras weights path: Sequential lists exclude the InputLayer, Functional ones include it.
       std::string path;
@@ -507,7 +526,8 @@ class Builder {
           const bool forced = inference || mode == CallMode::inference;
           std::vector<SymbolicTensor> args;
           bool ready = true;
-          for (const auto& r : refs) {
+          for (auto r : refs) {
+            r.node = call_index(r, by_name, inst.legacy_nodes);
             const auto it = produced.find(r.layer);
             if (it == produced.end() || r.node >= it->second.size()) {
               ready = false;
@@ -532,7 +552,8 @@ class Builder {
       if (!progress) w.fail("the graph has loops, or nodes whose inputs never exist");
     }
     std::vector<SymbolicTensor> result;
-    for (const auto& r : outs) {
+    for (auto r : outs) {
+      r.node = call_index(r, by_name, inst.legacy_nodes);
       const auto it = produced.find(r.layer);
       if (it == produced.end() || r.node >= it->second.size() ||
           r.tensor >= it->second[r.node].size())
@@ -590,6 +611,21 @@ class Builder {
     }
     w.fail("layer class '" + cls + "' is not supported (bnorm implements: InputLayer, " +
            known_layer_classes() + ")");
+  }
+
+  // The call of `r.layer` a reference means. Keras counts a nested functional model's own
+  // construction as its node 0 where it writes input_layers/output_layers, and tf.keras 2 did so
+  // in node lists for any nested model built on an Input; Keras 3's {"args"} nodes count calls
+  // from 0.
+  static std::size_t call_index(const TensorRef& r,
+                                const std::map<std::string, const Instance::Entry*>& by_name,
+                                bool legacy) {
+    if (!r.counts_built_in_node || r.node == 0) return r.node;
+    const auto it = by_name.find(r.layer);
+    if (it == by_name.end() || !it->second->nested) return r.node;
+    const std::string& cls = it->second->cls;
+    const bool shifted = cls == "Functional" || cls == "Model" || (legacy && cls == "Sequential");
+    return shifted ? r.node - 1 : r.node;
   }
 
   // training=False baked into a call means "inference behaviour, also inside fit()". bnorm
