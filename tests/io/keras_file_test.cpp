@@ -75,6 +75,30 @@ TEST(KerasFiles, LoadModelPicksTheFormatByContentNotName) {
   expect_keras_predictions(b);
 }
 
+// Weights-only files into a model of the same architecture (its own weights overwritten).
+TEST(KerasFiles, WeightsOnlyFilesInBothLayouts) {
+  for (const char* name : {"small.weights.h5", "small_legacy_weights.h5"}) {
+    SCOPED_TRACE(name);
+    Model m = io::load_keras(file("small.keras"));
+    std::vector<Tensor> zeros = m.get_weights();
+    for (auto& t : zeros) t.fill(0.5f);
+    m.set_weights(zeros);
+    io::load_keras_weights(m, file(name));
+    expect_keras_predictions(m);
+  }
+  // A model whose layers do not fit the file is refused and keeps its weights: a shape that
+  // differs, or layers the file has and the model lacks.
+  for (std::int64_t units : {5, 3}) {
+    Sequential other;
+    other.add(Input(Shape{4}));
+    other.add(Dense(units));
+    Model o(std::move(other));
+    const auto before = o.get_weights();
+    EXPECT_THROW(io::load_keras_weights(o, file("small_legacy_weights.h5")), IoError);
+    EXPECT_EQ(o.get_weights()[0].values()[0], before[0].values()[0]);
+  }
+}
+
 TEST(KerasFiles, SplitLayerNamesAttributesAreConcatenated) {
   Model m = io::load_keras_h5(file("split_layer_names.h5"));
   expect_keras_predictions(m);

@@ -375,9 +375,22 @@ void load_keras_weights(Model& model, const std::string& path) {
     if (!names)
       throw IoError(context + "has neither layer_names nor a layers group (not Keras weights)");
     const std::set<std::string> listed(names->begin(), names->end());
+    std::set<std::string> used;
     for (const auto& l : model.layers()) {
       if (l->weights().empty()) continue;
       take(*l, legacy_datasets(wroot, listed, l->name(), "", context, l->name()));
+      used.insert(l->name());
+    }
+    // Like Keras's load_weights: every layer the file has weights for must be in the model.
+    std::string extra;
+    for (const auto& n : *names) {
+      if (used.count(n)) continue;
+      const auto g = wroot.find_group(n);
+      const auto w = g ? g->string_list_attr("weight_names") : std::nullopt;
+      if (w && !w->empty()) extra += (extra.empty() ? "" : ", ") + n;
+    }
+    if (!extra.empty()) {
+      throw IoError(context + "has weights for layers the model does not have: " + extra);
     }
   }
   try {

@@ -51,6 +51,11 @@ def main():
     np.save(out / "small_y.npy", m.predict(x, verbose=0))
     m.save(out / "small.h5")
     m.save(out / "small.keras")
+    # Weights only: Keras 3's layout, and the legacy root layout keras.applications ships.
+    m.save_weights(out / "small.weights.h5")
+    from keras.src.legacy.saving import legacy_h5_format
+    with h5py.File(out / "small_legacy_weights.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, m)
     h5 = out / "small.h5"
     with h5py.File(h5) as f:
         names = [n.decode() if isinstance(n, bytes) else n for n in f["model_weights/dense"].attrs["weight_names"]]
