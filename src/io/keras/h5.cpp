@@ -264,6 +264,8 @@ std::optional<DatasetInfo> Group::find_dataset(const std::string& rel) const {
     fail(rel, "HDF5 cannot read the shape");
   }
   DatasetInfo info;
+  const std::uint64_t type_bytes = H5Tget_size(id(type));
+  if (type_bytes == 0 || type_bytes > 16) fail(rel, "has an unsupported element size");
   for (int i = 0; i < rank; ++i) {
     if (dims[i] > (hsize_t{1} << 40)) fail(rel, "declares an implausible dimension");
     info.dims.push_back(static_cast<std::int64_t>(dims[i]));
@@ -271,6 +273,16 @@ std::optional<DatasetInfo> Group::find_dataset(const std::string& rel) const {
       fail(rel, "declares an implausible number of elements");
     }
     info.elements *= dims[i];
+  }
+  // Declared vs stored bytes, before anyone allocates for the dataset (Keras's
+  // safe_get_h5_dataset rule, CVE-2026-12570): a dataset that stores nothing, or declares far
+  // more than it stores, is refused.
+  const std::uint64_t declared = info.elements * type_bytes;
+  const std::uint64_t stored = H5Dget_storage_size(id(ds));
+  if (declared > 0 && stored == 0) fail(rel, "stores no data");
+  if (declared > kRatioFloor && declared / kMaxRatio > stored) {
+    fail(rel, "declares " + std::to_string(declared) + " bytes but stores " +
+                  std::to_string(stored) + " (more than 1000x); refused");
   }
   return info;
 }
@@ -288,13 +300,6 @@ void Group::read_floats(const std::string& rel, const std::vector<std::int64_t>&
     fail(rel, "has shape " + str(info->dims) + "; the layer needs " + str(dims));
   }
   Handle ds = open_dataset(rel);
-  const std::uint64_t declared = info->elements * 4;
-  const std::uint64_t stored = H5Dget_storage_size(id(ds));
-  if (declared > 0 && stored == 0) fail(rel, "stores no data");
-  if (declared > kRatioFloor && declared / kMaxRatio > stored) {
-    fail(rel, "declares " + std::to_string(declared) + " bytes but stores " +
-                  std::to_string(stored) + " (more than 1000x); refused");
-  }
   if (info->elements == 0) return;
   if (H5Dread(id(ds), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
     fail(rel, "HDF5 cannot read the data (corrupt, or a type that does not convert to float32)");

@@ -93,6 +93,19 @@ def main():
                          compression="gzip", fillvalue=0.0)
     copy_h5(h5, out / "hostile_bomb.h5", bomb)
 
+    def bomb_config(f):
+        # The config itself asks for a huge layer (units 2^27: a 2 GiB kernel) and the dataset
+        # declares exactly that shape, stored as a few compressed chunks: refused before the
+        # model is built, so nothing is allocated for it.
+        cfg = json.loads(f.attrs["model_config"])
+        cfg["config"]["layers"][1]["config"]["units"] = 1 << 27
+        f.attrs["model_config"] = json.dumps(cfg)
+        del f[kernel]
+        d = f.create_dataset(kernel, shape=(4, 1 << 27), dtype="float32", chunks=(1, 1 << 20),
+                             compression="gzip")
+        d[0, :16] = 1.0
+    copy_h5(h5, out / "hostile_bomb_config.h5", bomb_config)
+
     def wrong_shape(f):
         del f[kernel]
         f.create_dataset(kernel, data=np.zeros((5, 3), "float32"))
