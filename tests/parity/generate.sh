@@ -3,11 +3,15 @@
 #
 #   tests/parity/generate.sh            # all families
 #   tests/parity/generate.sh --only onnx
+#   tests/parity/generate.sh --only keras_files
 #
 # Creates (once) a virtualenv OUTSIDE the repository, installs the pinned
 # requirements from PyPI, runs generate_fixtures.py (which rewrites
-# tests/parity/fixtures/ and tests/parity/onnx/) and then the independent
-# numpy check check_fixtures.py.  See docs/parity-fixtures.md.
+# tests/parity/fixtures/ and tests/parity/onnx/), the independent numpy check
+# check_fixtures.py, and generate_keras_files.py (Keras model files in
+# tests/parity/fixtures/keras_files/; with --only only as
+# `--only keras_files`, which runs nothing else).
+# See docs/parity-fixtures.md.
 #
 # Environment:
 #   BNORM_PARITY_VENV  virtualenv path (default: <repo>/../venv-parity)
@@ -45,5 +49,16 @@ export CUDA_VISIBLE_DEVICES=""
 export TF_CPP_MIN_LOG_LEVEL=2
 export KERAS_BACKEND=tensorflow
 cd "$repo"
+# Whole Keras model files (fixtures/keras_files) come from their own script:
+# run after the other families, alone with `--only keras_files`, and not at
+# all when --only picks other families.
+if [ "$*" = "--only keras_files" ] || [ "$*" = "--only=keras_files" ]; then
+  "$venv/bin/python" tests/parity/generate_keras_files.py
+  exit 0
+fi
 "$venv/bin/python" tests/parity/generate_fixtures.py "$@"
 "$venv/bin/python" tests/parity/check_fixtures.py
+case " $* " in
+  *" --only "* | *" --only="*) ;;
+  *) "$venv/bin/python" tests/parity/generate_keras_files.py ;;
+esac
