@@ -106,6 +106,7 @@ TEST(KerasFilesParity, EveryCaseFromEveryKerasFile) {
         continue;
       }
       Model m = io::load_model(path.string());
+      if (meta.value("compiled", false)) EXPECT_TRUE(m.compiled()) << "compile_config not applied";
       const double err = worst_error(predict(m, arrays(dir, "x")), arrays(dir, "y"));
       EXPECT_LE(err, kTolerance);
       if (err > worst) {

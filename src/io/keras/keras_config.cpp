@@ -833,6 +833,8 @@ void apply_compile(Model& model, const json& compile, bool legacy) {
   };
   add_metric(m);
   try {
+    // tf.keras 2 names its optimizers "Custom>Adam" in training_config.
+    if (opt_name.rfind("Custom>", 0) == 0) opt_name = opt_name.substr(7);
     std::string lower = opt_name;
     for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     auto optimizer = make_optimizer(lower, values);
