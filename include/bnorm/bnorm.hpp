@@ -7,6 +7,7 @@
 #include "bnorm/core/random.hpp"
 #include "bnorm/core/tensor.hpp"
 #include "bnorm/io/checkpoint.hpp"
+#include "bnorm/io/data.hpp"
 #include "bnorm/io/keras.hpp"
 #include "bnorm/io/idx.hpp"
 #include "bnorm/layers/activation.hpp"

@@ -65,6 +65,28 @@ void check_limit(std::int64_t limit, const char* option) {
   }
 }
 
+void check_rescale(const std::string& rescale) {
+  if (rescale != "auto" && rescale != "none") {
+    throw UsageError("--rescale must be auto or none; received '" + rescale + "'");
+  }
+}
+
+io::Rescale rescale_mode(const std::string& rescale) {
+  check_rescale(rescale);
+  return rescale == "none" ? io::Rescale::none : io::Rescale::uint8_unit;
+}
+
+bool looks_like_zip(const std::string& path) {
+  // Non-blocking, so that a FIFO without a writer cannot hang the check.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  unsigned char head[4] = {0, 0, 0, 0};
+  const ssize_t got = ::read(fd, head, sizeof head);
+  ::close(fd);
+  return got == 4 && head[0] == 'P' && head[1] == 'K' &&
+         ((head[2] == 3 && head[3] == 4) || (head[2] == 5 && head[3] == 6));
+}
+
 Tensor first_rows(Tensor t, std::int64_t limit) {
   if (limit <= 0 || limit >= t.shape()[0]) return t;
   return t.slice_rows(0, limit);
@@ -115,8 +137,7 @@ TestSet load_train_set(const std::string& dir, std::int64_t limit) {
   return load_split(dir, "train", limit);
 }
 
-Shape fashion_mnist_input_shape(const Model& model) {
-  constexpr std::int64_t kSide = 28;
+Shape model_input_shape(const Model& model, const Shape& sample) {
   std::optional<std::string> data_format;
   if (model.size() > 0) {
     const Layer& first = model.layer(std::size_t{0});
@@ -128,19 +149,35 @@ Shape fashion_mnist_input_shape(const Model& model) {
       data_format = gap->options().data_format;
     }
   }
-  if (!data_format) return Shape{kSide * kSide};
-  if (*data_format == "channels_first") return Shape{1, kSide, kSide};
-  return Shape{kSide, kSide, 1};
+  if (!data_format) return Shape{sample.size()};
+  if (sample.rank() == 3) return sample;
+  if (sample.rank() != 2) {
+    throw ShapeError("model '" + model.name() + "' starts with an image layer (" +
+                     model.layer(std::size_t{0}).class_name() +
+                     ") that takes samples of shape (height, width) or (height, width, "
+                     "channels); the data's samples have shape " +
+                     sample.str());
+  }
+  if (*data_format == "channels_first") return Shape{1, sample[0], sample[1]};
+  return Shape{sample[0], sample[1], 1};
+}
+
+Shape fashion_mnist_input_shape(const Model& model) {
+  constexpr std::int64_t kSide = 28;
+  return model_input_shape(model, Shape{kSide, kSide});
 }
 
 bool is_resnet_preset(const std::string& spec) {
   return spec == kResNetPreset || spec == kResNetNoBnPreset;
 }
 
-Model make_resnet_preset(const std::string& spec, std::uint64_t seed, std::string name) {
+Model make_resnet_preset(const std::string& spec, std::uint64_t seed, std::string name,
+                         const Shape& input_shape, std::int64_t classes) {
   if (!is_resnet_preset(spec)) throw ValueError("'" + spec + "' is not a resnet preset");
   ResNetOptions r;
   r.batch_norm = spec == kResNetPreset;
+  r.input_shape = input_shape;
+  r.classes = classes;
   return resnet(r, seed, std::move(name));
 }
 
@@ -151,12 +188,13 @@ Tensor as_model_input(Tensor images, const Model& model) {
   }
   const Shape& per_sample = *model.input_shape();
   const std::int64_t n = images.shape()[0];
-  const std::int64_t image_size = images.size() / std::max<std::int64_t>(n, 1);
-  if (per_sample.size() != image_size) {
+  const std::vector<std::int64_t> sample(images.shape().dims().begin() + 1,
+                                         images.shape().dims().end());
+  const Shape sample_shape(sample);
+  if (per_sample.size() != sample_shape.size()) {
     throw ShapeError("model '" + model.name() + "' expects inputs of shape " + per_sample.str() +
-                     " (" + std::to_string(per_sample.size()) + " values), but the images are " +
-                     Shape({images.shape()[1], images.shape()[2]}).str() + " (" +
-                     std::to_string(image_size) + " values)");
+                     " (" + std::to_string(per_sample.size()) + " values), but the samples are " +
+                     sample_shape.str() + " (" + std::to_string(sample_shape.size()) + " values)");
   }
   std::vector<std::int64_t> dims{n};
   for (auto d : per_sample.dims()) dims.push_back(d);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "bnorm/core/tensor.hpp"
+#include "bnorm/io/data.hpp"
 #include "bnorm/model/sequential.hpp"
 
 namespace CLI {
@@ -42,6 +43,12 @@ inline constexpr std::array<const char*, kNumClasses> kClassNames = {
 void check_batch_size(std::int64_t batch_size);
 void check_threads(int threads);
 void check_limit(std::int64_t limit, const char* option);
+// --rescale auto | none; UsageError otherwise. rescale_mode: auto divides uint8 data by 255 (as
+// the Fashion-MNIST IDX loader does), none keeps the stored values.
+void check_rescale(const std::string& rescale);
+io::Rescale rescale_mode(const std::string& rescale);
+// True when the file starts with a zip signature ("PK\3\4" or the empty archive's "PK\5\6").
+bool looks_like_zip(const std::string& path);
 
 // Environment variable giving the thread count when --threads is absent.
 inline constexpr const char* kThreadsEnv = "BNORM_NUM_THREADS";
@@ -66,12 +73,15 @@ struct TestSet {
 TestSet load_test_set(const std::string& dir, std::int64_t limit);
 TestSet load_train_set(const std::string& dir, std::int64_t limit);
 
-// The per-sample input shape for Fashion-MNIST images given a model's first layer: (28, 28, 1)
-// when it is an image layer (Conv2D, pooling; (1, 28, 28) with data_format channels_first),
-// else the flattened (784,).
+// The per-sample input shape a model built from a spec gets for samples of shape `sample`, from
+// its first layer: an image layer (Conv2D, pooling) takes (H, W, C) samples as they are and
+// (H, W) samples as (H, W, 1) ((1, H, W) with data_format channels_first); any other first layer
+// takes the samples flattened, e.g. (784,). ShapeError for samples an image layer cannot take.
+Shape model_input_shape(const Model& model, const Shape& sample);
+// model_input_shape for Fashion-MNIST's (28, 28) images: (28, 28, 1), (1, 28, 28) or (784,).
 Shape fashion_mnist_input_shape(const Model& model);
-// Images (N, H, W) viewed with the model's per-sample input shape, e.g. (N, 784), reusing their
-// storage; ShapeError when the sizes differ or the model has no input shape.
+// Samples (N, ...) viewed with the model's per-sample input shape, e.g. (N, 784), reusing their
+// storage; ShapeError when the per-sample sizes differ or the model has no input shape.
 Tensor as_model_input(Tensor images, const Model& model);
 // The functional presets (bnorm::resnet) have no spec string: these stand where a spec would,
 // in `train`'s and `bench train`'s named models and in their JSON "spec" fields.
@@ -81,8 +91,10 @@ inline constexpr const char* kResNetNoBnPreset =
 // True when `spec` is kResNetPreset or kResNetNoBnPreset.
 bool is_resnet_preset(const std::string& spec);
 // The preset's network (bnorm::resnet with default options; batch_norm off for
-// kResNetNoBnPreset), built for (28, 28, 1) input, not compiled. ValueError for another spec.
-Model make_resnet_preset(const std::string& spec, std::uint64_t seed, std::string name);
+// kResNetNoBnPreset), built for `input_shape` (H, W, C) and `classes` outputs, not compiled.
+// ValueError for another spec.
+Model make_resnet_preset(const std::string& spec, std::uint64_t seed, std::string name,
+                         const Shape& input_shape = Shape{28, 28, 1}, std::int64_t classes = 10);
 
 // ShapeError unless the model outputs one value per Fashion-MNIST class.
 void check_classifier_output(const Model& model, const std::string& what);

@@ -1,4 +1,5 @@
-// bnorm predict — class probabilities of a saved model for chosen test images.
+// bnorm predict — class probabilities of a saved model for chosen Fashion-MNIST test images, or
+// any model's outputs for the rows of a .npy file (--input, --output).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstring>
@@ -7,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "bnorm/core/error.hpp"
+#include "bnorm/io/data.hpp"
 #include "bnorm/io/idx.hpp"
 #include "common.hpp"
 
@@ -18,9 +21,89 @@ struct PredictOptions {
   std::string model;
   std::string data = io::kDefaultFashionMnistDir;
   std::vector<std::int64_t> indices{0};
+  std::string input;   // FILE.npy: predict every row
+  std::string output;  // FILE.npy: the outputs, float32
+  std::string rescale = "auto";
+  std::int64_t batch_size = 32;
+  bool indices_given = false;
+  bool data_given = false;
 };
 
+// Rows printed without --output; the rest are counted.
+constexpr std::int64_t kPrintedRows = 20;
+
+// The input viewed as (N, model input...): samples whose size is the model's per-sample size
+// (e.g. (N, 28, 28) for a (784,) model, as train does), or one sample of exactly the model's
+// per-sample shape.
+Tensor as_batch(Tensor x, const Model& model, const std::string& path) {
+  if (!model.input_shape()) {
+    throw ShapeError("model '" + model.name() + "' has no input shape (it was saved unbuilt)");
+  }
+  const Shape& per_sample = *model.input_shape();
+  if (x.shape() == per_sample && x.rank() < Shape::kMaxRank) {
+    std::vector<std::int64_t> dims{1};
+    for (auto d : per_sample.dims()) dims.push_back(d);
+    return std::move(x).reshaped(Shape(dims));
+  }
+  const std::vector<std::int64_t> sample(x.shape().dims().begin() + 1, x.shape().dims().end());
+  if (Shape(sample).size() != per_sample.size()) {
+    throw ShapeError("'" + path + "' holds shape " + x.shape().str() + ", samples of shape " +
+                     Shape(sample).str() + "; model '" + model.name() +
+                     "' takes samples of shape " + per_sample.str() + " (" +
+                     std::to_string(per_sample.size()) + " values)");
+  }
+  return as_model_input(std::move(x), model);
+}
+
+void run_predict_input(const PredictOptions& o) {
+  if (o.indices_given || o.data_given) {
+    throw UsageError(std::string(o.indices_given ? "--index" : "--data") +
+                     " picks Fashion-MNIST test images; with --input every row of the file is "
+                     "predicted");
+  }
+  check_batch_size(o.batch_size);
+  configure_threads(false, 0);
+  Model model = load_model_for_inference(o.model);
+  if (model.inputs().size() > 1) {
+    throw UsageError("model '" + o.model + "' takes " + std::to_string(model.inputs().size()) +
+                     " inputs; --input feeds a model with one");
+  }
+  const Tensor x = as_batch(io::read_npy(o.input, rescale_mode(o.rescale)), model, o.input);
+  const Tensor y = model.predict(x, o.batch_size);
+  const std::int64_t n = y.shape()[0];
+  if (!o.output.empty()) {
+    io::write_npy(o.output, y);
+    std::printf("%s: %lld sample%s -> outputs %s written to %s\n", o.input.c_str(),
+                static_cast<long long>(n), n == 1 ? "" : "s", y.shape().str().c_str(),
+                o.output.c_str());
+    return;
+  }
+  std::printf("%s: %lld sample%s of shape %s -> model '%s' outputs %s\n", o.input.c_str(),
+              static_cast<long long>(n), n == 1 ? "" : "s", model.input_shape()->str().c_str(),
+              model.name().c_str(), y.shape().str().c_str());
+  const std::int64_t per_row = n > 0 ? y.size() / n : 0;
+  for (std::int64_t i = 0; i < n && i < kPrintedRows; ++i) {
+    const float* row = y.data() + i * per_row;
+    if (per_row == 1) {
+      std::printf("row %lld: %.6f\n", static_cast<long long>(i), static_cast<double>(row[0]));
+      continue;
+    }
+    std::int64_t best = 0;
+    for (std::int64_t c = 1; c < per_row; ++c) {
+      if (row[c] > row[best]) best = c;
+    }
+    std::printf("row %lld: argmax %lld (%.6f)\n", static_cast<long long>(i),
+                static_cast<long long>(best), static_cast<double>(row[best]));
+  }
+  if (n > kPrintedRows) {
+    std::printf("... %lld more rows (--output FILE.npy writes every output)\n",
+                static_cast<long long>(n - kPrintedRows));
+  }
+}
+
 void run_predict(const PredictOptions& o) {
+  if (!o.input.empty()) return run_predict_input(o);
+  if (!o.output.empty()) throw UsageError("--output needs --input FILE.npy");
   configure_threads(false, 0);  // BNORM_NUM_THREADS, as train and evaluate
   Model model = load_model_for_inference(o.model);
   check_classifier_output(model, "model '" + o.model + "'");
@@ -66,14 +149,32 @@ void run_predict(const PredictOptions& o) {
 Action add_predict_command(CLI::App& app) {
   auto o = std::make_shared<PredictOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "predict", "Predicted class and the 10 class probabilities for chosen test images");
-  cmd->add_option("--model", o->model, "Model file written by bnorm train (.bnorm)")->required();
+      "predict",
+      "Predicted class and the 10 class probabilities for chosen Fashion-MNIST test images, or "
+      "any model's outputs for every row of a .npy file (--input)");
+  cmd->add_option("--model", o->model, "Model file (.bnorm, .keras, .h5)")->required();
+  cmd->add_option("--input", o->input,
+                  "FILE.npy: predict every row (shape (N, ...) matching the model's input, or one "
+                  "sample of exactly its input shape)");
+  cmd->add_option("--output", o->output,
+                  "With --input: write the outputs as a float32 FILE.npy instead of printing "
+                  "each row's argmax");
+  cmd->add_option("--rescale", o->rescale,
+                  "With --input: auto divides a uint8 file by 255 (as train does); none keeps "
+                  "the stored values")
+      ->capture_default_str();
+  cmd->add_option("--batch-size", o->batch_size, "With --input: rows per forward pass")
+      ->capture_default_str();
   cmd->add_option("--data", o->data, "Directory with the Fashion-MNIST IDX files")
       ->capture_default_str();
   cmd->add_option("--index", o->indices, "Test image indices, e.g. 0,5,7")
       ->delimiter(',')
       ->capture_default_str();
-  return [o] { run_predict(*o); };
+  return [o, cmd] {
+    o->indices_given = cmd->count("--index") > 0;
+    o->data_given = cmd->count("--data") > 0;
+    run_predict(*o);
+  };
 }
 
 }  // namespace bnorm::cli

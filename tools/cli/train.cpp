@@ -16,6 +16,7 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/core/parallel.hpp"
 #include "bnorm/io/checkpoint.hpp"
+#include "bnorm/io/data.hpp"
 #include "bnorm/io/idx.hpp"
 #include "bnorm/model/callbacks.hpp"
 #include "bnorm/model/sequential.hpp"
@@ -41,7 +42,10 @@ struct TrainOptions {
   std::uint64_t seed = 42;
   int threads = 0;  // 0: leave bnorm's default
   bool threads_given = false;
-  std::string data = io::kDefaultFashionMnistDir;
+  std::string data = io::kDefaultFashionMnistDir;  // a directory (IDX), FILE.npz or train.csv
+  std::string test;                                // test.csv, with a CSV --data
+  std::string label;                               // the CSV label column; empty = the last
+  std::string rescale = "auto";                    // auto | none (uint8 .npz arrays)
   std::string out;
   bool quiet = false;
   double validation_split = 0.1;
@@ -89,7 +93,49 @@ void validate(const TrainOptions& o) {
   }
   check_limit(o.train_limit, "--train-limit");
   check_limit(o.test_limit, "--test-limit");
+  check_rescale(o.rescale);
 }
+
+enum class DataKind { fashion_mnist, npz, csv };
+
+// --data names a directory of Fashion-MNIST IDX files (the default), an .npz archive or a CSV
+// file; a file is recognized by its extension, else an existing file by its zip signature.
+DataKind data_kind(const TrainOptions& o) {
+  const fs::path path(o.data);
+  std::string ext = path.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  std::error_code ec;
+  DataKind kind = DataKind::fashion_mnist;
+  if (ext == ".npz") {
+    kind = DataKind::npz;
+  } else if (ext == ".csv") {
+    kind = DataKind::csv;
+  } else if (fs::is_regular_file(path, ec)) {
+    if (!looks_like_zip(o.data)) {
+      throw UsageError("--data " + o.data +
+                       " is neither a directory of Fashion-MNIST IDX files nor an .npz or .csv "
+                       "file");
+    }
+    kind = DataKind::npz;
+  }
+  if (kind == DataKind::csv && o.test.empty()) {
+    throw UsageError("--data " + o.data + " is a CSV file: give the test split with --test FILE");
+  }
+  if (kind != DataKind::csv && !o.test.empty()) {
+    throw UsageError("--test is for CSV data (--data train.csv --test test.csv)");
+  }
+  if (kind != DataKind::csv && !o.label.empty()) {
+    throw UsageError("--label is for CSV data (--data train.csv --test test.csv --label COLUMN)");
+  }
+  return kind;
+}
+
+// The user's data set and what the named models are built for.
+struct UserData {
+  Shape sample;              // per-sample shape of x_train
+  std::int64_t classes = 0;  // largest label + 1 (at least 2)
+};
 
 // The CLI's named models: name -> spec.
 const std::vector<std::pair<std::string, std::string>>& named_models() {
@@ -99,10 +145,23 @@ const std::vector<std::pair<std::string, std::string>>& named_models() {
   return named;
 }
 
-// Builds and compiles every requested model before any data is read, so a bad spec fails fast.
-// Each model gets the images in the shape its first layer takes: (784,) for dense models,
-// (28, 28, 1) (or (1, 28, 28) for channels_first) for convolutional ones.
-std::vector<ModelPlan> plan_models(const TrainOptions& o) {
+// The named Fashion-MNIST spec rebuilt for `classes` outputs: its final dense10-softmax becomes
+// dense<classes>-softmax.
+std::string spec_for_classes(const std::string& spec, std::int64_t classes) {
+  const std::string last = "dense10-softmax";
+  if (classes == 10 || spec.size() < last.size() ||
+      spec.compare(spec.size() - last.size(), last.size(), last) != 0) {
+    return spec;
+  }
+  return spec.substr(0, spec.size() - last.size()) + "dense" + std::to_string(classes) + "-softmax";
+}
+
+// Builds and compiles every requested model (for Fashion-MNIST before any data is read, so a bad
+// spec fails fast). Each model gets the samples in the shape its first layer takes: (784,) for
+// dense models, (28, 28, 1) (or (1, 28, 28) for channels_first) for convolutional ones. With the
+// user's data (`user` set) the named models are built for its sample shape and classes; a custom
+// SPEC or a model file keeps the outputs it declares (the caller checks the labels against them).
+std::vector<ModelPlan> plan_models(const TrainOptions& o, const UserData* user = nullptr) {
   std::vector<std::string> requested = o.models;
   if (requested.empty()) requested = {"seed", "seed-nobn"};
   auto named = [](const std::string& m) -> const std::string* {
@@ -118,7 +177,7 @@ std::vector<ModelPlan> plan_models(const TrainOptions& o) {
     ModelPlan p;
     if (const std::string* spec = named(m)) {
       p.name = m;
-      p.spec = *spec;
+      p.spec = user && !is_resnet_preset(*spec) ? spec_for_classes(*spec, user->classes) : *spec;
     } else {
       ++custom_index;
       p.name = customs > 1 ? "custom-" + std::to_string(custom_index) : "custom";
@@ -135,15 +194,31 @@ std::vector<ModelPlan> plan_models(const TrainOptions& o) {
       p.name = fs::path(m).stem().string();
       p.spec = "file " + m;
       p.model = std::make_unique<Model>(io::load_model(m));
+    } else if (is_resnet_preset(p.spec) && user) {
+      const Shape image =
+          user->sample.rank() == 2 ? Shape{user->sample[0], user->sample[1], 1} : user->sample;
+      if (image.rank() != 3) {
+        throw ShapeError("model '" + p.name + "' takes images (height, width[, channels]); " +
+                         "the data's samples have shape " + user->sample.str());
+      }
+      p.model =
+          std::make_unique<Model>(make_resnet_preset(p.spec, o.seed, p.name, image, user->classes));
     } else if (is_resnet_preset(p.spec)) {
       p.model = std::make_unique<Model>(make_resnet_preset(p.spec, o.seed, p.name));
     } else {
       auto chain = std::make_unique<Sequential>(o.seed, p.name);
       add_layers_from_spec(*chain, p.spec);
-      chain->build(fashion_mnist_input_shape(*chain));
+      chain->build(user ? model_input_shape(*chain, user->sample)
+                        : fashion_mnist_input_shape(*chain));
       p.model = std::move(chain);
     }
-    check_classifier_output(*p.model, "model '" + p.name + "' (" + p.spec + ")");
+    if (!user) {
+      check_classifier_output(*p.model, "model '" + p.name + "' (" + p.spec + ")");
+    } else if (p.model->output_shape().rank() != 1) {
+      throw ShapeError("model '" + p.name + "' (" + p.spec + ") outputs shape " +
+                       p.model->output_shape().str() +
+                       " per sample; a classifier outputs one value per class");
+    }
     if (!model_file || !p.model->compiled()) {
       p.model->compile(make_optimizer(o.optimizer, o.learning_rate),
                        LossKind::sparse_categorical_crossentropy, {"accuracy"});
@@ -213,9 +288,30 @@ void run_train(TrainOptions o) {
   validate(o);
   configure_threads(o.threads_given, o.threads);
 
-  std::vector<ModelPlan> plans = plan_models(o);
-
-  io::Dataset data = io::load_fashion_mnist(o.data);
+  const DataKind kind = data_kind(o);
+  std::vector<ModelPlan> plans;
+  io::Dataset data;
+  if (kind == DataKind::fashion_mnist) {
+    plans = plan_models(o);
+    data = io::load_fashion_mnist(o.data);
+  } else {
+    data = kind == DataKind::npz ? io::load_npz_dataset(o.data, rescale_mode(o.rescale))
+                                 : io::load_csv_dataset(o.data, o.test, o.label);
+    UserData user;
+    const auto& dims = data.train_x.shape().dims();
+    user.sample = Shape(std::vector<std::int64_t>(dims.begin() + 1, dims.end()));
+    user.classes = std::max<std::int64_t>(io::count_classes(data), 2);
+    plans = plan_models(o, &user);
+    // Every label must be one of each model's classes (a custom SPEC may declare fewer).
+    const std::string test_file = kind == DataKind::csv ? o.test : o.data;
+    for (const auto& p : plans) {
+      const std::int64_t classes = p.model->output_shape()[0];
+      io::check_class_labels(data.train_y, classes,
+                             "'" + o.data + "' y_train (model '" + p.name + "')");
+      io::check_class_labels(data.test_y, classes,
+                             "'" + test_file + "' y_test (model '" + p.name + "')");
+    }
+  }
   // Moved, not copied: the data set is held once (60000 images are 180 MiB as float32).
   Tensor train_images = first_rows(std::move(data.train_x), o.train_limit);
   Tensor train_y = first_rows(std::move(data.train_y), o.train_limit);
@@ -261,11 +357,15 @@ void run_train(TrainOptions o) {
   const fs::path out(config.out_dir);
 
   if (!o.quiet) {
+    const std::string source = kind == DataKind::fashion_mnist ? "Fashion-MNIST from " + o.data
+                               : kind == DataKind::npz         ? o.data
+                                                               : o.data + " and " + o.test;
+    const char* what = kind == DataKind::fashion_mnist ? "images" : "samples";
     std::printf(
-        "Fashion-MNIST from %s: %lld training images (%lld held out for validation), "
-        "%lld test images; %d thread%s; BLAS %s; writing to %s\n",
-        o.data.c_str(), static_cast<long long>(config.train_samples),
-        static_cast<long long>(config.validation_samples), static_cast<long long>(n_test),
+        "%s: %lld training %s (%lld held out for validation), "
+        "%lld test %s; %d thread%s; BLAS %s; writing to %s\n",
+        source.c_str(), static_cast<long long>(config.train_samples), what,
+        static_cast<long long>(config.validation_samples), static_cast<long long>(n_test), what,
         config.threads, config.threads == 1 ? "" : "s", config.blas.c_str(),
         config.out_dir.c_str());
   }
@@ -350,7 +450,8 @@ Action add_train_command(CLI::App& app) {
   auto o = std::make_shared<TrainOptions>();
   CLI::App* cmd = app.add_subcommand(
       "train",
-      "Train on Fashion-MNIST (default: the seed model and the same model without BN) and write "
+      "Train on Fashion-MNIST or the user's data (--data FILE.npz, or train.csv --test test.csv) "
+      "(default: the seed model and the same model without BN) and write "
       "histories, checkpoints, summary.json and curves.svg");
   cmd->add_option(
          "--model", o->models,
@@ -372,7 +473,16 @@ Action add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", o->threads,
                   "Threads for bnorm's kernels (default: $BNORM_NUM_THREADS, else all cores)");
-  cmd->add_option("--data", o->data, "Directory with the Fashion-MNIST IDX files (raw or .gz)")
+  cmd->add_option("--data", o->data,
+                  "Directory with the Fashion-MNIST IDX files (raw or .gz), or the user's data: "
+                  "FILE.npz (x_train, y_train, x_test, y_test) or train.csv (with --test)")
+      ->capture_default_str();
+  cmd->add_option("--test", o->test, "With --data train.csv: the test split's CSV file");
+  cmd->add_option("--label", o->label,
+                  "With CSV data: the label column's name (default: the last column)");
+  cmd->add_option("--rescale", o->rescale,
+                  "auto: uint8 arrays of an .npz are divided by 255, as the Fashion-MNIST "
+                  "default is; none: values as stored")
       ->capture_default_str();
   cmd->add_option("--out", o->out, "Output directory (default: runs/<YYYYmmdd-HHMMSS>)");
   cmd->add_flag("--quiet", o->quiet, "No progress bars; print only the final summary");
