@@ -4,9 +4,11 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <string>
 
+#include "bnorm/io/data.hpp"
 #include "io/test_files.hpp"
 
 namespace {
@@ -78,6 +80,29 @@ TEST(CliConvert, RefusedFilesGiveOneLine) {
       "not a model file");
   EXPECT_FALSE(fs::exists(dir.file("x.bnorm")));
   EXPECT_FALSE(fs::exists(dir.file("x.keras")));
+}
+
+// A model with two inputs and two outputs, straight from a Keras file: one --input and one
+// --output per tensor, in the model's order; outputs equal Keras's within 1e-5.
+TEST(CliConvert, PredictTakesOneFilePerInputAndOutput) {
+  TempDir dir;
+  const fs::path c =
+      fs::path(BNORM_SOURCE_DIR) / "tests/parity/fixtures/keras_files/functional_two_in_two_out";
+  const std::string y0 = dir.file("y0.npy"), y1 = dir.file("y1.npy");
+  const Result r = bnorm("predict --model '" + (c / "model.keras").string() + "' --input '" +
+                         (c / "x0.npy").string() + "' --input '" + (c / "x1.npy").string() +
+                         "' --output '" + y0 + "' --output '" + y1 + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const auto& [got, want] : {std::pair{y0, c / "y0.npy"}, std::pair{y1, c / "y1.npy"}}) {
+    const bnorm::Tensor a = bnorm::io::read_npy(got);
+    const bnorm::Tensor b = bnorm::io::read_npy(want.string());
+    ASSERT_EQ(a.shape(), b.shape());
+    for (std::int64_t i = 0; i < a.size(); ++i)
+      EXPECT_NEAR(a.data()[i], b.data()[i], 1e-5 * std::max(1.0f, std::abs(b.data()[i])));
+  }
+  expect_one_line_error(bnorm("predict --model '" + (c / "model.keras").string() + "' --input '" +
+                              (c / "x0.npy").string() + "'"),
+                        "takes 2 inputs; received 1 --input file");
 }
 
 }  // namespace

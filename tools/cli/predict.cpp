@@ -21,8 +21,8 @@ struct PredictOptions {
   std::string model;
   std::string data = io::kDefaultFashionMnistDir;
   std::vector<std::int64_t> indices{0};
-  std::string input;   // FILE.npy: predict every row
-  std::string output;  // FILE.npy: the outputs, float32
+  std::vector<std::string> inputs;   // FILE.npy per model input: predict every row
+  std::vector<std::string> outputs;  // FILE.npy per model output, float32
   std::string rescale = "auto";
   std::int64_t batch_size = 32;
   bool indices_given = false;
@@ -32,55 +32,30 @@ struct PredictOptions {
 // Rows printed without --output; the rest are counted.
 constexpr std::int64_t kPrintedRows = 20;
 
-// The input viewed as (N, model input...): samples whose size is the model's per-sample size
-// (e.g. (N, 28, 28) for a (784,) model, as train does), or one sample of exactly the model's
-// per-sample shape.
-Tensor as_batch(Tensor x, const Model& model, const std::string& path) {
-  if (!model.input_shape()) {
-    throw ShapeError("model '" + model.name() + "' has no input shape (it was saved unbuilt)");
-  }
-  const Shape& per_sample = *model.input_shape();
+// An input file viewed as (N, per_sample...): samples whose size is the per-sample size (e.g.
+// (N, 28, 28) for a (784,) input, as train does), or one sample of exactly that shape.
+Tensor as_batch(Tensor x, const Shape& per_sample, const std::string& input_name,
+                const std::string& path) {
   if (x.shape() == per_sample && x.rank() < Shape::kMaxRank) {
     std::vector<std::int64_t> dims{1};
     for (auto d : per_sample.dims()) dims.push_back(d);
     return std::move(x).reshaped(Shape(dims));
   }
+  if (x.rank() < 1) throw ShapeError("'" + path + "' holds a scalar; expected rows of samples");
   const std::vector<std::int64_t> sample(x.shape().dims().begin() + 1, x.shape().dims().end());
   if (Shape(sample).size() != per_sample.size()) {
     throw ShapeError("'" + path + "' holds shape " + x.shape().str() + ", samples of shape " +
-                     Shape(sample).str() + "; model '" + model.name() +
-                     "' takes samples of shape " + per_sample.str() + " (" +
-                     std::to_string(per_sample.size()) + " values)");
+                     Shape(sample).str() + "; input '" + input_name + "' takes samples of shape " +
+                     per_sample.str() + " (" + std::to_string(per_sample.size()) + " values)");
   }
-  return as_model_input(std::move(x), model);
+  std::vector<std::int64_t> dims{x.shape()[0]};
+  for (auto d : per_sample.dims()) dims.push_back(d);
+  return std::move(x).reshaped(Shape(dims));
 }
 
-void run_predict_input(const PredictOptions& o) {
-  if (o.indices_given || o.data_given) {
-    throw UsageError(std::string(o.indices_given ? "--index" : "--data") +
-                     " picks Fashion-MNIST test images; with --input every row of the file is "
-                     "predicted");
-  }
-  check_batch_size(o.batch_size);
-  configure_threads(false, 0);
-  Model model = load_model_for_inference(o.model);
-  if (model.inputs().size() > 1) {
-    throw UsageError("model '" + o.model + "' takes " + std::to_string(model.inputs().size()) +
-                     " inputs; --input feeds a model with one");
-  }
-  const Tensor x = as_batch(io::read_npy(o.input, rescale_mode(o.rescale)), model, o.input);
-  const Tensor y = model.predict(x, o.batch_size);
+// Prints each row's argmax (or its value, for one output per row) of the first rows.
+void print_rows(const Tensor& y) {
   const std::int64_t n = y.shape()[0];
-  if (!o.output.empty()) {
-    io::write_npy(o.output, y);
-    std::printf("%s: %lld sample%s -> outputs %s written to %s\n", o.input.c_str(),
-                static_cast<long long>(n), n == 1 ? "" : "s", y.shape().str().c_str(),
-                o.output.c_str());
-    return;
-  }
-  std::printf("%s: %lld sample%s of shape %s -> model '%s' outputs %s\n", o.input.c_str(),
-              static_cast<long long>(n), n == 1 ? "" : "s", model.input_shape()->str().c_str(),
-              model.name().c_str(), y.shape().str().c_str());
   const std::int64_t per_row = n > 0 ? y.size() / n : 0;
   for (std::int64_t i = 0; i < n && i < kPrintedRows; ++i) {
     const float* row = y.data() + i * per_row;
@@ -101,9 +76,66 @@ void run_predict_input(const PredictOptions& o) {
   }
 }
 
+void run_predict_input(const PredictOptions& o) {
+  if (o.indices_given || o.data_given) {
+    throw UsageError(std::string(o.indices_given ? "--index" : "--data") +
+                     " picks Fashion-MNIST test images; with --input every row of the file is "
+                     "predicted");
+  }
+  check_batch_size(o.batch_size);
+  configure_threads(false, 0);
+  Model model = load_model_for_inference(o.model);
+  const auto& model_inputs = model.inputs();
+  if (model_inputs.empty()) {
+    throw ShapeError("model '" + model.name() + "' has no input shape (it was saved unbuilt)");
+  }
+  if (o.inputs.size() != model_inputs.size()) {
+    throw UsageError("model '" + o.model + "' takes " + std::to_string(model_inputs.size()) +
+                     " input" + (model_inputs.size() == 1 ? "" : "s") + "; received " +
+                     std::to_string(o.inputs.size()) + " --input file" +
+                     (o.inputs.size() == 1 ? "" : "s") + " (one per input, in order)");
+  }
+  if (!o.outputs.empty() && o.outputs.size() != model.outputs().size()) {
+    throw UsageError("model '" + o.model + "' has " + std::to_string(model.outputs().size()) +
+                     " output" + (model.outputs().size() == 1 ? "" : "s") + "; received " +
+                     std::to_string(o.outputs.size()) + " --output file" +
+                     (o.outputs.size() == 1 ? "" : "s") + " (one per output, in order)");
+  }
+  std::vector<Tensor> xs;
+  for (std::size_t i = 0; i < o.inputs.size(); ++i) {
+    xs.push_back(as_batch(io::read_npy(o.inputs[i], rescale_mode(o.rescale)),
+                          model_inputs[i].shape(), model_inputs[i].producer_name(), o.inputs[i]));
+    if (xs[i].shape()[0] != xs[0].shape()[0]) {
+      throw ShapeError("'" + o.inputs[i] + "' has " + std::to_string(xs[i].shape()[0]) +
+                       " rows; '" + o.inputs[0] + "' has " + std::to_string(xs[0].shape()[0]));
+    }
+  }
+  std::vector<const Tensor*> ptrs;
+  for (const auto& x : xs) ptrs.push_back(&x);
+  const std::vector<Tensor> ys = model.predict_all(ptrs, o.batch_size);
+  const std::int64_t n = xs[0].shape()[0];
+  const std::string source =
+      o.inputs.size() == 1 ? o.inputs[0] : std::to_string(o.inputs.size()) + " input files";
+  if (!o.outputs.empty()) {
+    for (std::size_t k = 0; k < ys.size(); ++k) {
+      io::write_npy(o.outputs[k], ys[k]);
+      std::printf("%s: %lld sample%s -> outputs %s written to %s\n", source.c_str(),
+                  static_cast<long long>(n), n == 1 ? "" : "s", ys[k].shape().str().c_str(),
+                  o.outputs[k].c_str());
+    }
+    return;
+  }
+  for (std::size_t k = 0; k < ys.size(); ++k) {
+    std::printf("%s: %lld sample%s -> model '%s' output %zu of %zu: %s\n", source.c_str(),
+                static_cast<long long>(n), n == 1 ? "" : "s", model.name().c_str(), k + 1,
+                ys.size(), ys[k].shape().str().c_str());
+    print_rows(ys[k]);
+  }
+}
+
 void run_predict(const PredictOptions& o) {
-  if (!o.input.empty()) return run_predict_input(o);
-  if (!o.output.empty()) throw UsageError("--output needs --input FILE.npy");
+  if (!o.inputs.empty()) return run_predict_input(o);
+  if (!o.outputs.empty()) throw UsageError("--output needs --input FILE.npy");
   configure_threads(false, 0);  // BNORM_NUM_THREADS, as train and evaluate
   Model model = load_model_for_inference(o.model);
   check_classifier_output(model, "model '" + o.model + "'");
@@ -153,12 +185,15 @@ Action add_predict_command(CLI::App& app) {
       "Predicted class and the 10 class probabilities for chosen Fashion-MNIST test images, or "
       "any model's outputs for every row of a .npy file (--input)");
   cmd->add_option("--model", o->model, "Model file (.bnorm, .keras, .h5)")->required();
-  cmd->add_option("--input", o->input,
+  cmd->add_option("--input", o->inputs,
                   "FILE.npy: predict every row (shape (N, ...) matching the model's input, or one "
-                  "sample of exactly its input shape)");
-  cmd->add_option("--output", o->output,
+                  "sample of exactly its input shape); repeat once per input of a model with "
+                  "several, in order")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--output", o->outputs,
                   "With --input: write the outputs as a float32 FILE.npy instead of printing "
-                  "each row's argmax");
+                  "each row's argmax; repeat once per output of a model with several")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--rescale", o->rescale,
                   "With --input: auto divides a uint8 file by 255 (as train does); none keeps "
                   "the stored values")

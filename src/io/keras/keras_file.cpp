@@ -121,6 +121,17 @@ std::string metadata_json() {
       .dump();
 }
 
+// One weight as Keras stores it: Normalization's count is an int64 scalar in Keras (bnorm keeps
+// it as a one-element float tensor); everything else float32 in the variable's shape.
+void write_variable(const detail::h5::Group& g, const std::string& name, const Layer& layer,
+                    const Variable& v) {
+  if (layer.class_name() == "Normalization" && v.name == "count" && v.value.size() == 1) {
+    g.write_int64_scalar(name, std::llround(static_cast<double>(v.value.data()[0])));
+    return;
+  }
+  g.write_floats(name, v.value.shape().dims(), v.value.data());
+}
+
 void write_weights(const detail::h5::Group& root, const Model& model) {
   root.create_group("layers");
   for (const auto& [layer, path] : detail::keras::keras_weight_paths(model)) {
@@ -131,7 +142,7 @@ void write_weights(const detail::h5::Group& root, const Model& model) {
     if (!layer) continue;
     const auto ws = layer->weights();
     for (std::size_t i = 0; i < ws.size(); ++i) {
-      vars.write_floats(std::to_string(i), ws[i]->value.shape().dims(), ws[i]->value.data());
+      write_variable(vars, std::to_string(i), *layer, *ws[i]);
     }
   }
   root.create_group("vars").write_string_attr("name", model.name());
@@ -317,7 +328,7 @@ void save_keras_h5(const Model& model, const std::string& path) {
       const auto sub = g.create_group(name);
       for (const Variable* v : layer->weights()) {
         wnames.push_back(name + "/" + v->name);
-        sub.write_floats(v->name, v->value.shape().dims(), v->value.data());
+        write_variable(sub, v->name, *layer, *v);
       }
     }
     g.write_string_list_attr("weight_names", wnames);
