@@ -24,6 +24,9 @@ namespace {
 constexpr unsigned char kUnsignedByteType = 0x08;
 // Refuse headers that claim more than 4 GiB of values (Fashion-MNIST is 47 MB).
 constexpr std::uint64_t kMaxValues = std::uint64_t{1} << 32;
+// Deflate's largest possible expansion (a 258-byte match in about 2 bits): a gzip file of n bytes
+// cannot hold more than ~1032 n bytes, so a header claiming more is refused before allocating.
+constexpr std::uint64_t kMaxDeflateRatio = 1032;
 
 std::string dims_str(const std::vector<std::uint64_t>& dims) {
   std::string s = "(";
@@ -52,6 +55,8 @@ class IdxReader {
     if (!file_)
       fail(std::string("cannot open (") + (errno ? std::strerror(errno) : "unknown error") + ")");
     gzbuffer(file_.get(), 1 << 17);
+    file_bytes_ = std::filesystem::file_size(path_, ec);
+    if (ec) file_bytes_ = std::numeric_limits<std::uint64_t>::max();
   }
 
   [[noreturn]] void fail(const std::string& problem) const {
@@ -121,6 +126,20 @@ class IdxReader {
       if (total > kMaxValues / d) fail("dimensions " + dims_str(dims) + " are implausibly large");
       total *= d;
     }
+    // The values must fit in the file before memory is allocated for them: exactly for a raw
+    // file, within deflate's maximum ratio for a gzip one (gzdirect: 1 = not compressed).
+    const std::uint64_t header_bytes = 4 + 4 * static_cast<std::uint64_t>(rank);
+    const bool raw = gzdirect(file_.get()) == 1;
+    const std::uint64_t room =
+        raw ? (file_bytes_ >= header_bytes ? file_bytes_ - header_bytes : 0)
+            : (file_bytes_ > kMaxValues ? kMaxValues : file_bytes_ * kMaxDeflateRatio);
+    if (total > room) {
+      const std::string what = std::string(" bytes of ") + (rank == 1 ? "labels" : "pixels");
+      fail("truncated (dimensions " + dims_str(dims) + " need " + std::to_string(total) + what +
+           (raw ? ", found " + std::to_string(room)
+                : ", more than a " + std::to_string(file_bytes_) + "-byte gzip file can hold") +
+           ")");
+    }
     return dims;
   }
 
@@ -158,6 +177,7 @@ class IdxReader {
  private:
   std::string path_;
   GzFile file_;
+  std::uint64_t file_bytes_ = 0;
 };
 
 }  // namespace

@@ -197,6 +197,17 @@ TEST(NpyHostile, ValidBaseline) {
   EXPECT_EQ(read_npy_bytes(bytes_of(npy_with(kGoodDict, kPayload)), "x: ").size(), 4);
 }
 
+// Fuzzing regression: an array with no elements (shape (0, 3)) once passed a null pointer to
+// memcpy (undefined behaviour that UBSan reports).
+TEST(Npy, EmptyArray) {
+  const NpyArray a = read_npy_array(kDir + "empty.npy");
+  EXPECT_TRUE(a.data.empty());
+  EXPECT_EQ(npy_features(a, "empty").shape(), (Shape{0, 3}));
+  const std::string fortran =
+      npy_with("{'descr': '<f4', 'fortran_order': True, 'shape': (0, 3), }", "");
+  EXPECT_EQ(read_npy_bytes(bytes_of(fortran), "x: ").size(), 0);
+}
+
 TEST(NpyHostile, EveryTruncationIsRefused) {
   const std::string good = read_bytes(kDir + "fortran_f4.npy");
   for (std::size_t n = 0; n < good.size(); ++n) {

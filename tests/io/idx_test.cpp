@@ -136,6 +136,18 @@ TEST_P(IdxTest, ImplausiblyLargeDimensionsAreRejectedBeforeAllocating) {
   EXPECT_CONTAINS(io_error([&] { read_idx_images(path); }), "implausibly large");
 }
 
+// Fuzzing regression (idx harness, out-of-memory): a header claiming 4.3e9 pixels in a file of a
+// few bytes used to allocate (and zero) 17 GB of floats before finding the data missing. The
+// claim is now checked against the file's size first: exactly for a raw file, within deflate's
+// maximum ratio (1032:1) for a gzip one.
+TEST_P(IdxTest, DimensionsLargerThanTheFileAreRefusedBeforeAllocating) {
+  const std::string path = write("images", idx_bytes({65536, 256, 255}, {1, 2, 3}));
+  const std::string message = io_error([&] { (void)read_idx_images(path); });
+  EXPECT_CONTAINS(message,
+                  "truncated (dimensions (65536, 256, 255) need 4278190080 bytes of pixels");
+  EXPECT_CONTAINS(message, GetParam() ? "-byte gzip file can hold" : "found 3");
+}
+
 INSTANTIATE_TEST_SUITE_P(RawAndGzip, IdxTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "gzip" : "raw"; });
 

@@ -273,6 +273,7 @@ std::vector<unsigned char> c_order_native(const Header& h, const unsigned char* 
   const auto total = static_cast<std::size_t>(h.count) * item;
   std::vector<unsigned char> out(total);
   const std::size_t rank = h.shape.size();
+  if (total == 0) return out;  // an empty vector's data() may be null: no memcpy from it
   if (!h.fortran_order || rank < 2) {
     std::memcpy(out.data(), src, total);
   } else {
@@ -407,6 +408,7 @@ Tensor npy_features(const NpyArray& array, const std::string& what, Rescale resc
   Tensor t{Shape(array.shape)};
   float* out = t.data();
   const std::int64_t n = array.size();
+  if (n == 0) return t;
   if (array.type == NpyType::float32) {
     std::memcpy(out, array.data.data(), static_cast<std::size_t>(n) * sizeof(float));
   } else if (array.type == NpyType::uint8) {
