@@ -70,7 +70,7 @@ TEST(CliUserData, TrainOnNpzThenPredictNpy) {
   // Without --output: one line per row with its argmax.
   p = run_bnorm("predict" + model + " --input " + shell_quote(dir.file("x.npy")));
   ASSERT_EQ(p.code, 0) << p.err;
-  EXPECT_NE(p.out.find("5 samples of shape (16,)"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("5 samples -> model 'seed'"), std::string::npos) << p.out;
   EXPECT_NE(p.out.find("row 4: argmax "), std::string::npos) << p.out;
   EXPECT_EQ(p.out.find("row 5:"), std::string::npos) << p.out;
 
@@ -78,14 +78,14 @@ TEST(CliUserData, TrainOnNpzThenPredictNpy) {
   bnorm::io::write_npy(dir.file("one.npy"), Tensor(Shape{16}, std::vector<float>(16, 0.5f)));
   p = run_bnorm("predict" + model + " --input " + shell_quote(dir.file("one.npy")));
   ASSERT_EQ(p.code, 0) << p.err;
-  EXPECT_NE(p.out.find("1 sample of shape (16,)"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("1 sample -> model 'seed'"), std::string::npos) << p.out;
 
   // Samples of another size: one line naming both shapes.
   bnorm::io::write_npy(dir.file("bad.npy"), Tensor(Shape{2, 5}));
   expect_one_line_error(
       run_bnorm("predict" + model + " --input " + shell_quote(dir.file("bad.npy"))),
-      "holds shape (2, 5), samples of shape (5,); model 'seed' takes samples of "
-      "shape (16,)",
+      "holds shape (2, 5), samples of shape (5,); input 'input_layer' takes samples of shape "
+      "(16,)",
       1);
   expect_one_line_error(
       run_bnorm("predict" + model + " --input " + shell_quote(dir.file("missing.npy"))),
