@@ -25,6 +25,7 @@ struct PredictOptions {
   std::vector<std::string> outputs;  // FILE.npy per model output, float32
   std::string rescale = "auto";
   std::int64_t batch_size = 32;
+  bool no_fold = false;
   bool indices_given = false;
   bool data_given = false;
 };
@@ -85,6 +86,7 @@ void run_predict_input(const PredictOptions& o) {
   check_batch_size(o.batch_size);
   configure_threads(false, 0);
   Model model = load_model_for_inference(o.model);
+  model.set_inference_folding(!o.no_fold);
   const auto& model_inputs = model.inputs();
   if (model_inputs.empty()) {
     throw ShapeError("model '" + model.name() + "' has no input shape (it was saved unbuilt)");
@@ -198,6 +200,9 @@ Action add_predict_command(CLI::App& app) {
                   "With --input: auto divides a uint8 file by 255 (as train does); none keeps "
                   "the stored values")
       ->capture_default_str();
+  cmd->add_flag("--no-fold", o->no_fold,
+                "With --input: run each Conv2D/Dense -> BatchNormalization pair as two layers "
+                "instead of one folded layer (the default; equal within float32 rounding)");
   cmd->add_option("--batch-size", o->batch_size, "With --input: rows per forward pass")
       ->capture_default_str();
   cmd->add_option("--data", o->data, "Directory with the Fashion-MNIST IDX files")
