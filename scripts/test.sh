@@ -12,5 +12,6 @@ if [ "${BNORM_SKIP_SANITIZE:-0}" != "1" ]; then
   bash scripts/setup.sh build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBNORM_SANITIZE=ON
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp"
   (cd build-asan && ctest --output-on-failure -j"$jobs" -LE consumer)
 fi

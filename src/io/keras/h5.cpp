@@ -1,8 +1,15 @@
 #include "io/keras/h5.hpp"
 
 #include <hdf5.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "bnorm/core/error.hpp"
@@ -85,6 +92,12 @@ File::File(Handle handle, std::string context)
       context_(std::make_shared<const std::string>(std::move(context))) {}
 
 File File::open(std::span<const unsigned char> bytes, const std::string& context) {
+  if (!is_hdf5(bytes)) throw IoError(context + "not an HDF5 file (no HDF5 signature)");
+  check_in_child(bytes, context);
+  return open_unchecked(bytes, context);
+}
+
+File File::open_unchecked(std::span<const unsigned char> bytes, const std::string& context) {
   quiet();
   if (!is_hdf5(bytes)) throw IoError(context + "not an HDF5 file (no HDF5 signature)");
   Handle fapl(H5Pcreate(H5P_FILE_ACCESS), close_plist);
@@ -341,6 +354,8 @@ std::optional<std::vector<std::string>> read_strings(hid_t obj, const std::strin
     H5Tset_cset(id(mem), H5Tget_cset(id(type)));
     std::vector<char*> ptrs(count, nullptr);
     if (count && H5Aread(id(attr), id(mem), ptrs.data()) < 0) {
+      // A read that failed half-way may have allocated some strings already.
+      for (char* p : ptrs) H5free_memory(p);
       fail("HDF5 cannot read attribute '" + name + "'");
     }
     std::uint64_t total = 0;
@@ -463,6 +478,152 @@ void Group::write_string_list_attr(const std::string& name,
   for (const auto& v : values) ptrs.push_back(v.c_str());
   if (attr.get() < 0 || (n && H5Awrite(id(attr), id(type), ptrs.data()) < 0)) {
     fail("", "HDF5 cannot write attribute '" + name + "'");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child-process check
+
+namespace {
+
+constexpr int kMaxWalkDepth = 32;
+constexpr std::size_t kMaxWalkObjects = 200000;
+constexpr std::uint64_t kMaxWalkDatasetBytes = std::uint64_t{1} << 30;
+
+struct Walk {
+  std::size_t objects = 0;
+};
+
+// Reads, through the same calls the loaders use, everything a Keras loader can reach from `g`:
+// every attribute (as strings where they are strings), every dataset's checks and its data as
+// float32, every child group reached by a hard link.
+void walk_group(const Group& g, Walk& w, int depth) {
+  if (depth > kMaxWalkDepth) g.fail("", "groups nested more than 32 deep");
+  const auto names = g.children();
+  for (const auto& name : names) {
+    if (++w.objects > kMaxWalkObjects) g.fail("", "more than 200000 objects");
+    if (name.find('/') != std::string::npos || name == "." || name == "..") continue;
+    if (!g.has(name)) continue;
+    // Links other than hard ones are refused when a loader reaches them; not followed here.
+    std::optional<Group> child;
+    try {
+      child = g.find_group(name);
+    } catch (const IoError&) {
+      child.reset();
+    }
+    if (child) {
+      g.read_all_attributes(*child);
+      walk_group(*child, w, depth + 1);
+      continue;
+    }
+    std::optional<DatasetInfo> info;
+    try {
+      info = g.find_dataset(name);
+    } catch (const IoError&) {
+      continue;  // refused by the loader when reached
+    }
+    if (info && info->elements * 4 <= kMaxWalkDatasetBytes) {
+      std::vector<float> scratch(static_cast<std::size_t>(info->elements));
+      try {
+        g.read_floats(name, info->dims, scratch.data());
+      } catch (const IoError&) {
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void Group::read_all_attributes(const Group& target) const {
+  std::vector<std::string> names;
+  auto collect = [](hid_t, const char* name, const H5A_info_t*, void* data) -> herr_t {
+    auto* out = static_cast<std::vector<std::string>*>(data);
+    if (out->size() > 100000) return 1;
+    out->emplace_back(name);
+    return 0;
+  };
+  hsize_t idx = 0;
+  if (H5Aiterate2(id(target.handle_), H5_INDEX_NAME, H5_ITER_NATIVE, &idx, collect, &names) < 0) {
+    target.fail("", "HDF5 cannot list the attributes");
+  }
+  for (const auto& n : names) {
+    try {
+      (void)target.string_list_attr(n);
+    } catch (const IoError&) {
+    }
+  }
+}
+
+void check_in_child(std::span<const unsigned char> bytes, const std::string& context) {
+  int fds[2];
+  if (::pipe(fds) != 0) throw IoError(context + "cannot create a pipe for the HDF5 check");
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    throw IoError(context + "cannot start the HDF5 check process (" + std::strerror(errno) + ")");
+  }
+  if (pid == 0) {
+    // The child: HDF5 only (no OpenMP, no model), then _exit without running destructors or
+    // atexit handlers that belong to the parent.
+    ::close(fds[0]);
+    int code = 0;
+    std::string message;
+    try {
+      const File f = File::open_unchecked(bytes, "");
+      const Group root = f.root();
+      root.read_all_attributes(root);
+      Walk w;
+      walk_group(root, w, 0);
+    } catch (const std::exception& e) {
+      message = e.what();
+      code = 1;
+    }
+    std::size_t done = 0;
+    while (done < message.size()) {
+      const ssize_t n = ::write(fds[1], message.data() + done, message.size() - done);
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    ::_exit(code);
+  }
+  ::close(fds[1]);
+  // The parent: read the child's message (a corrupt file may also make HDF5 loop: a deadline).
+  std::string message;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  bool timed_out = false;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    if (left <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd pfd{fds[0], POLLIN, 0};
+    const int r = ::poll(&pfd, 1, static_cast<int>(std::min<long long>(left, 1000)));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) continue;
+    char buf[4096];
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // EOF: the child is done
+    if (message.size() < 4096) message.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  if (timed_out) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) throw IoError(context + "HDF5 did not finish reading the file in 120 s; refused");
+  if (WIFSIGNALED(status)) {
+    throw IoError(context + "the HDF5 library crashed reading this file (signal " +
+                  std::to_string(WTERMSIG(status)) + "); the file is corrupt or hostile");
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    // The child's message carries its own location ("<path>: problem"); context is ours.
+    if (message.empty()) message = "HDF5 could not read the file";
+    throw IoError(context + message);
   }
 }
 
