@@ -567,6 +567,8 @@ void check_in_child(std::span<const unsigned char> bytes, const std::string& con
     // The child: HDF5 only (no OpenMP, no model), then _exit without running destructors or
     // atexit handlers that belong to the parent.
     ::close(fds[0]);
+    // Die of a crash plainly: no inherited handler (a sanitizer's, a fuzzer's) runs here.
+    for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) ::signal(sig, SIG_DFL);
     int code = 0;
     std::string message;
     try {
