@@ -20,6 +20,9 @@ namespace {
 // Members above this size must also pass the compression-ratio test (a zip bomb declares a
 // huge size for a few bytes of deflate data; small members with high ratios are harmless).
 constexpr std::uint64_t kRatioCheckedAbove = std::uint64_t{64} << 20;
+// Deflate's largest possible expansion (a 258-byte match coded in about 2 bits): a member that
+// declares more than this times its compressed size is lying, whatever its size.
+constexpr std::uint64_t kMaxDeflateRatio = 1032;
 // Smallest central directory record (the fixed part of a central file header).
 constexpr std::uint64_t kCentralHeaderBytes = 46;
 
@@ -151,6 +154,11 @@ ZipReader::ZipReader(std::span<const unsigned char> bytes, std::string context, 
       throw IoError(what + "is stored uncompressed but declares " + size_text(m.size) +
                     " of data in " + size_text(m.compressed_size) + " (inconsistent archive)");
     }
+    if (m.compressed_size > bytes.size()) {
+      throw IoError(what + "declares " + size_text(m.compressed_size) +
+                    " of compressed data in a " + size_text(bytes.size()) +
+                    " archive (inconsistent or truncated archive)");
+    }
     if (m.size > limits_.max_member_bytes) {
       throw IoError(what + "declares " + size_text(m.size) + "; at most " +
                     size_text(limits_.max_member_bytes) + " are accepted");
@@ -161,6 +169,11 @@ ZipReader::ZipReader(std::span<const unsigned char> bytes, std::string context, 
                     size_text(m.compressed_size) + " of compressed data (ratio above " +
                     std::to_string(static_cast<int>(limits_.max_ratio)) +
                     "): refused as a zip bomb");
+    }
+    if (m.size / kMaxDeflateRatio > m.compressed_size) {
+      throw IoError(what + "declares " + size_text(m.size) + " from " +
+                    size_text(m.compressed_size) +
+                    " of compressed data, more than deflate can produce (inconsistent archive)");
     }
     if (!seen.insert(m.name).second) {
       throw IoError(context_ + "member name '" + m.name + "' appears twice in the archive");

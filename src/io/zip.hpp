@@ -25,7 +25,8 @@ class ZipReader {
   // Parses the central directory of an archive held in memory (`bytes` must outlive the reader).
   // IoError "<context>..." for: not a zip, truncated, encrypted members, compression other than
   // stored/deflate, duplicate member names, too many members, bomb ratios, a member declared
-  // larger than limits.max_member_bytes.
+  // larger than limits.max_member_bytes or than deflate can expand its compressed size to
+  // (1032:1), so that read() never allocates more than ~1032 times the archive's size.
   ZipReader(std::span<const unsigned char> bytes, std::string context, ZipLimits limits = {});
   ~ZipReader();
   ZipReader(const ZipReader&) = delete;

@@ -165,6 +165,15 @@ TEST(Zip, BombRatioRefused) {
   expect_io_error([&] { ZipReader r(bytes_of(zip), "bomb.npz: "); }, "zip bomb");
 }
 
+// A small member claiming more than deflate's 1032:1 can produce is refused before its buffer is
+// allocated, even below the 64 MiB ratio threshold.
+TEST(Zip, SizeBeyondDeflatesRatioRefused) {
+  std::string zip = zip_archive({{"a.bin", std::string(1000, 'a')}}, true);
+  for (auto at : headers(zip, '\1')) put32(zip, at + kCentralUsize, 50u << 20);
+  for (auto at : headers(zip, '\3')) put32(zip, at + kLocalUsize, 50u << 20);
+  expect_io_error([&] { ZipReader r(bytes_of(zip), "test: "); }, "more than deflate can produce");
+}
+
 TEST(Zip, HighRatioBelow64MiBIsAccepted) {
   // 8 MiB of zeros compresses ~1000:1 but is small: real data, not a bomb.
   const std::string data(std::size_t{8} << 20, '\0');
