@@ -108,7 +108,7 @@ class File {
 // Debian 12's HDF5 (1.10.8) crashes on some corrupt files (e.g. a damaged global heap behind a
 // variable-length string attribute), and no bnorm check can stand in front of its parser. So a
 // file from outside is first read whole, through the same calls the loaders make, in a child
-// process: a crash there (a signal), a hang (120 s) or an error becomes one IoError, and only a
+// process: a crash there (a signal or a sanitizer report), a hang (5 s + 1 s per 10 MB) or an error becomes one IoError, and only a
 // file that passed is opened in this process, where the same calls on the same bytes then run.
 void check_in_child(std::span<const unsigned char> bytes, const std::string& context);
 
