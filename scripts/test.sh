@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs the whole test suite: a Release build, then the same suite under
-# AddressSanitizer + UndefinedBehaviorSanitizer.
+# AddressSanitizer + UndefinedBehaviorSanitizer, then a short libFuzzer smoke of every file loader
+# (scripts/fuzz.sh; BNORM_FUZZ_SECONDS per harness, default 20; BNORM_SKIP_FUZZ=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -14,4 +15,8 @@ if [ "${BNORM_SKIP_SANITIZE:-0}" != "1" ]; then
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp"
   (cd build-asan && ctest --output-on-failure -j"$jobs" -LE consumer)
+fi
+
+if [ "${BNORM_SKIP_FUZZ:-0}" != "1" ]; then
+  bash scripts/fuzz.sh "${BNORM_FUZZ_SECONDS:-20}"
 fi
