@@ -63,6 +63,12 @@ TEST(KerasFiles, DotKerasFromKeras3PredictsWhatKerasPredicted) {
   expect_keras_predictions(m);
 }
 
+// Keras 3.0-3.3 wrote "dtype": "float32"; from 3.4 a DTypePolicy object. Both load.
+TEST(KerasFiles, BothDtypeFormsLoad) {
+  Model m = io::load_keras(file("dtype_strings.keras"));
+  expect_keras_predictions(m);
+}
+
 TEST(KerasFiles, LoadModelPicksTheFormatByContentNotName) {
   TempDir dir;
   fs::copy_file(file("small.keras"), dir.file("model.bin"));

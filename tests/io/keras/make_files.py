@@ -153,6 +153,14 @@ def main():
             "config": {"name": "int8_from_float32", "source_name": "float32"}, "registered_name": None}
     edit_keras("hostile_quantized.keras", quantized)
 
+    # Keras 3.0-3.3 wrote a layer's dtype as a plain policy name; the same model in that form.
+    def string_dtypes(cfg):
+        for layer in cfg["config"]["layers"]:
+            if isinstance(layer["config"].get("dtype"), dict):
+                layer["config"]["dtype"] = "float32"
+        cfg["config"]["dtype"] = "float32"
+    edit_keras("dtype_strings.keras", string_dtypes)
+
     # Functional with training=True baked into the BN call.
     inp = keras.Input((4,))
     h = keras.layers.Dense(3)(inp)
