@@ -1,7 +1,6 @@
 // `bnorm convert` and Keras files on the command line: conversions in every direction keep the
 // model, bad files give one line and a non-zero exit, and summary/evaluate take Keras files.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cmath>
@@ -9,41 +8,21 @@
 #include <string>
 
 #include "bnorm/io/data.hpp"
+#include "cli/cli_run.hpp"
 #include "io/test_files.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-using bnorm::testing::read_bytes;
+using Result = bnorm::testing::CliResult;
 using bnorm::testing::TempDir;
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
+using bnorm::testing::expect_one_line_error;
 
-Result bnorm(const std::string& args) {
-  TempDir capture;
-  const std::string out = capture.file("stdout"), err = capture.file("stderr");
-  const std::string command = std::string("env -u BNORM_NUM_THREADS '") + BNORM_CLI_PATH + "' " +
-                              args + " >'" + out + "' 2>'" + err + "' </dev/null";
-  const int status = std::system(command.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = read_bytes(out);
-  r.err = read_bytes(err);
-  return r;
-}
+Result bnorm(const std::string& args) { return bnorm::testing::run_bnorm(args); }
 
 std::string keras_file(const std::string& name) {
   return (fs::path(BNORM_SOURCE_DIR) / "tests" / "io" / "keras" / name).string();
-}
-
-void expect_one_line_error(const Result& r, const std::string& needle) {
-  EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_EQ(r.err.rfind("bnorm: error: ", 0), 0u) << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
 }
 
 TEST(CliConvert, EveryDirectionKeepsTheModel) {
