@@ -3,6 +3,7 @@
 #include <hdf5.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -583,6 +584,9 @@ void check_in_child(std::span<const unsigned char> bytes, const std::string& con
     // sanitizer's report ends the child without the death callback a fuzzer installed.
     for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGALRM}) ::signal(sig, SIG_DFL);
     if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(child_died);
+    // Never outlive the deadline, or a parent that died while HDF5 loops here.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::alarm(static_cast<unsigned>(allowed.count()) + 1);
     int code = 0;
     std::string message;
     try {
