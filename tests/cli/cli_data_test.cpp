@@ -109,7 +109,9 @@ TEST(CliUserData, Uint8RescaleIsAChoice) {
   // Raw 0..255 inputs train differently from inputs scaled to [0, 1].
   const auto ja = nlohmann::json::parse(read_bytes(dir.file("a") + "/summary.json"));
   const auto jb = nlohmann::json::parse(read_bytes(dir.file("b") + "/summary.json"));
-  EXPECT_NE(ja["models"][0]["test_loss"], jb["models"][0]["test_loss"]);
+  // .at(): a missing key must fail the test, not read past the object (const operator[]).
+  EXPECT_NE(ja.at("models").at(0).at("final_test").at("loss"),
+            jb.at("models").at(0).at("final_test").at("loss"));
   expect_one_line_error(run_bnorm(train_args(kNpz, dir.file("c")) + " --rescale half"),
                         "--rescale must be auto or none", 2);
 }
