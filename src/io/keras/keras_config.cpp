@@ -336,7 +336,7 @@ std::vector<TensorRef> end_refs(const json& v, const Where& w) {
 
 class Builder {
  public:
-  Builder(const std::string& context, bool legacy) : context_(context), legacy_(legacy) {}
+  explicit Builder(const std::string& context) : context_(context) {}
 
   // A model config (top level or nested), instantiated once: its layers exist after this, and
   // apply() calls them (again, for a nested model called twice: the layers are shared).
@@ -665,7 +665,6 @@ class Builder {
   }
 
   const std::string& context_;
-  bool legacy_;
   std::vector<WeightSource> sources_;
   std::set<const Layer*> skipped_;
   std::set<std::string> names_;
@@ -676,7 +675,7 @@ class Builder {
 // ---------------------------------------------------------------------------------------------
 
 ParsedModel parse_model(const json& model, const std::string& context, bool legacy) {
-  Builder b(context, legacy);
+  Builder b(context);
   auto inst = b.instantiate(model, "", "", "model", 0);
   ParsedModel p;
   p.legacy = legacy;
