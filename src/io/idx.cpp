@@ -50,6 +50,12 @@ class IdxReader {
   explicit IdxReader(std::string path) : path_(std::move(path)) {
     std::error_code ec;
     if (std::filesystem::is_directory(path_, ec)) fail("is a directory, not a file");
+    // gzopen would block forever on a FIFO without a writer: anything that exists and is not a
+    // regular file is refused first (stat does not open it).
+    const auto status = std::filesystem::status(path_, ec);
+    if (!ec && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status)) {
+      fail("not a regular file");
+    }
     errno = 0;
     file_.reset(gzopen(path_.c_str(), "rb"));
     if (!file_)

@@ -3,6 +3,7 @@
 #include "bnorm/io/idx.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <filesystem>
@@ -74,6 +75,15 @@ TEST_P(IdxTest, WrongMagicNamesBothKindsOfFile) {
   message = io_error([&] { read_idx_labels(images); });
   EXPECT_CONTAINS(message, "bad magic number 0x00000803");
   EXPECT_CONTAINS(message, "images file");
+}
+
+// A FIFO (no writer) is refused at once instead of blocking in gzopen (issue 16, item 4).
+TEST(Idx, NonRegularFileIsRefusedWithoutBlocking) {
+  bnorm::testing::TempDir dir;
+  const std::string fifo = dir.file("images.idx");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_CONTAINS(io_error([&] { read_idx_images(fifo); }), "not a regular file");
+  EXPECT_CONTAINS(io_error([&] { read_idx_labels(fifo); }), "not a regular file");
 }
 
 TEST_P(IdxTest, NotAnIdxFile) {
