@@ -72,22 +72,21 @@ Model load_model(const std::string& path) {
   return load_native_model(path);
 }
 
+std::string model_format_for_name(const std::string& path) {
+  if (has_suffix(path, ".keras")) return "keras";
+  if (has_suffix(path, ".h5") || has_suffix(path, ".hdf5")) return "h5";
+  return "bnorm";
+}
+
 void save_model(const Model& model, const std::string& path) {
-  if (has_suffix(path, ".keras")) {
+  const std::string format = model_format_for_name(path);
+  if (format == "bnorm") return save_native_model(model, path);
 #ifdef BNORM_HAVE_KERAS
-    return save_keras(model, path);
+  if (format == "keras") return save_keras(model, path);
+  save_keras_h5(model, path);
 #else
-    no_keras(path);
+  no_keras(path);
 #endif
-  }
-  if (has_suffix(path, ".h5") || has_suffix(path, ".hdf5")) {
-#ifdef BNORM_HAVE_KERAS
-    return save_keras_h5(model, path);
-#else
-    no_keras(path);
-#endif
-  }
-  save_native_model(model, path);
 }
 
 void load_weights(Model& model, const std::string& path) {

@@ -20,6 +20,7 @@
 #include "bnorm/layers/pooling.hpp"
 #include "bnorm/model/sequential.hpp"
 #include "fixture.hpp"
+#include "io/zip.hpp"
 #include "test_files.hpp"
 
 namespace bnorm {
@@ -128,10 +129,17 @@ TEST(KerasFiles, FrozenBaseCalledWithTrainingFalseLoads) {
   EXPECT_EQ(bns, 1);
 }
 
+// compile_config of a model Keras compiled (Adam, sparse categorical cross-entropy, accuracy);
+// a file without one loads uncompiled.
 TEST(KerasFiles, CompileConfigIsApplied) {
-  Model m = io::load_keras(file("small.keras"));
-  // make_files.py saves an uncompiled model: nothing to apply.
-  EXPECT_FALSE(m.compiled());
+  const fs::path compiled = fs::path(BNORM_SOURCE_DIR) /
+                            "tests/parity/fixtures/keras_files/canonical_mlp_compiled/model.keras";
+  Model m = io::load_keras(compiled.string());
+  ASSERT_TRUE(m.compiled());
+  EXPECT_EQ(m.optimizer().name(), "Adam");
+  EXPECT_EQ(m.loss(), LossKind::sparse_categorical_crossentropy);
+  EXPECT_EQ(m.metrics(), std::vector<std::string>{"accuracy"});
+  EXPECT_FALSE(io::load_keras(file("small.keras")).compiled());
 }
 
 void expect_refused(const std::string& name, const std::string& needle) {
@@ -284,9 +292,22 @@ TEST(KerasFiles, SavedConfigHasKerasEnvelopes) {
   TempDir dir;
   Model m = residual_model();
   io::save_keras(m, dir.file("m.keras"));
-  Model back = io::load_keras(dir.file("m.keras"));
-  EXPECT_EQ(back.layer(0).class_name(), "Conv2D");
-  EXPECT_FALSE(back.is_sequential());
+  std::ifstream in(dir.file("m.keras"), std::ios::binary);
+  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), {});
+  const io::detail::ZipReader zip(bytes, "test: ");
+  EXPECT_EQ(zip.names(),
+            (std::vector<std::string>{"metadata.json", "config.json", "model.weights.h5"}));
+  const auto text = zip.read("config.json", 1 << 20);
+  const auto config = nlohmann::json::parse(text.begin(), text.end());
+  EXPECT_EQ(config.at("module"), "keras.src.models.functional");
+  EXPECT_EQ(config.at("registered_name"), "Functional");
+  const auto& layers = config.at("config").at("layers");
+  EXPECT_EQ(layers.at(0).at("class_name"), "InputLayer");
+  for (const auto& l : layers) {
+    EXPECT_EQ(l.at("module"), "keras.layers");
+    EXPECT_TRUE(l.at("registered_name").is_null());
+    EXPECT_TRUE(l.contains("inbound_nodes"));
+  }
 }
 
 TEST(KerasFiles, PyTorchStyleBatchNormCannotBeSavedAsKeras) {

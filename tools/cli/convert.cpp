@@ -16,17 +16,6 @@ struct ConvertArgs {
   std::string input, output, weights;
 };
 
-std::string output_format(const std::string& path) {
-  auto ends = [&](const char* s) {
-    const std::string suffix(s);
-    return path.size() >= suffix.size() &&
-           path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  if (ends(".keras")) return "keras";
-  if (ends(".h5") || ends(".hdf5")) return "h5";
-  return "bnorm";
-}
-
 void run_convert(const ConvertArgs& a) {
   const std::string in_format = io::model_file_format(a.input);
   Model model = io::load_model(a.input);
@@ -34,7 +23,7 @@ void run_convert(const ConvertArgs& a) {
   io::save_model(model, a.output);
   std::printf("%s (%s) -> %s (%s): %zu layers, %lld parameters\n", a.input.c_str(),
               in_format.empty() ? "unknown" : in_format.c_str(), a.output.c_str(),
-              output_format(a.output).c_str(), model.size(),
+              io::model_format_for_name(a.output).c_str(), model.size(),
               static_cast<long long>(model.count_params()));
 }
 

@@ -28,6 +28,9 @@ void load_weights(Model& model, const std::string& path);
 void save_native_model(const Model& model, const std::string& path);
 Model load_native_model(const std::string& path);
 
+// The format save_model writes for `path`: "keras" (.keras), "h5" (.h5, .hdf5), else "bnorm".
+std::string model_format_for_name(const std::string& path);
+
 // Which format a file holds, from its first bytes: "bnorm", "keras" (a zip), "h5", or "" when
 // none (IoError when the file cannot be read).
 std::string model_file_format(const std::string& path);

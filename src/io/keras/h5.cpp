@@ -85,6 +85,12 @@ Handle::~Handle() {
   if (id_ >= 0 && close_) close_(id_);
 }
 
+std::string dims_str(const std::vector<std::int64_t>& dims) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + (dims.size() == 1 ? ",)" : ")");
+}
+
 bool is_hdf5(std::span<const unsigned char> bytes) noexcept {
   static constexpr unsigned char kSig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
   return bytes.size() >= 8 && std::memcmp(bytes.data(), kSig, 8) == 0;
@@ -211,14 +217,9 @@ Group Group::group(const std::string& rel) const {
 bool Group::has(const std::string& rel) const {
   const auto parts = split(rel);
   if (parts.empty()) return true;
-  auto fail_at = [&](std::size_t, const std::string&) -> void {};
-  (void)fail_at;
-  std::vector<std::string> head(parts.begin(), parts.end() - 1);
-  auto parent = find_group([&] {
-    std::string s;
-    for (const auto& p : head) s += (s.empty() ? "" : "/") + p;
-    return s;
-  }());
+  std::string parent_rel;
+  for (std::size_t i = 0; i + 1 < parts.size(); ++i) parent_rel += (i ? "/" : "") + parts[i];
+  auto parent = find_group(parent_rel);
   if (!parent) return false;
   return H5Lexists(id(parent->handle_), parts.back().c_str(), H5P_DEFAULT) > 0;
 }
@@ -270,6 +271,10 @@ Handle Group::open_dataset(const std::string& rel) const {
 std::optional<DatasetInfo> Group::find_dataset(const std::string& rel) const {
   Handle ds = open_dataset(rel);
   if (ds.get() < 0) return std::nullopt;
+  return dataset_info(ds, rel);
+}
+
+DatasetInfo Group::dataset_info(const Handle& ds, const std::string& rel) const {
   Handle type(H5Dget_type(id(ds)), close_type);
   const H5T_class_t cls = H5Tget_class(id(type));
   if (cls != H5T_FLOAT && cls != H5T_INTEGER) fail(rel, "holds no numbers");
@@ -308,18 +313,13 @@ std::optional<DatasetInfo> Group::find_dataset(const std::string& rel) const {
 
 void Group::read_floats(const std::string& rel, const std::vector<std::int64_t>& dims,
                         float* out) const {
-  const auto info = find_dataset(rel);
-  if (!info) fail(rel, "missing");
-  if (info->dims != dims) {
-    auto str = [](const std::vector<std::int64_t>& d) {
-      std::string s = "(";
-      for (std::size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-      return s + (d.size() == 1 ? ",)" : ")");
-    };
-    fail(rel, "has shape " + str(info->dims) + "; the layer needs " + str(dims));
-  }
   Handle ds = open_dataset(rel);
-  if (info->elements == 0) return;
+  if (ds.get() < 0) fail(rel, "missing");
+  const DatasetInfo info = dataset_info(ds, rel);
+  if (info.dims != dims) {
+    fail(rel, "has shape " + dims_str(info.dims) + "; the layer needs " + dims_str(dims));
+  }
+  if (info.elements == 0) return;
   if (H5Dread(id(ds), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
     fail(rel, "HDF5 cannot read the data (corrupt, or a type that does not convert to float32)");
   }

@@ -81,6 +81,7 @@ class Group {
  private:
   std::string join(const std::string& rel) const;
   Handle open_dataset(const std::string& rel) const;
+  DatasetInfo dataset_info(const Handle& dataset, const std::string& rel) const;
   Handle handle_;
   std::string path_;
   std::shared_ptr<const std::string> context_;
@@ -108,9 +109,13 @@ class File {
 // Debian 12's HDF5 (1.10.8) crashes on some corrupt files (e.g. a damaged global heap behind a
 // variable-length string attribute), and no bnorm check can stand in front of its parser. So a
 // file from outside is first read whole, through the same calls the loaders make, in a child
-// process: a crash there (a signal or a sanitizer report), a hang (5 s + 1 s per 10 MB) or an error becomes one IoError, and only a
-// file that passed is opened in this process, where the same calls on the same bytes then run.
+// process: a crash there (a signal or a sanitizer report), a hang (5 s + 1 s per 10 MB) or an error
+// becomes one IoError, and only a file that passed is opened in this process, where the same calls
+// on the same bytes then run.
 void check_in_child(std::span<const unsigned char> bytes, const std::string& context);
+
+// A dataset shape as Python prints it: "(4, 3)", "(5,)", "()".
+std::string dims_str(const std::vector<std::int64_t>& dims);
 
 // Whether `bytes` start with the HDF5 signature.
 bool is_hdf5(std::span<const unsigned char> bytes) noexcept;

@@ -379,8 +379,8 @@ class Builder {
     if (layers.size() > kMaxLayers) w.fail("implausibly many layers");
     const bool seq = inst->cls == "Sequential";
     if (seq) {
-      for (const char* key : {"build_input_shape"}) {
-        if (cfg.contains(key) && !cfg[key].is_null()) set_shape(*inst, cfg[key], true, w);
+      if (cfg.contains("build_input_shape") && !cfg["build_input_shape"].is_null()) {
+        set_shape(*inst, cfg["build_input_shape"], w);
       }
     }
     std::map<std::string, int> counters;  // Keras's per-class numbering of the weights groups
@@ -443,7 +443,7 @@ class Builder {
         e.layer = layer_from_config(lcls, native, lw.where, context_);
         if (seq && !inst->has_input_shape) {
           for (const char* key : {"batch_input_shape", "batch_shape"}) {
-            if (lcfg.contains(key) && !lcfg[key].is_null()) set_shape(*inst, lcfg[key], true, lw);
+            if (lcfg.contains(key) && !lcfg[key].is_null()) set_shape(*inst, lcfg[key], lw);
           }
         }
         e.layer->set_name(unique_name(name));
@@ -456,9 +456,6 @@ class Builder {
         sources_.push_back(src);
       }
       inst->entries.push_back(std::move(e));
-    }
-    if (!seq) {
-      inst->config = cfg;
     }
     return inst;
   }
@@ -591,8 +588,7 @@ class Builder {
   }
 
  private:
-  void set_shape(Instance& inst, const json& v, bool with_batch, const Where& w) {
-    (void)with_batch;
+  void set_shape(Instance& inst, const json& v, const Where& w) {
     inst.input_shape = parse_shape(v, w);
     inst.has_input_shape = true;
   }
@@ -674,11 +670,10 @@ class Builder {
 
 // ---------------------------------------------------------------------------------------------
 
-ParsedModel parse_model(const json& model, const std::string& context, bool legacy) {
+ParsedModel parse_model(const json& model, const std::string& context) {
   Builder b(context);
   auto inst = b.instantiate(model, "", "", "model", 0);
   ParsedModel p;
-  p.legacy = legacy;
   p.name =
       inst->name.empty() ? (inst->cls == "Sequential" ? "sequential" : "functional") : inst->name;
   Where w{context, "model '" + p.name + "'"};
@@ -733,6 +728,13 @@ Model build_model(ParsedModel& p, const std::string& context) {
   }
 }
 
+namespace {
+// The input channels of a convolution's per-sample input (H, W, C) or (C, H, W).
+std::int64_t input_channels(const std::string& data_format, const Shape& in) {
+  return data_format == "channels_first" && in.rank() == 3 ? in[0] : in.dims().back();
+}
+}  // namespace
+
 std::vector<std::vector<std::int64_t>> expected_weight_dims(const Layer& layer, const Shape& in) {
   using Dims = std::vector<std::int64_t>;
   std::vector<Dims> out;
@@ -742,18 +744,18 @@ std::vector<std::vector<std::int64_t>> expected_weight_dims(const Layer& layer, 
     if (d->options().use_bias) out.push_back({d->options().units});
   } else if (const auto* c = dynamic_cast<const Conv2D*>(&layer)) {
     const auto& o = c->options();
-    const std::int64_t cin = o.data_format == "channels_first" && in.rank() == 3 ? in[0] : last;
+    const std::int64_t cin = input_channels(o.data_format, in);
     out.push_back({o.kernel_size[0], o.kernel_size[1], cin, o.filters});
     if (o.use_bias) out.push_back({o.filters});
   } else if (const auto* s = dynamic_cast<const SeparableConv2D*>(&layer)) {
     const auto& o = s->options();
-    const std::int64_t cin = o.data_format == "channels_first" && in.rank() == 3 ? in[0] : last;
+    const std::int64_t cin = input_channels(o.data_format, in);
     out.push_back({o.kernel_size[0], o.kernel_size[1], cin, o.depth_multiplier});
     out.push_back({1, 1, cin * o.depth_multiplier, o.filters});
     if (o.use_bias) out.push_back({o.filters});
   } else if (const auto* dw = dynamic_cast<const DepthwiseConv2D*>(&layer)) {
     const auto& o = dw->options();
-    const std::int64_t cin = o.data_format == "channels_first" && in.rank() == 3 ? in[0] : last;
+    const std::int64_t cin = input_channels(o.data_format, in);
     out.push_back({o.kernel_size[0], o.kernel_size[1], cin, o.depth_multiplier});
     if (o.use_bias) out.push_back({cin * o.depth_multiplier});
   } else if (const auto* bn = dynamic_cast<const BatchNormalization*>(&layer)) {
@@ -834,9 +836,7 @@ void apply_compile(Model& model, const json& compile, bool legacy) {
   try {
     // tf.keras 2 names its optimizers "Custom>Adam" in training_config.
     if (opt_name.rfind("Custom>", 0) == 0) opt_name = opt_name.substr(7);
-    std::string lower = opt_name;
-    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    auto optimizer = make_optimizer(lower, values);
+    auto optimizer = make_optimizer(opt_name, values);  // matches names in any case
     model.compile(std::move(optimizer), parse_loss(loss_text), metrics);
   } catch (const Error&) {
     // An optimizer or loss bnorm does not have: the model loads uncompiled.
@@ -1113,11 +1113,11 @@ json model_config(const Model& model, const std::string& context, bool legacy) {
 json compile_config(const Model& model) {
   if (!model.compiled()) return nullptr;
   const Optimizer& opt = model.optimizer();
-  std::string cls = opt.name();
-  if (cls == "adam") cls = "Adam";
-  if (cls == "sgd") cls = "SGD";
-  if (cls == "rmsprop") cls = "RMSprop";
-  json cfg = {{"name", opt.name()}};
+  // Optimizer::name() is Keras's class name ("Adam"); the instance name Keras writes is lower case.
+  const std::string cls = opt.name();
+  std::string instance = cls;
+  for (auto& ch : instance) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  json cfg = {{"name", instance}};
   for (const auto& [k, v] : opt.config()) {
     if (k == "nesterov" || k == "centered") {
       cfg[k] = v != 0.0;

@@ -38,7 +38,7 @@ struct ParsedModel {
 
 // Parses {"class_name": "Sequential"|"Functional"|"Model", "config": {...}} (Keras 3 or legacy
 // tf.keras 2 forms). IoError "<context>..." naming the layer, class and problem.
-ParsedModel parse_model(const json& model, const std::string& context, bool legacy);
+ParsedModel parse_model(const json& model, const std::string& context);
 
 // Builds the Model (allocating its weights) once the caller has checked the weight shapes.
 Model build_model(ParsedModel& parsed, const std::string& context);

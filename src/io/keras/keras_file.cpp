@@ -27,11 +27,10 @@ constexpr std::uint64_t kMaxConfigBytes = 64ull << 20;
 constexpr std::uint64_t kMaxWeightsBytes = 16ull << 30;
 constexpr std::uint64_t kMaxFileBytes = 16ull << 30;
 
-std::string dims_str(const std::vector<std::int64_t>& d) {
-  std::string s = "(";
-  for (std::size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-  return s + (d.size() == 1 ? ",)" : ")");
-}
+// The Keras release whose file format the writers follow (and are tested against).
+constexpr const char* kKerasVersion = "3.15.1";
+
+using detail::h5::dims_str;
 
 json parse_json(const std::string& text, const std::string& context, const std::string& what) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -51,6 +50,29 @@ bool dims_match(const std::vector<std::int64_t>& file, const std::vector<std::in
   return file.empty() && need == std::vector<std::int64_t>{1};
 }
 
+// Reads dataset i of `ds` into `t`, whose shape the layer fixed: the file's shape must match it,
+// the values must be finite and a variance non-negative.
+void read_weight(const LayerDatasets& ds, std::size_t i, const std::string& weight_name,
+                 const std::string& layer_label, Tensor& t) {
+  const std::string& rel = ds.names[i];
+  const auto info = ds.group->find_dataset(rel);
+  if (!info) ds.group->fail(rel, "missing");
+  if (!dims_match(info->dims, t.shape().dims())) {
+    ds.group->fail(rel, "has shape " + dims_str(info->dims) + "; " + layer_label + " needs " +
+                            t.shape().str());
+  }
+  ds.group->read_floats(rel, info->dims, t.data());
+  if (!t.all_finite()) ds.group->fail(rel, "contains NaN or Inf");
+  if (weight_name == "moving_variance" || weight_name == "variance") {
+    for (float x : t.values())
+      if (x < 0.0f) ds.group->fail(rel, "holds a negative variance");
+  }
+}
+
+std::string layer_label(const Layer& layer) {
+  return "layer '" + layer.name() + "' (" + layer.class_name() + ")";
+}
+
 // Checks every dataset against the shapes the architecture will have (before building), then
 // builds the model and reads the weights into it. `locate` finds each layer's datasets.
 Model load_weights_into_new_model(ParsedModel& parsed, const std::string& context,
@@ -59,7 +81,7 @@ Model load_weights_into_new_model(ParsedModel& parsed, const std::string& contex
   for (const auto& src : parsed.layers) {
     LayerDatasets ds = locate(src);
     const auto expected = detail::keras::expected_weight_dims(*src.layer, src.input_shape);
-    const std::string lname = "layer '" + src.layer->name() + "' (" + src.layer->class_name() + ")";
+    const std::string lname = layer_label(*src.layer);
     if (!expected.empty()) {
       if (ds.names.size() != expected.size()) {
         throw IoError(context + lname + " has " + std::to_string(ds.names.size()) +
@@ -81,26 +103,13 @@ Model load_weights_into_new_model(ParsedModel& parsed, const std::string& contex
     Layer& layer = *parsed.layers[k].layer;
     const LayerDatasets& ds = found[k];
     const auto vars = layer.weights();
-    const std::string lname = "layer '" + layer.name() + "' (" + layer.class_name() + ")";
+    const std::string lname = layer_label(layer);
     if (vars.size() != ds.names.size()) {
       throw IoError(context + lname + " has " + std::to_string(ds.names.size()) +
                     " weights in the file; bnorm's layer has " + std::to_string(vars.size()));
     }
-    for (std::size_t i = 0; i < vars.size(); ++i) {
-      Variable& v = *vars[i];
-      const auto info = ds.group->find_dataset(ds.names[i]);
-      if (!info) ds.group->fail(ds.names[i], "missing");
-      if (!dims_match(info->dims, v.value.shape().dims())) {
-        ds.group->fail(ds.names[i], "has shape " + dims_str(info->dims) + "; " + lname + " needs " +
-                                        v.value.shape().str());
-      }
-      ds.group->read_floats(ds.names[i], info->dims, v.value.data());
-      if (!v.value.all_finite()) ds.group->fail(ds.names[i], "contains NaN or Inf");
-      if (v.name == "moving_variance" || v.name == "variance") {
-        for (float x : v.value.values())
-          if (x < 0.0f) ds.group->fail(ds.names[i], "holds a negative variance");
-      }
-    }
+    for (std::size_t i = 0; i < vars.size(); ++i)
+      read_weight(ds, i, vars[i]->name, lname, vars[i]->value);
   }
   return model;
 }
@@ -115,7 +124,7 @@ std::string metadata_json() {
   gmtime_r(&now, &tm);
   std::strftime(date, sizeof date, "%Y-%m-%d@%H:%M:%S", &tm);
   // keras_version is the Keras release whose format this writer follows (and is tested with).
-  return json({{"keras_version", "3.15.1"},
+  return json({{"keras_version", kKerasVersion},
                {"date_saved", date},
                {"producer", std::string("bnorm ") + BNORM_VERSION_STRING}})
       .dump();
@@ -165,7 +174,7 @@ Model detail::keras::load_keras_bytes(std::span<const unsigned char> bytes,
   const auto config_bytes = zip.read("config.json", kMaxConfigBytes);
   const json config =
       parse_json(std::string(config_bytes.begin(), config_bytes.end()), context, "config.json");
-  ParsedModel parsed = detail::keras::parse_model(config, context, /*legacy=*/false);
+  ParsedModel parsed = detail::keras::parse_model(config, context);
   const auto weights_bytes = zip.read("model.weights.h5", kMaxWeightsBytes);
   const auto file = detail::h5::File::open(weights_bytes, context + "model.weights.h5: ");
   const auto root = file.root();
@@ -267,7 +276,7 @@ Model detail::keras::load_h5_bytes(std::span<const unsigned char> bytes,
   if (config_text->size() > kMaxConfigBytes)
     throw IoError(context + "model_config is implausibly large");
   const json config = parse_json(*config_text, context, "model_config");
-  ParsedModel parsed = detail::keras::parse_model(config, context, /*legacy=*/true);
+  ParsedModel parsed = detail::keras::parse_model(config, context);
   const auto weights_root = root.group("model_weights");
   const auto layer_names = weights_root.string_list_attr("layer_names");
   if (!layer_names) weights_root.fail("", "has no layer_names attribute");
@@ -290,7 +299,7 @@ void save_keras_h5(const Model& model, const std::string& path) {
   auto file = detail::h5::File::create(context);
   const auto root = file.root();
   root.write_string_attr("backend", "tensorflow");
-  root.write_string_attr("keras_version", "3.15.1");
+  root.write_string_attr("keras_version", kKerasVersion);
   root.write_string_attr("model_config", config.dump());
   json compile = detail::keras::compile_config(model);
   if (!compile.is_null()) {
@@ -320,7 +329,7 @@ void save_keras_h5(const Model& model, const std::string& path) {
   for (const auto& e : entries) names.push_back(e.first);
   mw.write_string_list_attr("layer_names", names);
   mw.write_string_attr("backend", "tensorflow");
-  mw.write_string_attr("keras_version", "3.15.1");
+  mw.write_string_attr("keras_version", kKerasVersion);
   for (const auto& [name, layer] : entries) {
     const auto g = mw.create_group(name);
     std::vector<std::string> wnames;
@@ -356,14 +365,7 @@ void load_keras_weights(Model& model, const std::string& path) {
     }
     for (std::size_t i = 0; i < vars.size(); ++i) {
       Tensor t(vars[i]->value.shape());
-      const auto info = ds.group->find_dataset(ds.names[i]);
-      if (!info) ds.group->fail(ds.names[i], "missing");
-      if (!dims_match(info->dims, t.shape().dims())) {
-        ds.group->fail(ds.names[i], "has shape " + dims_str(info->dims) + "; layer '" +
-                                        layer.name() + "' needs " + t.shape().str());
-      }
-      ds.group->read_floats(ds.names[i], info->dims, t.data());
-      if (!t.all_finite()) ds.group->fail(ds.names[i], "contains NaN or Inf");
+      read_weight(ds, i, vars[i]->name, layer_label(layer), t);
       values.push_back(std::move(t));
     }
   };
