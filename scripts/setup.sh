@@ -9,17 +9,8 @@ packages=(build-essential cmake ninja-build pkg-config
           libgtest-dev libgmock-dev googletest libprotobuf-dev protobuf-compiler
           libbenchmark-dev libdnnl-dev libdlib-dev libhdf5-dev
           dataset-fashion-mnist)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  echo "setup: installing ${missing[*]}"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source scripts/apt_install.sh
+apt_install setup "${packages[@]}"
 
 build_dir=${1:-build}
 shift || true

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/cli_run.hpp"
 #include "io/test_files.hpp"
 
 namespace {
@@ -22,44 +23,12 @@ namespace fs = std::filesystem;
 using bnorm::testing::read_bytes;
 using bnorm::testing::TempDir;
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
+using bnorm::testing::expect_one_line_error;
+using Result = bnorm::testing::CliResult;
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs `bnorm <args>` (args are passed through the shell) and captures both streams. `env`
-// ("NAME=value ...", quoted as needed) is set for that one command.
+std::string quote(const std::string& s) { return bnorm::testing::shell_quote(s); }
 Result bnorm(const std::string& args, const std::string& env = "") {
-  TempDir capture;
-  const std::string out = capture.file("stdout"), err = capture.file("stderr");
-  // BNORM_NUM_THREADS from the caller's environment must not leak into a test.
-  const std::string command = "env -u BNORM_NUM_THREADS " + env + " " + quote(BNORM_CLI_PATH) +
-                              " " + args + " >" + quote(out) + " 2>" + quote(err) + " </dev/null";
-  const int status = std::system(command.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = read_bytes(out);
-  r.err = read_bytes(err);
-  return r;
-}
-
-// A failure: non-zero exit, exactly one line "bnorm: error: ..." on stderr containing `needle`.
-void expect_one_line_error(const Result& r, const std::string& needle, int code = -1) {
-  EXPECT_NE(r.code, 0) << r.out;
-  if (code >= 0) {
-    EXPECT_EQ(r.code, code) << r.err;
-  }
-  EXPECT_EQ(r.err.rfind("bnorm: error: ", 0), 0u) << "stderr: " << r.err;
-  ASSERT_FALSE(r.err.empty());
-  EXPECT_EQ(r.err.back(), '\n') << "stderr: " << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr: " << r.err;
-  EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
+  return bnorm::testing::run_bnorm(args, env);
 }
 
 bool has_real_data() { return fs::exists(bnorm::testing::kRealFashionMnist); }
