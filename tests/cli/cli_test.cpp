@@ -1,7 +1,6 @@
 // The `bnorm` executable: every bad input is exit status != 0 and exactly one line on stderr
 // naming the problem; small end-to-end runs write every promised file.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cmath>

@@ -43,6 +43,8 @@ import zlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from keras_check_util import rel_err, run, short  # noqa: E402
+
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 DEFAULT_BNORM = REPO / "build" / "tools" / "cli" / "bnorm"
@@ -53,28 +55,6 @@ MODELS = {
     "resnet50": ("ResNet50", (-120.0, 120.0)),       # caffe-style inputs
     "efficientnetb0": ("EfficientNetB0", (0.0, 255.0)),  # rescales inside
 }
-
-
-def rel_err(a, b) -> float:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    return float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b))))
-
-
-def run(cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=CMD_TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        return subprocess.CompletedProcess(cmd, 124, e.stdout or "",
-                                           f"timed out after {CMD_TIMEOUT}s")
-
-
-def short(text: str, n: int = 200) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def main() -> int:
@@ -95,7 +75,7 @@ def main() -> int:
         print(f"check_keras_applications: no executable bnorm at {bnorm} "
               f"(build it, or pass --bnorm PATH)", file=sys.stderr)
         return 2
-    ph = run([bnorm, "predict", "--help"])
+    ph = run([bnorm, "predict", "--help"], CMD_TIMEOUT)
     text = ph.stdout + ph.stderr
     if ph.returncode != 0 or "--input" not in text or "--output" not in text:
         print(f"check_keras_applications: {bnorm} lacks "
@@ -143,7 +123,7 @@ def main() -> int:
             out = d / f"y_{fname.replace('.', '_')}.npy"
             t0 = time.time()
             p = run([bnorm, "predict", "--model", str(d / fname),
-                     "--input", str(d / "x.npy"), "--output", str(out)])
+                     "--input", str(d / "x.npy"), "--output", str(out)], CMD_TIMEOUT)
             if p.returncode != 0 or not out.exists():
                 rows.append((name, fname, "FAIL",
                              f"rc {p.returncode}: {short(p.stderr or p.stdout)}"))

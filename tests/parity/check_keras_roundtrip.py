@@ -45,36 +45,13 @@ import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from keras_check_util import rel_err, run, short  # noqa: E402
+
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 DEFAULT_FIXTURES = HERE / "fixtures" / "keras_files"
 DEFAULT_BNORM = REPO / "build" / "tools" / "cli" / "bnorm"
 MODEL_FILES = ("model.keras", "model.h5", "tf2.h5")
-CMD_TIMEOUT = 300
-
-
-def rel_err(a, b) -> float:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    if a.size == 0:
-        return 0.0
-    return float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b))))
-
-
-def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=CMD_TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        return subprocess.CompletedProcess(cmd, 124, e.stdout or "",
-                                           f"timed out after {CMD_TIMEOUT}s")
-
-
-def short(text: str, n: int = 160) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def probe_bnorm(bnorm: str) -> list[str]:

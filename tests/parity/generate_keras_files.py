@@ -56,6 +56,8 @@ import warnings  # noqa: E402
 import zlib  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from keras_check_util import rel_err  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
@@ -97,16 +99,6 @@ TF2_TOL = 1e-5
 
 def case_seed(case: str) -> int:
     return zlib.crc32(f"{FAMILY}/{case}".encode())
-
-
-def rel_err(a, b) -> float:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    if a.size == 0:
-        return 0.0
-    return float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b))))
 
 
 def as_list(v):
