@@ -19,6 +19,8 @@ namespace {
 
 using namespace bnorm;
 using namespace bnorm::io;
+using bnorm::testing::bytes_of;
+using bnorm::testing::expect_io_error;
 using bnorm::testing::read_bytes;
 using bnorm::testing::TempDir;
 using bnorm::testing::write_bytes;
@@ -28,22 +30,6 @@ const std::string kDir = std::string(BNORM_SOURCE_DIR) + "/tests/io/data/";
 const nlohmann::json& golden() {
   static const nlohmann::json j = nlohmann::json::parse(read_bytes(kDir + "values.json"));
   return j;
-}
-
-std::span<const unsigned char> bytes_of(const std::string& s) {
-  return {reinterpret_cast<const unsigned char*>(s.data()), s.size()};
-}
-
-template <class F>
-void expect_io_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected IoError containing '" << needle << "'";
-  } catch (const IoError& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find(needle), std::string::npos) << what;
-    EXPECT_EQ(what.find('\n'), std::string::npos) << "not one line: " << what;
-  }
 }
 
 // Element i by the array's own type, as a long double (exact for every fixture value).

@@ -8,8 +8,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bnorm/core/error.hpp"
@@ -116,6 +118,19 @@ std::string io_error(F&& f) {
   }
   ADD_FAILURE() << "expected IoError, nothing was thrown";
   return {};
+}
+
+// f() must throw IoError with one line containing `needle`.
+template <class F>
+void expect_io_error(F&& f, const std::string& needle) {
+  const std::string what = io_error(std::forward<F>(f));
+  EXPECT_NE(what.find(needle), std::string::npos) << "message: " << what;
+  EXPECT_EQ(what.find('\n'), std::string::npos) << "not one line: " << what;
+}
+
+// A string's bytes as the loaders' in-memory entry points take them.
+inline std::span<const unsigned char> bytes_of(const std::string& s) {
+  return {reinterpret_cast<const unsigned char*>(s.data()), s.size()};
 }
 
 }  // namespace bnorm::testing

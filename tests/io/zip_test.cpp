@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bnorm/core/error.hpp"
+#include "io/test_files.hpp"
 
 namespace {
 
@@ -19,23 +20,10 @@ using bnorm::ValueError;
 using bnorm::io::detail::zip_archive;
 using bnorm::io::detail::ZipLimits;
 using bnorm::io::detail::ZipReader;
-
-std::span<const unsigned char> bytes_of(const std::string& s) {
-  return {reinterpret_cast<const unsigned char*>(s.data()), s.size()};
-}
+using bnorm::testing::bytes_of;
+using bnorm::testing::expect_io_error;
 
 std::string text_of(const std::vector<unsigned char>& v) { return {v.begin(), v.end()}; }
-
-// Expects IoError whose message contains `needle` from f().
-template <class F>
-void expect_io_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected IoError containing '" << needle << "'";
-  } catch (const IoError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 void put32(std::string& s, std::size_t at, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) s[at + static_cast<std::size_t>(i)] = static_cast<char>(v >> (8 * i));
@@ -231,37 +219,25 @@ TEST(Zip, CorruptStoredDataFailsCrc) {
   expect_io_error([&] { (void)reader.read("a.bin", 1000); }, "member 'a.bin'");
 }
 
-// A deflate member whose directory understates its size: the data inflates to more bytes than
-// declared, which is refused (never written past the buffer).
-TEST(Zip, UnderstatedSizeRefused) {
-  const std::string data = pattern(4000, 5);
-  std::string zip = zip_archive({{"a.bin", data}}, true);
-  for (auto at : headers(zip, '\1')) put32(zip, at + kCentralUsize, 1000);
-  for (auto at : headers(zip, '\3')) put32(zip, at + kLocalUsize, 1000);
-  bool refused = false;
+// A deflate member of 4000 bytes whose directory and local header declare `declared` bytes
+// instead: whether reading it is refused.
+bool lying_size_refused(std::uint32_t declared, int seed) {
+  std::string zip = zip_archive({{"a.bin", pattern(4000, seed)}}, true);
+  for (auto at : headers(zip, '\1')) put32(zip, at + kCentralUsize, declared);
+  for (auto at : headers(zip, '\3')) put32(zip, at + kLocalUsize, declared);
   try {
     const ZipReader reader(bytes_of(zip), "test: ");
     (void)reader.read("a.bin", 1 << 20);
   } catch (const IoError&) {
-    refused = true;
+    return true;
   }
-  EXPECT_TRUE(refused);
+  return false;
 }
 
-// And one that overstates it: the inflated data ends early (truncated).
-TEST(Zip, OverstatedSizeRefused) {
-  const std::string data = pattern(4000, 6);
-  std::string zip = zip_archive({{"a.bin", data}}, true);
-  for (auto at : headers(zip, '\1')) put32(zip, at + kCentralUsize, 9000);
-  for (auto at : headers(zip, '\3')) put32(zip, at + kLocalUsize, 9000);
-  bool refused = false;
-  try {
-    const ZipReader reader(bytes_of(zip), "test: ");
-    (void)reader.read("a.bin", 1 << 20);
-  } catch (const IoError&) {
-    refused = true;
-  }
-  EXPECT_TRUE(refused);
-}
+// Understated: the data inflates to more bytes than declared (never written past the buffer).
+TEST(Zip, UnderstatedSizeRefused) { EXPECT_TRUE(lying_size_refused(1000, 5)); }
+
+// Overstated: the inflated data ends early (truncated).
+TEST(Zip, OverstatedSizeRefused) { EXPECT_TRUE(lying_size_refused(9000, 6)); }
 
 }  // namespace
