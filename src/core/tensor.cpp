@@ -65,14 +65,34 @@ std::int64_t Shape::size() const noexcept {
 std::string Shape::str() const { return dims_str(dims_); }
 
 void Tensor::AlignedFree::operator()(float* p) const noexcept {
-  ::operator delete[](p, std::align_val_t{kAlignment});
+  if (owned) ::operator delete[](p, std::align_val_t{kAlignment});
 }
 
 void Tensor::allocate(std::int64_t count) {
   const std::int64_t padded = std::max<std::int64_t>(count, 1);
   data_.reset(static_cast<float*>(::operator new[](static_cast<std::size_t>(padded) * sizeof(float),
                                                    std::align_val_t{kAlignment})));
+  data_.get_deleter().owned = true;
   capacity_ = padded;
+}
+
+Tensor Tensor::borrow(Shape shape, const float* data) {
+  Tensor t;
+  t.shape_ = std::move(shape);
+  if (t.shape_.rank() < 1 || t.shape_.rank() > Shape::kMaxRank) {
+    throw ShapeError("Tensor: rank must be 1..5; received rank " +
+                     std::to_string(t.shape_.rank()) + " shape " + t.shape_.str());
+  }
+  t.size_ = t.shape_.size();
+  if (t.size_ == 0 || data == nullptr) {
+    t.allocate(t.size_);  // nothing to share: an empty tensor of its own
+    return t;
+  }
+  // const_cast: the storage is only read (see the header); capacity 0 makes every resize to
+  // another shape allocate storage of the tensor's own instead of writing into the caller's.
+  t.data_ = std::unique_ptr<float[], AlignedFree>(const_cast<float*>(data), AlignedFree{false});
+  t.capacity_ = 0;
+  return t;
 }
 
 Tensor::Tensor(Shape shape) : shape_(std::move(shape)) {

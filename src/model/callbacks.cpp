@@ -45,7 +45,15 @@ std::string format_per_step(double seconds) {
 }  // namespace
 
 ProgressBar::ProgressBar(std::FILE* out, int width)
-    : out_(out), width_(width), tty_(isatty(fileno(out)) != 0) {}
+    : ProgressBar(
+          [out](const std::string& text) {
+            std::fputs(text.c_str(), out);
+            std::fflush(out);
+          },
+          isatty(fileno(out)) != 0, width) {}
+
+ProgressBar::ProgressBar(Writer write, bool interactive, int width)
+    : write_(std::move(write)), width_(width), tty_(interactive) {}
 
 void ProgressBar::on_train_begin(Model&, int epochs, std::int64_t steps_per_epoch) {
   epochs_ = epochs;
@@ -53,8 +61,7 @@ void ProgressBar::on_train_begin(Model&, int epochs, std::int64_t steps_per_epoc
 }
 
 void ProgressBar::on_epoch_begin(Model&, int epoch) {
-  std::fprintf(out_, "Epoch %d/%d\n", epoch + 1, epochs_);
-  std::fflush(out_);
+  write_("Epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs_) + "\n");
   epoch_start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
@@ -92,8 +99,7 @@ void ProgressBar::draw(std::int64_t done, const Logs& logs, bool final_line) {
   }
   if (tty_) line += "\033[K";  // clear what a longer previous line left
   if (final_line) line += "\n";
-  std::fputs(line.c_str(), out_);
-  std::fflush(out_);
+  write_(line);
 }
 
 // ---- CSVLogger ----

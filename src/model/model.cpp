@@ -748,11 +748,11 @@ double Model::train_on_batch(const Tensor& x, const Tensor& y) {
 }
 
 double Model::train_on_batch(const std::vector<const Tensor*>& xs,
-                             const std::vector<const Tensor*>& ys) {
-  return train_on_batch_impl(xs, ys);
+                             const std::vector<const Tensor*>& ys, double* correct) {
+  return train_on_batch_impl(xs, ys, correct);
 }
 
-double Model::train_on_batch_impl(Tensors xs, Tensors ys) {
+double Model::train_on_batch_impl(Tensors xs, Tensors ys, double* correct) {
   const ScopedFlushDenormal flush_denormals;  // as TensorFlow runs its CPU kernels
   if (!optimizer_) throw ValueError(class_name() + "::train_on_batch: compile the model first");
   check_xy(xs, ys, "train_on_batch");
@@ -761,8 +761,10 @@ double Model::train_on_batch_impl(Tensors xs, Tensors ys) {
     throw ValueError("train_on_batch: the model has " + std::to_string(plan_->output_slots.size()) +
                      " outputs; received " + std::to_string(ys.size()) + " targets");
   collect_trainable();
-  const double loss = train_step(xs, ys, nullptr);
+  double batch_correct = 0.0;
+  const double loss = train_step(xs, ys, correct ? &batch_correct : nullptr);
   if (!std::isfinite(loss)) throw NonFiniteError("train_on_batch: the loss is not finite");
+  if (correct) *correct = batch_correct;
   return loss;
 }
 
@@ -822,7 +824,8 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
     }
   }
 
-  const std::int64_t steps = (n_train + o.batch_size - 1) / o.batch_size;
+  // Written so that a batch size near INT64_MAX cannot overflow: one batch of everything.
+  const std::int64_t steps = n_train / o.batch_size + (n_train % o.batch_size != 0 ? 1 : 0);
   std::vector<std::int64_t> order(static_cast<std::size_t>(n_train));
   std::iota(order.begin(), order.end(), 0);
   Random shuffle_rng = rng_.split();

@@ -44,6 +44,13 @@ class Tensor {
   explicit Tensor(Shape shape);
   Tensor(Shape shape, std::span<const float> values);
   static Tensor full(Shape shape, float value);
+  // A tensor over memory it does not own (e.g. a NumPy array's buffer, so data goes in without a
+  // copy): for reading, passed on as `const Tensor&`. The caller keeps `data` (shape.size()
+  // floats, any alignment) alive and unchanged while the tensor and anything reading it live.
+  // Copies of it own their storage; resizing it to another shape gives it storage of its own.
+  static Tensor borrow(Shape shape, const float* data);
+  // Whether the storage belongs to someone else (borrow).
+  bool borrowed() const noexcept { return !data_.get_deleter().owned; }
 
   Tensor(const Tensor& other);
   Tensor& operator=(const Tensor& other);
@@ -89,6 +96,11 @@ class Tensor {
 
  private:
   struct AlignedFree {
+    // Constructors rather than a member initializer: the enclosing class needs the deleter
+    // default-constructible before it is complete.
+    constexpr AlignedFree() noexcept : owned(true) {}
+    constexpr explicit AlignedFree(bool owned_storage) noexcept : owned(owned_storage) {}
+    bool owned;  // false: borrowed storage, never freed here
     void operator()(float* p) const noexcept;
   };
   void allocate(std::int64_t count);

@@ -12,6 +12,7 @@
 // datasets are refused. A failed load throws IoError and leaves nothing half-built.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "bnorm/model/model.hpp"
@@ -37,5 +38,17 @@ void save_keras_h5(const Model& model, const std::string& path);
 // or the legacy layout (root layer_names, as keras.applications ships pretrained weights),
 // matched by layer name. On error the model's weights are unchanged.
 void load_keras_weights(Model& model, const std::string& path);
+
+// A new, unbuilt layer from Keras's constructor arguments as a JSON object, what
+// keras.layers.<class_name>(**args) takes and its get_config() returns: {"units": 64,
+// "activation": "relu"} for Dense; "name" and "trainable" included; arguments left out take
+// Keras's defaults. The same translation as the file loaders (initializers by name or object,
+// L2 regularizers, float32 dtype). ValueError "<class_name>(): <problem>" for an unknown class,
+// argument or value.
+std::shared_ptr<Layer> make_keras_layer(const std::string& class_name,
+                                        const std::string& args_json);
+// Keras's get_config() of a layer as a JSON object (name, trainable, dtype and its arguments).
+// ValueError for an option Keras cannot express (BatchNormalization's PyTorch semantics).
+std::string keras_layer_config(const Layer& layer);
 
 }  // namespace bnorm::io

@@ -38,7 +38,12 @@ struct History {
 // each epoch's final line.
 class ProgressBar final : public Callback {
  public:
+  // Writes to `out`; a terminal (isatty) gets the redrawn line.
   explicit ProgressBar(std::FILE* out = stdout, int width = 20);
+  // Writes each piece of text through `write` (e.g. a Python front end's sys.stdout);
+  // `interactive` as a terminal would be.
+  using Writer = std::function<void(const std::string&)>;
+  ProgressBar(Writer write, bool interactive, int width = 20);
   void on_train_begin(Model&, int epochs, std::int64_t steps_per_epoch) override;
   void on_epoch_begin(Model&, int epoch) override;
   void on_train_batch_end(Model&, std::int64_t step, const Logs& logs) override;
@@ -46,7 +51,7 @@ class ProgressBar final : public Callback {
 
  private:
   void draw(std::int64_t done, const Logs& logs, bool final_line);
-  std::FILE* out_;
+  Writer write_;
   int width_;
   bool tty_;
   int epochs_ = 0;

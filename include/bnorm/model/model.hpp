@@ -122,9 +122,11 @@ class Model {
   History fit(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& ys,
               const FitOptions& options = {});
   // One gradient step on one batch (Keras train_on_batch); returns the batch loss computed
-  // by the forward pass before the update.
+  // by the forward pass before the update; `correct`, when given, receives the number of the
+  // batch's samples that forward pass classified right (the "accuracy" metric's count).
   double train_on_batch(const Tensor& x, const Tensor& y);
-  double train_on_batch(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& ys);
+  double train_on_batch(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& ys,
+                        double* correct = nullptr);
   // Loss and accuracy over x/y. Mode::training evaluates with batch statistics, leaving every
   // weight and moving statistic untouched (the model state is restored afterwards).
   EvaluateResult evaluate(const Tensor& x, const Tensor& y, std::int64_t batch_size = 32,
@@ -232,7 +234,7 @@ class Model {
   using Tensors = std::span<const Tensor* const>;
   void check_xy(Tensors xs, Tensors ys, const char* what) const;
   void prepare(Tensors xs);
-  double train_on_batch_impl(Tensors xs, Tensors ys);
+  double train_on_batch_impl(Tensors xs, Tensors ys, double* correct = nullptr);
   void forward(std::span<const Tensor* const> xs, Mode mode);
   double train_step(std::span<const Tensor* const> xs, std::span<const Tensor* const> ys,
                     double* correct);

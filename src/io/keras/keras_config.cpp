@@ -1142,3 +1142,39 @@ json compile_config(const Model& model) {
 }
 
 }  // namespace bnorm::io::detail::keras
+
+namespace bnorm::io {
+
+std::shared_ptr<Layer> make_keras_layer(const std::string& class_name,
+                                        const std::string& args_json) {
+  using detail::keras::json;
+  const std::string context = class_name + "()";
+  if (!detail::known_layer_class(class_name)) {
+    throw ValueError(context + ": bnorm has no layer class '" + class_name + "' (it has " +
+                     detail::known_layer_classes() + ")");
+  }
+  const json args = json::parse(args_json, nullptr, /*allow_exceptions=*/false);
+  if (!args.is_object()) throw ValueError(context + ": the arguments must be a JSON object");
+  try {
+    std::string name;
+    bool trainable = true;
+    const detail::keras::Where w{context, ""};
+    const json native = detail::keras::config_from_keras(class_name, args, w, name, trainable);
+    std::shared_ptr<Layer> layer = detail::layer_from_config(class_name, native, "", context);
+    if (!name.empty()) layer->set_name(name);
+    layer->set_trainable(trainable);
+    return layer;
+  } catch (const IoError& e) {
+    throw ValueError(e.what());  // a bad argument, not a bad file
+  }
+}
+
+std::string keras_layer_config(const Layer& layer) {
+  try {
+    return detail::keras::layer_config_to_keras(layer, "").dump();
+  } catch (const IoError& e) {
+    throw ValueError(e.what());
+  }
+}
+
+}  // namespace bnorm::io
