@@ -11,6 +11,9 @@ intra-op threads and one inter-op thread. Prints one JSON line:
   {"epoch_seconds": [...], "loss": x, "accuracy": x, "version": "...", "images": n}
 or {"unsupported": "..."} (exit 4), or {"error": "..."} (exit 3) when Keras/TensorFlow cannot be
 imported. Peak memory is measured by the parent (wait4's ru_maxrss).
+
+--module bnorm runs the same script on bnorm's Python module (`import bnorm as keras`): the
+Keras code above, unchanged, on bnorm (bench/python_train.py compares the three).
 """
 
 import argparse
@@ -95,18 +98,30 @@ def main():
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--train-limit", type=int, default=0)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--module", choices=("keras", "bnorm"), default="keras",
+                        help="run on Keras 3 (TensorFlow backend) or on bnorm's Python module")
     args = parser.parse_args()
 
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        import keras
-    except Exception as e:
-        print(json.dumps({"error": "cannot import keras/tensorflow: %s" % e}), flush=True)
-        return 3
+    if args.module == "bnorm":
+        try:
+            import bnorm as keras
+        except Exception as e:
+            print(json.dumps({"error": "cannot import bnorm: %s" % e}), flush=True)
+            return 3
+        keras.set_num_threads(args.threads)
+        version = "bnorm %s (Python)" % keras.__version__
+    else:
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        try:
+            import tensorflow as tf
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            import keras
+        except Exception as e:
+            print(json.dumps({"error": "cannot import keras/tensorflow: %s" % e}), flush=True)
+            return 3
+        version = "%s (TensorFlow %s)" % (keras.__version__, tf.__version__)
     keras.utils.set_random_seed(args.seed)
     try:
         if args.preset:
@@ -140,7 +155,7 @@ def main():
                         callbacks=[timer])
     print(json.dumps({"epoch_seconds": timer.seconds, "loss": history.history["loss"][-1],
                       "accuracy": history.history["accuracy"][-1],
-                      "version": "%s (TensorFlow %s)" % (keras.__version__, tf.__version__),
+                      "version": version,
                       "images": len(x)}), flush=True)
     return 0
 

@@ -301,3 +301,18 @@ def test_get_config_round_trip():
     assert config["name"] == "conv"
     clone = bnorm.layers.Conv2D.from_config(config)
     assert json.dumps(clone.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
+
+
+def test_readme_script_runs_and_learns(tmp_path, monkeypatch, capsys):
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    script = re.search(r"```python\n(import bnorm as keras.*?)```", readme, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(script, "README.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "Epoch 10/10" in out
+    loss, accuracy = namespace["model"].evaluate(namespace["x_test"], namespace["y_test"],
+                                                 verbose=0)
+    assert accuracy > 0.85
+    assert (tmp_path / "seed.keras").exists()
+    assert len(namespace["history"].history["val_accuracy"]) == 10
