@@ -5,6 +5,7 @@
 // Threads: long calls (fit, evaluate, predict, train_on_batch, an eager layer call) release the
 // GIL; fit takes it back between batches to call Python callbacks and to let Ctrl-C interrupt
 // (KeyboardInterrupt after the current batch; the weights are those of the last full step).
+#include <Python.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/function.h>
@@ -16,14 +17,12 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
-#include <Python.h>
-
-#include <mutex>
-#include <thread>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -206,15 +205,17 @@ NB_MODULE(_core, m) {
 
   m.def("set_num_threads", &set_num_threads, "n"_a, "Threads bnorm's kernels use.");
   m.def("num_threads", &num_threads, "Threads bnorm's kernels use.");
-  m.def("set_seed", [](std::uint64_t seed) { eager_rng() = Random(seed); }, "seed"_a,
-        "Seeds the generator that builds layers called eagerly.");
+  m.def(
+      "set_seed", [](std::uint64_t seed) { eager_rng() = Random(seed); }, "seed"_a,
+      "Seeds the generator that builds layers called eagerly.");
   m.def(
       "_tensor_address",
       [](const InArray& a) {
         const Tensor t = borrow(a, "array");
         return reinterpret_cast<std::uintptr_t>(t.data());
       },
-      nb::arg("a").noconvert(), "Address of the memory a tensor made from this array reads (zero-copy checks).");
+      nb::arg("a").noconvert(),
+      "Address of the memory a tensor made from this array reads (zero-copy checks).");
 
   // ---- symbolic tensors --------------------------------------------------------------------
   nb::class_<SymbolicTensor>(m, "SymbolicTensor", "A tensor of a functional graph (no data).")
@@ -258,7 +259,8 @@ NB_MODULE(_core, m) {
           },
           "(name, shape, trainable) of each weight, in Keras order.")
       .def(
-          "get_weights", [](Layer& l) {
+          "get_weights",
+          [](Layer& l) {
             std::vector<Tensor> ts;
             for (const Variable* v : l.weights()) ts.push_back(v->value);
             return numpy_list(std::move(ts));
@@ -281,7 +283,8 @@ NB_MODULE(_core, m) {
           },
           "weights"_a, "Sets every weight (shapes checked before anything is written).")
       .def(
-          "get_weight", [](Layer& l, const std::string& n) { return to_numpy(find_weight(l, n).value); },
+          "get_weight",
+          [](Layer& l, const std::string& n) { return to_numpy(find_weight(l, n).value); },
           "name"_a, "A copy of one weight.")
       .def(
           "set_weight",
@@ -289,8 +292,9 @@ NB_MODULE(_core, m) {
             assign(find_weight(l, n), a, l.name() + " weight '" + n + "'");
           },
           "name"_a, "value"_a, "Writes one weight.")
-      .def("config", [](const Layer& l) { return io::keras_layer_config(l); },
-           "Keras's get_config() as JSON.")
+      .def(
+          "config", [](const Layer& l) { return io::keras_layer_config(l); },
+          "Keras's get_config() as JSON.")
       .def(
           "build",
           [](Layer& l, std::vector<std::vector<std::int64_t>> shapes) {
@@ -327,10 +331,13 @@ NB_MODULE(_core, m) {
             return wrap_model(std::make_unique<Sequential>(seed, std::move(name)));
           },
           "name"_a, "seed"_a, "An empty keras.Sequential.")
-      .def_prop_ro("name", [](const PyModel& p) { return p.model->name(); }, "Model name.")
+      .def_prop_ro(
+          "name", [](const PyModel& p) { return p.model->name(); }, "Model name.")
       .def_prop_ro("is_sequential", &PyModel::sequential, "Whether the graph is a chain.")
-      .def_prop_ro("built", [](const PyModel& p) { return p.model->built(); }, "Built.")
-      .def_prop_ro("compiled", [](const PyModel& p) { return p.model->compiled(); }, "Compiled.")
+      .def_prop_ro(
+          "built", [](const PyModel& p) { return p.model->built(); }, "Built.")
+      .def_prop_ro(
+          "compiled", [](const PyModel& p) { return p.model->compiled(); }, "Compiled.")
       .def(
           "add_input",
           [](PyModel& p, std::vector<std::int64_t> shape, std::string name) {
@@ -354,7 +361,8 @@ NB_MODULE(_core, m) {
           [](const PyModel& p) {
             std::vector<std::vector<std::int64_t>> out;
             for (const auto& t : p.model->inputs()) out.push_back(dims_of(t.shape()));
-            if (out.empty() && p.model->input_shape()) out.push_back(dims_of(*p.model->input_shape()));
+            if (out.empty() && p.model->input_shape())
+              out.push_back(dims_of(*p.model->input_shape()));
             return out;
           },
           "Per-sample shapes of the inputs.")
@@ -378,7 +386,8 @@ NB_MODULE(_core, m) {
           "compile",
           [](PyModel& p, const std::string& optimizer, const std::map<std::string, double>& config,
              const std::string& loss, std::vector<std::string> metrics) {
-            p.model->compile(make_optimizer(optimizer, config), parse_loss(loss), std::move(metrics));
+            p.model->compile(make_optimizer(optimizer, config), parse_loss(loss),
+                             std::move(metrics));
           },
           "optimizer"_a, "config"_a, "loss"_a, "metrics"_a, "compile(optimizer, loss, metrics).")
       .def_prop_ro(
@@ -444,8 +453,8 @@ NB_MODULE(_core, m) {
             p.model->fit(pointers(tx), pointers(ty), o);
           },
           "x"_a, "y"_a, "batch_size"_a, "epochs"_a, "validation_split"_a, "validation"_a.none(),
-          "shuffle"_a, "callbacks"_a, "batch_calls"_a, "progress_writer"_a.none(),
-          "interactive"_a, "Trains (the GIL is released between callback calls).")
+          "shuffle"_a, "callbacks"_a, "batch_calls"_a, "progress_writer"_a.none(), "interactive"_a,
+          "Trains (the GIL is released between callback calls).")
       .def(
           "train_on_batch",
           [](PyModel& p, const std::vector<InArray>& xs, const std::vector<InArray>& ys) {
@@ -579,8 +588,8 @@ NB_MODULE(_core, m) {
                    float epsilon, int axis) {
         const auto s = opt_tensor(scale, "scale");
         const auto o = opt_tensor(offset, "offset");
-        BatchNormTrainingResult r =
-            batch_norm_training(borrow(x, "x"), s ? &*s : nullptr, o ? &*o : nullptr, epsilon, axis);
+        BatchNormTrainingResult r = batch_norm_training(borrow(x, "x"), s ? &*s : nullptr,
+                                                        o ? &*o : nullptr, epsilon, axis);
         return std::make_tuple(to_numpy(std::move(r.y)), to_numpy(std::move(r.batch_mean)),
                                to_numpy(std::move(r.batch_variance)));
       },
@@ -590,7 +599,8 @@ NB_MODULE(_core, m) {
       "bn_update_moving",
       [](const InArray& moving_mean, const InArray& moving_variance, const InArray& batch_mean,
          const InArray& batch_variance, double momentum) {
-        Tensor mm = borrow(moving_mean, "moving_mean"), mv = borrow(moving_variance, "moving_variance");
+        Tensor mm = borrow(moving_mean, "moving_mean"),
+               mv = borrow(moving_variance, "moving_variance");
         Tensor mean(mm), var(mv);  // the inputs stay untouched: new arrays come back
         batch_norm_update_moving(mean, var, borrow(batch_mean, "batch_mean"),
                                  borrow(batch_variance, "batch_variance"), momentum);
@@ -600,13 +610,13 @@ NB_MODULE(_core, m) {
       "Keras's moving = moving * momentum + batch * (1 - momentum).");
   m.def(
       "bn_backward",
-      [opt_tensor](const InArray& x, const InArray& dy, const InArray& mean, const InArray& variance,
-                   std::optional<InArray> scale, float epsilon, bool batch_statistics, int axis) {
+      [opt_tensor](const InArray& x, const InArray& dy, const InArray& mean,
+                   const InArray& variance, std::optional<InArray> scale, float epsilon,
+                   bool batch_statistics, int axis) {
         const auto s = opt_tensor(scale, "scale");
-        BatchNormGradients g =
-            batch_norm_backward(borrow(x, "x"), borrow(dy, "dy"), borrow(mean, "mean"),
-                                borrow(variance, "variance"), s ? &*s : nullptr, epsilon,
-                                batch_statistics, axis);
+        BatchNormGradients g = batch_norm_backward(
+            borrow(x, "x"), borrow(dy, "dy"), borrow(mean, "mean"), borrow(variance, "variance"),
+            s ? &*s : nullptr, epsilon, batch_statistics, axis);
         return std::make_tuple(to_numpy(std::move(g.dx)), to_numpy(std::move(g.dscale)),
                                to_numpy(std::move(g.doffset)));
       },

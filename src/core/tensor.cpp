@@ -80,8 +80,8 @@ Tensor Tensor::borrow(Shape shape, const float* data) {
   Tensor t;
   t.shape_ = std::move(shape);
   if (t.shape_.rank() < 1 || t.shape_.rank() > Shape::kMaxRank) {
-    throw ShapeError("Tensor: rank must be 1..5; received rank " +
-                     std::to_string(t.shape_.rank()) + " shape " + t.shape_.str());
+    throw ShapeError("Tensor: rank must be 1..5; received rank " + std::to_string(t.shape_.rank()) +
+                     " shape " + t.shape_.str());
   }
   t.size_ = t.shape_.size();
   if (t.size_ == 0 || data == nullptr) {

@@ -87,6 +87,32 @@ TEST(TensorTest, RankLimits) {
   EXPECT_THROW(t.resize(Shape{1, 1, 1, 1, 1, 4}), ShapeError);
 }
 
+TEST(TensorTest, BorrowReadsTheCallersMemoryAndCopiesOwnTheirs) {
+  std::vector<float> buffer{1, 2, 3, 4, 5, 6, 7};
+  const float* unaligned = buffer.data() + 1;  // any alignment is allowed
+  const Tensor view = Tensor::borrow(Shape{2, 3}, unaligned);
+  EXPECT_TRUE(view.borrowed());
+  EXPECT_EQ(view.data(), unaligned) << "no copy";
+  EXPECT_EQ(view.shape(), (Shape{2, 3}));
+  buffer[1] = 10.0f;
+  EXPECT_EQ(view[0], 10.0f) << "reads the caller's current values";
+  Tensor copy = view;
+  EXPECT_FALSE(copy.borrowed());
+  EXPECT_NE(copy.data(), unaligned);
+  EXPECT_EQ(copy[0], 10.0f);
+  Tensor resized = Tensor::borrow(Shape{6}, unaligned);
+  resized.resize(Shape{3});  // another shape: storage of its own, the caller's is untouched
+  EXPECT_FALSE(resized.borrowed());
+  resized.fill(0.0f);
+  EXPECT_EQ(buffer[1], 10.0f);
+  Tensor moved = Tensor::borrow(Shape{6}, unaligned);
+  Tensor target = std::move(moved);
+  EXPECT_TRUE(target.borrowed());
+  EXPECT_EQ(target.data(), unaligned);
+  EXPECT_TRUE(Tensor::borrow(Shape{0, 3}, nullptr).empty());
+  EXPECT_THROW(Tensor::borrow(Shape{}, unaligned), ShapeError);
+}  // a borrowed tensor never frees the caller's memory: ASan would report it here
+
 TEST(TensorTest, ValuesConstructorAndFull) {
   const std::vector<float> v{1, 2, 3, 4, 5, 6};
   Tensor t(Shape{2, 3}, v);

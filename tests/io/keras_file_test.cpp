@@ -327,5 +327,44 @@ TEST(KerasFiles, PyTorchStyleBatchNormCannotBeSavedAsKeras) {
   EXPECT_FALSE(fs::exists(dir.file("m.keras")));
 }
 
+TEST(KerasLayerArguments, BuildTheLayerKerasWouldBuild) {
+  auto conv = io::make_keras_layer(
+      "Conv2D", R"({"filters": 8, "kernel_size": 3, "strides": [2, 2], "padding": "same",
+                    "activation": "relu", "kernel_initializer": "he_normal", "name": "c1"})");
+  EXPECT_EQ(conv->class_name(), "Conv2D");
+  EXPECT_EQ(conv->name(), "c1");
+  const auto config = nlohmann::json::parse(io::keras_layer_config(*conv));
+  EXPECT_EQ(config["kernel_size"], nlohmann::json::array({3, 3}));
+  EXPECT_EQ(config["strides"], nlohmann::json::array({2, 2}));
+  // he_normal is Keras's VarianceScaling(2, fan_in, truncated_normal), written in that form.
+  EXPECT_EQ(config["kernel_initializer"]["class_name"], "VarianceScaling");
+  EXPECT_DOUBLE_EQ(config["kernel_initializer"]["config"]["scale"].get<double>(), 2.0);
+  EXPECT_EQ(config["kernel_initializer"]["config"]["mode"], "fan_in");
+  auto bn = io::make_keras_layer("BatchNormalization",
+                                 R"({"momentum": 0.9, "epsilon": 1e-5, "trainable": false})");
+  EXPECT_FALSE(bn->trainable());
+  const auto bn_config = nlohmann::json::parse(io::keras_layer_config(*bn));
+  EXPECT_DOUBLE_EQ(bn_config["momentum"].get<double>(), 0.9);
+  EXPECT_EQ(bn_config["center"], true) << "left-out arguments take Keras's defaults";
+}
+
+TEST(KerasLayerArguments, BadArgumentsAreValueErrorsNamingTheClass) {
+  auto expect_error = [](const char* cls, const char* args, const char* needle) {
+    try {
+      io::make_keras_layer(cls, args);
+      ADD_FAILURE() << cls << " " << args << " was accepted";
+    } catch (const ValueError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).rfind(std::string(cls) + "()", 0), 0u) << e.what();
+    }
+  };
+  expect_error("Dense", R"({"units": 4, "colour": "red"})", "colour");
+  expect_error("Dense", R"({"units": -4})", "units");
+  expect_error("Dense", "[1, 2]", "JSON object");
+  expect_error("Dense", "{not json", "JSON object");
+  expect_error("Lambda", "{}", "no layer class 'Lambda'");
+  expect_error("BatchNormalization", R"({"synchronized": true})", "synchronized");
+}
+
 }  // namespace
 }  // namespace bnorm

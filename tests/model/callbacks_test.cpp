@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -327,6 +328,40 @@ TEST(ProgressBar, PrintsFinalLinePerEpochWhenNotATerminal) {
   EXPECT_NE(out.find("loss: "), std::string::npos) << out;
   EXPECT_NE(out.find("accuracy: "), std::string::npos) << out;
   EXPECT_EQ(out.find('\r'), std::string::npos) << "no redraws when not a terminal";
+}
+
+TEST(ProgressBar, WriterReceivesRedrawsWhenInteractive) {
+  const Data d = make_data(40, 11);
+  Sequential m = small_model();
+  std::vector<std::string> pieces;
+  ProgressBar bar([&](const std::string& text) { pieces.push_back(text); }, /*interactive=*/true);
+  FitOptions o;
+  o.epochs = 1;
+  o.batch_size = 10;
+  o.callbacks = {&bar};
+  m.fit(d.x, d.y, o);
+  ASSERT_GE(pieces.size(), 3u);  // the epoch header, at least one redraw, the final line
+  EXPECT_EQ(pieces.front(), "Epoch 1/1\n");
+  EXPECT_EQ(pieces.back().front(), '\r') << "an interactive bar redraws its line";
+  EXPECT_NE(pieces.back().find("4/4"), std::string::npos) << pieces.back();
+  EXPECT_EQ(pieces.back().back(), '\n');
+}
+
+TEST(TrainOnBatch, ReportsTheBatchsCorrectCount) {
+  const Data d = make_data(16, 12);
+  Sequential m = small_model();
+  double correct = -1.0;
+  const double loss = m.train_on_batch({&d.x}, {&d.y}, &correct);
+  EXPECT_TRUE(std::isfinite(loss));
+  EXPECT_GE(correct, 0.0);
+  EXPECT_LE(correct, 16.0);
+  EXPECT_EQ(correct, std::floor(correct)) << "a count of samples";
+  // The count is the forward pass's, before the update: the same model state evaluated in
+  // training mode (batch statistics) before the step gives the same count and loss.
+  Sequential fresh = small_model();
+  const EvaluateResult r = fresh.evaluate(d.x, d.y, 16, Mode::training);
+  EXPECT_DOUBLE_EQ(correct, r.accuracy * 16.0);
+  EXPECT_NEAR(loss, r.loss, 1e-6);
 }
 
 }  // namespace
