@@ -94,6 +94,22 @@ TEST(Fit, SameSeedGivesIdenticalWeightsBitForBit) {
   EXPECT_FALSE(same_weights(a, c));
 }
 
+// Issue 16 item 3: a batch size larger than the data set is one batch of everything (Keras),
+// even at INT64_MAX, where counting the steps as (n + batch - 1) / batch overflowed.
+TEST(Fit, HugeBatchSizeIsOneBatchOfEverything) {
+  const Blobs data = make_blobs(50, 3);
+  for (const std::int64_t batch : {std::int64_t{51}, std::numeric_limits<std::int64_t>::max()}) {
+    Sequential huge = blob_model(5);
+    Sequential exact = blob_model(5);
+    huge.fit(data.x, data.y, fit_options(batch, 2));
+    exact.fit(data.x, data.y, fit_options(50, 2));
+    EXPECT_EQ(huge.optimizer().iterations(), 2) << batch;
+    EXPECT_TRUE(same_weights(huge, exact)) << batch;
+    EXPECT_NO_THROW(huge.evaluate(data.x, data.y, batch));
+    EXPECT_EQ(huge.predict(data.x, batch).shape()[0], 50);
+  }
+}
+
 TEST(Fit, SameBitsAtOneAndTwoThreads) {
   // The seed model's shapes (784 -> 64 -> 10, batch 32): large enough that a multi-threaded BLAS
   // would split the work and change the summation order.
