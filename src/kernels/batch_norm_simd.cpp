@@ -245,15 +245,20 @@ void RowsGradSumsT(GradPtrs p, std::int64_t ld, std::int64_t rows, std::int64_t 
   auto at = [&p](std::int64_t off) {
     return GradPtrs{p.x + off, p.dy + off, p.s ? p.s + off : nullptr, p.ds ? p.ds + off : nullptr};
   };
+  // inv and beta are read only by the fused ReLU's mask; without it they may be null, and an
+  // offset applied to a null pointer is undefined behaviour (UBSan: pointer-overflow).
+  auto masked = [](const float* p, std::int64_t off) -> const float* {
+    return kMask && p ? p + off : nullptr;
+  };
   for (std::int64_t r0 = 0; r0 < rows; r0 += tile) {
     const std::int64_t nr = rows - r0 < tile ? rows - r0 : tile;
     std::int64_t j = 0;
     for (; j + 4 * N <= nc; j += 4 * N)
-      RowsGradStrips<kFuse, 4>(at(r0 * ld + j), ld, nr, mean + j, inv + j, beta + j, s1 + j, s2 + j,
-                               stream);
+      RowsGradStrips<kFuse, 4>(at(r0 * ld + j), ld, nr, mean + j, masked(inv, j), masked(beta, j),
+                               s1 + j, s2 + j, stream);
     for (; j + N <= nc; j += N)
-      RowsGradStrips<kFuse, 1>(at(r0 * ld + j), ld, nr, mean + j, inv + j, beta + j, s1 + j, s2 + j,
-                               stream);
+      RowsGradStrips<kFuse, 1>(at(r0 * ld + j), ld, nr, mean + j, masked(inv, j), masked(beta, j),
+                               s1 + j, s2 + j, stream);
     if (j < nc) {
       const std::size_t n = static_cast<std::size_t>(nc - j);
       auto a1 = LoadPart(dd, s1 + j, n), a2 = LoadPart(dd, s2 + j, n);

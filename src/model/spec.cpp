@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -63,6 +64,29 @@ double parse_number(const std::string& spec, const std::string& token, const std
   if (*end != '\0' || errno == ERANGE || std::isnan(v))
     fail(spec, token, std::string("'").append(text).append("' is not a number"));
   return v;
+}
+
+// A float32 argument: finite and within float's range (converting a larger double to float is
+// undefined behaviour).
+float parse_float(const std::string& spec, const std::string& token, const std::string& text) {
+  const double v = parse_number(spec, token, text);
+  if (!std::isfinite(v) || std::fabs(v) > static_cast<double>(std::numeric_limits<float>::max()))
+    fail(spec, token, std::string("'").append(text).append("' is outside float32's range"));
+  return static_cast<float>(v);
+}
+
+// An axis: an integer in [-Shape::kMaxRank, Shape::kMaxRank) (1.5 or 1e10 are not axes).
+int parse_axis(const std::string& spec, const std::string& token, const std::string& text) {
+  const double v = parse_number(spec, token, text);
+  if (v != std::floor(v) || v < -Shape::kMaxRank || v >= Shape::kMaxRank)
+    fail(spec, token,
+         std::string("axis '")
+             .append(text)
+             .append("' must be an integer from ")
+             .append(std::to_string(-Shape::kMaxRank))
+             .append(" to ")
+             .append(std::to_string(Shape::kMaxRank - 1)));
+  return static_cast<int>(v);
 }
 
 bool parse_bool(const std::string& spec, const std::string& token, const std::string& text) {
@@ -193,9 +217,9 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
   }
   if (h == "bn" || h == "batchnorm" || h == "batch_normalization") {
     BatchNormalization::Options o;
-    if (auto v = take("axis")) o.axis = static_cast<int>(parse_number(spec, text, *v));
+    if (auto v = take("axis")) o.axis = parse_axis(spec, text, *v);
     if (auto v = take("momentum")) o.momentum = parse_number(spec, text, *v);
-    if (auto v = take("epsilon")) o.epsilon = static_cast<float>(parse_number(spec, text, *v));
+    if (auto v = take("epsilon")) o.epsilon = parse_float(spec, text, *v);
     if (auto v = take("center")) o.center = parse_bool(spec, text, *v);
     if (auto v = take("scale")) o.scale = parse_bool(spec, text, *v);
     return finish(std::make_unique<BatchNormalization>(o));
@@ -265,9 +289,8 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
   if (h == "gmp" || h == "global_max_pooling2d")
     return finish(global_pooling<GlobalMaxPooling2D>(spec, text, take));
   if (h.rfind("dropout", 0) == 0) {
-    const double rate = parse_number(spec, text, h.substr(7));
     Dropout::Options o;
-    o.rate = static_cast<float>(rate);
+    o.rate = parse_float(spec, text, h.substr(7));
     if (auto v = take("seed")) {
       const double seed = parse_number(spec, text, *v);
       if (seed < 0 || seed != std::floor(seed) || seed > 9.0e15)
@@ -291,16 +314,16 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
     Rescaling::Options o;
     auto scale = take("scale");
     if (!scale) fail(spec, text, "rescaling needs scale=S");
-    o.scale = {static_cast<float>(parse_number(spec, text, *scale))};
-    if (auto v = take("offset")) o.offset = {static_cast<float>(parse_number(spec, text, *v))};
+    o.scale = {parse_float(spec, text, *scale)};
+    if (auto v = take("offset")) o.offset = {parse_float(spec, text, *v)};
     return finish(std::make_unique<Rescaling>(o));
   }
   if (h == "normalization") {
     Normalization::Options o;
     auto mean = take("mean");
     auto variance = take("variance");
-    if (mean) o.mean = {static_cast<float>(parse_number(spec, text, *mean))};
-    if (variance) o.variance = {static_cast<float>(parse_number(spec, text, *variance))};
+    if (mean) o.mean = {parse_float(spec, text, *mean)};
+    if (variance) o.variance = {parse_float(spec, text, *variance)};
     if (auto v = take("invert")) o.invert = parse_bool(spec, text, *v);
     return finish(std::make_unique<Normalization>(o));
   }
@@ -308,10 +331,9 @@ std::unique_ptr<Layer> make_layer(const std::string& spec, const std::string& te
   if (h == "relu" && !t.options.empty()) {
     // Options make it the ReLU layer; a bare relu stays Activation('relu') (fused after bn).
     ReLU::Options o;
-    if (auto v = take("max_value")) o.max_value = static_cast<float>(parse_number(spec, text, *v));
-    if (auto v = take("negative_slope"))
-      o.negative_slope = static_cast<float>(parse_number(spec, text, *v));
-    if (auto v = take("threshold")) o.threshold = static_cast<float>(parse_number(spec, text, *v));
+    if (auto v = take("max_value")) o.max_value = parse_float(spec, text, *v);
+    if (auto v = take("negative_slope")) o.negative_slope = parse_float(spec, text, *v);
+    if (auto v = take("threshold")) o.threshold = parse_float(spec, text, *v);
     return finish(std::make_unique<ReLU>(o));
   }
   if (h == "flatten") {

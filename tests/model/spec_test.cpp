@@ -143,6 +143,19 @@ TEST(Spec, InvalidBatchNormOptions) {
   expect_spec_error("dense4,bn:center=2", "center");
 }
 
+// Issue 16 item 6: an axis is an integer in the rank range (1.5 was read as axis 1, and 1e10's
+// conversion to int was undefined behaviour); float32 arguments stay within float's range.
+TEST(Spec, AxesAreIntegersAndFloatsFitFloat32) {
+  expect_spec_error("bn:axis=1.5", "axis '1.5' must be an integer from -5 to 4");
+  expect_spec_error("bn:axis=1e10", "axis '1e10'");
+  expect_spec_error("bn:axis=-6", "axis '-6'");
+  expect_spec_error("bn:axis=inf", "axis 'inf'");
+  expect_spec_error("bn:epsilon=1e300", "outside float32's range");
+  expect_spec_error("dropout1e300", "outside float32's range");
+  expect_spec_error("rescaling:scale=-1e39", "outside float32's range");
+  expect_spec_error("relu:max_value=inf", "outside float32's range");
+}
+
 TEST(Spec, InvalidDropout) {
   expect_spec_error("dropout1.5", "dropout1.5");
   expect_spec_error("dropout-0.1", "dropout");
