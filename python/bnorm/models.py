@@ -97,7 +97,6 @@ class Model:
         self._native = native
         self._optimizer: Optional[optimizers.Optimizer] = None
         self.history: Optional[callbacks_module.History] = None
-        self._metric_sums = [0.0, 0.0, 0]  # train_on_batch's running loss * n, correct, n
 
     @classmethod
     def _from_native(cls, native: Any) -> "Model":
@@ -324,34 +323,26 @@ class Model:
 
     def train_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
                        class_weight: Any = None, return_dict: bool = False) -> Any:
-        """One gradient step on one batch. Returns what Keras returns: the loss and metrics as
-        running means over the batches since compile (or reset_metrics); a scalar loss when the
-        model has no metrics, [loss, accuracy] otherwise, a dict with return_dict=True."""
+        """One gradient step on one batch. Returns what Keras 3 returns: this batch's loss and
+        metrics, computed by the forward pass before the update (Keras resets its metrics on
+        every call): a float loss when the model has no metrics, [loss, accuracy] otherwise, a
+        dict {"accuracy", "loss"} with return_dict=True."""
         self._check_compiled("train_on_batch")
         _refuse("train_on_batch", sample_weight=sample_weight, class_weight=class_weight)
         xs = as_float32_list(x, "x")
-        ys = [as_labels(y, "y")]
+        ys = [as_labels(v, "y") for v in (y if isinstance(y, (list, tuple)) and y and all(
+            isinstance(v, np.ndarray) for v in y) else [y])]
         loss, correct = self._native.train_on_batch(xs, ys)
-        n = len(xs[0])
-        self._metric_sums[0] += loss * n
-        self._metric_sums[1] += correct
-        self._metric_sums[2] += n
-        return self._metric_result(return_dict)
-
-    def _metric_result(self, return_dict: bool) -> Any:
-        total = max(self._metric_sums[2], 1)
-        logs = {"loss": self._metric_sums[0] / total}
+        logs = {"loss": float(loss)}
         if self._native.metrics:
-            logs = {"accuracy": self._metric_sums[1] / total, **logs}
+            logs = {"accuracy": float(correct) / len(xs[0]), **logs}
         if return_dict:
             return logs
-        if not self._native.metrics:
-            return logs["loss"]
-        return [logs["loss"], logs["accuracy"]]
+        return [logs["loss"], logs["accuracy"]] if self._native.metrics else logs["loss"]
 
     def reset_metrics(self) -> None:
-        """Resets train_on_batch's running loss and metrics."""
-        self._metric_sums = [0.0, 0.0, 0]
+        """Keras's reset_metrics: bnorm keeps no metric state between calls (fit and evaluate
+        compute theirs per call, train_on_batch per batch), so there is nothing to reset."""
 
     def evaluate(self, x: Any = None, y: Any = None, batch_size: Optional[int] = None,
                  verbose: Any = "auto", sample_weight: Any = None, steps: Optional[int] = None,
@@ -433,8 +424,16 @@ class Sequential(Model):
         self._single_input = True
         self._single_output = True
         self._has_input = False
+        pending: List[Layer] = []  # consecutive plain layers are added in one call
         for layer in layers or []:
+            if isinstance(layer, Layer) and (pending or self._native.layers or self._has_input or
+                                             layer._input_shape is None):
+                self._check_layer(layer)
+                pending.append(layer)
+                continue
+            self._flush(pending)
             self.add(layer)
+        self._flush(pending)
         if not trainable:
             self.trainable = False
 
@@ -448,17 +447,26 @@ class Sequential(Model):
             self._native.add_input(list(layer._native.shape), "")
             self._has_input = True
             return
+        self._check_layer(layer)
+        if not self._native.layers and not getattr(self, "_has_input", False) and (
+                layer._input_shape is not None):
+            self._native.add_input(list(layer._input_shape), "")
+            self._has_input = True
+        self._native.add(layer._native)
+
+    @staticmethod
+    def _check_layer(layer: Any) -> None:
         if isinstance(layer, Model):
             raise ValueError("Sequential.add: adding a model inside a Sequential is not "
                              "supported; use the functional API to nest models")
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add: expected a bnorm layer; received "
                             f"{type(layer).__name__}")
-        if not self._native.layers and not getattr(self, "_has_input", False) and (
-                layer._input_shape is not None):
-            self._native.add_input(list(layer._input_shape), "")
-            self._has_input = True
-        self._native.add(layer._native)
+
+    def _flush(self, pending: List[Layer]) -> None:
+        if pending:
+            self._native.add_layers([l._native for l in pending])
+            pending.clear()
 
     def pop(self) -> Layer:
         """Removing layers is not supported (bnorm plans the graph when layers are added)."""

@@ -348,6 +348,12 @@ NB_MODULE(_core, m) {
           "add", [](PyModel& p, std::shared_ptr<Layer> l) { p.as_sequential().add(std::move(l)); },
           "layer"_a, "Sequential.add.")
       .def(
+          "add_layers",
+          [](PyModel& p, std::vector<std::shared_ptr<Layer>> ls) {
+            p.as_sequential().add(std::move(ls));
+          },
+          "layers"_a, "Sequential.add of several layers at once (the graph is set once).")
+      .def(
           "build_sequential",
           [](PyModel& p, std::vector<std::int64_t> shape) {
             p.as_sequential().build(Shape(std::move(shape)));

@@ -343,13 +343,18 @@ void Model::set_graph(std::vector<SymbolicTensor> inputs, std::vector<SymbolicTe
       if (!taken.insert(l->name()).second)
         throw ValueError(who + ": two layers are named '" + l->name() + "'");
     }
+    // The next suffix to try per stem, so naming n layers of one class is O(n log n) (probing
+    // dense, dense_1, ... from the start for every layer made a 10,000-layer chain cubic).
+    std::map<std::string, int> next_suffix;
     for (const auto& l : layers) {
       const bool fixed = ex.nested.count(l.get()) ||
                          (!l->name().empty() && l->name() != snake_case_name(l->class_name()));
       if (fixed) continue;
       const std::string stem = snake_case_name(l->class_name());
-      std::string n = stem;
-      for (int k = 1; taken.count(n); ++k) n = stem + "_" + std::to_string(k);
+      int& k = next_suffix[stem];
+      std::string n = k == 0 ? stem : stem + "_" + std::to_string(k);
+      while (taken.count(n)) n = stem + "_" + std::to_string(++k);
+      ++k;
       l->set_name(n);
       taken.insert(n);
     }

@@ -1,6 +1,10 @@
 #include "bnorm/model/sequential.hpp"
 
 #include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "bnorm/core/error.hpp"
 #include "model/plan.hpp"
@@ -27,31 +31,52 @@ void Sequential::add(const Input& input) {
 }
 
 Layer& Sequential::add(std::shared_ptr<Layer> layer) {
-  if (!layer) throw ValueError("Sequential: cannot add a null layer");
-  if (std::any_of(layers_.begin(), layers_.end(), [&](auto& l) { return l == layer; }))
-    throw ValueError("Sequential: layer '" + layer->name() + "' is already in the model");
-  const std::string& n = layer->name();
-  const bool default_name = n.empty() || n == snake_case_name(layer->class_name());
-  if (!default_name &&
-      std::any_of(layers_.begin(), layers_.end(), [&](auto& l) { return l->name() == n; }))
-    throw ValueError("Sequential: a layer named '" + n + "' already exists");
+  Layer& added = *layer;
+  add(std::vector<std::shared_ptr<Layer>>{std::move(layer)});
+  return added;
+}
+
+void Sequential::add(std::vector<std::shared_ptr<Layer>> layers) {
+  std::set<const Layer*> present;
+  std::set<std::string> names;
+  for (const auto& l : layers_) {
+    present.insert(l.get());
+    names.insert(l->name());
+  }
+  for (const auto& layer : layers) {
+    if (!layer) throw ValueError("Sequential: cannot add a null layer");
+    if (!present.insert(layer.get()).second)
+      throw ValueError("Sequential: layer '" + layer->name() + "' is already in the model");
+    const std::string& n = layer->name();
+    const bool default_name = n.empty() || n == snake_case_name(layer->class_name());
+    if (!default_name && !names.insert(n).second)
+      throw ValueError("Sequential: a layer named '" + n + "' already exists");
+  }
+  if (layers.empty()) return;
   if (!graph_->inputs.empty()) {
-    // Known input: the layer is called and built now, so shape errors surface at add().
-    SymbolicTensor out = (*layer)(graph_->outputs[0]);
-    set_graph(graph_->inputs, {out});  // layers_ becomes the chain; unchanged on error
-  } else {
-    if (default_name) {  // named now, as Keras names a layer when it is created
+    // Known input: the layers are called and built now, so shape errors surface at add(); the
+    // graph is set once for all of them (layers_ becomes the chain; unchanged on error).
+    SymbolicTensor out = graph_->outputs[0];
+    for (const auto& layer : layers) out = (*layer)(out);
+    set_graph(graph_->inputs, {out});
+    return;
+  }
+  // Unknown input: named now, as Keras names a layer when it is created (dense, dense_1, ...),
+  // with the next free suffix per class name.
+  std::map<std::string, int> next_suffix;
+  for (const auto& layer : layers) {
+    const std::string& n = layer->name();
+    if (n.empty() || n == snake_case_name(layer->class_name())) {
       const std::string stem = snake_case_name(layer->class_name());
-      auto taken = [&](const std::string& c) {
-        return std::any_of(layers_.begin(), layers_.end(), [&](auto& l) { return l->name() == c; });
-      };
-      std::string c = stem;
-      for (int i = 1; taken(c); ++i) c = stem + "_" + std::to_string(i);
+      int& k = next_suffix[stem];
+      std::string c = k == 0 ? stem : stem + "_" + std::to_string(k);
+      while (names.count(c)) c = stem + "_" + std::to_string(++k);
+      ++k;
       layer->set_name(c);
+      names.insert(c);
     }
     layers_.push_back(layer);
   }
-  return *layer;
 }
 
 void Sequential::build(const Shape& input_shape) {

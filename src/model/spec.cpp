@@ -363,7 +363,10 @@ void add_layers_from_spec(Sequential& model, const std::string& spec) {
       throw ValueError("model spec '" + spec + "', layer '" + token + "': " + msg);
     }
   }
-  for (auto& l : layers) model.add(std::move(l));
+  std::vector<std::shared_ptr<Layer>> shared;
+  shared.reserve(layers.size());
+  for (auto& l : layers) shared.push_back(std::move(l));
+  model.add(std::move(shared));
 }
 
 }  // namespace bnorm

@@ -156,6 +156,26 @@ TEST(Spec, AxesAreIntegersAndFloatsFitFloat32) {
   expect_spec_error("relu:max_value=inf", "outside float32's range");
 }
 
+// Issue 16 item 7: naming and adding are no longer cubic/quadratic in the number of layers (a
+// 10,000-layer spec took minutes); names stay Keras's dense, dense_1, ... in order.
+TEST(Spec, TenThousandLayersBuildWithKerasNames) {
+  std::string spec = "dense4";
+  for (int i = 1; i < 10000; ++i) spec += ",dense4";
+  Sequential m(1);
+  m.add(Input{Shape{4}});
+  add_layers_from_spec(m, spec);
+  ASSERT_EQ(m.size(), 10000u);
+  EXPECT_EQ(m.layer(0).name(), "dense");
+  EXPECT_EQ(m.layer(1).name(), "dense_1");
+  EXPECT_EQ(m.layer(9999).name(), "dense_9999");
+  Sequential lazy(1);  // no Input yet: named as added
+  add_layers_from_spec(lazy, spec);
+  EXPECT_EQ(lazy.layer(9999).name(), "dense_9999");
+  add_layers_from_spec(lazy, "dense4,bn");
+  EXPECT_EQ(lazy.layer(10000).name(), "dense_10000");
+  EXPECT_EQ(lazy.layer(10001).name(), "batch_normalization");
+}
+
 TEST(Spec, InvalidDropout) {
   expect_spec_error("dropout1.5", "dropout1.5");
   expect_spec_error("dropout-0.1", "dropout");
