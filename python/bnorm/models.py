@@ -246,7 +246,7 @@ class Model:
         config = {k: v for k, v in opt._config.items()}
         self._native.compile(opt._keras_class_name, config, losses.get(loss), names)
         self._optimizer = opt
-        self.reset_metrics()
+        self._uncompiled = False
 
     @property
     def optimizer(self) -> Optional[optimizers.Optimizer]:
@@ -263,7 +263,7 @@ class Model:
         self._native.stop_training = bool(value)
 
     def _check_compiled(self, what: str) -> None:
-        if not self._native.compiled:
+        if not self._native.compiled or getattr(self, "_uncompiled", False):
             raise RuntimeError(f"You must call `compile()` before using the model ({what}).")
 
     # ---- training ---------------------------------------------------------------------------
@@ -482,13 +482,17 @@ class Sequential(Model):
 def load_model(filepath: Union[str, "os.PathLike[str]"], custom_objects: Any = None,
                compile: bool = True, safe_mode: bool = True) -> Model:
     """A model from a `.keras` (Keras 3), `.h5` (legacy Keras) or `.bnorm` file, recognized by
-    its content. Compiled with the file's optimizer, loss and metrics when it has them. Layers
+    its content. Compiled with the file's optimizer, loss and metrics when it has them (and
+    compile=True). Layers
     outside bnorm's allow-list (Lambda, custom classes) are refused: nothing in a file runs as
     code."""
     if custom_objects:
         raise ValueError("load_model: custom objects are not supported (bnorm never runs code "
                          "from a model file)")
     model = Model._from_native(_core.load_model(os.fspath(filepath)))
+    if not compile:  # Keras: the model comes back uncompiled (compile it to train)
+        model._optimizer = None
+        model._uncompiled = True
     return model
 
 

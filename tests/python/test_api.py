@@ -210,6 +210,12 @@ def test_save_and_load_every_format(tmp_path, blobs):
         assert loaded.optimizer is not None and loaded.optimizer.name == "adam"
     with open(tmp_path / "m.keras", "rb") as f:
         assert f.read(2) == b"PK"  # a zip, as Keras writes
+    uncompiled = bnorm.saving.load_model(tmp_path / "m.keras", compile=False)
+    assert uncompiled.optimizer is None
+    with pytest.raises(RuntimeError, match="compile"):
+        uncompiled.fit(x, y, verbose=0)
+    uncompiled.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    uncompiled.fit(x, y, verbose=0)
 
 
 def test_fashion_mnist_in_keras_format():
