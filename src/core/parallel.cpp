@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <optional>
+#include <string>
+#include <thread>
 
 #include "bnorm/core/denormal.hpp"
+#include "bnorm/core/error.hpp"
 #include "core/library_call.hpp"
 
 namespace bnorm {
@@ -29,8 +32,19 @@ bool ScopedLibraryCall::active() noexcept { return t_library_call_depth > 0; }
 
 int num_threads() noexcept { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
 
-void set_num_threads(int n) noexcept {
-  g_threads = std::max(1, n);
+int max_num_threads() noexcept {
+  const unsigned hardware = std::thread::hardware_concurrency();
+  return 4 * static_cast<int>(std::clamp(hardware, 1u, 1u << 16));
+}
+
+void set_num_threads(int n) {
+  const int most = max_num_threads();
+  if (n < 1 || n > most) {
+    throw ValueError("thread count " + std::to_string(n) + " is outside 1.." +
+                     std::to_string(most) + " (at most 4 x this machine's " +
+                     std::to_string(most / 4) + " hardware threads)");
+  }
+  g_threads = n;
   omp_set_num_threads(g_threads);
 }
 

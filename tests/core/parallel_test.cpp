@@ -9,8 +9,11 @@
 #include <cstring>
 #include <mutex>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
+
+#include "bnorm/core/error.hpp"
 
 namespace bnorm {
 namespace {
@@ -25,14 +28,26 @@ class ThreadCountGuard {
   int saved_;
 };
 
-TEST(ParallelTest, SetNumThreadsClamps) {
+// Issue 16 item 2: one policy for every way of setting the count: 1 .. 4 x hardware threads;
+// outside it a ValueError naming the range, and the count stays what it was (100000 crashed
+// inside libgomp).
+TEST(ParallelTest, SetNumThreadsRefusesCountsOutsideThePolicy) {
   ThreadCountGuard guard;
-  set_num_threads(0);
-  EXPECT_EQ(num_threads(), 1);
-  set_num_threads(-5);
-  EXPECT_EQ(num_threads(), 1);
   set_num_threads(2);
-  EXPECT_EQ(num_threads(), 2);
+  const int most = max_num_threads();
+  EXPECT_GE(most, 4);
+  for (int bad : {0, -5, most + 1, 100000}) {
+    try {
+      set_num_threads(bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const ValueError& e) {
+      EXPECT_NE(std::string(e.what()).find("1.." + std::to_string(most)), std::string::npos)
+          << e.what();
+    }
+    EXPECT_EQ(num_threads(), 2) << "unchanged after a refused count";
+  }
+  set_num_threads(most);
+  EXPECT_EQ(num_threads(), most);
 }
 
 TEST(ParallelTest, CoversEveryIndexExactlyOnce) {

@@ -326,3 +326,10 @@ def test_readme_script_runs_and_learns(tmp_path, monkeypatch, capsys):
     assert accuracy > 0.85
     assert (tmp_path / "seed.keras").exists()
     assert len(namespace["history"].history["val_accuracy"]) == 10
+
+
+def test_thread_count_policy_is_the_librarys():
+    with pytest.raises(ValueError, match=r"thread count 100000 is outside 1\.\."):
+        bnorm.set_num_threads(100000)
+    bnorm.set_num_threads(1)
+    assert _core.num_threads() == 1

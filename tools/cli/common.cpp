@@ -34,8 +34,9 @@ void check_batch_size(std::int64_t batch_size) {
 }
 
 void check_threads(int threads) {
-  if (threads < 1) {
-    throw UsageError("--threads must be at least 1; received " + std::to_string(threads));
+  if (threads < 1 || threads > max_num_threads()) {
+    throw UsageError("--threads must be from 1 to " + std::to_string(max_num_threads()) +
+                     " (4 x this machine's hardware threads); received " + std::to_string(threads));
   }
 }
 
@@ -50,8 +51,11 @@ int configure_threads(bool flag_given, int flag_threads) {
   const std::string_view text(env);
   int threads = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), threads);
-  if (ec != std::errc() || end != text.data() + text.size() || threads < 1) {
-    throw UsageError(std::string(kThreadsEnv) + " must be an integer >= 1 (or unset); received '" +
+  if (ec != std::errc() || end != text.data() + text.size() || threads < 1 ||
+      threads > max_num_threads()) {
+    throw UsageError(std::string(kThreadsEnv) + " must be an integer from 1 to " +
+                     std::to_string(max_num_threads()) +
+                     " (4 x this machine's hardware threads, or unset); received '" +
                      std::string(text) + "'");
   }
   set_num_threads(threads);
@@ -122,6 +126,9 @@ TestSet load_split(const std::string& dir, const std::string& prefix, std::int64
                   std::to_string(set.x.shape()[0]) + " images but '" + labels_path + "' holds " +
                   std::to_string(set.y.shape()[0]) + " labels (count mismatch)");
   }
+  // Every command reads these labels as Fashion-MNIST classes (predict prints class names):
+  // a label outside 0..9 is refused here, naming the file, never used as an index.
+  io::check_class_labels(set.y, kNumClasses, "'" + labels_path + "'");
   set.x = first_rows(std::move(set.x), limit);
   set.y = first_rows(std::move(set.y), limit);
   return set;

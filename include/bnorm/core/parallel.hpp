@@ -9,8 +9,14 @@ namespace bnorm {
 
 // Number of threads parallel_for uses. (BLAS always runs on one thread: see kernels/gemm.cpp.)
 int num_threads() noexcept;
-// Sets the thread count for bnorm's kernels; n < 1 is clamped to 1.
-void set_num_threads(int n) noexcept;
+// The most threads set_num_threads accepts: 4 x the machine's hardware threads
+// (std::thread::hardware_concurrency(); 1 when unknown). More threads than that only wait on each
+// other, and counts like 100000 crash inside libgomp (SIGSEGV) or spend minutes creating threads.
+int max_num_threads() noexcept;
+// Sets the thread count for bnorm's kernels: the one place the policy lives (the CLI's --threads
+// and BNORM_NUM_THREADS and the Python module all come here). ValueError "thread count N ..."
+// naming the valid range for n < 1 or n > max_num_threads(); nothing changes then.
+void set_num_threads(int n);
 
 // A non-owning reference to a callable body(begin, end): unlike std::function it never
 // allocates, so a kernel can call parallel_for on every training step for free.
