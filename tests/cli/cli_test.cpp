@@ -36,6 +36,14 @@ bool has_real_data() { return fs::exists(bnorm::testing::kRealFashionMnist); }
 
 TEST(CliUsage, NoCommand) { expect_one_line_error(bnorm(""), "subcommand", 2); }
 
+// Issue 16 item 9: an unknown command is named, with the list of commands.
+TEST(CliUsage, UnknownCommandIsNamed) {
+  expect_one_line_error(bnorm("frobnicate"),
+                        "unknown command 'frobnicate'; the commands are train, evaluate, predict, "
+                        "summary, convert, bench",
+                        2);
+}
+
 TEST(CliUsage, UnknownOption) { expect_one_line_error(bnorm("train --bogus"), "--bogus", 2); }
 
 TEST(CliUsage, HelpSucceeds) {

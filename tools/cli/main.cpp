@@ -47,6 +47,18 @@ int main(int argc, char** argv) {
   add("convert", add_convert_command);
   add("bench", add_bench_command);
 
+  // An unknown first word is named (CLI11 would only say that a subcommand is required).
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string word = argv[1];
+    std::string known;
+    bool found = false;
+    for (const auto& [sub, action] : commands) {
+      found = found || sub->get_name() == word;
+      known += (known.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!found) return fail("unknown command '" + word + "'; the commands are " + known, 2);
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help, --version
