@@ -601,6 +601,25 @@ void Model::check_xy(Tensors xs, Tensors ys, const char* what_c) const {
       throw ShapeError(what() + ": x has " + std::to_string(n) + " samples but y has " +
                        std::to_string(y->shape()[0]));
   if (n == 0) throw ShapeError(what() + ": x has 0 samples");
+  // Data enters the engine here (fit and its validation data, evaluate, predict, train_on_batch):
+  // NaN or Inf is refused naming the sample, before any step, so no loss, metric or prediction
+  // is ever computed from it (Keras would return NaN and train on; issue 16 item 8).
+  auto check_finite = [&](const Tensor& t, const std::string& which) {
+    const std::int64_t bad = t.first_non_finite();
+    if (bad < 0) return;
+    const float v = t[bad];
+    const std::int64_t per_sample = t.size() / n;
+    throw NonFiniteError(what() + ": " + which + " holds " +
+                         (std::isnan(v) ? "NaN"
+                          : v > 0       ? "inf"
+                                        : "-inf") +
+                         " at sample " + std::to_string(bad / per_sample) +
+                         " (bnorm refuses non-finite data instead of returning NaN results)");
+  };
+  for (std::size_t i = 0; i < xs.size(); ++i)
+    check_finite(*xs[i], xs.size() == 1 ? "x" : "x[" + std::to_string(i) + "]");
+  for (std::size_t i = 0; i < ys.size(); ++i)
+    check_finite(*ys[i], ys.size() == 1 ? "y" : "y[" + std::to_string(i) + "]");
 }
 
 // Makes sure the plan exists and fits inputs of these per-sample shapes (allocation-free when

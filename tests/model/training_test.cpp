@@ -478,27 +478,41 @@ TEST(Fit, InputValidation) {
   EXPECT_THROW(uncompiled.train_on_batch(data.x, data.y), Error);
 }
 
-TEST(Fit, NonFiniteInputsRaiseNamingEpochAndStep) {
+// Issue 16 item 8: NaN/Inf in the data is refused where data enters the engine, naming the
+// sample, before any step: fit (x, y and validation data), evaluate, predict, train_on_batch.
+// (evaluate returned loss = nan with an accuracy; validation with a NaN sample reported
+// val_loss = nan every epoch while training went on.)
+TEST(Fit, NonFiniteDataIsRefusedNamingTheSample) {
   Blobs data = make_blobs(64, 21);
-  data.x[40 * 8 + 3] = std::numeric_limits<float>::infinity();
+  Blobs bad = data;
+  bad.x[40 * 8 + 3] = std::numeric_limits<float>::infinity();
   Sequential m = blob_model(22);
-  FitOptions o;
-  o.batch_size = 8;
-  o.epochs = 2;
-  o.shuffle = false;
-  try {
-    m.fit(data.x, data.y, o);
-    FAIL() << "expected NonFiniteError";
-  } catch (const NonFiniteError& e) {
-    const std::string msg = lower(e.what());
-    EXPECT_NE(msg.find("epoch"), std::string::npos) << e.what();
-    EXPECT_NE(msg.find("step"), std::string::npos) << e.what();
-  }
-  // The moving statistics were not poisoned.
-  auto& bn = dynamic_cast<BatchNormalization&>(m.layer(1));
-  EXPECT_TRUE(bn.moving_mean()->value.all_finite());
-  EXPECT_TRUE(bn.moving_variance()->value.all_finite());
-  for (const Tensor& w : m.get_weights()) EXPECT_TRUE(w.all_finite());
+  const auto before = m.get_weights();
+  auto expect_refused = [&](auto&& call, const std::string& needle) {
+    try {
+      call();
+      ADD_FAILURE() << "expected NonFiniteError mentioning " << needle;
+    } catch (const NonFiniteError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  FitOptions o = fit_options(8, 2, false);
+  expect_refused([&] { m.fit(bad.x, bad.y, o); }, "fit: x holds inf at sample 40");
+  expect_refused([&] { m.evaluate(bad.x, bad.y); }, "evaluate: x holds inf at sample 40");
+  expect_refused([&] { (void)m.predict(bad.x); }, "predict: x holds inf at sample 40");
+  expect_refused([&] { m.train_on_batch(bad.x, bad.y); }, "x holds inf at sample 40");
+  Blobs bad_y = data;
+  bad_y.y[5] = std::numeric_limits<float>::quiet_NaN();
+  expect_refused([&] { m.fit(bad_y.x, bad_y.y, o); }, "fit: y holds NaN at sample 5");
+  FitOptions with_validation = o;
+  with_validation.validation_x = &bad.x;
+  with_validation.validation_y = &bad.y;
+  expect_refused([&] { m.fit(data.x, data.y, with_validation); },
+                 "fit validation data: x holds inf at sample 40");
+  EXPECT_EQ(m.optimizer().iterations(), 0) << "refused before any step";
+  const auto after = m.get_weights();
+  for (std::size_t i = 0; i < before.size(); ++i)
+    EXPECT_TRUE(test::bitwise_equal(before[i], after[i]));
 }
 
 TEST(Fit, DivergingTrainingRaisesNonFiniteError) {
