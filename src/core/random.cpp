@@ -3,6 +3,8 @@
 #include <cmath>
 #include <utility>
 
+#include "bnorm/core/error.hpp"
+
 namespace bnorm {
 
 namespace {
@@ -17,6 +19,16 @@ std::uint64_t rotl(std::uint64_t x, int k) noexcept { return (x << k) | (x >> (6
 
 Random::Random(std::uint64_t seed) noexcept {
   for (auto& s : s_) s = splitmix64(seed);
+}
+
+Random Random::from_state(const State& state) {
+  if (state == State{}) {
+    throw ValueError(
+        "Random: the all-zero state is not a state of the generator (it never leaves it)");
+  }
+  Random r;
+  for (std::size_t i = 0; i < 4; ++i) r.s_[i] = state[i];
+  return r;
 }
 
 std::uint64_t Random::next_u64() noexcept {

@@ -6,6 +6,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cmath>
@@ -833,6 +834,8 @@ std::string known_classes() {
 // ---------------------------------------------------------------------------------------------
 // Save.
 
+json training_json(const Model& model, std::string& data, const std::string& context);
+
 std::string serialize(const Model& model, const std::string& path) {
   const std::string context = "model file '" + path + "': ";
   json doc;
@@ -905,6 +908,12 @@ std::string serialize(const Model& model, const std::string& path) {
                       {"metrics", model.metrics()}};
   } else {
     doc["compile"] = nullptr;
+  }
+  // A model that has trained carries what its run needs to continue exactly (the optimizer's
+  // slots follow the weights in the weights section).
+  if (model.compiled() &&
+      (model.optimizer().iterations() > 0 || model.training_state().epoch > 0)) {
+    doc["training"] = training_json(model, data, context);
   }
 
   // Names with invalid UTF-8 are written with U+FFFD rather than failing the save.
@@ -1013,7 +1022,14 @@ void load_compile(Model& model, const json& compile, const std::string& context)
   }
   c.finish();
   try {
-    model.compile(make_optimizer(name, values), parse_loss(loss), metrics);
+    // The stored rate is the current one, which a schedule may have set to 0 (valid for
+    // set_learning_rate, not for a new optimizer): the optimizer is made with its default then.
+    const auto rate = values.find("learning_rate");
+    const bool zero_rate = rate != values.end() && rate->second == 0.0;
+    if (zero_rate) values.erase(rate);
+    std::unique_ptr<Optimizer> optimizer = make_optimizer(name, values);
+    if (zero_rate) optimizer->set_learning_rate(0.0);
+    model.compile(std::move(optimizer), parse_loss(loss), metrics);
   } catch (const IoError&) {
     throw;
   } catch (const Error& e) {
@@ -1055,6 +1071,91 @@ bool known_layer_class(const std::string& class_name) {
   return layer_table().count(class_name) > 0;
 }
 std::string known_layer_classes() { return known_classes(); }
+
+namespace {
+// a * b, saturating at INT64_MAX (dimensions from a file can be up to 2^40 each).
+std::int64_t saturating_mul(std::int64_t a, std::int64_t b) {
+  std::int64_t r = 0;
+  return __builtin_mul_overflow(a, b, &r) ? std::numeric_limits<std::int64_t>::max() : r;
+}
+// The input channels of a convolution's per-sample input (H, W, C) or (C, H, W).
+std::int64_t input_channels(const std::string& data_format, const Shape& in) {
+  return data_format == "channels_first" && in.rank() == 3 ? in[0] : in.dims().back();
+}
+// The per-channel size of BatchNormalization's and Normalization's statistics for `in`
+// (saturating; an axis out of range gives the last axis, and build reports the axis).
+std::int64_t statistics_channels(const Layer& layer, const Shape& in) {
+  const auto last = in.dims().empty() ? 0 : in.dims().back();
+  if (const auto* bn = dynamic_cast<const BatchNormalization*>(&layer)) {
+    const int axis = bn->options().axis < 0 ? bn->options().axis + in.rank() + 1
+                                            : bn->options().axis;  // Keras axes count the batch
+    return axis >= 1 && axis <= in.rank() ? in[axis - 1] : last;
+  }
+  if (const auto* n = dynamic_cast<const Normalization*>(&layer)) {
+    std::int64_t channels = 1;
+    for (int a : n->options().axis) {
+      const int full = a < 0 ? a + in.rank() + 1 : a;
+      if (full >= 1 && full <= in.rank()) channels = saturating_mul(channels, in[full - 1]);
+    }
+    return channels;
+  }
+  return 0;
+}
+}  // namespace
+
+std::vector<std::vector<std::int64_t>> expected_weight_dims(const Layer& layer, const Shape& in) {
+  using Dims = std::vector<std::int64_t>;
+  std::vector<Dims> out;
+  const auto last = in.dims().empty() ? 0 : in.dims().back();
+  if (const auto* d = dynamic_cast<const Dense*>(&layer)) {
+    out.push_back({last, d->options().units});
+    if (d->options().use_bias) out.push_back({d->options().units});
+  } else if (const auto* c = dynamic_cast<const Conv2D*>(&layer)) {
+    const auto& o = c->options();
+    const std::int64_t cin = input_channels(o.data_format, in);
+    out.push_back({o.kernel_size[0], o.kernel_size[1], cin, o.filters});
+    if (o.use_bias) out.push_back({o.filters});
+  } else if (const auto* s = dynamic_cast<const SeparableConv2D*>(&layer)) {
+    const auto& o = s->options();
+    const std::int64_t cin = input_channels(o.data_format, in);
+    out.push_back({o.kernel_size[0], o.kernel_size[1], cin, o.depth_multiplier});
+    out.push_back({1, 1, saturating_mul(cin, o.depth_multiplier), o.filters});
+    if (o.use_bias) out.push_back({o.filters});
+  } else if (const auto* dw = dynamic_cast<const DepthwiseConv2D*>(&layer)) {
+    const auto& o = dw->options();
+    const std::int64_t cin = input_channels(o.data_format, in);
+    out.push_back({o.kernel_size[0], o.kernel_size[1], cin, o.depth_multiplier});
+    if (o.use_bias) out.push_back({saturating_mul(cin, o.depth_multiplier)});
+  } else if (const auto* bn = dynamic_cast<const BatchNormalization*>(&layer)) {
+    const auto& o = bn->options();
+    const std::int64_t c = statistics_channels(layer, in);
+    const int n = (o.scale ? 1 : 0) + (o.center ? 1 : 0) + (o.track_moving_statistics ? 2 : 0);
+    for (int i = 0; i < n; ++i) out.push_back({c});
+  } else if (const auto* nz = dynamic_cast<const Normalization*>(&layer)) {
+    if (!nz->fixed_statistics()) {  // adapt mode: mean, variance over the kept axes, and count
+      Dims kept;
+      std::vector<int> axes;
+      for (int a : nz->options().axis) axes.push_back(a < 0 ? a + in.rank() + 1 : a);
+      std::sort(axes.begin(), axes.end());
+      for (int a : axes)
+        if (a >= 1 && a <= in.rank()) kept.push_back(in[a - 1]);
+      if (kept.empty()) kept.push_back(1);
+      out.push_back(kept);
+      out.push_back(kept);
+      out.push_back({1});
+    }
+  }
+  return out;
+}
+
+std::int64_t unstored_statistics_channels(const Layer& layer, const Shape& input_shape) {
+  const auto* bn = dynamic_cast<const BatchNormalization*>(&layer);
+  const auto* nz = dynamic_cast<const Normalization*>(&layer);
+  if (bn && (bn->options().scale || bn->options().center || bn->options().track_moving_statistics))
+    return 0;
+  if (nz && !nz->fixed_statistics()) return 0;
+  return bn || nz ? statistics_channels(layer, input_shape) : 0;
+}
 
 }  // namespace detail
 
@@ -1111,6 +1212,288 @@ Model::FlatGraph read_graph(const json& g, std::size_t layer_count, const std::s
   return out;
 }
 
+namespace {
+
+// One weight (or optimizer slot) as the file lists it, checked against the weights section
+// before anything is built.
+struct PendingWeight {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  std::uint64_t offset = 0;
+};
+
+// The number of bytes of float32 values of `dims`, or nullopt when it overflows.
+std::optional<std::uint64_t> float_bytes(const std::vector<std::int64_t>& dims) {
+  std::uint64_t n = 4;
+  for (const auto d : dims)
+    if (__builtin_mul_overflow(n, static_cast<std::uint64_t>(d), &n)) return std::nullopt;
+  return n;
+}
+
+// Offsets are consecutive from `offset`, and every value lies inside the weights section.
+void check_offsets(const std::vector<PendingWeight>& weights, const std::string& owner,
+                   std::uint64_t& offset, std::uint64_t data_bytes, const std::string& context) {
+  for (const PendingWeight& w : weights) {
+    const std::string wname = owner + "/" + w.name + "'";
+    if (w.offset != offset) {
+      throw IoError(context + wname + " starts at byte " + std::to_string(w.offset) +
+                    " of the weights; expected " + std::to_string(offset));
+    }
+    const auto bytes = float_bytes(w.shape);
+    if (!bytes || *bytes > data_bytes - offset) {
+      throw IoError(context + wname + " (shape " + shape_str(w.shape) +
+                    ") runs past the end of the weights section (" + std::to_string(data_bytes) +
+                    " bytes)");
+    }
+    offset += *bytes;
+  }
+}
+
+// Keras's layer call order gives the shapes each layer is built for; every layer's weights in
+// the file must be what its config implies for them, and a layer's own per-channel buffers that
+// no stored weight bounds are limited, all before anything is built (building allocates).
+constexpr std::int64_t kMaxUnstoredChannels = std::int64_t{1} << 24;
+
+void check_layer_against_file(const Layer& layer, const Shape& input_shape,
+                              const std::vector<PendingWeight>& listed,
+                              const std::string& context) {
+  const std::string lname = "layer '" + layer.name() + "' (" + layer.class_name() + ")";
+  const auto expected = detail::expected_weight_dims(layer, input_shape);
+  if (listed.size() != expected.size()) {
+    throw IoError(context + lname + " has " + std::to_string(listed.size()) +
+                  " weights in the file; its config and input shape " + input_shape.str() +
+                  " need " + std::to_string(expected.size()));
+  }
+  for (std::size_t j = 0; j < expected.size(); ++j) {
+    if (listed[j].shape != expected[j]) {
+      throw IoError(context + "weight '" + layer.name() + "/" + listed[j].name + "' has shape " +
+                    shape_str(listed[j].shape) + " in the file; the architecture needs " +
+                    shape_str(expected[j]) + " (" + lname + " on input shape " + input_shape.str() +
+                    ")");
+    }
+  }
+  const std::int64_t channels = detail::unstored_statistics_channels(layer, input_shape);
+  if (channels > kMaxUnstoredChannels) {
+    throw IoError(context + lname + " would normalize " + std::to_string(channels) +
+                  " channels (input shape " + input_shape.str() + ") with no stored weights; " +
+                  "the limit for such a layer is " + std::to_string(kMaxUnstoredChannels));
+  }
+}
+
+// ---- The training section: what a run needs to continue exactly (see docs/model-format.md).
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string all;
+  for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+  return all;
+}
+
+json stream_json(const Random& r) {
+  json a = json::array();
+  for (const std::uint64_t v : r.state()) a.push_back(v);
+  return a;
+}
+
+json training_json(const Model& model, std::string& data, const std::string& context) {
+  const TrainingState& state = model.training_state();
+  const Optimizer& opt = model.optimizer();
+  json t;
+  t["epoch"] = state.epoch;
+  t["samples"] = state.samples;
+  t["shuffles"] = state.shuffles;
+  json seed = json::array();
+  for (const std::uint64_t v : state.shuffle_seed) seed.push_back(v);
+  t["shuffle_seed"] = seed;
+  json history = json::object();
+  for (const auto& [key, values] : state.history) {
+    json list = json::array();
+    for (const double v : values) list.push_back(std::isfinite(v) ? json(v) : json(nullptr));
+    history[key] = list;
+  }
+  t["history"] = history;
+  const Model::RandomStreams streams = model.random_streams();
+  json layer_streams = json::array();
+  for (const auto& [name, stream] : streams.layers)
+    layer_streams.push_back({{"layer", name}, {"state", stream_json(stream)}});
+  t["random_streams"] = {{"model", stream_json(streams.model)}, {"layers", layer_streams}};
+  json slots = json::array();
+  const std::vector<std::string> slot_names = opt.slot_names();
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    const Layer& layer = model.layer(i);
+    for (const Variable* v : layer.weights()) {
+      const std::vector<Tensor>* values = opt.slots_of(*v);
+      if (!values) continue;
+      if (values->size() != slot_names.size()) {
+        throw IoError(context + "the optimizer keeps " + std::to_string(values->size()) +
+                      " slots for '" + layer.name() + "/" + v->name + "'; " + opt.name() + " has " +
+                      std::to_string(slot_names.size()));
+      }
+      for (std::size_t k = 0; k < values->size(); ++k) {
+        slots.push_back({{"layer", layer.name()},
+                         {"weight", v->name},
+                         {"slot", slot_names[k]},
+                         {"shape", (*values)[k].shape().dims()},
+                         {"offset", data.size()}});
+        put_floats(data, (*values)[k]);
+      }
+    }
+  }
+  t["optimizer"] = {{"iterations", opt.iterations()}, {"slots", slots}};
+  return t;
+}
+
+// The training section as read, checked for form; applied once the model is built.
+struct PendingTraining {
+  TrainingState state;
+  Random model_stream;
+  std::vector<std::pair<std::string, Random>> layer_streams;
+  std::int64_t iterations = 0;
+  struct Slot {
+    std::string layer, weight, slot;
+    PendingWeight where;
+  };
+  std::vector<Slot> slots;
+};
+
+Random read_stream(ConfigReader& r, const std::string& key) {
+  const json& v = r.raw(key);
+  if (!v.is_array() || v.size() != 4) r.fail("key '" + key + "' must be a list of 4 integers");
+  Random::State state{};
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (!v[i].is_number_unsigned() && !(v[i].is_number_integer() && v[i].get<std::int64_t>() >= 0))
+      r.fail("key '" + key + "' must hold integers in [0, 2^64)");
+    state[i] = v[i].get<std::uint64_t>();
+  }
+  try {
+    return Random::from_state(state);
+  } catch (const ValueError& e) {
+    r.fail("key '" + key + "': " + e.what());
+  }
+}
+
+PendingTraining read_training(const json& t, const std::string& context) {
+  PendingTraining p;
+  ConfigReader r(t, "training", context);
+  constexpr std::int64_t kMaxCount = std::numeric_limits<std::int64_t>::max();
+  p.state.epoch = static_cast<int>(r.get_int("epoch", 0, std::numeric_limits<int>::max()));
+  p.state.samples = r.get_int("samples", 0, kMaxCount);
+  p.state.shuffles = r.get_int("shuffles", 0, p.state.epoch);
+  {
+    const json& v = r.raw("shuffle_seed");
+    if (!v.is_array() || v.size() != 4) r.fail("key 'shuffle_seed' must be a list of 4 integers");
+    for (std::size_t i = 0; i < 4; ++i) {
+      if (!v[i].is_number_unsigned() &&
+          !(v[i].is_number_integer() && v[i].get<std::int64_t>() >= 0))
+        r.fail("key 'shuffle_seed' must hold integers in [0, 2^64)");
+      p.state.shuffle_seed[i] = v[i].get<std::uint64_t>();
+    }
+  }
+  const json& history = r.raw("history");
+  if (!history.is_object()) r.fail("key 'history' must be an object of lists");
+  for (auto it = history.begin(); it != history.end(); ++it) {
+    if (!it.value().is_array() || it.value().size() > static_cast<std::size_t>(p.state.epoch))
+      r.fail("history '" + it.key() + "' must be a list of at most one value per epoch");
+    std::vector<double>& values = p.state.history[it.key()];
+    for (const json& v : it.value()) {
+      if (v.is_null()) {
+        values.push_back(std::numeric_limits<double>::quiet_NaN());
+      } else if (v.is_number()) {
+        values.push_back(v.get<double>());
+      } else {
+        r.fail("history '" + it.key() + "' must hold numbers (null for NaN)");
+      }
+    }
+  }
+  ConfigReader streams(r.raw("random_streams"), "training random_streams", context);
+  p.model_stream = read_stream(streams, "model");
+  const json& layers = streams.raw("layers");
+  if (!layers.is_array()) streams.fail("key 'layers' must be a list");
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    ConfigReader l(layers[i], "training random stream " + std::to_string(i), context);
+    const std::string name = l.get_string("layer");
+    p.layer_streams.emplace_back(name, read_stream(l, "state"));
+    l.finish();
+  }
+  streams.finish();
+  ConfigReader opt(r.raw("optimizer"), "training optimizer", context);
+  p.iterations = opt.get_int("iterations", 0, kMaxCount);
+  const json& slots = opt.raw("slots");
+  if (!slots.is_array()) opt.fail("key 'slots' must be a list");
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    ConfigReader s(slots[i], "training optimizer slot " + std::to_string(i), context);
+    PendingTraining::Slot slot;
+    slot.layer = s.get_string("layer");
+    slot.weight = s.get_string("weight");
+    slot.slot = s.get_string("slot");
+    slot.where.name = slot.weight + "' slot '" + slot.slot;
+    slot.where.shape = s.get_dims("shape");
+    slot.where.offset = s.get_u64("offset");
+    s.finish();
+    p.slots.push_back(std::move(slot));
+  }
+  opt.finish();
+  r.finish();
+  return p;
+}
+
+// Restores the optimizer's slots and iteration count, the random streams and the run's progress
+// into the built, compiled model; every slot is checked against the variable it belongs to.
+void apply_training(Model& model, const PendingTraining& p, const unsigned char* data,
+                    const std::string& context) {
+  if (!model.compiled()) throw IoError(context + "training state without compile settings");
+  Optimizer& opt = model.optimizer();
+  const std::vector<std::string> slot_names = opt.slot_names();
+  std::map<std::pair<std::string, std::string>, Variable*> variables;
+  for (std::size_t i = 0; i < model.size(); ++i)
+    for (Variable* v : model.layer(i).weights()) variables[{model.layer(i).name(), v->name}] = v;
+  try {
+    for (std::size_t i = 0; i < p.slots.size();) {
+      const auto& first = p.slots[i];
+      const auto it = variables.find({first.layer, first.weight});
+      const std::string vname = "'" + first.layer + "/" + first.weight + "'";
+      if (it == variables.end()) {
+        throw IoError(context + "optimizer slots for " + vname + ", which the model does not have");
+      }
+      if (slot_names.empty()) {
+        throw IoError(context + "optimizer slots for " + vname + ", but " + opt.name() +
+                      " with this configuration keeps none");
+      }
+      Variable& v = *it->second;
+      std::vector<Tensor> values;
+      for (const std::string& slot_name : slot_names) {
+        if (i >= p.slots.size() || p.slots[i].layer != first.layer ||
+            p.slots[i].weight != first.weight || p.slots[i].slot != slot_name) {
+          throw IoError(context + opt.name() + " keeps the slots (" + joined(slot_names) +
+                        ") for each variable; the slots of " + vname + " in the file differ");
+        }
+        const auto& s = p.slots[i];
+        if (s.where.shape != v.value.shape().dims()) {
+          throw IoError(context + "optimizer slot '" + s.slot + "' of " + vname + " has shape " +
+                        shape_str(s.where.shape) + "; the variable has " + v.value.shape().str());
+        }
+        Tensor t(v.value.shape());
+        get_floats(data + s.where.offset, t);
+        if (!t.all_finite())
+          throw IoError(context + "optimizer slot '" + s.slot + "' of " + vname +
+                        " contains NaN or Inf");
+        values.push_back(std::move(t));
+        ++i;
+      }
+      if (opt.slots_of(v)) throw IoError(context + "optimizer slots for " + vname + " twice");
+      opt.set_slots(v, std::move(values));
+    }
+    opt.set_iterations(p.iterations);
+    model.set_random_streams({p.model_stream, p.layer_streams});
+    model.set_training_state(p.state);
+  } catch (const IoError&) {
+    throw;
+  } catch (const Error& e) {
+    throw IoError(context + "training state: " + e.what());
+  }
+}
+
+}  // namespace
+
 Model load_native_model(const std::string& path) {
   const std::string context = "model file '" + path + "': ";
   const Container file = open_container(path, context);
@@ -1130,7 +1513,13 @@ Model load_native_model(const std::string& path) {
   const std::string model_name = m.get_string("name");
   const std::uint64_t seed = m.get_u64("seed");
   std::optional<Shape> input_shape;
-  if (!m.raw("input_shape").is_null()) input_shape = Shape(m.get_dims("input_shape"));
+  if (!m.raw("input_shape").is_null()) {
+    try {
+      input_shape = Shape(m.get_dims("input_shape"));
+    } catch (const ShapeError& e) {
+      m.fail(std::string("key 'input_shape': ") + e.what());
+    }
+  }
   const bool built = m.get_bool("built", false);
   m.finish();
   if (built && !input_shape && !functional) m.fail("a built model needs an input_shape");
@@ -1141,82 +1530,128 @@ Model load_native_model(const std::string& path) {
   const json& compile = doc.raw("compile");
   Model::FlatGraph graph;
   if (functional) graph = read_graph(doc.raw("graph"), layers.size(), context);
+  std::optional<PendingTraining> training;
+  if (doc.has("training")) training = read_training(doc.raw("training"), context);
   doc.finish();
 
-  Model model = Sequential(seed, model_name);
+  // Every layer from its config (nothing is built yet), with its weights manifest.
   std::vector<std::shared_ptr<Layer>> loaded;
-  struct PendingWeight {
-    std::string name;
-    std::vector<std::int64_t> shape;
-    std::uint64_t offset;
-  };
+  std::vector<bool> trainable_flags;
   std::vector<std::vector<PendingWeight>> manifest;
   std::vector<std::int64_t> batches_tracked;
   std::set<std::string> names;
-  try {
-    if (input_shape && !functional) static_cast<Sequential&>(model).add(Input{*input_shape});
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-      ConfigReader l(layers[i], "layer " + std::to_string(i), context);
-      const std::string cls = l.get_string("class_name");
-      const std::string name = l.get_string("name");
-      const std::string where = "layer " + std::to_string(i) + " '" + name + "' (" + cls + ")";
-      const auto it = layer_table().find(cls);
-      if (it == layer_table().end()) {
-        l.fail("unknown layer class '" + cls + "' (known: " + known_classes() + ")");
-      }
-      if (!names.insert(name).second) l.fail("duplicate layer name '" + name + "'");
-      const bool trainable = l.get_bool("trainable", true);
-      ConfigReader cfg(l.raw("config"), where + " config", context);
-      std::unique_ptr<Layer> layer;
-      try {
-        layer = it->second.load(cfg);
-      } catch (const IoError&) {
-        throw;
-      } catch (const Error& e) {
-        cfg.fail(e.what());
-      }
-      std::int64_t tracked = -1;
-      if (l.has("state")) {
-        ConfigReader state(l.raw("state"), where + " state", context);
-        tracked =
-            state.get_int("num_batches_tracked", 0, std::numeric_limits<std::int64_t>::max(), 0);
-        state.finish();
-      }
-      std::vector<PendingWeight> weights;
-      const json& wl = l.raw("weights");
-      if (!wl.is_array()) l.fail("key 'weights' must be a list");
-      for (std::size_t j = 0; j < wl.size(); ++j) {
-        ConfigReader w(wl[j], where + " weight " + std::to_string(j), context);
-        PendingWeight pw;
-        pw.name = w.get_string("name");
-        pw.shape = w.get_dims("shape");
-        if (w.has("dtype") && w.get_string("dtype") != "float32") w.fail("dtype must be float32");
-        pw.offset = w.get_u64("offset");
-        w.get_bool("trainable", true);  // informational; the layer decides
-        w.finish();
-        weights.push_back(std::move(pw));
-      }
-      l.finish();
-      layer->set_name(name);
-      layer->set_trainable(trainable);
-      std::shared_ptr<Layer> shared(std::move(layer));
-      if (functional) {
-        loaded.push_back(shared);
-      } else {
-        Layer& added = static_cast<Sequential&>(model).add(shared);
-        added.set_name(name);
-        added.set_trainable(trainable);
-      }
-      manifest.push_back(std::move(weights));
-      batches_tracked.push_back(tracked);
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    ConfigReader l(layers[i], "layer " + std::to_string(i), context);
+    const std::string cls = l.get_string("class_name");
+    const std::string name = l.get_string("name");
+    const std::string where = "layer " + std::to_string(i) + " '" + name + "' (" + cls + ")";
+    const auto it = layer_table().find(cls);
+    if (it == layer_table().end()) {
+      l.fail("unknown layer class '" + cls + "' (known: " + known_classes() + ")");
     }
+    if (!names.insert(name).second) l.fail("duplicate layer name '" + name + "'");
+    const bool trainable = l.get_bool("trainable", true);
+    ConfigReader cfg(l.raw("config"), where + " config", context);
+    std::unique_ptr<Layer> layer;
+    try {
+      layer = it->second.load(cfg);
+    } catch (const IoError&) {
+      throw;
+    } catch (const Error& e) {
+      cfg.fail(e.what());
+    }
+    std::int64_t tracked = -1;
+    if (l.has("state")) {
+      ConfigReader state(l.raw("state"), where + " state", context);
+      tracked =
+          state.get_int("num_batches_tracked", 0, std::numeric_limits<std::int64_t>::max(), 0);
+      state.finish();
+    }
+    std::vector<PendingWeight> weights;
+    const json& wl = l.raw("weights");
+    if (!wl.is_array()) l.fail("key 'weights' must be a list");
+    for (std::size_t j = 0; j < wl.size(); ++j) {
+      ConfigReader w(wl[j], where + " weight " + std::to_string(j), context);
+      PendingWeight pw;
+      pw.name = w.get_string("name");
+      pw.shape = w.get_dims("shape");
+      if (w.has("dtype") && w.get_string("dtype") != "float32") w.fail("dtype must be float32");
+      pw.offset = w.get_u64("offset");
+      w.get_bool("trainable", true);  // informational; the layer decides
+      w.finish();
+      weights.push_back(std::move(pw));
+    }
+    l.finish();
+    if (!built && !weights.empty()) {
+      throw IoError(context + "layer '" + name + "' lists weights but the model is not built");
+    }
+    layer->set_name(name);
+    layer->set_trainable(trainable);
+    loaded.emplace_back(std::move(layer));
+    trainable_flags.push_back(trainable);
+    manifest.push_back(std::move(weights));
+    batches_tracked.push_back(tracked);
+  }
+
+  // The architecture against the manifest, from the shapes each layer will be built for.
+  try {
+    if (functional) {
+      std::vector<Shape> slot_shapes = graph.input_shapes;
+      std::vector<bool> seen(loaded.size(), false);
+      for (const auto& call : graph.calls) {
+        std::vector<Shape> in;
+        for (const int s : call.inputs) in.push_back(slot_shapes[static_cast<std::size_t>(s)]);
+        const Layer& layer = *loaded[call.layer];
+        if (!seen[call.layer]) {
+          seen[call.layer] = true;
+          check_layer_against_file(layer, in[0], manifest[call.layer], context);
+        }
+        slot_shapes.push_back(layer.output_shape_for(in));
+      }
+    } else if (built) {
+      Shape in = *input_shape;
+      for (std::size_t i = 0; i < loaded.size(); ++i) {
+        check_layer_against_file(*loaded[i], in, manifest[i], context);
+        in = loaded[i]->output_shape(in);
+      }
+    }
+  } catch (const IoError&) {
+    throw;
+  } catch (const Error& e) {
+    throw IoError(context + "the architecture cannot be rebuilt: " + e.what());
+  }
+
+  // The manifest against the file's bytes: consecutive offsets, the model's weights and then
+  // the optimizer's slots filling the weights section exactly.
+  std::uint64_t offset = 0;
+  for (std::size_t i = 0; i < loaded.size(); ++i)
+    check_offsets(manifest[i], "weight '" + loaded[i]->name(), offset, file.data_bytes, context);
+  if (training) {
+    for (const auto& slot : training->slots)
+      check_offsets({slot.where}, "optimizer slot for '" + slot.layer, offset, file.data_bytes,
+                    context);
+  }
+  if (offset != file.data_bytes) {
+    throw IoError(context + "the weights section holds " + std::to_string(file.data_bytes) +
+                  " bytes; the manifest describes " + std::to_string(offset));
+  }
+
+  Model model = Sequential(seed, model_name);
+  try {
     if (functional) {
       model = Model::from_flat_graph(graph, loaded, model_name, seed);
       for (std::size_t i = 0; i < loaded.size(); ++i)
         if (model.layer(i).name() != loaded[i]->name())
           throw IoError(context + "layer name '" + loaded[i]->name() + "' is not unique");
-    } else if (built) {
-      static_cast<Sequential&>(model).build(*input_shape);
+    } else {
+      auto& chain = static_cast<Sequential&>(model);
+      if (input_shape) chain.add(Input{*input_shape});
+      chain.add(loaded);  // one graph build for the whole chain
+      for (std::size_t i = 0; i < loaded.size(); ++i) {
+        model.layer(i).set_name(loaded[i]->name());
+        model.layer(i).set_trainable(trainable_flags[i]);
+      }
+      if (built) chain.build(*input_shape);
     }
   } catch (const IoError&) {
     throw;
@@ -1226,15 +1661,11 @@ Model load_native_model(const std::string& path) {
 
   // Weights: names, shapes and order must be exactly what the re-created architecture has.
   std::vector<Tensor> values;
-  std::uint64_t expected_offset = 0;
   for (std::size_t i = 0; i < model.size(); ++i) {
     Layer& layer = model.layer(i);
     const auto vars = layer.weights();
     const auto& listed = manifest[i];
     const std::string lname = "layer '" + layer.name() + "'";
-    if (!built && !listed.empty()) {
-      throw IoError(context + lname + " lists weights but the model is not built");
-    }
     if (built && vars.size() != listed.size()) {
       std::string need;
       for (const Variable* v : vars) need += (need.empty() ? "" : ", ") + v->name;
@@ -1254,14 +1685,6 @@ Model load_native_model(const std::string& path) {
         throw IoError(context + wname + " has shape " + shape_str(pw.shape) +
                       " in the file; the architecture needs " + v.value.shape().str());
       }
-      if (pw.offset != expected_offset) {
-        throw IoError(context + wname + " starts at byte " + std::to_string(pw.offset) +
-                      " of the weights; expected " + std::to_string(expected_offset));
-      }
-      const std::uint64_t bytes = static_cast<std::uint64_t>(v.value.size()) * 4;
-      if (pw.offset + bytes > file.data_bytes) {
-        throw IoError(context + wname + " runs past the end of the weights section");
-      }
       Tensor t(v.value.shape());
       get_floats(file.data + pw.offset, t);
       // A file may carry a valid checksum and still hold NaN/Inf (or a negative variance):
@@ -1273,12 +1696,7 @@ Model load_native_model(const std::string& path) {
             throw IoError(context + wname + " has a negative value " + std::to_string(value));
       }
       values.push_back(std::move(t));
-      expected_offset += bytes;
     }
-  }
-  if (expected_offset != file.data_bytes) {
-    throw IoError(context + "the weights section holds " + std::to_string(file.data_bytes) +
-                  " bytes; the manifest describes " + std::to_string(expected_offset));
   }
   try {
     if (built) model.set_weights(values);
@@ -1297,6 +1715,7 @@ Model load_native_model(const std::string& path) {
     throw IoError(context + e.what());
   }
   load_compile(model, compile, context);
+  if (training) apply_training(model, *training, file.data, context);
   return model;
 }
 

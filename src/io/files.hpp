@@ -15,9 +15,15 @@ std::vector<unsigned char> read_file(const std::string& path, const std::string&
 
 // Atomic replacement: writes "<path>.tmp-<pid>", fsyncs, renames over `path`, fsyncs the
 // directory. On any failure the temporary file is removed, any previous file at `path` is left
-// untouched, and IoError "<context>cannot save (...)" is thrown.
+// untouched, and IoError "<context>cannot save (...)" is thrown. Temporary files of `path` that
+// killed saves left behind are removed first (remove_stale_temporaries).
 void write_file_atomic(const std::string& path, const std::string& bytes,
                        const std::string& context);
+
+// Removes the files "<path>.tmp-<pid>" beside `path` whose process no longer exists on this
+// machine: what a save killed between creating its temporary file and renaming it leaves. A
+// temporary file of a live process (another save in progress) is kept. Best effort, no errors.
+void remove_stale_temporaries(const std::string& path);
 
 // strerror as a std::string.
 std::string errno_text(int err);

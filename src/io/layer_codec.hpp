@@ -3,9 +3,11 @@
 // and from these) builds them here, so a layer class is taught to the file formats once.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "bnorm/layers/layer.hpp"
 
@@ -26,5 +28,15 @@ std::unique_ptr<Layer> layer_from_config(const std::string& class_name,
 // Whether the table has `class_name`, and the known classes as "A, B, C".
 bool known_layer_class(const std::string& class_name);
 std::string known_layer_classes();
+
+// The weight shapes an unbuilt layer will have when built on the per-sample `input_shape`, in
+// Keras order (empty for a class without weights), so a file's weights can be checked against
+// its architecture before anything is allocated. Dimensions saturate at INT64_MAX.
+std::vector<std::vector<std::int64_t>> expected_weight_dims(const Layer& layer,
+                                                            const Shape& input_shape);
+// The channels of the per-channel buffers a layer's build allocates beyond its weights when it
+// has no weights to bound them (BatchNormalization with center, scale and moving statistics all
+// off; Normalization with constructor statistics); 0 for any other layer.
+std::int64_t unstored_statistics_channels(const Layer& layer, const Shape& input_shape);
 
 }  // namespace bnorm::io::detail

@@ -9,6 +9,7 @@
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/io/checkpoint.hpp"
+#include "io/files.hpp"
 #ifdef BNORM_HAVE_KERAS
 #include "bnorm/io/keras.hpp"
 #endif
@@ -97,6 +98,8 @@ void load_weights(Model& model, const std::string& path) {
   no_keras(path);
 #endif
 }
+
+void remove_stale_temporaries(const std::string& path) { detail::remove_stale_temporaries(path); }
 
 void ModelCheckpoint::on_epoch_end(Model& model, int /*epoch*/, const Logs& /*logs*/) {
   save_model(model, path_);

@@ -804,6 +804,10 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
     throw ValueError("fit: batch_size must be >= 1; received " + std::to_string(o.batch_size));
   if (o.epochs < 1)
     throw ValueError("fit: epochs must be >= 1; received " + std::to_string(o.epochs));
+  if (o.initial_epoch < 0) {
+    throw ValueError("fit: initial_epoch must be >= 0; received " +
+                     std::to_string(o.initial_epoch));
+  }
   if (!(o.validation_split >= 0.0 && o.validation_split < 1.0)) {
     throw ValueError("fit: validation_split must be in [0, 1); received " +
                      std::to_string(o.validation_split));
@@ -852,7 +856,22 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
   const std::int64_t steps = n_train / o.batch_size + (n_train % o.batch_size != 0 ? 1 : 0);
   std::vector<std::int64_t> order(static_cast<std::size_t>(n_train));
   std::iota(order.begin(), order.end(), 0);
-  Random shuffle_rng = rng_.split();
+  // The run this fit continues (the model's state says it completed exactly initial_epoch epochs
+  // on as many samples) replays its shuffles to the same order and stream; any other fit starts
+  // a new run with a shuffling stream split from the model's generator.
+  const bool continuing = o.initial_epoch > 0 && training_state_.epoch == o.initial_epoch &&
+                          training_state_.samples == n_train;
+  Random shuffle_rng;
+  if (continuing) {
+    shuffle_rng = Random::from_state(training_state_.shuffle_seed);
+    for (std::int64_t i = 0; i < training_state_.shuffles; ++i) shuffle_rng.shuffle(order);
+  } else {
+    shuffle_rng = rng_.split();
+    training_state_ = TrainingState{};
+    training_state_.epoch = o.initial_epoch;
+    training_state_.samples = n_train;
+    training_state_.shuffle_seed = shuffle_rng.state();
+  }
   std::vector<Tensor> bx(xs.size()), by(ys.size());
   std::vector<const Tensor*> pbx, pby;
   for (auto& t : bx) pbx.push_back(&t);
@@ -861,7 +880,7 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
   stop_training = false;
   collect_trainable();  // trainable flags are read once per fit, as Keras reads them at compile
   for (auto* cb : o.callbacks) cb->on_train_begin(*this, o.epochs, steps);
-  for (int epoch = 0; epoch < o.epochs && !stop_training; ++epoch) {
+  for (int epoch = o.initial_epoch; epoch < o.epochs && !stop_training; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
     for (auto* cb : o.callbacks) cb->on_epoch_begin(*this, epoch);
     if (o.shuffle) shuffle_rng.shuffle(order);
@@ -905,10 +924,67 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     history.epoch_seconds.push_back(seconds);
     for (const auto& [k, v] : logs) history.history[k].push_back(v);
+    training_state_.epoch = epoch + 1;
+    if (o.shuffle) ++training_state_.shuffles;
+    for (const auto& [k, v] : logs) training_state_.history[k].push_back(v);
     for (auto* cb : o.callbacks) cb->on_epoch_end(*this, epoch, logs);
   }
   for (auto* cb : o.callbacks) cb->on_train_end(*this);
   return history;
+}
+
+void Model::set_training_state(TrainingState state) {
+  if (state.epoch < 0 || state.samples < 0 || state.shuffles < 0 || state.shuffles > state.epoch) {
+    throw ValueError(
+        "set_training_state: need epoch >= 0, samples >= 0 and 0 <= shuffles <= "
+        "epoch; received epoch " +
+        std::to_string(state.epoch) + ", samples " + std::to_string(state.samples) + ", shuffles " +
+        std::to_string(state.shuffles));
+  }
+  if (state.epoch > 0) Random::from_state(state.shuffle_seed);  // ValueError for all zeros
+  for (const auto& [key, values] : state.history) {
+    if (values.size() > static_cast<std::size_t>(state.epoch)) {
+      throw ValueError("set_training_state: history '" + key + "' has " +
+                       std::to_string(values.size()) + " values for " +
+                       std::to_string(state.epoch) + " epochs");
+    }
+  }
+  training_state_ = std::move(state);
+}
+
+Model::RandomStreams Model::random_streams() const {
+  RandomStreams out{rng_, {}};
+  if (plan_) {
+    for (const auto& st : plan_->steps) {
+      const Layer& layer = *st.layer;
+      if (const Random* r = layer.random_stream()) out.layers.emplace_back(st.primary->name(), *r);
+    }
+  }
+  return out;
+}
+
+void Model::set_random_streams(const RandomStreams& streams) {
+  std::vector<std::pair<const Layer*, Random*>> mine;
+  if (plan_) {
+    for (auto& st : plan_->steps)
+      if (Random* r = st.layer->random_stream()) mine.emplace_back(st.primary, r);
+  }
+  const auto names = [](const auto& list, auto name_of) {
+    std::string text;
+    for (const auto& e : list) text += (text.empty() ? "" : ", ") + name_of(e);
+    return "[" + text + "]";
+  };
+  bool same = mine.size() == streams.layers.size();
+  for (std::size_t i = 0; same && i < mine.size(); ++i)
+    same = mine[i].first->name() == streams.layers[i].first;
+  if (!same) {
+    throw ValueError("set_random_streams: the model's layer calls that draw random numbers are " +
+                     names(mine, [](const auto& e) { return e.first->name(); }) +
+                     "; received streams for " +
+                     names(streams.layers, [](const auto& e) { return e.first; }));
+  }
+  rng_ = streams.model;
+  for (std::size_t i = 0; i < mine.size(); ++i) *mine[i].second = streams.layers[i].second;
 }
 
 EvaluateResult Model::evaluate(const Tensor& x, const Tensor& y, std::int64_t batch_size,

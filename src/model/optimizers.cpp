@@ -41,6 +41,38 @@ std::vector<Tensor>& Optimizer::slots(const Variable& v, int count) {
   return s;
 }
 
+const std::vector<Tensor>* Optimizer::slots_of(const Variable& v) const {
+  const auto it = slots_.find(&v);
+  return it == slots_.end() ? nullptr : &it->second;
+}
+
+void Optimizer::set_slots(const Variable& v, std::vector<Tensor> values) {
+  const std::vector<std::string> names = slot_names();
+  if (values.size() != names.size()) {
+    throw ValueError(name() + ": variable '" + v.name + "' needs " + std::to_string(names.size()) +
+                     " slots; received " + std::to_string(values.size()));
+  }
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (values[i].shape() != v.value.shape()) {
+      throw ValueError(name() + ": slot '" + names[i] + "' of variable '" + v.name +
+                       "' has shape " + values[i].shape().str() + "; the variable has " +
+                       v.value.shape().str());
+    }
+    if (!values[i].all_finite()) {
+      throw ValueError(name() + ": slot '" + names[i] + "' of variable '" + v.name +
+                       "' contains NaN or Inf");
+    }
+  }
+  slots_[&v] = std::move(values);
+}
+
+void Optimizer::set_iterations(std::int64_t iterations) {
+  if (iterations < 0) {
+    throw ValueError(name() + ": iterations must be >= 0; received " + std::to_string(iterations));
+  }
+  iterations_ = iterations;
+}
+
 // ---- SGD ----
 SGD::SGD(Options options) : Optimizer(options.learning_rate), options_(options) {
   if (!(options.momentum >= 0.0f && options.momentum <= 1.0f)) {
@@ -53,6 +85,11 @@ std::map<std::string, double> SGD::config() const {
   return {{"learning_rate", learning_rate_},
           {"momentum", options_.momentum},
           {"nesterov", options_.nesterov ? 1.0 : 0.0}};
+}
+
+std::vector<std::string> SGD::slot_names() const {
+  if (options_.momentum == 0.0f) return {};
+  return {"momentum"};
 }
 
 void SGD::update(Variable& v, std::int64_t) {
@@ -76,6 +113,8 @@ std::map<std::string, double> Adam::config() const {
           {"beta_2", options_.beta_2},
           {"epsilon", options_.epsilon}};
 }
+
+std::vector<std::string> Adam::slot_names() const { return {"momentum", "velocity"}; }
 
 void Adam::update(Variable& v, std::int64_t step) {
   const double t = static_cast<double>(step);
@@ -101,6 +140,13 @@ std::map<std::string, double> RMSprop::config() const {
           {"momentum", options_.momentum},
           {"epsilon", options_.epsilon},
           {"centered", options_.centered ? 1.0 : 0.0}};
+}
+
+std::vector<std::string> RMSprop::slot_names() const {
+  std::vector<std::string> names = {"velocity"};
+  if (options_.centered) names.push_back("average_gradient");
+  if (options_.momentum > 0.0f) names.push_back("momentum");
+  return names;
 }
 
 void RMSprop::update(Variable& v, std::int64_t) {

@@ -2,6 +2,7 @@
 // (std:: distributions are implementation-defined, so bnorm draws its own).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 
@@ -10,7 +11,16 @@ namespace bnorm {
 // xoshiro256** seeded through splitmix64.
 class Random {
  public:
+  // The generator's whole state: saving it and restoring it with from_state continues the
+  // stream exactly where it was (what an exact resume of training needs).
+  using State = std::array<std::uint64_t, 4>;
+
   explicit Random(std::uint64_t seed = 0) noexcept;
+  // ValueError for the all-zero state: xoshiro's one fixed point, which no seed reaches (it would
+  // draw 0 forever), so such a state can only come from a damaged file.
+  static Random from_state(const State& state);
+  State state() const noexcept { return {s_[0], s_[1], s_[2], s_[3]}; }
+  bool operator==(const Random& other) const noexcept { return state() == other.state(); }
   std::uint64_t next_u64() noexcept;
   // Uniform in [0, 1) with 24 random bits.
   float uniform() noexcept;

@@ -1,5 +1,6 @@
 // bnorm/io/checkpoint.hpp — saving and loading whole models (architecture, compile settings,
-// every weight incl. moving statistics). The format is in docs/model-format.md.
+// every weight incl. moving statistics, and a trained model's state for exact resume). The
+// format is in docs/model-format.md.
 #pragma once
 
 #include <string>
@@ -24,6 +25,12 @@ Model load_model(const std::string& path);
 // this bnorm was built without Keras support. See bnorm/io/keras.hpp load_keras_weights.
 void load_weights(Model& model, const std::string& path);
 
+// Removes "<path>.tmp-<pid>" files that a save killed before its rename left beside `path`
+// (files of processes that no longer exist on this machine; a save in progress is left alone).
+// Every save does this for its own path first; callers that write other files beside a model
+// (bnorm train's reports) can do the same. Best effort: never throws.
+void remove_stale_temporaries(const std::string& path);
+
 // bnorm's own format (docs/model-format.md), whatever the file is called.
 void save_native_model(const Model& model, const std::string& path);
 Model load_native_model(const std::string& path);
@@ -37,6 +44,11 @@ std::string model_file_format(const std::string& path);
 
 // Saves the model after every epoch (Keras ModelCheckpoint with save_best_only=false).
 // Because saves are atomic, a crash or a non-finite loss leaves the last good file intact.
+// A .bnorm checkpoint is resumable: it holds the optimizer's state, the random streams, the
+// epoch and the history (docs/model-format.md), so
+//   Model m = load_model(path);
+//   m.fit(x, y, {.epochs = E, .initial_epoch = m.training_state().epoch, ...});
+// continues the run with the bits of one that was never interrupted (same data and options).
 class ModelCheckpoint final : public Callback {
  public:
   explicit ModelCheckpoint(std::string path) : path_(std::move(path)) {}

@@ -33,6 +33,9 @@ class Dropout final : public Layer {
   Shape output_shape(const Shape& input_shape) const override { return input_shape; }
   float rate() const noexcept { return options_.rate; }
   const Options& options() const noexcept { return options_; }
+  // One draw per training forward: the key of that step's mask.
+  using Layer::random_stream;
+  const Random* random_stream() const noexcept override { return &rng_; }
 
  protected:
   // ShapeError when noise_shape's rank is not the input's or an entry is neither None, 1 nor the

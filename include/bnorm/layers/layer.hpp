@@ -142,6 +142,13 @@ class Layer : public std::enable_shared_from_this<Layer> {
   // nullptr for a layer class that does not implement do_clone.
   std::unique_ptr<Layer> clone() const;
 
+  // The layer's own random stream (Dropout's masks); nullptr for a layer that draws nothing.
+  // Saving and restoring it lets training resume exactly (Model::random_streams).
+  virtual const Random* random_stream() const noexcept { return nullptr; }
+  Random* random_stream() noexcept {
+    return const_cast<Random*>(static_cast<const Layer&>(*this).random_stream());
+  }
+
   // Layers whose output is softmax(z) expose z after forward, so a cross-entropy loss can work
   // from logits (as Keras does); backward_from_logits then takes dL/dz instead of dL/dy.
   virtual const Tensor* softmax_logits() const noexcept { return nullptr; }

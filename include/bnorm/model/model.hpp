@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +42,28 @@ struct FitOptions {
   const Tensor* validation_y = nullptr;
   bool shuffle = true;
   std::vector<Callback*> callbacks;
+  // Keras's initial_epoch: the epoch to start at (epochs counts up to `epochs`, so
+  // {initial_epoch = 1, epochs = 2} trains one epoch, numbered 1; none when initial_epoch >=
+  // epochs). When the model's training_state() says the run completed exactly initial_epoch
+  // epochs on as many training samples, fit continues that run: the same shuffling stream, and
+  // with the weights, optimizer state and random streams restored (io::load_model of a
+  // checkpoint does all of it) the result is bit for bit the uninterrupted run's. Otherwise a
+  // new run starts whose epochs are numbered from initial_epoch, as in Keras.
+  int initial_epoch = 0;
+};
+
+// Where fit's current run stands after its last completed epoch: what fit needs, besides the
+// weights, the optimizer's state and the random streams, to continue it exactly
+// (FitOptions::initial_epoch). Updated at each epoch's end, before the callbacks' on_epoch_end,
+// so a checkpoint written there holds the epoch it follows.
+struct TrainingState {
+  int epoch = 0;                 // epochs completed (the initial_epoch that continues the run)
+  std::int64_t samples = 0;      // training samples per epoch (after validation_split)
+  std::int64_t shuffles = 0;     // how many epochs shuffled: the sample order is their product
+  Random::State shuffle_seed{};  // the run's shuffling stream as it started
+  // Every completed epoch's logs, in order (History::epoch_seconds is not kept: timings are not
+  // part of a run's result).
+  std::map<std::string, std::vector<double>> history;
 };
 
 // Keras's split of n samples for validation_split: the first floor(n * (1 - split)) train.
@@ -202,6 +225,24 @@ class Model {
   // Set by a callback to end fit after the current epoch (Keras model.stop_training).
   bool stop_training = false;
 
+  // The progress of fit's current run (see TrainingState); empty before the first epoch.
+  const TrainingState& training_state() const noexcept { return training_state_; }
+  // ValueError for a state no run can have (negative counts, more shuffles than epochs, a
+  // history whose lists are not one value per epoch, the all-zero stream).
+  void set_training_state(TrainingState state);
+
+  // Every random stream training draws from, which an exact resume restores: the model's own
+  // generator (each new run of fit splits its shuffling stream from it) and, in graph order, the
+  // stream of each layer call that draws (Dropout's masks; a shared layer's later calls have
+  // their own), named by the layer.
+  struct RandomStreams {
+    Random model;
+    std::vector<std::pair<std::string, Random>> layers;
+  };
+  RandomStreams random_streams() const;
+  // ValueError unless `streams.layers` names the same layer calls in the same order.
+  void set_random_streams(const RandomStreams& streams);
+
  protected:
   // An empty model (Sequential's start).
   Model(std::uint64_t seed, std::string name);
@@ -255,6 +296,7 @@ class Model {
   std::vector<std::string> metrics_;
   std::vector<Variable*> trainable_;
   bool inference_folding_ = true;
+  TrainingState training_state_;
 };
 
 }  // namespace bnorm

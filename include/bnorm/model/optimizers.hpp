@@ -27,6 +27,19 @@ class Optimizer {
   // Hyper-parameters by Keras name, for saving and printing ({"learning_rate": 0.001, ...}).
   virtual std::map<std::string, double> config() const = 0;
 
+  // The state an exact resume restores (Keras's optimizer.variables): the iteration count and
+  // each variable's slots. slot_names: the slots kept per variable, in order, for this
+  // configuration: SGD {"momentum"} ({} without momentum), Adam {"momentum", "velocity"},
+  // RMSprop {"velocity"} + "average_gradient" when centered + "momentum" with momentum.
+  virtual std::vector<std::string> slot_names() const = 0;
+  // The slots of `v` (slot_names() order), or nullptr while no update has touched `v`.
+  const std::vector<Tensor>* slots_of(const Variable& v) const;
+  // Replaces the slots of `v`. ValueError unless there is one tensor per slot name, each of v's
+  // shape and finite.
+  void set_slots(const Variable& v, std::vector<Tensor> values);
+  // The next update counts as step iterations + 1 (Adam's bias correction). ValueError if < 0.
+  void set_iterations(std::int64_t iterations);
+
  protected:
   explicit Optimizer(float learning_rate);
   // Slot tensors per variable (momentum, velocity, ...), created zeroed on first use.
@@ -52,6 +65,7 @@ class SGD final : public Optimizer {
   explicit SGD(Options options);
   std::string name() const override { return "SGD"; }
   std::map<std::string, double> config() const override;
+  std::vector<std::string> slot_names() const override;
 
  protected:
   void update(Variable& v, std::int64_t step) override;
@@ -74,6 +88,7 @@ class Adam final : public Optimizer {
   explicit Adam(Options options);
   std::string name() const override { return "Adam"; }
   std::map<std::string, double> config() const override;
+  std::vector<std::string> slot_names() const override;
 
  protected:
   void update(Variable& v, std::int64_t step) override;
@@ -97,6 +112,7 @@ class RMSprop final : public Optimizer {
   explicit RMSprop(Options options);
   std::string name() const override { return "RMSprop"; }
   std::map<std::string, double> config() const override;
+  std::vector<std::string> slot_names() const override;
 
  protected:
   void update(Variable& v, std::int64_t step) override;

@@ -728,48 +728,6 @@ Model build_model(ParsedModel& p, const std::string& context) {
   }
 }
 
-namespace {
-// The input channels of a convolution's per-sample input (H, W, C) or (C, H, W).
-std::int64_t input_channels(const std::string& data_format, const Shape& in) {
-  return data_format == "channels_first" && in.rank() == 3 ? in[0] : in.dims().back();
-}
-}  // namespace
-
-std::vector<std::vector<std::int64_t>> expected_weight_dims(const Layer& layer, const Shape& in) {
-  using Dims = std::vector<std::int64_t>;
-  std::vector<Dims> out;
-  const auto last = in.dims().empty() ? 0 : in.dims().back();
-  if (const auto* d = dynamic_cast<const Dense*>(&layer)) {
-    out.push_back({last, d->options().units});
-    if (d->options().use_bias) out.push_back({d->options().units});
-  } else if (const auto* c = dynamic_cast<const Conv2D*>(&layer)) {
-    const auto& o = c->options();
-    const std::int64_t cin = input_channels(o.data_format, in);
-    out.push_back({o.kernel_size[0], o.kernel_size[1], cin, o.filters});
-    if (o.use_bias) out.push_back({o.filters});
-  } else if (const auto* s = dynamic_cast<const SeparableConv2D*>(&layer)) {
-    const auto& o = s->options();
-    const std::int64_t cin = input_channels(o.data_format, in);
-    out.push_back({o.kernel_size[0], o.kernel_size[1], cin, o.depth_multiplier});
-    out.push_back({1, 1, cin * o.depth_multiplier, o.filters});
-    if (o.use_bias) out.push_back({o.filters});
-  } else if (const auto* dw = dynamic_cast<const DepthwiseConv2D*>(&layer)) {
-    const auto& o = dw->options();
-    const std::int64_t cin = input_channels(o.data_format, in);
-    out.push_back({o.kernel_size[0], o.kernel_size[1], cin, o.depth_multiplier});
-    if (o.use_bias) out.push_back({cin * o.depth_multiplier});
-  } else if (const auto* bn = dynamic_cast<const BatchNormalization*>(&layer)) {
-    const auto& o = bn->options();
-    const int axis = o.axis < 0 ? o.axis + in.rank() + 1 : o.axis;  // Keras axes count the batch
-    const std::int64_t c = axis >= 1 && axis <= in.rank() ? in[axis - 1] : last;
-    const int n = (o.scale ? 1 : 0) + (o.center ? 1 : 0) + 2;
-    for (int i = 0; i < n; ++i) out.push_back({c});
-  } else {
-    return {};  // other layers: checked after building (their weights are small or none)
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------------
 // compile
 

@@ -43,11 +43,6 @@ ParsedModel parse_model(const json& model, const std::string& context);
 // Builds the Model (allocating its weights) once the caller has checked the weight shapes.
 Model build_model(ParsedModel& parsed, const std::string& context);
 
-// The weight shapes a layer will have when built on `input_shape` (Keras order), so a file's
-// datasets can be checked before anything is allocated.
-std::vector<std::vector<std::int64_t>> expected_weight_dims(const Layer& layer,
-                                                            const Shape& input_shape);
-
 // Applies compile_config (Keras 3) or training_config (legacy) when bnorm has the optimizer,
 // loss and metrics it names; otherwise leaves the model uncompiled.
 void apply_compile(Model& model, const json& compile, bool legacy);

@@ -13,6 +13,7 @@
 #include "io/files.hpp"
 #include "io/keras/h5.hpp"
 #include "io/keras/keras_config.hpp"
+#include "io/layer_codec.hpp"
 #include "io/zip.hpp"
 
 namespace bnorm::io {
@@ -80,7 +81,7 @@ Model load_weights_into_new_model(ParsedModel& parsed, const std::string& contex
   std::vector<LayerDatasets> found;
   for (const auto& src : parsed.layers) {
     LayerDatasets ds = locate(src);
-    const auto expected = detail::keras::expected_weight_dims(*src.layer, src.input_shape);
+    const auto expected = detail::expected_weight_dims(*src.layer, src.input_shape);
     const std::string lname = layer_label(*src.layer);
     if (!expected.empty()) {
       if (ds.names.size() != expected.size()) {
