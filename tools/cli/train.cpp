@@ -1,5 +1,7 @@
 // bnorm train — the main job: trains the seed model and the same model without BN on
 // Fashion-MNIST, records train/validation/test metrics per epoch, and writes the reports.
+// `--resume RUN_DIR` continues such a run from its checkpoints with the bits of a run that was
+// never interrupted.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -7,8 +9,11 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -51,13 +56,208 @@ struct TrainOptions {
   double validation_split = 0.1;
   std::int64_t train_limit = 0;
   std::int64_t test_limit = 0;
+  std::string resume;  // a run directory to continue; empty = a new run
+  bool epochs_given = false;
 };
 
 struct ModelPlan {
   std::string name;
   std::string spec;
   std::unique_ptr<Model> model;
+  // Resumed from the run directory's checkpoint (its optimizer, streams and epoch restored).
+  bool resumed = false;
+  // The optimizer's rate when the run started: where a learning-rate schedule starts from.
+  double initial_learning_rate = 0.0;
 };
+
+using json = nlohmann::json;
+
+// ---- The run directory: what --resume needs beside the checkpoints -------------------------
+//
+// run.json holds the options of the run (rewritten with the new --epochs on a resume) and each
+// model's initial learning rate; records_<model>.json holds the per-epoch records of the summary
+// (test metrics, seconds), written before the checkpoint at every epoch's end, so it never has
+// fewer epochs than the checkpoint (extra ones, from a run killed in between, are dropped).
+
+constexpr const char* kRunFile = "run.json";
+constexpr int kRunFormatVersion = 1;
+
+std::string checkpoint_file(const std::string& model) { return "model_" + model + ".bnorm"; }
+std::string records_file(const std::string& model) { return "records_" + model + ".json"; }
+std::string history_file(const std::string& model) { return "history_" + model + ".csv"; }
+
+json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+json records_json(const std::vector<EpochRecord>& records) {
+  json list = json::array();
+  for (const auto& r : records) {
+    list.push_back({{"epoch", r.epoch},
+                    {"accuracy", number_or_null(r.accuracy)},
+                    {"loss", number_or_null(r.loss)},
+                    {"val_accuracy", number_or_null(r.val_accuracy)},
+                    {"val_loss", number_or_null(r.val_loss)},
+                    {"test_accuracy", number_or_null(r.test_accuracy)},
+                    {"test_loss", number_or_null(r.test_loss)},
+                    {"seconds", r.seconds}});
+  }
+  return list;
+}
+
+json read_json_file(const fs::path& path, const std::string& what) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw IoError(what + " '" + path.string() + "' cannot be read");
+  std::stringstream text;
+  text << f.rdbuf();
+  json doc = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) throw IoError(what + " '" + path.string() + "' is not valid JSON");
+  return doc;
+}
+
+// Reads a field of run.json with the type of `value` (IoError naming the field otherwise).
+template <class T>
+void read_field(const json& options, const char* key, T& value, const fs::path& path) {
+  try {
+    value = options.at(key).get<T>();
+  } catch (const json::exception&) {
+    throw IoError("run file '" + path.string() + "': field '" + key + "' is missing or invalid");
+  }
+}
+
+void write_run_file(const fs::path& out, const TrainOptions& o,
+                    const std::vector<std::pair<std::string, double>>& initial_rates) {
+  json models = json::array();
+  for (const auto& [name, rate] : initial_rates)
+    models.push_back({{"name", name}, {"initial_learning_rate", rate}});
+  const json doc = {{"format", "bnorm-train-run"},
+                    {"format_version", kRunFormatVersion},
+                    {"options",
+                     {{"models", o.models},
+                      {"epochs", o.epochs},
+                      {"batch_size", o.batch_size},
+                      {"optimizer", o.optimizer},
+                      {"learning_rate", o.learning_rate},
+                      {"lr_schedule", o.lr_schedule},
+                      {"seed", o.seed},
+                      {"data", o.data},
+                      {"test", o.test},
+                      {"label", o.label},
+                      {"rescale", o.rescale},
+                      {"validation_split", o.validation_split},
+                      {"train_limit", o.train_limit},
+                      {"test_limit", o.test_limit}}},
+                    {"models", models}};
+  io::remove_stale_temporaries((out / kRunFile).string());
+  write_text_file((out / kRunFile).string(), doc.dump(1) + "\n");
+}
+
+// The options of the run in `dir` (what its run.json says), with --epochs, --threads and --quiet
+// from this command line.
+TrainOptions read_run_file(const TrainOptions& given) {
+  const fs::path path = fs::path(given.resume) / kRunFile;
+  std::error_code ec;
+  if (!fs::is_directory(given.resume, ec)) {
+    throw IoError("--resume " + given.resume + ": no such run directory");
+  }
+  if (!fs::is_regular_file(path, ec)) {
+    throw IoError("--resume " + given.resume + ": not a bnorm train run directory (no " + kRunFile +
+                  "; runs written before --resume existed cannot be resumed)");
+  }
+  const json doc = read_json_file(path, "run file");
+  if (!doc.is_object() || doc.value("format", "") != "bnorm-train-run" ||
+      !doc.contains("options") || !doc["options"].is_object()) {
+    throw IoError("run file '" + path.string() + "' is not a bnorm train run description");
+  }
+  if (doc.value("format_version", 0) != kRunFormatVersion) {
+    throw IoError("run file '" + path.string() + "': format_version " +
+                  doc.value("format_version", json(nullptr)).dump() + " is not supported");
+  }
+  const json& opt = doc["options"];
+  TrainOptions o;
+  read_field(opt, "models", o.models, path);
+  read_field(opt, "epochs", o.epochs, path);
+  read_field(opt, "batch_size", o.batch_size, path);
+  read_field(opt, "optimizer", o.optimizer, path);
+  read_field(opt, "learning_rate", o.learning_rate, path);
+  read_field(opt, "lr_schedule", o.lr_schedule, path);
+  read_field(opt, "seed", o.seed, path);
+  read_field(opt, "data", o.data, path);
+  read_field(opt, "test", o.test, path);
+  read_field(opt, "label", o.label, path);
+  read_field(opt, "rescale", o.rescale, path);
+  read_field(opt, "validation_split", o.validation_split, path);
+  read_field(opt, "train_limit", o.train_limit, path);
+  read_field(opt, "test_limit", o.test_limit, path);
+  o.learning_rate_given = o.learning_rate >= 0.0;
+  o.out = given.resume;
+  o.resume = given.resume;
+  if (given.epochs_given) o.epochs = given.epochs;
+  o.epochs_given = given.epochs_given;
+  o.threads = given.threads;
+  o.threads_given = given.threads_given;
+  o.quiet = given.quiet;
+  return o;
+}
+
+// The initial learning rate run.json recorded for `model`, or nullopt.
+std::optional<double> recorded_initial_rate(const std::string& dir, const std::string& model) {
+  const json doc = read_json_file(fs::path(dir) / kRunFile, "run file");
+  if (!doc.contains("models") || !doc["models"].is_array()) return std::nullopt;
+  for (const auto& m : doc["models"]) {
+    if (m.is_object() && m.value("name", "") == model && m.contains("initial_learning_rate") &&
+        m["initial_learning_rate"].is_number())
+      return m["initial_learning_rate"].get<double>();
+  }
+  return std::nullopt;
+}
+
+double record_value(const json& r, const char* key) {
+  return r.contains(key) && r[key].is_number() ? r[key].get<double>() : kMissing;
+}
+
+// The records of the `epochs` epochs a resumed model completed: from records_<model>.json, or,
+// for epochs it lacks, the training metrics from the checkpoint's history (no test metrics).
+std::vector<EpochRecord> resumed_records(const fs::path& dir, const std::string& model,
+                                         const TrainingState& state) {
+  std::vector<EpochRecord> records;
+  std::error_code ec;
+  const fs::path path = dir / records_file(model);
+  if (fs::is_regular_file(path, ec)) {
+    const json doc = read_json_file(path, "records file");
+    if (doc.is_array()) {
+      for (const auto& r : doc) {
+        if (records.size() == static_cast<std::size_t>(state.epoch) || !r.is_object()) break;
+        EpochRecord e;
+        e.epoch = static_cast<int>(records.size()) + 1;
+        e.accuracy = record_value(r, "accuracy");
+        e.loss = record_value(r, "loss");
+        e.val_accuracy = record_value(r, "val_accuracy");
+        e.val_loss = record_value(r, "val_loss");
+        e.test_accuracy = record_value(r, "test_accuracy");
+        e.test_loss = record_value(r, "test_loss");
+        e.seconds = std::max(0.0, record_value(r, "seconds"));
+        records.push_back(e);
+      }
+    }
+  }
+  const auto from_history = [&](const char* key, std::size_t epoch) {
+    const auto it = state.history.find(key);
+    if (it == state.history.end()) return kMissing;
+    // The history holds the run's epochs; a run started at a later epoch holds the last ones.
+    const std::size_t first = static_cast<std::size_t>(state.epoch) - it->second.size();
+    return epoch >= first ? it->second[epoch - first] : kMissing;
+  };
+  while (records.size() < static_cast<std::size_t>(state.epoch)) {
+    EpochRecord e;
+    const std::size_t i = records.size();
+    e.epoch = static_cast<int>(i) + 1;
+    e.accuracy = from_history("accuracy", i);
+    e.loss = from_history("loss", i);
+    e.val_accuracy = from_history("val_accuracy", i);
+    e.val_loss = from_history("val_loss", i);
+    records.push_back(e);
+  }
+  return records;
+}
 
 std::string timestamp(const char* format) {
   const std::time_t now = std::time(nullptr);
@@ -162,6 +362,7 @@ std::string spec_for_classes(const std::string& spec, std::int64_t classes) {
 // user's data (`user` set) the named models are built for its sample shape and classes; a custom
 // SPEC or a model file keeps the outputs it declares (the caller checks the labels against them).
 std::vector<ModelPlan> plan_models(const TrainOptions& o, const UserData* user = nullptr) {
+  const fs::path run_dir(o.resume);
   std::vector<std::string> requested = o.models;
   if (requested.empty()) requested = {"seed", "seed-nobn"};
   auto named = [](const std::string& m) -> const std::string* {
@@ -188,10 +389,21 @@ std::vector<ModelPlan> plan_models(const TrainOptions& o, const UserData* user =
     }
     std::error_code ec;
     const bool model_file = !named(m) && fs::is_regular_file(m, ec);
-    if (model_file) {
+    if (model_file) p.name = fs::path(m).stem().string();
+    const fs::path checkpoint = run_dir / checkpoint_file(p.name);
+    if (!o.resume.empty() && fs::is_regular_file(checkpoint, ec)) {
+      // Resumed: the checkpoint holds the weights and the state to continue the run exactly.
+      p.model = std::make_unique<Model>(io::load_model(checkpoint.string()));
+      p.resumed = true;
+      if (model_file) p.spec = "file " + m;
+      if (!p.model->compiled() || p.model->training_state().epoch < 1) {
+        throw IoError("checkpoint '" + checkpoint.string() +
+                      "' holds no training state to resume from (it was not written by "
+                      "bnorm train after a completed epoch)");
+      }
+    } else if (model_file) {
       // A saved model (.bnorm, Keras .keras or .h5): trained further from its weights, with its
       // own compile settings when the file has them.
-      p.name = fs::path(m).stem().string();
       p.spec = "file " + m;
       p.model = std::make_unique<Model>(io::load_model(m));
     } else if (is_resnet_preset(p.spec) && user) {
@@ -219,9 +431,18 @@ std::vector<ModelPlan> plan_models(const TrainOptions& o, const UserData* user =
                        p.model->output_shape().str() +
                        " per sample; a classifier outputs one value per class");
     }
-    if (!model_file || !p.model->compiled()) {
+    if (!p.resumed && (!model_file || !p.model->compiled())) {
       p.model->compile(make_optimizer(o.optimizer, o.learning_rate),
                        LossKind::sparse_categorical_crossentropy, {"accuracy"});
+    }
+    p.initial_learning_rate = p.model->optimizer().learning_rate();
+    if (p.resumed) {
+      const auto rate = recorded_initial_rate(o.resume, p.name);
+      if (!rate) {
+        throw IoError("run file '" + (run_dir / kRunFile).string() +
+                      "' has no initial learning rate for model '" + p.name + "'");
+      }
+      p.initial_learning_rate = *rate;
     }
     plans.push_back(std::move(p));
   }
@@ -244,8 +465,16 @@ double log_value(const Logs& logs, const char* key) {
 // end. Placed after ProgressBar so that its line follows the epoch's progress line.
 class EpochRecorder final : public Callback {
  public:
-  EpochRecorder(const Tensor& x, const Tensor& y, std::int64_t batch_size, bool print)
-      : x_(x), y_(y), batch_size_(batch_size), print_(print) {}
+  // `records`: the epochs a resumed run already has; `path`: where the records are written
+  // (atomically) after every epoch, for a later --resume.
+  EpochRecorder(const Tensor& x, const Tensor& y, std::int64_t batch_size, bool print,
+                std::vector<EpochRecord> past, std::string path)
+      : records(std::move(past)),
+        x_(x),
+        y_(y),
+        batch_size_(batch_size),
+        print_(print),
+        path_(std::move(path)) {}
   void on_epoch_begin(Model&, int) override { start_ = std::chrono::steady_clock::now(); }
   void on_epoch_end(Model& model, int epoch, const Logs& logs) override {
     EpochRecord r;
@@ -264,6 +493,7 @@ class EpochRecorder final : public Callback {
       std::fflush(stdout);
     }
     records.push_back(r);
+    write_text_file(path_, records_json(records).dump(1) + "\n");
   }
   std::vector<EpochRecord> records;
 
@@ -272,7 +502,36 @@ class EpochRecorder final : public Callback {
   const Tensor& y_;
   std::int64_t batch_size_;
   bool print_;
+  std::string path_;
   std::chrono::steady_clock::time_point start_;
+};
+
+// Keras's CSVLogger for a resumed run: the history file starts with the epochs the checkpoint
+// completed (from its history, so rows a killed run wrote after its last checkpoint are dropped)
+// and goes on with the new ones; the same bytes as the file of a run never interrupted.
+class ResumableCsvLogger final : public Callback {
+ public:
+  ResumableCsvLogger(std::string path, TrainingState past)
+      : csv_(std::move(path)), past_(std::move(past)) {}
+  void on_train_begin(Model& model, int epochs, std::int64_t steps) override {
+    csv_.on_train_begin(model, epochs, steps);
+    std::size_t n = 0;
+    for (const auto& [key, values] : past_.history) n = std::max(n, values.size());
+    const int first = past_.epoch - static_cast<int>(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      Logs logs;
+      for (const auto& [key, values] : past_.history)
+        if (i + values.size() >= n) logs[key] = values[i + values.size() - n];
+      csv_.on_epoch_end(model, first + static_cast<int>(i), logs);
+    }
+  }
+  void on_epoch_end(Model& model, int epoch, const Logs& logs) override {
+    csv_.on_epoch_end(model, epoch, logs);
+  }
+
+ private:
+  CSVLogger csv_;
+  TrainingState past_;
 };
 
 std::string choose_out_dir(const std::string& requested) {
@@ -285,6 +544,7 @@ std::string choose_out_dir(const std::string& requested) {
 }
 
 void run_train(TrainOptions o) {
+  if (!o.resume.empty()) o = read_run_file(o);
   validate(o);
   configure_threads(o.threads_given, o.threads);
 
@@ -325,7 +585,7 @@ void run_train(TrainOptions o) {
   config.epochs = o.epochs;
   config.batch_size = o.batch_size;
   config.optimizer = plans.front().model->optimizer().name();
-  config.learning_rate = plans.front().model->optimizer().learning_rate();
+  config.learning_rate = plans.front().initial_learning_rate;
   config.lr_schedule = o.lr_schedule;
   config.blas = blas_description();
   config.seed = o.seed;
@@ -355,6 +615,22 @@ void run_train(TrainOptions o) {
     }
   }
   const fs::path out(config.out_dir);
+  // The run's options for a later --resume (a resume rewrites them with its --epochs). Data and
+  // model files are recorded by absolute path, so a resume works from any directory.
+  {
+    TrainOptions recorded = o;
+    std::error_code ec;
+    const auto absolute = [&](const std::string& p) {
+      return p.empty() ? p : fs::absolute(p, ec).lexically_normal().string();
+    };
+    recorded.data = absolute(o.data);
+    recorded.test = absolute(o.test);
+    for (auto& m : recorded.models)
+      if (fs::is_regular_file(m, ec)) m = absolute(m);
+    std::vector<std::pair<std::string, double>> rates;
+    for (const auto& p : plans) rates.emplace_back(p.name, p.initial_learning_rate);
+    write_run_file(out, recorded, rates);
+  }
 
   if (!o.quiet) {
     const std::string source = kind == DataKind::fashion_mnist ? "Fashion-MNIST from " + o.data
@@ -384,26 +660,49 @@ void run_train(TrainOptions o) {
     run.spec = plan.spec;
     run.params = model.count_params();
     run.trainable_params = model.count_trainable_params();
-    run.history_file = "history_" + plan.name + ".csv";
-    run.model_file = "model_" + plan.name + ".bnorm";
+    run.history_file = history_file(plan.name);
+    run.model_file = checkpoint_file(plan.name);
     run.has_batch_norm = has_batch_norm(model);
     const std::string model_path = (out / run.model_file).string();
+    // A resumed model continues its run from the checkpoint's epoch; the rest start at 0.
+    const TrainingState past = plan.resumed ? model.training_state() : TrainingState{};
+    if (plan.resumed && past.samples != config.train_samples) {
+      throw IoError("checkpoint '" + model_path + "' was trained on " +
+                    std::to_string(past.samples) + " samples per epoch; this run has " +
+                    std::to_string(config.train_samples) +
+                    " (the data set changed since the run started)");
+    }
+    if (past.epoch > o.epochs) {
+      throw UsageError("--epochs " + std::to_string(o.epochs) + " is below the " +
+                       std::to_string(past.epoch) + " epochs model '" + plan.name +
+                       "' has completed");
+    }
+    for (const std::string& file : {run.history_file, records_file(plan.name)})
+      io::remove_stale_temporaries((out / file).string());
 
     if (!o.quiet) {
-      std::printf("\nModel '%s': %s\n%s", plan.name.c_str(), plan.spec.c_str(),
-                  model.summary().c_str());
+      std::printf("\nModel '%s': %s\n", plan.name.c_str(), plan.spec.c_str());
+      if (plan.resumed) {
+        std::printf("Resuming from %s after epoch %d of %d\n", model_path.c_str(), past.epoch,
+                    o.epochs);
+      }
+      std::printf("%s", model.summary().c_str());
       std::fflush(stdout);
     }
     ProgressBar progress(stdout);
-    EpochRecorder recorder(test_x, test_y, o.batch_size, !o.quiet);
-    CSVLogger csv((out / run.history_file).string());
+    EpochRecorder recorder(
+        test_x, test_y, o.batch_size, !o.quiet,
+        plan.resumed ? resumed_records(out, plan.name, past) : std::vector<EpochRecord>{},
+        (out / records_file(plan.name)).string());
+    ResumableCsvLogger csv((out / run.history_file).string(), past);
     io::ModelCheckpoint checkpoint(model_path);
     std::optional<LearningRateScheduler> scheduler;
     if (o.lr_schedule == "cosine")
-      scheduler.emplace(cosine_decay(model.optimizer().learning_rate(), o.epochs));
+      scheduler.emplace(cosine_decay(plan.initial_learning_rate, o.epochs));
     FitOptions fit;
     fit.batch_size = o.batch_size;
     fit.epochs = o.epochs;
+    fit.initial_epoch = past.epoch;
     fit.validation_split = o.validation_split;
     if (scheduler) fit.callbacks.push_back(&*scheduler);
     if (!o.quiet) fit.callbacks.push_back(&progress);
@@ -434,6 +733,8 @@ void run_train(TrainOptions o) {
   }
 
   std::printf("%s", render_summary_table(config, runs).c_str());
+  for (const char* file : {"summary.json", "curves.svg"})
+    io::remove_stale_temporaries((out / file).string());
   write_text_file(
       (out / "summary.json").string(),
       render_summary_json(config, runs, timestamp("%Y-%m-%dT%H:%M:%S%z"), BNORM_VERSION_STRING));
@@ -492,9 +793,27 @@ Action add_train_command(CLI::App& app) {
   cmd->add_option("--train-limit", o->train_limit,
                   "Use only the first N training images (0 = all)");
   cmd->add_option("--test-limit", o->test_limit, "Use only the first N test images (0 = all)");
+  cmd->add_option("--resume", o->resume,
+                  "Continue the run in RUN_DIR (a --out directory of an earlier bnorm train) from "
+                  "its checkpoints, with its settings; --epochs sets the new total (default: the "
+                  "run's), --threads and --quiet may be given. The result is bit-identical to a "
+                  "run that was never interrupted")
+      ->type_name("RUN_DIR");
   return [o, cmd] {
     o->learning_rate_given = cmd->count("--lr") > 0;
     o->threads_given = cmd->count("--threads") > 0;
+    o->epochs_given = cmd->count("--epochs") > 0;
+    if (!o->resume.empty()) {
+      for (const char* option : {"--model", "--batch-size", "--optimizer", "--lr", "--lr-schedule",
+                                 "--seed", "--data", "--test", "--label", "--rescale", "--out",
+                                 "--validation-split", "--train-limit", "--test-limit"}) {
+        if (cmd->count(option) > 0) {
+          throw UsageError(std::string("--resume continues the run with the settings in ") +
+                           "RUN_DIR/run.json; " + option +
+                           " cannot be given with it (only --epochs, --threads and --quiet)");
+        }
+      }
+    }
     run_train(*o);
   };
 }
