@@ -1,6 +1,13 @@
 #include "bnorm/layers/layer.hpp"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <new>
+#include <string>
+#include <utility>
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/layers/node.hpp"
@@ -188,13 +195,70 @@ void Layer::do_backward_from_logits(const Tensor&, bool, Tensor&) {
   throw ValueError(label() + ": the layer's output is not a softmax");
 }
 
+namespace {
+std::atomic<std::int64_t> g_weight_bytes{0};
+
+std::string gib(std::int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(bytes) / (1024.0 * 1024 * 1024));
+  return buf;
+}
+}  // namespace
+
+std::int64_t weight_memory_limit() noexcept {
+  static const std::int64_t limit = [] {
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return std::int64_t{1} << 34;  // unknown: 16 GiB
+    return static_cast<std::int64_t>(pages) * static_cast<std::int64_t>(page) / 2;
+  }();
+  return limit;
+}
+
+std::int64_t weight_memory_in_use() noexcept { return g_weight_bytes.load(); }
+
+WeightMemory::WeightMemory(std::int64_t bytes) noexcept : bytes_(bytes) {}
+WeightMemory::WeightMemory(const WeightMemory& other) noexcept : bytes_(other.bytes_) {
+  g_weight_bytes += bytes_;
+}
+WeightMemory::WeightMemory(WeightMemory&& other) noexcept
+    : bytes_(std::exchange(other.bytes_, 0)) {}
+WeightMemory& WeightMemory::operator=(WeightMemory other) noexcept {
+  std::swap(bytes_, other.bytes_);  // `other` gives back what this held
+  return *this;
+}
+WeightMemory::~WeightMemory() { g_weight_bytes -= bytes_; }
+
 Variable& Layer::add_weight(std::string name, Shape shape, bool trainable, float l2) {
+  // Reserve before allocating: values, plus gradients for a trainable weight.
+  const std::int64_t elements = shape.size();
+  const std::int64_t copies = trainable ? 2 : 1;
+  const auto limit = weight_memory_limit();
+  if (elements > limit / (copies * static_cast<std::int64_t>(sizeof(float)))) {
+    throw ValueError(label() + ": weight '" + name + "' of shape " + shape.str() + " needs " +
+                     std::to_string(elements) + " values, more than bnorm's weight memory limit (" +
+                     gib(limit) + ", half of this machine's memory) holds");
+  }
+  const std::int64_t bytes = elements * copies * static_cast<std::int64_t>(sizeof(float));
+  const std::int64_t before = g_weight_bytes.fetch_add(bytes);
+  WeightMemory reserved(bytes);  // given back if anything below throws
+  if (before + bytes > limit) {
+    throw ValueError(label() + ": weight '" + name + "' of shape " + shape.str() + " needs " +
+                     gib(bytes) + " (values" + (trainable ? " and gradients" : "") +
+                     "); with the " + gib(before) + " other weights hold, that is over bnorm's " +
+                     "weight memory limit of " + gib(limit) + " (half of this machine's memory)");
+  }
   auto v = std::make_unique<Variable>();
   v->name = std::move(name);
-  v->value = Tensor(shape);
-  if (trainable) v->gradient = Tensor(shape);
+  try {
+    v->value = Tensor(shape);
+    if (trainable) v->gradient = Tensor(shape);
+  } catch (const std::bad_alloc&) {
+    throw Error(label() + ": out of memory allocating weight '" + v->name + "' of shape " +
+                shape.str() + " (" + gib(bytes) + ")");
+  }
   v->trainable = trainable;
   v->l2 = l2;
+  v->memory = std::move(reserved);
   weights_.push_back(std::move(v));
   return *weights_.back();
 }

@@ -176,6 +176,41 @@ TEST(Spec, TenThousandLayersBuildWithKerasNames) {
   EXPECT_EQ(lazy.layer(10001).name(), "batch_normalization");
 }
 
+// Issue 16 item 5: a spec cannot ask for more weight memory than the machine has; the request is
+// refused before anything is allocated, naming the layer, the weight and its size, and the
+// memory in use is given back when a model goes away.
+TEST(Spec, WeightsBeyondTheMemoryLimitAreRefusedBeforeAllocating) {
+  const std::int64_t in_use = weight_memory_in_use();
+  for (const char* spec : {"dense1000000000", "conv1000000000-3", "dense4,dense999999999"}) {
+    SCOPED_TRACE(spec);
+    Sequential m(1);
+    m.add(Input{Shape{784}});
+    if (std::string(spec).rfind("conv", 0) == 0) {
+      m = Sequential(1);
+      m.add(Input{Shape{28, 28, 1}});
+    }
+    try {
+      add_layers_from_spec(m, spec);
+      ADD_FAILURE() << "accepted";
+    } catch (const ValueError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("weight 'kernel' of shape"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("weight memory limit"), std::string::npos) << msg;
+    }
+    EXPECT_EQ(m.size(), 0u) << "nothing added";
+  }
+  EXPECT_EQ(weight_memory_in_use(), in_use) << "a refused layer holds nothing";
+  {
+    Sequential m(1);
+    m.add(Input{Shape{4}});
+    add_layers_from_spec(m, "dense8,bn");
+    // Dense: (4x8 + 8) x 2 (values and gradients); BN: gamma, beta x 2 + moving mean/variance.
+    EXPECT_EQ(weight_memory_in_use() - in_use,
+              static_cast<std::int64_t>(sizeof(float)) * ((32 + 8) * 2 + 8 * 2 * 2 + 8 * 2));
+  }
+  EXPECT_EQ(weight_memory_in_use(), in_use) << "given back with the model";
+}
+
 TEST(Spec, InvalidDropout) {
   expect_spec_error("dropout1.5", "dropout1.5");
   expect_spec_error("dropout-0.1", "dropout");

@@ -18,6 +18,31 @@ namespace bnorm {
 // units (Dropout); inference uses moving statistics and is deterministic.
 enum class Mode { training, inference };
 
+// The bytes a Variable's tensors hold, counted against bnorm's weight memory limit (see
+// weight_memory_limit): a copy counts again (its tensors are copies), a move hands the count over,
+// destruction gives it back.
+class WeightMemory {
+ public:
+  WeightMemory() noexcept = default;
+  explicit WeightMemory(std::int64_t bytes) noexcept;  // already reserved (Layer::add_weight)
+  WeightMemory(const WeightMemory& other) noexcept;
+  WeightMemory(WeightMemory&& other) noexcept;
+  WeightMemory& operator=(WeightMemory other) noexcept;
+  ~WeightMemory();
+  std::int64_t bytes() const noexcept { return bytes_; }
+
+ private:
+  std::int64_t bytes_ = 0;
+};
+
+// Weight memory: the values and gradients of every weight alive in this process must fit in half
+// of the machine's physical memory (the other half is left for optimizer state and activations).
+// Layer::add_weight checks before allocating: a ValueError naming the layer, the weight, its
+// shape and size, what other weights hold and the limit, instead of allocating gigabytes (a
+// 14-character spec asked for 3.1 TB) or dying in the allocator.
+std::int64_t weight_memory_limit() noexcept;
+std::int64_t weight_memory_in_use() noexcept;
+
 // A weight with its gradient. Keras naming: "kernel", "bias", "gamma", "beta", ...
 struct Variable {
   std::string name;
@@ -25,6 +50,7 @@ struct Variable {
   Tensor gradient;  // same shape as value; written by backward() (trainable only)
   bool trainable = true;
   float l2 = 0.0f;  // L2 regularizer factor: adds l2 * sum(value^2) to the loss
+  WeightMemory memory;
 };
 
 // How a weight starts (Keras initializer names).
