@@ -1080,6 +1080,7 @@ std::int64_t saturating_mul(std::int64_t a, std::int64_t b) {
 }
 // The input channels of a convolution's per-sample input (H, W, C) or (C, H, W).
 std::int64_t input_channels(const std::string& data_format, const Shape& in) {
+  if (in.rank() == 0) return 0;  // build refuses it
   return data_format == "channels_first" && in.rank() == 3 ? in[0] : in.dims().back();
 }
 // The per-channel size of BatchNormalization's and Normalization's statistics for `in`
