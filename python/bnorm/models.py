@@ -278,14 +278,14 @@ class Model:
         `batch_size` (default 32, the last one partial), `validation_split` holds out the last
         fraction before shuffling, `validation_data=(x_val, y_val)` overrides it. Returns a
         History whose .history has "loss", "accuracy" and "val_" keys per epoch. Ctrl-C stops
-        after the current batch with KeyboardInterrupt; the model keeps the last step's weights."""
+        after the current batch with KeyboardInterrupt; the model keeps the last step's weights.
+        `initial_epoch` continues a run as Keras does (epochs initial_epoch..epochs-1); on a model
+        loaded from a bnorm checkpoint (ModelCheckpoint to a .bnorm file) it continues that run
+        bit for bit."""
         self._check_compiled("fit")
         _refuse("fit", class_weight=class_weight, sample_weight=sample_weight,
                 steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
                 validation_batch_size=validation_batch_size)
-        if initial_epoch != 0:
-            raise ValueError("fit: initial_epoch is not supported; call fit again with the "
-                             "remaining epochs")
         if validation_freq != 1:
             raise ValueError("fit: only validation_freq=1 is supported")
         if x is None or y is None:
@@ -317,7 +317,7 @@ class Model:
         self.reset_metrics()
         self._native.fit(xs, ys, int(batch_size or 32), int(epochs), float(validation_split),
                          validation, bool(shuffle), cb_list, cb_list.wants_batches, writer,
-                         bool(interactive))
+                         bool(interactive), int(initial_epoch))
         self.history = history
         return history
 

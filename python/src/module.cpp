@@ -427,7 +427,7 @@ NB_MODULE(_core, m) {
              std::int64_t batch_size, int epochs, double validation_split,
              std::optional<std::pair<InArray, InArray>> validation, bool shuffle,
              nb::object callbacks, bool batch_calls, std::optional<nb::object> progress_writer,
-             bool interactive) {
+             bool interactive, int initial_epoch) {
             Busy busy(p.busy);
             std::vector<Tensor> tx = borrow_all(xs, "fit x"), ty = borrow_all(ys, "fit y");
             Tensor vx, vy;
@@ -436,6 +436,7 @@ NB_MODULE(_core, m) {
             o.epochs = epochs;
             o.validation_split = validation_split;
             o.shuffle = shuffle;
+            o.initial_epoch = initial_epoch;
             if (validation) {
               vx = borrow(validation->first, "validation_data x");
               vy = borrow(validation->second, "validation_data y");
@@ -460,7 +461,7 @@ NB_MODULE(_core, m) {
           },
           "x"_a, "y"_a, "batch_size"_a, "epochs"_a, "validation_split"_a, "validation"_a.none(),
           "shuffle"_a, "callbacks"_a, "batch_calls"_a, "progress_writer"_a.none(), "interactive"_a,
-          "Trains (the GIL is released between callback calls).")
+          "initial_epoch"_a = 0, "Trains (the GIL is released between callback calls).")
       .def(
           "train_on_batch",
           [](PyModel& p, const std::vector<InArray>& xs, const std::vector<InArray>& ys) {

@@ -229,3 +229,27 @@ def test_batch_norm_gradients_match_finite_differences():
     np.testing.assert_allclose(new_var, 0.99 + 0.01 * batch_variance, rtol=1e-6)
     with pytest.raises(bnorm.NonFiniteError):
         bnorm.ops.batch_norm_training(np.full((2, 2), np.inf, np.float32))
+
+
+def test_resume_from_a_checkpoint_is_bit_exact(tmp_path, blobs):
+    x, y, _, _ = blobs
+
+    def model():
+        bnorm.utils.set_random_seed(3)
+        m = bnorm.Sequential([bnorm.Input(shape=(20,)), bnorm.layers.Dense(16, activation="relu"),
+                              bnorm.layers.BatchNormalization(), bnorm.layers.Dropout(0.3),
+                              bnorm.layers.Dense(3, activation="softmax")])
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return m
+
+    straight = model()
+    full = straight.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    first = model()
+    first.fit(x, y, epochs=1, batch_size=16, verbose=0,
+              callbacks=[bnorm.callbacks.ModelCheckpoint(str(tmp_path / "ckpt.bnorm"))])
+    resumed = bnorm.saving.load_model(tmp_path / "ckpt.bnorm")
+    rest = resumed.fit(x, y, epochs=2, initial_epoch=1, batch_size=16, verbose=0)
+    assert rest.epoch == [1]
+    assert rest.history["loss"] == full.history["loss"][1:]
+    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+        np.testing.assert_array_equal(a, b)
