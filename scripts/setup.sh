@@ -8,6 +8,7 @@ packages=(build-essential cmake ninja-build pkg-config
           libopenblas-dev libhwy-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libzip-dev
           libgtest-dev libgmock-dev googletest libprotobuf-dev protobuf-compiler
           libbenchmark-dev libdnnl-dev libdlib-dev libhdf5-dev
+          python3-dev python3-venv
           dataset-fashion-mnist)
 source scripts/apt_install.sh
 apt_install setup "${packages[@]}"
