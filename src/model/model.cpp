@@ -216,6 +216,38 @@ struct Expander {
     return outs.at(static_cast<std::size_t>(t.index()));
   }
 
+  // Visits every node `ends` depend on in the order visit's recursion would (inputs first, in
+  // order) but with an explicit stack, then the ends themselves: visit() then finds each node's
+  // inputs memoized, so its recursion stays one level deep however long the graph (a
+  // 10,000-layer chain overflowed the stack under AddressSanitizer).
+  std::vector<int> visit_all(const std::vector<SymbolicTensor>& ends, int scope) {
+    std::vector<std::pair<SymbolicTensor, bool>> stack;  // (tensor, inputs already pushed)
+    std::set<const Node*> done;
+    for (auto it = ends.rbegin(); it != ends.rend(); ++it) stack.emplace_back(*it, false);
+    while (!stack.empty()) {
+      auto& [t, pushed] = stack.back();
+      const Node* node = t.node().get();
+      if (done.count(node)) {
+        stack.pop_back();
+        continue;
+      }
+      if (!pushed && (node->layer || node->model)) {
+        pushed = true;
+        const std::vector<SymbolicTensor> inputs = node->inputs;  // stack may reallocate
+        for (auto in = inputs.rbegin(); in != inputs.rend(); ++in)
+          if (!done.count(in->node().get())) stack.emplace_back(*in, false);
+        continue;
+      }
+      const SymbolicTensor tensor = t;
+      stack.pop_back();
+      (void)visit(tensor, scope, 0);
+      done.insert(node);
+    }
+    std::vector<int> out;
+    for (const auto& e : ends) out.push_back(visit(e, scope, 0));
+    return out;
+  }
+
   int add_step(const std::shared_ptr<Layer>& layer, const std::vector<int>& in, const Shape& shape,
                bool in_nested) {
     std::vector<Shape> shapes;
@@ -323,7 +355,7 @@ void Model::set_graph(std::vector<SymbolicTensor> inputs, std::vector<SymbolicTe
   }
   // Names first (errors name the layers): unnamed or default-named layers get Keras's unique
   // names (dense, dense_1, ...) unless a nested model already named them.
-  for (const auto& t : outputs) plan->output_slots.push_back(ex.visit(t, 0, 0));
+  plan->output_slots = ex.visit_all(outputs, 0);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     bool used = std::any_of(plan->steps.begin(), plan->steps.end(), [&](const detail::Step& s) {
       return std::find(s.in.begin(), s.in.end(), plan->input_slots[i]) != s.in.end();
