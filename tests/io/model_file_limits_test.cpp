@@ -16,63 +16,23 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/io/checkpoint.hpp"
 #include "io/test_files.hpp"
+#include "support/replaced_operator_new.hpp"  // this binary's operator new/delete
 
 namespace {
 constexpr std::size_t kLimit = std::size_t{64} << 20;  // 64 MiB: far above what these files hold
 std::atomic<bool> g_armed{false};
 std::atomic<std::size_t> g_largest{0};
-
-void* limited_alloc(std::size_t size, std::size_t alignment) {
-  if (g_armed.load(std::memory_order_relaxed)) {
-    std::size_t seen = g_largest.load(std::memory_order_relaxed);
-    while (size > seen && !g_largest.compare_exchange_weak(seen, size)) {
-    }
-    if (size > kLimit) return nullptr;
-  }
-  if (size == 0) size = 1;
-  void* p = nullptr;
-  if (alignment <= alignof(std::max_align_t)) {
-    p = std::malloc(size);
-  } else if (posix_memalign(&p, alignment, size) != 0) {
-    p = nullptr;
-  }
-  return p;
-}
-// Not inlined: GCC would otherwise pair the free with an inlined operator new and warn
-// (-Wmismatched-new-delete) although both sides are this file's malloc/free.
-[[gnu::noinline]] void release(void* p) noexcept { std::free(p); }
 }  // namespace
 
-void* operator new(std::size_t n) {
-  if (void* p = limited_alloc(n, 0)) return p;
-  throw std::bad_alloc();
+namespace bnorm::testing {
+bool allow_allocation(std::size_t size) {
+  if (!g_armed.load(std::memory_order_relaxed)) return true;
+  std::size_t seen = g_largest.load(std::memory_order_relaxed);
+  while (size > seen && !g_largest.compare_exchange_weak(seen, size)) {
+  }
+  return size <= kLimit;
 }
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, std::align_val_t a) {
-  if (void* p = limited_alloc(n, static_cast<std::size_t>(a))) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return limited_alloc(n, 0); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return limited_alloc(n, 0); }
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  return limited_alloc(n, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  return limited_alloc(n, static_cast<std::size_t>(a));
-}
-void operator delete(void* p) noexcept { release(p); }
-void operator delete[](void* p) noexcept { release(p); }
-void operator delete(void* p, std::size_t) noexcept { release(p); }
-void operator delete[](void* p, std::size_t) noexcept { release(p); }
-void operator delete(void* p, std::align_val_t) noexcept { release(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { release(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { release(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { release(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { release(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { release(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
+}  // namespace bnorm::testing
 
 namespace bnorm::io {
 namespace {

@@ -23,55 +23,20 @@
 #include "bnorm/model/sequential.hpp"
 #include "bnorm/model/spec.hpp"
 #include "core/library_call.hpp"
+#include "support/replaced_operator_new.hpp"  // this binary's operator new/delete
 
 namespace {
 std::atomic<std::int64_t> g_allocations{0};
 std::atomic<std::int64_t> g_library_allocations{0};
-
-void* counted_alloc(std::size_t size, std::size_t alignment) {
-  (bnorm::ScopedLibraryCall::active() ? g_library_allocations : g_allocations)
-      .fetch_add(1, std::memory_order_relaxed);
-  if (size == 0) size = 1;
-  void* p = nullptr;
-  if (alignment <= alignof(std::max_align_t)) {
-    p = std::malloc(size);
-  } else if (posix_memalign(&p, alignment, size) != 0) {
-    p = nullptr;
-  }
-  return p;
-}
 }  // namespace
 
-void* operator new(std::size_t n) {
-  if (void* p = counted_alloc(n, 0)) return p;
-  throw std::bad_alloc();
+namespace bnorm::testing {
+bool allow_allocation(std::size_t) {
+  (bnorm::ScopedLibraryCall::active() ? g_library_allocations : g_allocations)
+      .fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, std::align_val_t a) {
-  if (void* p = counted_alloc(n, static_cast<std::size_t>(a))) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n, 0); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n, 0); }
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  return counted_alloc(n, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  return counted_alloc(n, static_cast<std::size_t>(a));
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+}  // namespace bnorm::testing
 
 namespace bnorm {
 namespace {
@@ -118,7 +83,7 @@ TEST(Allocation, TheCounterSeesAllocations) {
 
 TEST(Allocation, TrainOnBatchAllocatesNothingAfterTheFirstSteps) {
   for (int threads : {1, 2}) {
-    SCOPED_TRACE(testing::Message() << threads << " threads");
+    SCOPED_TRACE(::testing::Message() << threads << " threads");
     set_num_threads(threads);
     Sequential model = seed_model();
     const Data a = make_data(32, 784, 1), b = make_data(32, 784, 2), last = make_data(16, 784, 3);
@@ -170,7 +135,7 @@ class AllocationProbe final : public Callback {
 
 TEST(Allocation, FitStepsAllocateNothingWithShufflingAndAPartialLastBatch) {
   for (int threads : {1, 2}) {
-    SCOPED_TRACE(testing::Message() << threads << " threads");
+    SCOPED_TRACE(::testing::Message() << threads << " threads");
     set_num_threads(threads);
     Sequential model = seed_model();
     const Data d = make_data(32 * 6 + 16, 784, 5);
@@ -204,7 +169,7 @@ TEST(Allocation, ParallelForAllocatesNothing) {
 // >= 2^16 values), so parallel_for runs inside the step.
 TEST(Allocation, ThreadedBatchNormStepsAllocateNothing) {
   for (int threads : {1, 2}) {
-    SCOPED_TRACE(testing::Message() << threads << " threads");
+    SCOPED_TRACE(::testing::Message() << threads << " threads");
     set_num_threads(threads);
     Sequential model(3);
     model.add(Input{Shape{64}});
