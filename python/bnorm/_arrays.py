@@ -32,7 +32,3 @@ def as_float32_list(value: Any, what: str) -> List[np.ndarray]:
         return [as_float32(v, f"{what}[{i}]") for i, v in enumerate(value)]
     return [as_float32(value, what)]
 
-
-def as_labels(value: Any, what: str) -> np.ndarray:
-    """Targets as float32 (class indices stay exact below 2**24, far beyond any class count)."""
-    return as_float32(value, what)

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _core, callbacks as callbacks_module, losses, optimizers
-from ._arrays import as_float32, as_float32_list, as_labels
+from ._arrays import as_float32, as_float32_list
 from .layers import InputLayer, KerasTensor, Layer
 
 __all__ = ["Model", "Sequential", "load_model", "save_model"]
@@ -219,8 +219,8 @@ class Model:
         if training:
             raise ValueError("model(x, training=True) is not supported; use fit or "
                              "train_on_batch to train, evaluate(...) for batch statistics")
-        return self.predict(inputs, batch_size=max(1, len(as_float32_list(inputs, "x")[0])),
-                            verbose=0)
+        xs = as_float32_list(inputs, "x")
+        return self.predict(xs if len(xs) > 1 else xs[0], batch_size=max(1, len(xs[0])), verbose=0)
 
     # ---- compile ----------------------------------------------------------------------------
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None, loss_weights: Any = None,
@@ -292,14 +292,13 @@ class Model:
             raise ValueError("fit: x and y are required (NumPy arrays)")
         level = _verbose(verbose)
         xs = as_float32_list(x, "x")
-        ys = [as_labels(v, "y") for v in (y if isinstance(y, (list, tuple)) and y and all(
-            isinstance(v, np.ndarray) for v in y) else [y])]
+        ys = as_float32_list(y, "y")
         validation = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be (x_val, y_val)")
             validation = (as_float32(validation_data[0], "validation_data x"),
-                          as_labels(validation_data[1], "validation_data y"))
+                          as_float32(validation_data[1], "validation_data y"))
         history = callbacks_module.History()
         user = list(callbacks or [])
         for c in user:
@@ -330,8 +329,7 @@ class Model:
         self._check_compiled("train_on_batch")
         _refuse("train_on_batch", sample_weight=sample_weight, class_weight=class_weight)
         xs = as_float32_list(x, "x")
-        ys = [as_labels(v, "y") for v in (y if isinstance(y, (list, tuple)) and y and all(
-            isinstance(v, np.ndarray) for v in y) else [y])]
+        ys = as_float32_list(y, "y")
         loss, correct = self._native.train_on_batch(xs, ys)
         logs = {"loss": float(loss)}
         if self._native.metrics:
@@ -354,8 +352,7 @@ class Model:
         if kwargs:
             raise TypeError(f"evaluate() got unexpected arguments {sorted(kwargs)}")
         xs = as_float32_list(x, "x")
-        ys = [as_labels(v, "y") for v in (y if isinstance(y, (list, tuple)) and y and all(
-            isinstance(v, np.ndarray) for v in y) else [y])]
+        ys = as_float32_list(y, "y")
         bs = int(batch_size or 32)
         loss, accuracy = self._native.evaluate(xs, ys, bs, False)
         logs = {"accuracy": accuracy, "loss": loss} if self._native.metrics else {"loss": loss}
