@@ -6,7 +6,9 @@
 #include <utility>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/dist/communicator.hpp"
 #include "kernels/batch_norm.hpp"
+#include "kernels/batch_norm_sync.hpp"
 #include "layers/batch_norm_dims.hpp"
 
 namespace bnorm {
@@ -149,42 +151,12 @@ void check_weights(const Label& label, std::initializer_list<const Variable*> we
 
 }  // namespace
 
-void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
-  check_weights([this] { return label(); }, {gamma_, beta_, moving_mean_, moving_variance_},
-                moving_variance_, options_.epsilon);
-  const auto d = detail::dims_of(x.shape(), axis_);
-  y.resize(x.shape());
-  used_batch_statistics_ = uses_batch_statistics(mode);
-  const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
-  const float* beta = beta_ ? beta_->value.data() : nullptr;
-  shortcut_ = std::exchange(pending_shortcut_, nullptr);
-  if (!used_batch_statistics_) {
-    if (shortcut_) {
-      kernels::batch_norm_forward_add_relu(
-          d, x.data(), shortcut_->data(), moving_mean_->value.data(),
-          moving_variance_->value.data(), gamma, beta, options_.epsilon, y.data());
-      return;
-    }
-    (fused_relu_ ? kernels::batch_norm_forward_relu : kernels::batch_norm_forward)(
-        d, x.data(), moving_mean_->value.data(), moving_variance_->value.data(), gamma, beta,
-        options_.epsilon, y.data());
-    return;
-  }
-  if (d.count() == 1 && options_.error_on_single_value && mode == Mode::training) {
-    throw ValueError(
-        label() + ": expected more than 1 value per channel when training; received input shape " +
-        x.shape().str());
-  }
-  // Statistics and normalization in one call (three passes over memory); y is only returned
-  // if the checks below pass.
-  if (shortcut_) {
-    kernels::batch_norm_forward_training_add_relu(d, x.data(), shortcut_->data(), gamma, beta,
-                                                  options_.epsilon, used_mean_.data(),
-                                                  used_variance_.data(), y.data());
-  } else {
-    kernels::batch_norm_forward_training(d, x.data(), gamma, beta, options_.epsilon, fused_relu_,
-                                         used_mean_.data(), used_variance_.data(), y.data());
-  }
+bool BatchNormalization::synchronizes(Mode mode) const noexcept {
+  return options_.synchronized && communicator_ && communicator_->size() > 1 &&
+         mode == Mode::training && uses_batch_statistics(mode);
+}
+
+void BatchNormalization::check_batch_statistics() {
   // A non-finite batch is rejected before it can reach the moving statistics. The float64
   // mean of float32 values is finite iff they all are; the variance can also overflow float32.
   if (!used_mean_.all_finite() || !used_variance_.all_finite()) {
@@ -205,10 +177,12 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
                            "); the batch is rejected and moving statistics left unchanged");
     }
   }
+}
+
+void BatchNormalization::update_moving_statistics(Mode mode, double n) {
   if (mode != Mode::training || !trainable() || !options_.track_moving_statistics) return;
-  const double n = static_cast<double>(d.count());
   const float variance_scale =
-      options_.unbiased_moving_variance && d.count() > 1 ? static_cast<float>(n / (n - 1.0)) : 1.0f;
+      options_.unbiased_moving_variance && n > 1.0 ? static_cast<float>(n / (n - 1.0)) : 1.0f;
   const double momentum = options_.cumulative_moving_average
                               ? 1.0 - 1.0 / static_cast<double>(num_batches_tracked_ + 1)
                               : options_.momentum;
@@ -226,6 +200,136 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   kernels::batch_norm_update_moving(channels_, used_mean_.data(), used_variance_.data(), momentum,
                                     variance_scale, moving_mean_->value.data(),
                                     moving_variance_->value.data());
+}
+
+void BatchNormalization::exchange_statistics(const Tensor* x) {
+  const auto c_n = static_cast<std::size_t>(channels_);
+  const std::size_t record = 1 + 2 * c_n;  // count, mean[C], M2[C]
+  sync_local_.assign(record, 0.0);
+  if (x && x->size() > 0) {
+    const auto d = detail::dims_of(x->shape(), axis_);
+    sync_local_[0] = static_cast<double>(d.count());
+    kernels::batch_norm_partial_moments(d, x->data(), &sync_local_[1], &sync_local_[1 + c_n]);
+  }
+  const int ranks = communicator_->size();
+  sync_all_.resize(record * static_cast<std::size_t>(ranks));
+  communicator_->all_gather(sync_local_, sync_all_);
+  // Left fold in rank order: the same operations, hence the same bits, on every rank.
+  sync_merged_.assign(2 * c_n, 0.0);
+  double n = 0.0;
+  for (int r = 0; r < ranks; ++r) {
+    const double* part = &sync_all_[record * static_cast<std::size_t>(r)];
+    kernels::batch_norm_merge_moments(channels_, n, sync_merged_.data(), &sync_merged_[c_n],
+                                      part[0], part + 1, part + 1 + c_n);
+    n += part[0];
+  }
+  sync_count_ = n;
+  if (n == 0.0) {
+    throw ShapeError(label() + ": every rank's batch is empty (synchronized statistics of 0 "
+                               "values)");
+  }
+  for (std::size_t c = 0; c < c_n; ++c) {
+    used_mean_[static_cast<std::int64_t>(c)] = static_cast<float>(sync_merged_[c]);
+    used_variance_[static_cast<std::int64_t>(c)] = static_cast<float>(sync_merged_[c_n + c] / n);
+  }
+}
+
+void BatchNormalization::forward_empty(Mode mode) {
+  synced_forward_ = synchronizes(mode);
+  if (!synced_forward_) return;
+  check_weights([this] { return label(); }, {gamma_, beta_, moving_mean_, moving_variance_},
+                moving_variance_, options_.epsilon);
+  exchange_statistics(nullptr);
+  check_batch_statistics();
+  update_moving_statistics(mode, sync_count_);
+}
+
+void BatchNormalization::backward_empty() {
+  if (!synced_forward_) return;
+  sync_local_.assign(2 * static_cast<std::size_t>(channels_), 0.0);
+  communicator_->all_reduce_sum(sync_local_);
+}
+
+void BatchNormalization::mask_by_output(const Tensor& dy) {
+  // The fused ReLU's gradient mask: y = max(pre, 0) > 0 exactly where pre > 0.
+  masked_dy_.resize(dy.shape());
+  for (std::int64_t i = 0; i < dy.size(); ++i) masked_dy_[i] = output_[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void BatchNormalization::synchronized_backward(const Tensor& g, float* dx, float* dgamma,
+                                               float* dbeta) {
+  const Tensor& x = *last_input_;
+  const auto d = detail::dims_of(x.shape(), axis_);
+  const auto c_n = static_cast<std::size_t>(channels_);
+  sync_local_.resize(2 * c_n);  // sum_dy[C], sum_dy_xhat[C]
+  sync_scratch_.resize(3 * c_n);
+  double* sum_dy = sync_local_.data();
+  double* sum_dy_xhat = sync_local_.data() + c_n;
+  kernels::batch_norm_backward_sums(d, x.data(), g.data(), used_mean_.data(),
+                                    used_variance_.data(), options_.epsilon, sum_dy, sum_dy_xhat,
+                                    sync_scratch_.data());
+  // This rank's share of the weight gradients (the gradient all-reduce adds the shares).
+  for (std::size_t c = 0; c < c_n; ++c) {
+    if (dbeta) dbeta[c] = static_cast<float>(sum_dy[c]);
+    if (dgamma) dgamma[c] = static_cast<float>(sum_dy_xhat[c]);
+  }
+  communicator_->all_reduce_sum(sync_local_);
+  if (!dx) return;
+  kernels::batch_norm_backward_dx_from_sums(
+      d, x.data(), g.data(), used_mean_.data(), used_variance_.data(),
+      gamma_ ? gamma_->value.data() : nullptr, options_.epsilon, sync_count_, sum_dy, sum_dy_xhat,
+      sync_scratch_.data(), dx);
+}
+
+void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
+  check_weights([this] { return label(); }, {gamma_, beta_, moving_mean_, moving_variance_},
+                moving_variance_, options_.epsilon);
+  const auto d = detail::dims_of(x.shape(), axis_);
+  y.resize(x.shape());
+  used_batch_statistics_ = uses_batch_statistics(mode);
+  synced_forward_ = synchronizes(mode);
+  const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
+  const float* beta = beta_ ? beta_->value.data() : nullptr;
+  shortcut_ = std::exchange(pending_shortcut_, nullptr);
+  // Normalization with given statistics (moving, or synchronized over every rank).
+  const auto normalize = [&](const float* mean, const float* variance) {
+    if (shortcut_) {
+      kernels::batch_norm_forward_add_relu(d, x.data(), shortcut_->data(), mean, variance, gamma,
+                                           beta, options_.epsilon, y.data());
+      return;
+    }
+    (fused_relu_ ? kernels::batch_norm_forward_relu : kernels::batch_norm_forward)(
+        d, x.data(), mean, variance, gamma, beta, options_.epsilon, y.data());
+  };
+  if (!used_batch_statistics_) {
+    normalize(moving_mean_->value.data(), moving_variance_->value.data());
+    return;
+  }
+  const bool single_value =
+      (synced_forward_ ? (exchange_statistics(&x), sync_count_) : d.count()) == 1;
+  if (single_value && options_.error_on_single_value && mode == Mode::training) {
+    throw ValueError(
+        label() + ": expected more than 1 value per channel when training; received input shape " +
+        x.shape().str());
+  }
+  if (synced_forward_) {
+    check_batch_statistics();
+    normalize(used_mean_.data(), used_variance_.data());
+  } else {
+    // Statistics and normalization in one call (three passes over memory); y is only returned
+    // if the checks below pass.
+    if (shortcut_) {
+      kernels::batch_norm_forward_training_add_relu(d, x.data(), shortcut_->data(), gamma, beta,
+                                                    options_.epsilon, used_mean_.data(),
+                                                    used_variance_.data(), y.data());
+    } else {
+      kernels::batch_norm_forward_training(d, x.data(), gamma, beta, options_.epsilon,
+                                           fused_relu_, used_mean_.data(), used_variance_.data(),
+                                           y.data());
+    }
+    check_batch_statistics();
+  }
+  update_moving_statistics(mode, synced_forward_ ? sync_count_ : static_cast<double>(d.count()));
 }
 
 const Tensor& BatchNormalization::forward_inputs(std::span<const Tensor* const> xs, Mode mode) {
@@ -259,6 +363,17 @@ void BatchNormalization::backward_inputs(const Tensor& dy, std::span<const bool>
   const bool grads = trainable();
   if (need_dx[0]) dx_fused_.resize(x.shape());
   if (need_dx[1]) dshortcut_.resize(x.shape());
+  if (synced_forward_) {
+    // g = dy where relu(bn + shortcut) > 0: the Add passes g to the shortcut unchanged.
+    mask_by_output(dy);
+    if (need_dx[1]) dshortcut_ = masked_dy_;
+    synchronized_backward(masked_dy_, need_dx[0] ? dx_fused_.data() : nullptr,
+                          grads && gamma_ ? gamma_->gradient.data() : nullptr,
+                          grads && beta_ ? beta_->gradient.data() : nullptr);
+    dxs[0] = need_dx[0] ? &dx_fused_ : nullptr;
+    dxs[1] = need_dx[1] ? &dshortcut_ : nullptr;
+    return;
+  }
   kernels::batch_norm_add_relu_backward(
       d, x.data(), shortcut_->data(), dy.data(), mean, variance,
       gamma_ ? gamma_->value.data() : nullptr, beta_ ? beta_->value.data() : nullptr,
@@ -281,6 +396,11 @@ void BatchNormalization::do_backward(const Tensor& dy, bool compute_dx, Tensor& 
   float* dx_out = compute_dx ? dx.data() : nullptr;
   float* dgamma = grads && gamma_ ? gamma_->gradient.data() : nullptr;
   float* dbeta = grads && beta_ ? beta_->gradient.data() : nullptr;
+  if (synced_forward_) {
+    if (fused_relu_) mask_by_output(dy);
+    synchronized_backward(fused_relu_ ? masked_dy_ : dy, dx_out, dgamma, dbeta);
+    return;
+  }
   if (fused_relu_) {
     kernels::batch_norm_relu_backward(d, x.data(), dy.data(), mean, variance, gamma,
                                       beta_ ? beta_->value.data() : nullptr, options_.epsilon,

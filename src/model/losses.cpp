@@ -67,10 +67,11 @@ std::string loss_name(LossKind kind) {
 }
 
 double compute_loss(LossKind kind, const Tensor& predictions, const Tensor* logits,
-                    const Tensor& y_true, Tensor* gradient) {
+                    const Tensor& y_true, Tensor* gradient, std::int64_t normalizer) {
   const std::int64_t n = rows_of(predictions), cols = cols_of(predictions);
   if (n == 0) throw ShapeError("loss: empty batch");
-  const float scale = 1.0f / static_cast<float>(n);
+  if (normalizer == 0) normalizer = n;
+  const float scale = 1.0f / static_cast<float>(normalizer);
   const bool from_logits = logits != nullptr && kind != LossKind::mean_squared_error;
   if (gradient) gradient->resize(from_logits ? logits->shape() : predictions.shape());
   float* g = gradient ? gradient->data() : nullptr;
@@ -104,7 +105,7 @@ double compute_loss(LossKind kind, const Tensor& predictions, const Tensor* logi
       total = kernels::mean_squared_error(n, cols, predictions.data(), y_true.data(), scale, g);
       break;
   }
-  return total / static_cast<double>(n);
+  return total / static_cast<double>(normalizer);
 }
 
 double accuracy_count(LossKind kind, const Tensor& predictions, const Tensor& y_true) {

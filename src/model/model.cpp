@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <numeric>
@@ -14,6 +15,7 @@
 
 #include "bnorm/core/denormal.hpp"
 #include "bnorm/core/error.hpp"
+#include "bnorm/dist/communicator.hpp"
 #include "bnorm/layers/activation.hpp"
 #include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/layers/conv2d.hpp"
@@ -712,15 +714,149 @@ void Model::forward(std::span<const Tensor* const> xs, Mode mode) {
   }
 }
 
+// A distributed step: the communicator, the global batch's sample count (what every rank divides
+// its loss sum by) and whether this rank's share is empty.
+struct Model::DistStep {
+  dist::Communicator* comm = nullptr;
+  std::int64_t global_count = 0;
+  bool empty = false;
+};
+
+namespace {
+// Puts the communicator on every BatchNormalization of a plan for one step (synchronized layers
+// use it) and takes it away afterwards, also when the step throws: outside the training step
+// (evaluate, predict, a callback) no layer exchanges anything.
+class CommunicatorScope {
+ public:
+  CommunicatorScope(detail::Plan& plan, dist::Communicator* comm) : plan_(plan) {
+    if (comm)
+      for (auto& st : plan_.steps)
+        if (st.bn) st.bn->set_communicator(comm);
+  }
+  ~CommunicatorScope() {
+    for (auto& st : plan_.steps)
+      if (st.bn) st.bn->set_communicator(nullptr);
+  }
+  CommunicatorScope(const CommunicatorScope&) = delete;
+  CommunicatorScope& operator=(const CommunicatorScope&) = delete;
+
+ private:
+  detail::Plan& plan_;
+};
+}  // namespace
+
+void Model::forward_empty() {
+  // The forward's collectives are those of the synchronized BN steps, in step order.
+  set_fusion_flags();
+  for (auto& st : plan_->steps) {
+    if (st.alias >= 0 || !st.bn) continue;
+    if (!st.synced.empty()) {
+      st.layer->set_trainable(st.primary->trainable());
+      for (auto& [mine, primary] : st.synced)
+        std::copy(primary->value.data(), primary->value.data() + primary->value.size(),
+                  mine->value.data());
+    }
+    st.bn->forward_empty(Mode::training);
+    for (auto& [mine, primary] : st.synced)
+      if (!mine->trainable)
+        std::copy(mine->value.data(), mine->value.data() + mine->value.size(),
+                  primary->value.data());
+  }
+}
+
+void Model::backward_empty() {
+  for (std::size_t k = plan_->steps.size(); k-- > 0;) {
+    auto& st = plan_->steps[k];
+    if (st.alias < 0 && st.bn) st.bn->backward_empty();
+  }
+  for (Variable* v : trainable_) v->gradient.fill(0.0f);
+}
+
+void Model::exchange_gradients(dist::Communicator& comm) {
+  std::size_t total = 0;
+  for (const Variable* v : trainable_) total += static_cast<std::size_t>(v->gradient.size());
+  dist_buffer_.resize(total);
+  std::size_t at = 0;
+  for (const Variable* v : trainable_) {
+    std::copy(v->gradient.data(), v->gradient.data() + v->gradient.size(), &dist_buffer_[at]);
+    at += static_cast<std::size_t>(v->gradient.size());
+  }
+  comm.all_reduce_sum(dist_buffer_);
+  at = 0;
+  for (Variable* v : trainable_) {
+    std::copy(&dist_buffer_[at], &dist_buffer_[at] + v->gradient.size(), v->gradient.data());
+    at += static_cast<std::size_t>(v->gradient.size());
+  }
+}
+
+void Model::broadcast_moving_statistics(dist::Communicator& comm) {
+  // Non-synchronized BN layers normalized with each rank's own shard: their moving statistics
+  // differ between ranks; rank 0's are kept, as PyTorch DDP's broadcast_buffers does.
+  std::vector<Variable*> moving;
+  for (auto& l : layers_) {
+    auto* bn = dynamic_cast<BatchNormalization*>(l.get());
+    if (!bn || bn->options().synchronized || !bn->uses_batch_statistics(Mode::training) ||
+        !bn->moving_mean())
+      continue;
+    moving.push_back(bn->moving_mean());
+    moving.push_back(bn->moving_variance());
+  }
+  if (moving.empty()) return;
+  std::size_t total = 0;
+  for (const Variable* v : moving) total += static_cast<std::size_t>(v->value.size());
+  dist_buffer_.resize(total);
+  std::size_t at = 0;
+  for (const Variable* v : moving) {
+    std::copy(v->value.data(), v->value.data() + v->value.size(), &dist_buffer_[at]);
+    at += static_cast<std::size_t>(v->value.size());
+  }
+  comm.broadcast(dist_buffer_, 0);
+  at = 0;
+  for (Variable* v : moving) {
+    std::copy(&dist_buffer_[at], &dist_buffer_[at] + v->value.size(), v->value.data());
+    at += static_cast<std::size_t>(v->value.size());
+  }
+}
+
+void Model::check_replicas(dist::Communicator& comm, const std::string& where) {
+  // FNV-1a over the bytes of every weight, in layer order.
+  std::uint64_t h = 1469598103934665603ull;
+  for (auto& l : layers_)
+    for (const Variable* v : std::as_const(*l).weights()) {
+      const auto* b = reinterpret_cast<const unsigned char*>(v->value.data());
+      for (std::int64_t i = 0; i < v->value.size() * 4; ++i) h = (h ^ b[i]) * 1099511628211ull;
+    }
+  double mine = 0.0;
+  std::memcpy(&mine, &h, sizeof h);
+  std::vector<double> all(static_cast<std::size_t>(comm.size()));
+  comm.all_gather(std::span<const double>(&mine, 1), all);
+  for (std::size_t r = 1; r < all.size(); ++r) {
+    if (std::memcmp(&all[r], &all[0], sizeof mine) != 0) {
+      std::uint64_t hr = 0, h0 = 0;
+      std::memcpy(&hr, &all[r], sizeof hr);
+      std::memcpy(&h0, &all[0], sizeof h0);
+      char text[96];
+      std::snprintf(text, sizeof text, "rank 0 has %016llx, rank %zu has %016llx",
+                    static_cast<unsigned long long>(h0), r, static_cast<unsigned long long>(hr));
+      throw DistError("fit: the weights differ between ranks " + where + " (" + text + ")");
+    }
+  }
+}
+
 double Model::train_step(std::span<const Tensor* const> xs, std::span<const Tensor* const> ys,
-                         double* correct) {
+                         double* correct, const DistStep* dist) {
   auto& p = *plan_;
-  forward(xs, Mode::training);
+  const CommunicatorScope scope(p, dist ? dist->comm : nullptr);
+  const bool empty = dist && dist->empty;
+  if (empty)
+    forward_empty();
+  else
+    forward(xs, Mode::training);
   std::fill(p.grad.begin(), p.grad.end(), nullptr);
   double loss = 0.0;
   if (correct) *correct = 0.0;
   // The loss of each output; its gradient is the first contribution to the output's slot.
-  for (std::size_t o = 0; o < p.output_slots.size(); ++o) {
+  for (std::size_t o = 0; o < p.output_slots.size() && !empty; ++o) {
     const int slot = p.output_slots[o];
     const Tensor& out = *p.value[static_cast<std::size_t>(slot)];
     const Tensor* logits = nullptr;
@@ -732,11 +868,28 @@ double Model::train_step(std::span<const Tensor* const> xs, std::span<const Tens
         logits = producer->layer->softmax_logits();
       producer->from_logits = logits != nullptr;
     }
-    loss += compute_loss(loss_, out, logits, *ys[o], &p.loss_grad[o]);
+    loss += compute_loss(loss_, out, logits, *ys[o], &p.loss_grad[o],
+                         dist ? dist->global_count : 0);
     if (correct && !metrics_.empty() && o == 0) *correct = accuracy_count(loss_, out, *ys[o]);
+  }
+  if (dist) {
+    // The global batch's loss (each rank's sum is already divided by the global count) and
+    // accuracy count; every rank then takes the same decision on a non-finite loss.
+    double metrics[2] = {loss, correct ? *correct : 0.0};
+    dist->comm->all_reduce_sum(metrics);
+    loss = metrics[0];
+    if (correct) *correct = metrics[1];
   }
   for (auto& l : layers_) loss += l->regularization_loss();
   if (!std::isfinite(loss)) return loss;  // the caller reports it; no update with NaN gradients
+  if (empty) {
+    backward_empty();
+    exchange_gradients(*dist->comm);
+    for (auto& l : layers_) l->add_regularization_gradients();
+    optimizer_->apply(trainable_);
+    broadcast_moving_statistics(*dist->comm);
+    return loss;
+  }
 
   auto contribute = [&](int slot, const Tensor* g) {
     const auto s = static_cast<std::size_t>(slot);
@@ -787,8 +940,11 @@ double Model::train_step(std::span<const Tensor* const> xs, std::span<const Tens
       for (std::int64_t i = 0; i < primary->gradient.size(); ++i) a[i] += b[i];
     }
   }
+  // Regularization after the all-reduce: its gradient is added once, as in one process.
+  if (dist) exchange_gradients(*dist->comm);
   for (auto& l : layers_) l->add_regularization_gradients();
   optimizer_->apply(trainable_);
+  if (dist) broadcast_moving_statistics(*dist->comm);
   return loss;
 }
 
@@ -885,7 +1041,18 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
   }
 
   // Written so that a batch size near INT64_MAX cannot overflow: one batch of everything.
-  const std::int64_t steps = n_train / o.batch_size + (n_train % o.batch_size != 0 ? 1 : 0);
+  const std::int64_t local_steps =
+      n_train / o.batch_size + (n_train % o.batch_size != 0 ? 1 : 0);
+  dist::Communicator* comm =
+      o.communicator && o.communicator->size() > 1 ? o.communicator : nullptr;
+  if (o.check_replicas_every < 0) {
+    throw ValueError("fit: check_replicas_every must be >= 0; received " +
+                     std::to_string(o.check_replicas_every));
+  }
+  // Distributed: the ranks agree on the number of steps (the most any rank has, without
+  // sharding), and with sharding they must hold the same data set and options.
+  const std::int64_t steps = comm && !o.shard_batches ? comm->all_reduce_max(local_steps)
+                                                      : local_steps;
   std::vector<std::int64_t> order(static_cast<std::size_t>(n_train));
   std::iota(order.begin(), order.end(), 0);
   // The run this fit continues (the model's state says it completed exactly initial_epoch epochs
@@ -904,6 +1071,35 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
     training_state_.samples = n_train;
     training_state_.shuffle_seed = shuffle_rng.state();
   }
+  if (comm) {
+    // Every rank must run the same sequence of steps: compare what decides it, on every rank
+    // (each throws the same DistError, so none is left waiting).
+    const Random::State seed = shuffle_rng.state();
+    std::uint64_t seed_hash = 1469598103934665603ull;
+    for (auto w : seed) seed_hash = (seed_hash ^ w) * 1099511628211ull;
+    const double mine[] = {static_cast<double>(o.shard_batches ? n_train : 0),
+                           static_cast<double>(o.batch_size),
+                           static_cast<double>(o.epochs),
+                           static_cast<double>(o.initial_epoch),
+                           static_cast<double>(o.shuffle) + 2.0 * o.shard_batches,
+                           static_cast<double>(seed_hash >> 11)};
+    constexpr std::size_t k = std::size(mine);
+    std::vector<double> all(k * static_cast<std::size_t>(comm->size()));
+    comm->all_gather(mine, all);
+    static const char* const names[] = {"training samples", "batch_size",
+                                        "epochs",           "initial_epoch",
+                                        "shuffle/shard_batches", "shuffling seed (the model's seed)"};
+    for (std::size_t r = 1; r < static_cast<std::size_t>(comm->size()); ++r)
+      for (std::size_t i = 0; i < k; ++i)
+        if (all[r * k + i] != all[i]) {
+          throw DistError("fit: the ranks disagree on " + std::string(names[i]) + ": rank 0 has " +
+                          std::to_string(static_cast<long long>(all[i])) + ", rank " +
+                          std::to_string(r) + " has " +
+                          std::to_string(static_cast<long long>(all[r * k + i])) +
+                          " (every rank must call fit with the same data set size, options "
+                          "and model seed)");
+        }
+  }
   std::vector<Tensor> bx(xs.size()), by(ys.size());
   std::vector<const Tensor*> pbx, pby;
   for (auto& t : bx) pbx.push_back(&t);
@@ -920,16 +1116,35 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
     std::int64_t seen = 0;
     Logs logs;
     for (std::int64_t step = 0; step < steps; ++step) {
-      const std::int64_t b0 = step * o.batch_size, b1 = std::min(n_train, b0 + o.batch_size);
-      for (std::size_t i = 0; i < xs.size(); ++i) gather_rows(*xs[i], order, b0, b1, bx[i]);
-      for (std::size_t i = 0; i < ys.size(); ++i) gather_rows(*ys[i], order, b0, b1, by[i]);
+      std::int64_t b0 = std::min(n_train, step * o.batch_size),
+                   b1 = std::min(n_train, b0 + o.batch_size);
+      DistStep dist_step;
+      if (comm) {
+        dist_step.comm = comm;
+        if (o.shard_batches) {
+          // This rank's contiguous share of the global batch [b0, b1).
+          dist_step.global_count = b1 - b0;
+          const dist::Range r = dist::block_of(b1 - b0, comm->rank(), comm->size());
+          b1 = b0 + r.end;
+          b0 += r.begin;
+        } else {
+          double count = static_cast<double>(b1 - b0);
+          comm->all_reduce_sum(std::span<double>(&count, 1));
+          dist_step.global_count = static_cast<std::int64_t>(count);
+        }
+        dist_step.empty = b1 == b0;
+      }
+      if (b1 > b0) {
+        for (std::size_t i = 0; i < xs.size(); ++i) gather_rows(*xs[i], order, b0, b1, bx[i]);
+        for (std::size_t i = 0; i < ys.size(); ++i) gather_rows(*ys[i], order, b0, b1, by[i]);
+      }
       double correct = 0.0, loss = 0.0;
       const auto where = [&] {
         return "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs) + ", step " +
                std::to_string(step + 1) + "/" + std::to_string(steps);
       };
       try {
-        loss = train_step(pbx, pby, &correct);
+        loss = train_step(pbx, pby, &correct, comm ? &dist_step : nullptr);
       } catch (const NonFiniteError& e) {
         throw NonFiniteError("training stopped at " + where() + ": " + e.what());
       }
@@ -939,10 +1154,12 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
             (std::isnan(loss) ? "NaN" : "infinite") +
             " (try a lower learning rate); weights of the previous step were not updated");
       }
-      const auto b = static_cast<double>(b1 - b0);
-      loss_sum += loss * b;
+      const std::int64_t count = comm ? dist_step.global_count : b1 - b0;
+      loss_sum += loss * static_cast<double>(count);
       correct_sum += correct;
-      seen += b1 - b0;
+      seen += count;
+      if (comm && o.check_replicas_every > 0 && (step + 1) % o.check_replicas_every == 0)
+        check_replicas(*comm, "after " + where());
       logs["loss"] = loss_sum / static_cast<double>(seen);
       if (!metrics_.empty()) logs["accuracy"] = correct_sum / static_cast<double>(seen);
       for (auto* cb : o.callbacks) cb->on_train_batch_end(*this, step, logs);

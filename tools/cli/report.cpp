@@ -121,6 +121,12 @@ std::string render_summary_json(const TrainConfig& config, const std::vector<Mod
                    {"train_samples", config.train_samples},
                    {"validation_samples", config.validation_samples},
                    {"test_samples", config.test_samples}};
+  if (!config.distributed.empty()) {
+    doc["distributed"] = {{"communicator", config.distributed},
+                          {"processes", config.processes},
+                          {"global_batch_size", config.batch_size},
+                          {"sync_bn", config.sync_bn}};
+  }
   json models = json::array();
   for (const auto& r : runs) {
     json m;
@@ -141,6 +147,10 @@ std::string render_summary_json(const TrainConfig& config, const std::vector<Mod
     }
     m["epochs"] = epochs;
     m["seconds_per_epoch"] = r.mean_epoch_seconds();
+    if (!std::isnan(r.fit_seconds)) {
+      m["fit_seconds"] = r.fit_seconds;
+      m["communication_seconds"] = r.communication_seconds;
+    }
     m["final_test"] = {{"accuracy", r.test_accuracy}, {"loss", r.test_loss}};
     if (r.has_batch_norm) {
       m["batch_norm_test_modes"] = {

@@ -31,6 +31,8 @@ struct ModelRun {
   double training_mode_accuracy = kMissing, training_mode_loss = kMissing;
   double inference_mode_accuracy = kMissing, inference_mode_loss = kMissing;
   std::string history_file, model_file;  // relative to the output directory
+  // Distributed runs: seconds this rank (0) spent in collectives during fit, of fit_seconds.
+  double communication_seconds = kMissing, fit_seconds = kMissing;
 
   double mean_epoch_seconds() const;
 };
@@ -49,6 +51,10 @@ struct TrainConfig {
   std::string out_dir;
   std::int64_t train_limit = 0, test_limit = 0;  // 0 = all
   std::int64_t train_samples = 0, validation_samples = 0, test_samples = 0;
+  // Distributed runs: "MPI (Open MPI v4.1.4), 2 processes" and whether BN is synchronized.
+  std::string distributed;
+  int processes = 1;
+  bool sync_bn = false;
 };
 
 // Plain-text comparison printed after training.

@@ -20,14 +20,17 @@
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/core/parallel.hpp"
+#include "bnorm/dist/communicator.hpp"
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/data.hpp"
 #include "bnorm/io/idx.hpp"
+#include "bnorm/layers/batch_normalization.hpp"
 #include "bnorm/model/callbacks.hpp"
 #include "bnorm/model/sequential.hpp"
 #include "bnorm/model/spec.hpp"
 #include "bnorm/version.hpp"
 #include "common.hpp"
+#include "distributed.hpp"
 #include "report.hpp"
 
 namespace bnorm::cli {
@@ -58,6 +61,9 @@ struct TrainOptions {
   std::int64_t test_limit = 0;
   std::string resume;  // a run directory to continue; empty = a new run
   bool epochs_given = false;
+  bool distributed = false;          // mpirun -np N bnorm train --distributed
+  bool sync_bn = false;              // every BatchNormalization synchronized=True
+  std::int64_t check_replicas = 0;   // check weights are identical on every rank every K steps
 };
 
 struct ModelPlan {
@@ -543,9 +549,35 @@ std::string choose_out_dir(const std::string& requested) {
   return dir;
 }
 
-void run_train(TrainOptions o) {
+// Ranks other than 0 of a distributed run: the same fits (same models, options and data, so
+// the same sequence of collectives), with no output, no files and no test-set evaluation.
+void train_distributed_replica(const TrainOptions& o, std::vector<ModelPlan>& plans,
+                               Tensor& train_images, const Tensor& train_y,
+                               dist::Communicator* comm) {
+  for (auto& plan : plans) {
+    Model& model = *plan.model;
+    train_images = as_model_input(std::move(train_images), model);
+    std::optional<LearningRateScheduler> scheduler;
+    if (o.lr_schedule == "cosine")
+      scheduler.emplace(cosine_decay(plan.initial_learning_rate, o.epochs));
+    FitOptions fit;
+    fit.batch_size = o.batch_size;
+    fit.epochs = o.epochs;
+    fit.validation_split = o.validation_split;
+    fit.communicator = comm;
+    fit.check_replicas_every = o.check_replicas;
+    if (scheduler) fit.callbacks.push_back(&*scheduler);
+    model.fit(train_images, train_y, fit);
+  }
+}
+
+// Distributed (comm != nullptr): every rank runs this with the same options and data; rank 0
+// alone prints, evaluates the test set and writes the run directory.
+void run_train(TrainOptions o, dist::Communicator* comm = nullptr) {
   if (!o.resume.empty()) o = read_run_file(o);
   validate(o);
+  const bool writer = !comm || comm->rank() == 0;
+  if (!writer) o.quiet = true;
   configure_threads(o.threads_given, o.threads);
 
   const DataKind kind = data_kind(o);
@@ -580,6 +612,11 @@ void run_train(TrainOptions o) {
   data = {};
   const std::int64_t n_train = train_images.shape()[0];
   const std::int64_t n_test = test_images.shape()[0];
+  if (o.sync_bn) {
+    for (auto& p : plans)
+      for (auto& l : p.model->layers())
+        if (auto* bn = dynamic_cast<BatchNormalization*>(l.get())) bn->set_synchronized(true);
+  }
 
   TrainConfig config;
   config.epochs = o.epochs;
@@ -599,12 +636,21 @@ void run_train(TrainOptions o) {
                              : n_train;
   config.validation_samples = n_train - config.train_samples;
   config.test_samples = n_test;
+  if (comm) {
+    config.distributed = comm->description();
+    config.processes = comm->size();
+    config.sync_bn = o.sync_bn;
+  }
   if (config.train_samples < 1 || config.validation_samples < (o.validation_split > 0.0 ? 1 : 0)) {
     throw UsageError("--validation-split " + std::to_string(o.validation_split) + " of " +
                      std::to_string(n_train) +
                      " images leaves an empty training or validation set");
   }
 
+  if (!writer) {
+    train_distributed_replica(o, plans, train_images, train_y, comm);
+    return;
+  }
   config.out_dir = choose_out_dir(o.out);
   {
     std::error_code ec;
@@ -644,6 +690,16 @@ void run_train(TrainOptions o) {
         static_cast<long long>(config.validation_samples), static_cast<long long>(n_test), what,
         config.threads, config.threads == 1 ? "" : "s", config.blas.c_str(),
         config.out_dir.c_str());
+    if (comm) {
+      const dist::Range share = dist::block_of(o.batch_size, 0, comm->size());
+      std::printf("Distributed: %s; each global batch of %lld is split over the processes "
+                  "(%lld on rank 0); %s\n",
+                  comm->description().c_str(), static_cast<long long>(o.batch_size),
+                  static_cast<long long>(share.end - share.begin),
+                  o.sync_bn ? "BatchNormalization synchronized over every process"
+                            : "BatchNormalization statistics per process (rank 0's moving "
+                              "statistics kept; --sync-bn synchronizes them)");
+    }
   }
 
   std::vector<ModelRun> runs;
@@ -704,13 +760,27 @@ void run_train(TrainOptions o) {
     fit.epochs = o.epochs;
     fit.initial_epoch = past.epoch;
     fit.validation_split = o.validation_split;
+    fit.communicator = comm;
+    fit.check_replicas_every = o.check_replicas;
     if (scheduler) fit.callbacks.push_back(&*scheduler);
     if (!o.quiet) fit.callbacks.push_back(&progress);
     fit.callbacks.push_back(&recorder);
     fit.callbacks.push_back(&csv);
     fit.callbacks.push_back(&checkpoint);
+    const double comm_start = comm ? comm->seconds() : 0.0;
+    const auto fit_start = std::chrono::steady_clock::now();
     try {
       model.fit(train_x, train_y, fit);
+      if (comm) {
+        run.fit_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - fit_start).count();
+        run.communication_seconds = comm->seconds() - comm_start;
+        if (!o.quiet) {
+          std::printf("Rank 0 spent %.2f s of %.2f s in communication (%.0f%%)\n",
+                      run.communication_seconds, run.fit_seconds,
+                      100.0 * run.communication_seconds / run.fit_seconds);
+        }
+      }
     } catch (const NonFiniteError& e) {
       std::error_code ec;
       const std::string kept = fs::exists(model_path, ec)
@@ -799,6 +869,18 @@ Action add_train_command(CLI::App& app) {
                   "run's), --threads and --quiet may be given. The result is bit-identical to a "
                   "run that was never interrupted")
       ->type_name("RUN_DIR");
+  cmd->add_flag("--distributed", o->distributed,
+                "Data-parallel training over MPI: run as mpirun -np N bnorm train --distributed "
+                "...; each global batch of --batch-size is split over the N processes, gradients "
+                "are all-reduced, rank 0 prints and writes the files (threads per process: the "
+                "cores divided by the processes on this machine, unless --threads)");
+  cmd->add_flag("--sync-bn", o->sync_bn,
+                "With --distributed: every BatchNormalization uses the global batch's statistics "
+                "(Keras synchronized=True), as one process with the whole batch would");
+  cmd->add_option("--check-replicas", o->check_replicas,
+                  "With --distributed: every K steps, check that the weights are bit-identical on "
+                  "every process (an error otherwise; 0 = never)")
+      ->type_name("K");
   return [o, cmd] {
     o->learning_rate_given = cmd->count("--lr") > 0;
     o->threads_given = cmd->count("--threads") > 0;
@@ -814,7 +896,36 @@ Action add_train_command(CLI::App& app) {
         }
       }
     }
-    run_train(*o);
+    if (!o->distributed) {
+      if (o->sync_bn || o->check_replicas != 0) {
+        throw UsageError(std::string(o->sync_bn ? "--sync-bn" : "--check-replicas") +
+                         " is for distributed training; add --distributed (under mpirun)");
+      }
+      if (const int n = launcher_processes(); n > 1) {
+        throw UsageError("bnorm train is running as one of " + std::to_string(n) +
+                         " processes started by mpirun; add --distributed to train one model "
+                         "on all of them (without it each process trains alone and they write "
+                         "the same files)");
+      }
+      run_train(*o);
+      return;
+    }
+    if (!o->resume.empty())
+      throw UsageError("--resume continues a run in one process; it cannot be used with --distributed");
+    if (o->check_replicas < 0) {
+      throw UsageError("--check-replicas must be >= 0; received " +
+                       std::to_string(o->check_replicas));
+    }
+    if (!o->threads_given && !std::getenv(kThreadsEnv)) {
+      // Processes on one machine share its cores: one team of threads per process.
+      o->threads_given = true;
+      o->threads = std::max(1, max_num_threads() / 4 / launcher_local_processes());
+    }
+    const auto comm = make_communicator();
+    dist::run_or_abort(*comm, [&] {
+      run_train(*o, comm.get());
+      return 0;
+    });
   };
 }
 

@@ -31,5 +31,11 @@ class IoError : public Error {
  public:
   using Error::Error;
 };
+// The processes of a distributed run disagree (data sizes, weights that should be identical), or
+// a communicator cannot be used as asked.
+class DistError : public Error {
+ public:
+  using Error::Error;
+};
 
 }  // namespace bnorm

@@ -1,9 +1,15 @@
 // bnorm/layers/batch_normalization.hpp — Keras 3 BatchNormalization (and a PyTorch preset).
 #pragma once
 
+#include <vector>
+
 #include "bnorm/layers/layer.hpp"
 
 namespace bnorm {
+
+namespace dist {
+class Communicator;
+}
 
 // Training (mode == training && trainable()): normalize with the batch mean and biased batch
 // variance over every axis but `axis`, then
@@ -29,6 +35,10 @@ class BatchNormalization final : public Layer {
     Initializer moving_variance_initializer = Initializer::ones();
     float beta_l2 = 0.0f;   // Keras beta_regularizer=L2(beta_l2); 0 = none
     float gamma_l2 = 0.0f;  // Keras gamma_regularizer=L2(gamma_l2); 0 = none
+    // Keras synchronized=True: in a distributed fit, the batch statistics (and the backward's
+    // sums) are those of the global batch, over every rank (see set_communicator). Without a
+    // communicator of more than one process it changes nothing, as in Keras.
+    bool synchronized = false;
     // --- PyTorch conventions (all off for Keras) ---
     // Store the Bessel-corrected (n / (n - 1)) batch variance in moving_variance.
     bool unbiased_moving_variance = false;
@@ -79,6 +89,23 @@ class BatchNormalization final : public Layer {
   void backward_inputs(const Tensor& dy, std::span<const bool> need_dx,
                        std::span<const Tensor*> dxs) override;
 
+  // Synchronized BN (Options::synchronized). Set by a distributed fit for the duration of each
+  // training step (nullptr: none). A synchronized training forward all-gathers each rank's
+  // (count, mean, M2) per channel, merges them in rank order with Chan's formula (every rank gets
+  // the same bits), and normalizes with the global statistics; the moving statistics are updated
+  // from them on every rank (count = the global batch's, so PyTorch's unbiased variance uses it).
+  // The backward all-reduces (sum dy, sum dy * xhat) per channel and divides by the global count.
+  // gamma/beta gradients stay this rank's share (the gradient all-reduce adds them up).
+  void set_communicator(dist::Communicator* communicator) noexcept { communicator_ = communicator; }
+  // Options::synchronized after construction (the CLI's --sync-bn on a preset or loaded model).
+  void set_synchronized(bool synchronized) noexcept { options_.synchronized = synchronized; }
+  // Whether a forward in `mode` exchanges statistics with the other ranks.
+  bool synchronizes(Mode mode) const noexcept;
+  // For a rank whose share of the step is empty: the same exchanges as a forward and a backward
+  // with data, contributing count 0 (the moving statistics are updated like every rank's).
+  void forward_empty(Mode mode);
+  void backward_empty();
+
   Variable* gamma() noexcept { return gamma_; }
   Variable* beta() noexcept { return beta_; }
   Variable* moving_mean() noexcept { return moving_mean_; }
@@ -91,6 +118,17 @@ class BatchNormalization final : public Layer {
   std::unique_ptr<Layer> do_clone() const override {
     return std::make_unique<BatchNormalization>(options_);
   }
+  // The checks of a batch's statistics (finite, variance + epsilon finite) and the moving update
+  // from `count` values.
+  void check_batch_statistics();
+  void update_moving_statistics(Mode mode, double count);
+  // Fills used_mean_/used_variance_ with the statistics over every rank (x: this rank's batch,
+  // nullptr for none) and sync_count_ with their count.
+  void exchange_statistics(const Tensor* x);
+  // masked_dy_ = dy where the last forward's output is > 0 (the fused ReLU's gradient), else 0.
+  void mask_by_output(const Tensor& dy);
+  // The synchronized backward of g (dy, with the fused ReLU's mask already applied).
+  void synchronized_backward(const Tensor& g, float* dx, float* dgamma, float* dbeta);
   void copy_state_from(const Layer& other) override {
     num_batches_tracked_ = static_cast<const BatchNormalization&>(other).num_batches_tracked_;
   }
@@ -112,6 +150,11 @@ class BatchNormalization final : public Layer {
   const Tensor* pending_shortcut_ = nullptr;  // set by forward_inputs for do_forward
   const Tensor* shortcut_ = nullptr;          // of the last forward (null: not fused)
   Tensor dx_fused_, dshortcut_;
+  dist::Communicator* communicator_ = nullptr;
+  bool synced_forward_ = false;  // the last forward exchanged statistics
+  double sync_count_ = 0.0;      // values per channel over every rank in that forward
+  std::vector<double> sync_local_, sync_all_, sync_merged_, sync_scratch_;
+  Tensor masked_dy_;
 };
 
 }  // namespace bnorm

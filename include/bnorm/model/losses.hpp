@@ -28,8 +28,11 @@ struct LossResult {
 // ValueError on mismatched shapes or labels outside [0, classes).
 // With `logits` non-null (the model's last layer is a softmax, see Layer::softmax_logits),
 // cross-entropies are computed from logits and the gradient written is dL/dlogits.
+// `normalizer` (0: the batch's rows) is the count the sum over samples is divided by, in the
+// value and the gradient: a distributed step divides its shard's sum by the global batch size, so
+// that the ranks' gradients add up to the gradient of the whole batch's mean.
 double compute_loss(LossKind kind, const Tensor& predictions, const Tensor* logits,
-                    const Tensor& y_true, Tensor* gradient);
+                    const Tensor& y_true, Tensor* gradient, std::int64_t normalizer = 0);
 
 // Number of samples whose prediction is right (Keras "accuracy" as it
 // resolves for each loss: sparse labels, one-hot labels, or thresholded at 0.5 for one output).

@@ -32,6 +32,10 @@
 
 namespace bnorm {
 
+namespace dist {
+class Communicator;
+}
+
 struct FitOptions {
   std::int64_t batch_size = 32;
   int epochs = 1;
@@ -50,6 +54,27 @@ struct FitOptions {
   // checkpoint does all of it) the result is bit for bit the uninterrupted run's. Otherwise a
   // new run starts whose epochs are numbered from initial_epoch, as in Keras.
   int initial_epoch = 0;
+
+  // --- Data-parallel training (bnorm/dist/communicator.hpp): every rank of `communicator` calls
+  // fit on its own model replica (built with the same seed) with the same options. Each step's
+  // gradient is the global batch's: every rank divides its loss by the global sample count, the
+  // gradients are all-reduced (summed in rank order, so every rank applies the same update and
+  // the weights stay bit-identical), BatchNormalization(synchronized=true) layers use the
+  // global batch's statistics, and non-synchronized ones keep rank 0's moving statistics
+  // (PyTorch DDP's broadcast_buffers). Logs (loss, accuracy) are the global batch's. A
+  // communicator of one process trains exactly as none.
+  dist::Communicator* communicator = nullptr;
+  // true: x/y are the whole data set, the same on every rank; the single-process order of global
+  // batches (same seed, same shuffling) is kept and each global batch is split into contiguous
+  // per-rank shards (dist::block_of: sizes differ by at most one; a rank is empty only when the
+  // batch has fewer samples than there are ranks). N ranks with batch_size B then train like one
+  // process with batch_size B (B is the global batch). false: x/y are this rank's own samples,
+  // batch_size is per rank; the ranks agree on the number of steps per epoch (the most any rank
+  // has) and a rank out of data takes part in the remaining steps with empty batches.
+  bool shard_batches = true;
+  // Every this many steps, check that the weights are bit-identical on every rank (a hash of
+  // every weight, all-gathered): DistError on every rank otherwise. 0: never.
+  std::int64_t check_replicas_every = 0;
 };
 
 // Where fit's current run stands after its last completed epoch: what fit needs, besides the
@@ -272,13 +297,20 @@ class Model {
 
  private:
   struct Batch;
+  struct DistStep;
   using Tensors = std::span<const Tensor* const>;
   void check_xy(Tensors xs, Tensors ys, const char* what) const;
   void prepare(Tensors xs);
   double train_on_batch_impl(Tensors xs, Tensors ys, double* correct = nullptr);
   void forward(std::span<const Tensor* const> xs, Mode mode);
   double train_step(std::span<const Tensor* const> xs, std::span<const Tensor* const> ys,
-                    double* correct);
+                    double* correct, const DistStep* dist = nullptr);
+  // A distributed step on a rank with no samples: the collectives of a step with data.
+  void forward_empty();
+  void backward_empty();
+  void exchange_gradients(dist::Communicator& comm);
+  void broadcast_moving_statistics(dist::Communicator& comm);
+  void check_replicas(dist::Communicator& comm, const std::string& where);
   void collect_trainable();
   std::unique_ptr<Model> folded_for_inference() const;
   std::pair<double, double> evaluate_batches(const std::vector<const Tensor*>& xs,
@@ -297,6 +329,7 @@ class Model {
   std::vector<Variable*> trainable_;
   bool inference_folding_ = true;
   TrainingState training_state_;
+  std::vector<float> dist_buffer_;  // gradients (or moving statistics) as one message
 };
 
 }  // namespace bnorm
