@@ -419,7 +419,8 @@ json bn_config(const Layer& layer) {
           {"unbiased_moving_variance", o.unbiased_moving_variance},
           {"cumulative_moving_average", o.cumulative_moving_average},
           {"track_moving_statistics", o.track_moving_statistics},
-          {"error_on_single_value", o.error_on_single_value}};
+          {"error_on_single_value", o.error_on_single_value},
+          {"synchronized", o.synchronized}};
 }
 std::unique_ptr<Layer> bn_from(ConfigReader& c) {
   BatchNormalization::Options o;
@@ -447,6 +448,7 @@ std::unique_ptr<Layer> bn_from(ConfigReader& c) {
       c.get_bool("cumulative_moving_average", o.cumulative_moving_average);
   o.track_moving_statistics = c.get_bool("track_moving_statistics", o.track_moving_statistics);
   o.error_on_single_value = c.get_bool("error_on_single_value", o.error_on_single_value);
+  o.synchronized = c.get_bool("synchronized", o.synchronized);
   c.finish();
   return std::make_unique<BatchNormalization>(o);
 }

@@ -346,6 +346,11 @@ TEST(KerasLayerArguments, BuildTheLayerKerasWouldBuild) {
   const auto bn_config = nlohmann::json::parse(io::keras_layer_config(*bn));
   EXPECT_DOUBLE_EQ(bn_config["momentum"].get<double>(), 0.9);
   EXPECT_EQ(bn_config["center"], true) << "left-out arguments take Keras's defaults";
+  EXPECT_EQ(bn_config["synchronized"], false);
+  // Keras's synchronized=True: kept, and written back (a distributed fit synchronizes it).
+  auto synced = io::make_keras_layer("BatchNormalization", R"({"synchronized": true})");
+  EXPECT_TRUE(dynamic_cast<const BatchNormalization&>(*synced).options().synchronized);
+  EXPECT_EQ(nlohmann::json::parse(io::keras_layer_config(*synced))["synchronized"], true);
 }
 
 TEST(KerasLayerArguments, BadArgumentsAreValueErrorsNamingTheClass) {
@@ -363,7 +368,7 @@ TEST(KerasLayerArguments, BadArgumentsAreValueErrorsNamingTheClass) {
   expect_error("Dense", "[1, 2]", "JSON object");
   expect_error("Dense", "{not json", "JSON object");
   expect_error("Lambda", "{}", "no layer class 'Lambda'");
-  expect_error("BatchNormalization", R"({"synchronized": true})", "synchronized");
+  expect_error("BatchNormalization", R"({"synchronized": "yes"})", "synchronized");
 }
 
 }  // namespace

@@ -202,7 +202,9 @@ json config_from_keras(const std::string& cls, const json& kcfg, const Where& w,
     } else if (key == "quantization_config" || key == "lora_rank" || key == "lora_alpha") {
       require(v.is_null(), key, v, "quantization or LoRA");
     } else if (bn && key == "synchronized") {
-      require(v.is_boolean() && !v.get<bool>(), key, v, "synchronized BatchNormalization");
+      // Keras 3: statistics over every replica of a distributed run (bnorm: every MPI rank).
+      require(v.is_boolean(), key, v, "a non-boolean 'synchronized'");
+      out[key] = v;
     } else if (bn && key == "renorm") {
       require(v.is_boolean() && !v.get<bool>(), key, v, "Batch Renormalization");
     } else if (bn && (key == "renorm_clipping" || key == "renorm_momentum" || key == "fused")) {
