@@ -13,13 +13,22 @@ constexpr std::int64_t kDropoutGrain = 16384;  // elements per parallel block
 }
 
 void dropout_forward(std::int64_t n, float rate, float keep_scale, std::uint64_t key,
-                     const float* x, float* mask, float* y) noexcept {
-  parallel_for(n, kDropoutGrain, [&](std::int64_t i0, std::int64_t i1) {
-    const auto block = static_cast<std::uint64_t>(i0 / kDropoutGrain);
-    Random stream(key + block * 0x9E3779B97F4A7C15ull);
-    for (std::int64_t i = i0; i < i1; ++i) mask[i] = stream.uniform() >= rate ? keep_scale : 0.0f;
-    if (x && y) {
-      for (std::int64_t i = i0; i < i1; ++i) y[i] = x[i] * mask[i];
+                     const float* x, float* mask, float* y, std::int64_t first) noexcept {
+  // Blocks of the whole tensor that [first, first + n) overlaps, each from its own stream.
+  const std::int64_t b0 = first / kDropoutGrain,
+                     b1 = (first + n + kDropoutGrain - 1) / kDropoutGrain;
+  parallel_for(b1 - b0, 1, [&](std::int64_t c0, std::int64_t c1) {
+    for (std::int64_t b = b0 + c0; b < b0 + c1; ++b) {
+      Random stream(key + static_cast<std::uint64_t>(b) * 0x9E3779B97F4A7C15ull);
+      const std::int64_t start = b * kDropoutGrain;
+      const std::int64_t e0 = std::max(first, start),
+                         e1 = std::min(first + n, start + kDropoutGrain);
+      for (std::int64_t e = start; e < e0; ++e) stream.uniform();  // draws of elements before
+      for (std::int64_t e = e0; e < e1; ++e)
+        mask[e - first] = stream.uniform() >= rate ? keep_scale : 0.0f;
+      if (x && y) {
+        for (std::int64_t e = e0; e < e1; ++e) y[e - first] = x[e - first] * mask[e - first];
+      }
     }
   });
 }

@@ -18,9 +18,11 @@ namespace bnorm::kernels {
 // for i in [0, n), where u_i are uniform draws from a stream per fixed block of 16384 elements
 // (block b draws from Random(key + b * 0x9E3779B97F4A7C15): the splitmix64 seeding decorrelates
 // neighbouring blocks), blocks in parallel: the mask does not depend on the thread count. x and
-// y may be null to only draw the mask.
+// y may be null to only draw the mask. `first`: the index of element 0 in a larger tensor these n
+// elements are a slice of (a rank's share of a global batch): element i then gets the draw of
+// element first + i of the whole, so N ranks drop exactly what one process would.
 void dropout_forward(std::int64_t n, float rate, float keep_scale, std::uint64_t key,
-                     const float* x, float* mask, float* y) noexcept;
+                     const float* x, float* mask, float* y, std::int64_t first = 0) noexcept;
 // dx = dy * mask, in parallel blocks.
 void dropout_backward(std::int64_t n, const float* mask, const float* dy, float* dx) noexcept;
 

@@ -94,7 +94,8 @@ void Dropout::do_forward(const Tensor& x, Mode mode, Tensor& y) {
   // key (kernels::dropout_forward), in parallel with the same result at any thread count.
   const std::uint64_t key = rng_.next_u64();
   if (per_value_mask(batch)) {
-    kernels::dropout_forward(x.size(), rate, keep_scale, key, x.data(), mask_.data(), y.data());
+    kernels::dropout_forward(x.size(), rate, keep_scale, key, x.data(), mask_.data(), y.data(),
+                             batch_offset_ * (x.size() / batch));
     return;
   }
   // One draw per element of the concrete noise shape (row-major), broadcast over the axes where
@@ -114,7 +115,10 @@ void Dropout::do_forward(const Tensor& x, Mode mode, Tensor& y) {
     noise_size *= noise_dims[a];
   }
   noise_.resize_like(kRank1, 0, noise_size);  // no allocation once the capacity suffices
-  kernels::dropout_forward(noise_size, rate, keep_scale, key, nullptr, noise_.data(), nullptr);
+  // Noise per sample (a batch axis that is not 1) starts at this batch's place in the global one.
+  const std::int64_t first = noise_dims[0] == 1 ? 0 : batch_offset_ * (noise_size / noise_dims[0]);
+  kernels::dropout_forward(noise_size, rate, keep_scale, key, nullptr, noise_.data(), nullptr,
+                           first);
   // Walk x in row-major order with a multi-index; the noise offset follows the broadcast strides.
   std::int64_t index[Shape::kMaxRank] = {};
   std::int64_t offset = 0;
@@ -128,6 +132,10 @@ void Dropout::do_forward(const Tensor& x, Mode mode, Tensor& y) {
       index[a] = 0;
     }
   }
+}
+
+void Dropout::forward_skipped(Mode mode) {
+  if (mode == Mode::training && options_.rate > 0.0f) rng_.next_u64();  // do_forward's key
 }
 
 void Dropout::do_backward(const Tensor& dy, bool compute_dx, Tensor& dx) {

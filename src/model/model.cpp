@@ -719,29 +719,38 @@ void Model::forward(std::span<const Tensor* const> xs, Mode mode) {
 struct Model::DistStep {
   dist::Communicator* comm = nullptr;
   std::int64_t global_count = 0;
+  std::int64_t batch_offset = 0;  // where this rank's samples start in the global batch
   bool empty = false;
 };
 
 namespace {
 // Puts the communicator on every BatchNormalization of a plan for one step (synchronized layers
-// use it) and takes it away afterwards, also when the step throws: outside the training step
-// (evaluate, predict, a callback) no layer exchanges anything.
+// use it) and the rank's place in the global batch on every layer (Dropout draws by it), and
+// takes both away afterwards, also when the step throws: outside the training step (evaluate,
+// predict, a callback) no layer exchanges anything.
 class CommunicatorScope {
  public:
-  CommunicatorScope(detail::Plan& plan, dist::Communicator* comm) : plan_(plan) {
-    if (comm)
-      for (auto& st : plan_.steps)
-        if (st.bn) st.bn->set_communicator(comm);
+  CommunicatorScope(detail::Plan& plan, dist::Communicator* comm, std::int64_t batch_offset)
+      : plan_(plan), active_(comm != nullptr) {
+    if (!active_) return;
+    for (auto& st : plan_.steps) {
+      if (st.bn) st.bn->set_communicator(comm);
+      st.layer->set_batch_offset(batch_offset);
+    }
   }
   ~CommunicatorScope() {
-    for (auto& st : plan_.steps)
+    if (!active_) return;
+    for (auto& st : plan_.steps) {
       if (st.bn) st.bn->set_communicator(nullptr);
+      st.layer->set_batch_offset(0);
+    }
   }
   CommunicatorScope(const CommunicatorScope&) = delete;
   CommunicatorScope& operator=(const CommunicatorScope&) = delete;
 
  private:
   detail::Plan& plan_;
+  bool active_;
 };
 }  // namespace
 
@@ -749,7 +758,11 @@ void Model::forward_empty() {
   // The forward's collectives are those of the synchronized BN steps, in step order.
   set_fusion_flags();
   for (auto& st : plan_->steps) {
-    if (st.alias >= 0 || !st.bn) continue;
+    if (st.alias >= 0) continue;
+    if (!st.bn) {
+      st.layer->forward_skipped(Mode::training);
+      continue;
+    }
     if (!st.synced.empty()) {
       st.layer->set_trainable(st.primary->trainable());
       for (auto& [mine, primary] : st.synced)
@@ -846,7 +859,7 @@ void Model::check_replicas(dist::Communicator& comm, const std::string& where) {
 double Model::train_step(std::span<const Tensor* const> xs, std::span<const Tensor* const> ys,
                          double* correct, const DistStep* dist) {
   auto& p = *plan_;
-  const CommunicatorScope scope(p, dist ? dist->comm : nullptr);
+  const CommunicatorScope scope(p, dist ? dist->comm : nullptr, dist ? dist->batch_offset : 0);
   const bool empty = dist && dist->empty;
   if (empty)
     forward_empty();
@@ -868,8 +881,8 @@ double Model::train_step(std::span<const Tensor* const> xs, std::span<const Tens
         logits = producer->layer->softmax_logits();
       producer->from_logits = logits != nullptr;
     }
-    loss += compute_loss(loss_, out, logits, *ys[o], &p.loss_grad[o],
-                         dist ? dist->global_count : 0);
+    loss +=
+        compute_loss(loss_, out, logits, *ys[o], &p.loss_grad[o], dist ? dist->global_count : 0);
     if (correct && !metrics_.empty() && o == 0) *correct = accuracy_count(loss_, out, *ys[o]);
   }
   if (dist) {
@@ -1041,8 +1054,7 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
   }
 
   // Written so that a batch size near INT64_MAX cannot overflow: one batch of everything.
-  const std::int64_t local_steps =
-      n_train / o.batch_size + (n_train % o.batch_size != 0 ? 1 : 0);
+  const std::int64_t local_steps = n_train / o.batch_size + (n_train % o.batch_size != 0 ? 1 : 0);
   dist::Communicator* comm =
       o.communicator && o.communicator->size() > 1 ? o.communicator : nullptr;
   if (o.check_replicas_every < 0) {
@@ -1051,8 +1063,8 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
   }
   // Distributed: the ranks agree on the number of steps (the most any rank has, without
   // sharding), and with sharding they must hold the same data set and options.
-  const std::int64_t steps = comm && !o.shard_batches ? comm->all_reduce_max(local_steps)
-                                                      : local_steps;
+  const std::int64_t steps =
+      comm && !o.shard_batches ? comm->all_reduce_max(local_steps) : local_steps;
   std::vector<std::int64_t> order(static_cast<std::size_t>(n_train));
   std::iota(order.begin(), order.end(), 0);
   // The run this fit continues (the model's state says it completed exactly initial_epoch epochs
@@ -1086,9 +1098,12 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
     constexpr std::size_t k = std::size(mine);
     std::vector<double> all(k * static_cast<std::size_t>(comm->size()));
     comm->all_gather(mine, all);
-    static const char* const names[] = {"training samples", "batch_size",
-                                        "epochs",           "initial_epoch",
-                                        "shuffle/shard_batches", "shuffling seed (the model's seed)"};
+    static const char* const names[] = {"training samples",
+                                        "batch_size",
+                                        "epochs",
+                                        "initial_epoch",
+                                        "shuffle/shard_batches",
+                                        "shuffling seed (the model's seed)"};
     for (std::size_t r = 1; r < static_cast<std::size_t>(comm->size()); ++r)
       for (std::size_t i = 0; i < k; ++i)
         if (all[r * k + i] != all[i]) {
@@ -1127,10 +1142,13 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
           const dist::Range r = dist::block_of(b1 - b0, comm->rank(), comm->size());
           b1 = b0 + r.end;
           b0 += r.begin;
+          dist_step.batch_offset = r.begin;
         } else {
           double count = static_cast<double>(b1 - b0);
           comm->all_reduce_sum(std::span<double>(&count, 1));
           dist_step.global_count = static_cast<std::int64_t>(count);
+          // As if the ranks' batches were stacked: no two ranks drop by the same draws.
+          dist_step.batch_offset = comm->rank() * o.batch_size;
         }
         dist_step.empty = b1 == b0;
       }

@@ -36,6 +36,8 @@ class Dropout final : public Layer {
   // One draw per training forward: the key of that step's mask.
   using Layer::random_stream;
   const Random* random_stream() const noexcept override { return &rng_; }
+  void set_batch_offset(std::int64_t samples) noexcept override { batch_offset_ = samples; }
+  void forward_skipped(Mode mode) override;
 
  protected:
   // ShapeError when noise_shape's rank is not the input's or an entry is neither None, 1 nor the
@@ -53,6 +55,7 @@ class Dropout final : public Layer {
   bool per_value_mask(std::int64_t batch) const noexcept;
   Options options_;
   Random rng_;
+  std::int64_t batch_offset_ = 0;
   Tensor mask_;   // scale per value of the last training forward (0 or 1 / (1 - rate))
   Tensor noise_;  // the noise_shape draw, broadcast into mask_
   bool last_training_ = false;

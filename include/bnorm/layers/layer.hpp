@@ -175,6 +175,14 @@ class Layer : public std::enable_shared_from_this<Layer> {
     return const_cast<Random*>(static_cast<const Layer&>(*this).random_stream());
   }
 
+  // Distributed training: where this rank's batch starts in the global batch (its first sample's
+  // index there), so that per-sample randomness (Dropout's masks) is the one process's; 0
+  // otherwise.
+  virtual void set_batch_offset(std::int64_t /*samples*/) noexcept {}
+  // A distributed step in which this rank has no samples: the layer is not run, but state that a
+  // forward in `mode` advances (Dropout's random stream) advances the same, so the ranks stay in
+  // step.
+  virtual void forward_skipped(Mode /*mode*/) {}
   // Layers whose output is softmax(z) expose z after forward, so a cross-entropy loss can work
   // from logits (as Keras does); backward_from_logits then takes dL/dz instead of dL/dy.
   virtual const Tensor* softmax_logits() const noexcept { return nullptr; }
