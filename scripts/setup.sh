@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake ninja-build pkg-config
           libopenblas-dev libhwy-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libzip-dev
           libgtest-dev libgmock-dev googletest libprotobuf-dev protobuf-compiler
-          libbenchmark-dev libdnnl-dev libdlib-dev libhdf5-dev
+          libbenchmark-dev libdnnl-dev libdlib-dev libhdf5-dev libopenmpi-dev openmpi-bin
           python3-dev python3-venv
           dataset-fashion-mnist)
 source scripts/apt_install.sh

@@ -13,6 +13,7 @@
 #include "bnorm/layers/conv2d.hpp"
 #include "bnorm/layers/dense.hpp"
 #include "bnorm/layers/dropout.hpp"
+#include "bnorm/layers/flatten.hpp"
 #include "bnorm/layers/merge.hpp"
 #include "bnorm/layers/pooling.hpp"
 #include "bnorm/model/model.hpp"
@@ -33,6 +34,11 @@ inline Tensor rows(const Tensor& x, std::int64_t begin, std::int64_t end) {
 
 // The layers before a BN have no bias (BN's beta replaces it, as in the presets): a bias there
 // gets a gradient of exactly zero in exact arithmetic, so its trained value is rounding noise.
+inline const char* model_name(int kind) {
+  static const char* const names[] = {"dense", "residual CNN", "dense + dropout", "cnn"};
+  return names[kind];
+}
+
 inline Model make_model(int kind, std::uint64_t seed, bool synchronized) {
   BatchNormalization::Options bo;
   bo.synchronized = synchronized;
@@ -43,6 +49,16 @@ inline Model make_model(int kind, std::uint64_t seed, bool synchronized) {
     h = Activation("relu")(BatchNormalization(bo)(h));
     if (kind == 2) h = Dropout(0.4f)(h);  // masks drawn by the sample's place in the global batch
     return Model(x, Dense(4, "softmax")(h), kind == 2 ? "dropout" : "dense", seed);
+  }
+  if (kind == 3) {  // the cnn preset in small: pooling, Dropout, Flatten, Dense -> BN
+    Input x(Shape{6, 6, 2});
+    SymbolicTensor h = Conv2D(Conv2D::Options{
+        .filters = 4, .kernel_size = {3, 3}, .padding = "same", .use_bias = false})(x);
+    h = MaxPooling2D(2)(Activation("relu")(BatchNormalization(bo)(h)));
+    h = Flatten()(Dropout(0.25f)(h));
+    h = Dense(Dense::Options{.units = 8, .use_bias = false})(h);
+    h = Dropout(0.3f)(Activation("relu")(BatchNormalization(bo)(h)));
+    return Model(x, Dense(4, "softmax")(h), "cnn", seed);
   }
   const auto conv = [] {
     return Conv2D(
@@ -62,8 +78,8 @@ struct Data {
 inline Data make_data(int kind, std::int64_t n, std::uint64_t seed) {
   Random rng(seed);
   Data d;
-  d.x = kind != 1 ? test::random_normal(Shape{n, 12}, rng, 0.5f, 2.0f)
-                  : test::random_normal(Shape{n, 6, 6, 2}, rng, 0.5f, 2.0f);
+  d.x = kind == 0 || kind == 2 ? test::random_normal(Shape{n, 12}, rng, 0.5f, 2.0f)
+                               : test::random_normal(Shape{n, 6, 6, 2}, rng, 0.5f, 2.0f);
   d.y = test::random_labels(n, 4, rng);
   return d;
 }

@@ -33,6 +33,7 @@ using test::Data;
 using test::make_data;
 using test::make_model;
 using test::max_relative_difference;
+using test::model_name;
 using test::rows;
 using test::slice;
 using test::ThreadGroup;
@@ -209,7 +210,7 @@ TEST(SynchronizedBatchNormalization, AnEmptyRankTakesPartAndStaysInStep) {
 // ranks (an empty rank). Every rank ends every step with the same bits.
 TEST(DistributedFit, EachStepOfNRanksIsOneStepOfOneProcessWithTheGlobalBatch) {
   set_num_threads(1);
-  for (int kind : {0, 1, 2}) {
+  for (int kind : {0, 1, 2, 3}) {
     for (int ranks : {1, 2, 3, 4}) {
       for (const std::int64_t batch : {std::int64_t{8} * ranks, std::int64_t{8} * ranks + 1}) {
         const std::int64_t n = 19 * batch + std::max(1, ranks - 1);
@@ -243,15 +244,9 @@ TEST(DistributedFit, EachStepOfNRanksIsOneStepOfOneProcessWithTheGlobalBatch) {
           }
           worst = std::max(worst, max_relative_difference(got, expected));
         }
-        EXPECT_LE(worst, 1e-6) << (kind == 1   ? "residual"
-                                   : kind == 2 ? "dropout"
-                                               : "dense")
-                               << ", " << ranks << " ranks, batch " << batch;
+        EXPECT_LE(worst, 1e-6) << model_name(kind) << ", " << ranks << " ranks, batch " << batch;
         std::printf("[ distributed ] %s, %d ranks, global batch %lld: worst step %.2e\n",
-                    kind == 1   ? "residual CNN"
-                    : kind == 2 ? "dense + dropout"
-                                : "dense",
-                    ranks, static_cast<long long>(batch), worst);
+                    model_name(kind), ranks, static_cast<long long>(batch), worst);
       }
     }
   }
@@ -268,7 +263,7 @@ TEST(DistributedFit, EachStepOfNRanksIsOneStepOfOneProcessWithTheGlobalBatch) {
 // missed all-reduce is off by O(1).
 TEST(DistributedFit, RunsStayOnTheOneProcessTrajectory) {
   set_num_threads(1);
-  for (int kind : {0, 1, 2}) {
+  for (int kind : {0, 1, 2, 3}) {
     for (int ranks : {2, 3}) {
       const std::int64_t batch = 8 * ranks + 1, n = 19 * batch + ranks - 1;
       const Data data = make_data(kind, n, 11);
@@ -299,10 +294,7 @@ TEST(DistributedFit, RunsStayOnTheOneProcessTrajectory) {
           max_relative_difference(models[0]->get_weights(), reference->get_weights());
       EXPECT_LE(err, 2e-2);
       std::printf("[ distributed ] %s, %d ranks, global batch %lld, 40 steps: weights %.2e\n",
-                  kind == 1   ? "residual CNN"
-                  : kind == 2 ? "dense + dropout"
-                              : "dense",
-                  ranks, static_cast<long long>(batch), err);
+                  model_name(kind), ranks, static_cast<long long>(batch), err);
     }
   }
 }

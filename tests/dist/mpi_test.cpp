@@ -29,7 +29,7 @@ void check(bool ok, const std::string& what) {
 
 int equivalence(dist::Communicator& comm) {
   const int ranks = comm.size();
-  for (int kind : {0, 1, 2}) {
+  for (int kind : {0, 1, 2, 3}) {
     for (const std::int64_t batch : {std::int64_t{8} * ranks, std::int64_t{8} * ranks + 1}) {
       const std::int64_t n = 19 * batch + std::max(1, ranks - 1);
       const Data data = make_data(kind, n, 11);
@@ -73,10 +73,7 @@ int equivalence(dist::Communicator& comm) {
         std::printf(
             "%s, %d ranks, global batch %lld: worst step %.2e; 40-step run: loss %.2e, "
             "weights %.2e\n",
-            kind == 1   ? "residual CNN"
-            : kind == 2 ? "dense + dropout"
-                        : "dense",
-            ranks, static_cast<long long>(batch), worst, loss_err, run_err);
+            model_name(kind), ranks, static_cast<long long>(batch), worst, loss_err, run_err);
       }
     }
   }
