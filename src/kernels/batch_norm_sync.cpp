@@ -9,19 +9,31 @@ void batch_norm_partial_moments(BatchNormDims d, const float* x, double* mean,
   const std::int64_t c_n = d.channels, inner = d.inner;
   // mean <- S, m2 <- Q while summing; the shift K of channel c is x at (0, c, 0).
   for (std::int64_t c = 0; c < c_n; ++c) mean[c] = m2[c] = 0.0;
-  for (std::int64_t o = 0; o < d.outer; ++o) {
-    const float* row = x + o * c_n * inner;
-    for (std::int64_t c = 0; c < c_n; ++c) {
-      const double k = x[c * inner];
-      const float* v = row + c * inner;
-      double s = 0.0, q = 0.0;
-      for (std::int64_t i = 0; i < inner; ++i) {
-        const double t = static_cast<double>(v[i]) - k;
-        s += t;
-        q += t * t;
+  if (inner == 1) {
+    // Channels last: each row is one value per channel, the loop over channels vectorizes.
+    for (std::int64_t o = 0; o < d.outer; ++o) {
+      const float* row = x + o * c_n;
+      for (std::int64_t c = 0; c < c_n; ++c) {
+        const double t = static_cast<double>(row[c]) - static_cast<double>(x[c]);
+        mean[c] += t;
+        m2[c] += t * t;
       }
-      mean[c] += s;
-      m2[c] += q;
+    }
+  } else {
+    for (std::int64_t o = 0; o < d.outer; ++o) {
+      const float* row = x + o * c_n * inner;
+      for (std::int64_t c = 0; c < c_n; ++c) {
+        const double k = x[c * inner];
+        const float* v = row + c * inner;
+        double s = 0.0, q = 0.0;
+        for (std::int64_t i = 0; i < inner; ++i) {
+          const double t = static_cast<double>(v[i]) - k;
+          s += t;
+          q += t * t;
+        }
+        mean[c] += s;
+        m2[c] += q;
+      }
     }
   }
   const double n = static_cast<double>(d.count());
@@ -58,18 +70,30 @@ void batch_norm_backward_sums(BatchNormDims d, const float* x, const float* dy, 
     rstd[c] = 1.0 / std::sqrt(static_cast<double>(variance[c]) + epsilon);
     sum_dy[c] = sum_dy_xhat[c] = 0.0;
   }
-  for (std::int64_t o = 0; o < d.outer; ++o) {
-    const std::int64_t base = o * c_n * inner;
-    for (std::int64_t c = 0; c < c_n; ++c) {
-      const double m = mean[c];
-      double s = 0.0, sx = 0.0;
-      for (std::int64_t i = 0; i < inner; ++i) {
-        const std::int64_t k = base + c * inner + i;
-        s += dy[k];
-        sx += dy[k] * (static_cast<double>(x[k]) - m);
+  if (inner == 1) {
+    for (std::int64_t o = 0; o < d.outer; ++o) {
+      const float* xr = x + o * c_n;
+      const float* gr = dy + o * c_n;
+      for (std::int64_t c = 0; c < c_n; ++c) {
+        const double g = gr[c];
+        sum_dy[c] += g;
+        sum_dy_xhat[c] += g * (static_cast<double>(xr[c]) - static_cast<double>(mean[c]));
       }
-      sum_dy[c] += s;
-      sum_dy_xhat[c] += sx;
+    }
+  } else {
+    for (std::int64_t o = 0; o < d.outer; ++o) {
+      const std::int64_t base = o * c_n * inner;
+      for (std::int64_t c = 0; c < c_n; ++c) {
+        const double m = mean[c];
+        double s = 0.0, sx = 0.0;
+        for (std::int64_t i = 0; i < inner; ++i) {
+          const std::int64_t k = base + c * inner + i;
+          s += dy[k];
+          sx += dy[k] * (static_cast<double>(x[k]) - m);
+        }
+        sum_dy[c] += s;
+        sum_dy_xhat[c] += sx;
+      }
     }
   }
   for (std::int64_t c = 0; c < c_n; ++c) sum_dy_xhat[c] *= rstd[c];
@@ -92,6 +116,18 @@ void batch_norm_backward_dx_from_sums(BatchNormDims d, const float* x, const flo
     a[c] = g * rstd;
     b[c] = -g * rstd * rstd * sum_dy_xhat[c] / count;
     e[c] = -g * rstd * sum_dy[c] / count;
+  }
+  if (inner == 1) {
+    for (std::int64_t o = 0; o < d.outer; ++o) {
+      const float* xr = x + o * c_n;
+      const float* gr = dy + o * c_n;
+      float* out = dx + o * c_n;
+      for (std::int64_t c = 0; c < c_n; ++c) {
+        out[c] =
+            static_cast<float>(a[c] * gr[c] + b[c] * (static_cast<double>(xr[c]) - mean[c]) + e[c]);
+      }
+    }
+    return;
   }
   for (std::int64_t o = 0; o < d.outer; ++o) {
     const std::int64_t base = o * c_n * inner;

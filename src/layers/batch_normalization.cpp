@@ -253,7 +253,15 @@ void BatchNormalization::backward_empty() {
 void BatchNormalization::mask_by_output(const Tensor& dy) {
   // The fused ReLU's gradient mask: y = max(pre, 0) > 0 exactly where pre > 0.
   masked_dy_.resize(dy.shape());
-  for (std::int64_t i = 0; i < dy.size(); ++i) masked_dy_[i] = output_[i] > 0.0f ? dy[i] : 0.0f;
+  // Distinct buffers (restrict): a branch-free select the compiler vectorizes; a branch per
+  // element mispredicts on ReLU's random signs.
+  const float* __restrict y = output_.data();
+  const float* __restrict g = dy.data();
+  float* __restrict out = masked_dy_.data();
+  for (std::int64_t i = 0; i < dy.size(); ++i) {
+    const float gi = g[i];  // loaded unconditionally, so the select needs no branch
+    out[i] = y[i] > 0.0f ? gi : 0.0f;
+  }
 }
 
 void BatchNormalization::synchronized_backward(const Tensor& g, float* dx, float* dgamma,
