@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Projected data-parallel scaling of bnorm's distributed training on a cluster (paper only).
+
+Cost model of one training step on P ranks (no overlap of communication with compute: bnorm
+exchanges gradients after the whole backward), alpha-beta model per message:
+  gradients  rank-ordered all-reduce = all-to-all (P-1 messages of S/P bytes) + all-gather of the
+             reduced blocks (P-1 messages of S/P): 2 (P-1) alpha + 2 (P-1)/P * S / B
+  metrics    the same for 2 float64 (loss sum, correct count)
+  SyncBN     per BN layer with C channels: forward all-gather of (count, mean[C], M2[C]) float64,
+             (P-1) alpha + (P-1) (1 + 2C) 8 / B; backward rank-ordered all-reduce of 2C float64
+  compute    weak scaling, 64 samples per rank per step, one rank per core at the per-image time
+             measured here on one thread (bench/dist_scaling.sh: 1 x 1 rows)
+Efficiency = compute / (compute + communication). The second table replaces the linear
+(P-1) alpha latency of every collective with the 2 log2(P) alpha of tree / recursive-doubling
+algorithms (what MPI_Allreduce uses for small messages), i.e. what giving up the rank-ordered
+sums would buy. Usage: bench/dist_projection.py
+"""
+import math
+
+MODELS = {
+    # name: (trainable parameters, BN channels per layer, measured seconds per image, 1 thread)
+    "seed": (51_018, [64], 1 / 346_376),
+    "cnn": (422_090, [32, 64, 128], 1 / 2_519),
+    "resnet": (77_754, [16, 16, 16, 32, 32, 32, 64, 64, 64], 1 / 1_512),
+}
+NETWORKS = {
+    # name: (bytes per second, latency per message in seconds)
+    "10 Gbit/s (TCP, 20 us)": (10e9 / 8, 20e-6),
+    "100 Gbit/s (RDMA, 3 us)": (100e9 / 8, 3e-6),
+}
+SAMPLES_PER_RANK = 64
+
+
+def hops(p, tree):
+    return 2 * math.log2(p) if tree else 2 * (p - 1)
+
+
+def all_reduce(p, nbytes, bandwidth, latency, tree):
+    return hops(p, tree) * latency + 2 * (p - 1) / p * nbytes / bandwidth
+
+
+def step_communication(p, params, bn_channels, bandwidth, latency, tree):
+    t = all_reduce(p, 4 * params, bandwidth, latency, tree)  # float32 gradients
+    t += all_reduce(p, 16, bandwidth, latency, tree)  # metrics
+    for c in bn_channels:
+        t += hops(p, tree) / 2 * latency + (p - 1) * (1 + 2 * c) * 8 / bandwidth
+        t += all_reduce(p, 16 * c, bandwidth, latency, tree)
+    return t
+
+
+def main():
+    for tree in (False, True):
+        print("Rank-ordered sums (bnorm today):" if not tree else
+              "\nWith log2(P)-latency collectives instead:")
+        print("| model | gradient bytes / step | SyncBN bytes / step / rank (P=8) | network | "
+              "8 ranks | 64 ranks | 512 ranks |")
+        print("|---|---:|---:|---|---:|---:|---:|")
+        for name, (params, bn, per_image) in MODELS.items():
+            compute = SAMPLES_PER_RANK * per_image
+            syncbn = sum(7 * (1 + 2 * c) * 8 + 2 * 7 / 8 * 16 * c for c in bn)
+            for net, (bandwidth, latency) in NETWORKS.items():
+                cells = []
+                for p in (8, 64, 512):
+                    comm = step_communication(p, params, bn, bandwidth, latency, tree)
+                    cells.append(f"{100 * compute / (compute + comm):.0f}% ({1e3 * comm:.2f} ms)")
+                print(f"| {name} | {4 * params / 1024:.0f} KiB | {syncbn / 1024:.1f} KiB | {net} | "
+                      + " | ".join(cells) + " |")
+    print()
+    for name, (params, bn, per_image) in MODELS.items():
+        print(f"{name}: compute per step {1e3 * SAMPLES_PER_RANK * per_image:.2f} ms "
+              f"({SAMPLES_PER_RANK} samples, one core); {len(bn)} BN layers, "
+              f"{sum(bn)} channels; collectives per step: {2 + 2 + 3 * len(bn)} MPI calls")
+
+
+if __name__ == "__main__":
+    main()
