@@ -38,6 +38,49 @@ BatchNormalization::BatchNormalization(Options options)
   if (!(m >= 0.0 && m <= 1.0)) {
     throw ValueError("BatchNormalization: momentum must be in [0, 1]; received " + num(m));
   }
+  const double rm = options_.renorm_momentum;
+  if (!(rm >= 0.0 && rm <= 1.0)) {
+    throw ValueError("BatchNormalization: renorm_momentum must be in [0, 1]; received " + num(rm));
+  }
+  const auto& rmax = options_.renorm_rmax;
+  const auto& rmin = options_.renorm_rmin;
+  const auto& dmax = options_.renorm_dmax;
+  if ((rmax && !std::isfinite(*rmax)) || (rmin && !std::isfinite(*rmin)) ||
+      (dmax && !std::isfinite(*dmax))) {
+    throw ValueError("BatchNormalization: renorm_clipping values must be finite numbers");
+  }
+  if (rmax && rmin && *rmax < *rmin) {
+    throw ValueError(
+        "BatchNormalization: renorm_clipping rmax should be greater than rmin; "
+        "received rmax=" +
+        num(*rmax) + ", rmin=" + num(*rmin));
+  }
+  if (dmax && *dmax < 0.0) {
+    throw ValueError(
+        "BatchNormalization: renorm_clipping dmax should be non-negative; received "
+        "dmax=" +
+        num(*dmax));
+  }
+  if (options_.virtual_batch_size < 0) {
+    throw ValueError(
+        "BatchNormalization: virtual_batch_size must be a positive integer (or "
+        "none); received " +
+        std::to_string(options_.virtual_batch_size));
+  }
+  if (options_.renorm && !options_.track_moving_statistics) {
+    throw ValueError(
+        "BatchNormalization: renorm needs moving statistics (track_moving_statistics)");
+  }
+  const int family = (options_.renorm ? 1 : 0) + (options_.virtual_batch_size > 0 ? 1 : 0) +
+                     (options_.synchronized ? 1 : 0);
+  if (family > 1) {
+    throw ValueError(
+        "BatchNormalization: renorm, virtual_batch_size and synchronized cannot be combined; "
+        "received renorm=" +
+        std::string(options_.renorm ? "True" : "False") +
+        ", virtual_batch_size=" + std::to_string(options_.virtual_batch_size) +
+        ", synchronized=" + (options_.synchronized ? "True" : "False"));
+  }
   if (options_.gamma_l2 < 0.0f || options_.beta_l2 < 0.0f || !std::isfinite(options_.gamma_l2) ||
       !std::isfinite(options_.beta_l2)) {
     throw ValueError(
@@ -115,6 +158,20 @@ void BatchNormalization::do_build(const Shape& input_shape, Random& rng) {
     options_.moving_mean_initializer.apply(moving_mean_->value, rng, channels_, channels_);
     moving_variance_ = &add_weight("moving_variance", c, false);
     options_.moving_variance_initializer.apply(moving_variance_->value, rng, channels_, channels_);
+  }
+  if (options_.renorm) {
+    // Keras: the stddevs start at sqrt of the moving-variance initializer, renorm_mean at the
+    // moving-mean one (each initializer drawn again, as Keras clones it).
+    const auto sqrt_of = [&](Variable& v) {
+      options_.moving_variance_initializer.apply(v.value, rng, channels_, channels_);
+      for (float& f : v.value.values()) f = std::sqrt(f);
+    };
+    moving_stddev_ = &add_weight("moving_stddev", c, false);
+    sqrt_of(*moving_stddev_);
+    renorm_mean_ = &add_weight("renorm_mean", c, false);
+    options_.moving_mean_initializer.apply(renorm_mean_->value, rng, channels_, channels_);
+    renorm_stddev_ = &add_weight("renorm_stddev", c, false);
+    sqrt_of(*renorm_stddev_);
   }
   used_mean_ = Tensor(c);
   used_variance_ = Tensor(c);
@@ -225,8 +282,9 @@ void BatchNormalization::exchange_statistics(const Tensor* x) {
   }
   sync_count_ = n;
   if (n == 0.0) {
-    throw ShapeError(label() + ": every rank's batch is empty (synchronized statistics of 0 "
-                               "values)");
+    throw ShapeError(label() +
+                     ": every rank's batch is empty (synchronized statistics of 0 "
+                     "values)");
   }
   for (std::size_t c = 0; c < c_n; ++c) {
     used_mean_[static_cast<std::int64_t>(c)] = static_cast<float>(sync_merged_[c]);
@@ -273,9 +331,8 @@ void BatchNormalization::synchronized_backward(const Tensor& g, float* dx, float
   sync_scratch_.resize(3 * c_n);
   double* sum_dy = sync_local_.data();
   double* sum_dy_xhat = sync_local_.data() + c_n;
-  kernels::batch_norm_backward_sums(d, x.data(), g.data(), used_mean_.data(),
-                                    used_variance_.data(), options_.epsilon, sum_dy, sum_dy_xhat,
-                                    sync_scratch_.data());
+  kernels::batch_norm_backward_sums(d, x.data(), g.data(), used_mean_.data(), used_variance_.data(),
+                                    options_.epsilon, sum_dy, sum_dy_xhat, sync_scratch_.data());
   // This rank's share of the weight gradients (the gradient all-reduce adds the shares).
   for (std::size_t c = 0; c < c_n; ++c) {
     if (dbeta) dbeta[c] = static_cast<float>(sum_dy[c]);
@@ -290,12 +347,17 @@ void BatchNormalization::synchronized_backward(const Tensor& g, float* dx, float
 }
 
 void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
-  check_weights([this] { return label(); }, {gamma_, beta_, moving_mean_, moving_variance_},
-                moving_variance_, options_.epsilon);
+  check_weights(
+      [this] { return label(); },
+      {gamma_, beta_, moving_mean_, moving_variance_, moving_stddev_, renorm_mean_, renorm_stddev_},
+      moving_variance_, options_.epsilon);
   const auto d = detail::dims_of(x.shape(), axis_);
   y.resize(x.shape());
   used_batch_statistics_ = uses_batch_statistics(mode);
   synced_forward_ = synchronizes(mode);
+  renormalized_ = options_.renorm && used_batch_statistics_ && mode == Mode::training;
+  ghost_forward_ =
+      options_.virtual_batch_size > 0 && used_batch_statistics_ && mode == Mode::training;
   const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
   const float* beta = beta_ ? beta_->value.data() : nullptr;
   shortcut_ = std::exchange(pending_shortcut_, nullptr);
@@ -320,6 +382,23 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
         label() + ": expected more than 1 value per channel when training; received input shape " +
         x.shape().str());
   }
+  if (ghost_forward_) {
+    ghost_forward(x, y);
+    check_batch_statistics();
+    update_moving_statistics(mode, static_cast<double>(d.count() / x.shape()[0]) *
+                                       static_cast<double>(options_.virtual_batch_size));
+    return;
+  }
+  if (renormalized_) {
+    kernels::batch_norm_moments(d, x.data(), used_mean_.data(), used_variance_.data());
+    check_batch_statistics();
+    renorm_corrections();
+    gamma = effective_gamma_.data();
+    beta = effective_beta_.data();
+    normalize(used_mean_.data(), used_variance_.data());
+    update_renorm_statistics(mode);
+    return;
+  }
   if (synced_forward_) {
     check_batch_statistics();
     normalize(used_mean_.data(), used_variance_.data());
@@ -331,9 +410,8 @@ void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
                                                     options_.epsilon, used_mean_.data(),
                                                     used_variance_.data(), y.data());
     } else {
-      kernels::batch_norm_forward_training(d, x.data(), gamma, beta, options_.epsilon,
-                                           fused_relu_, used_mean_.data(), used_variance_.data(),
-                                           y.data());
+      kernels::batch_norm_forward_training(d, x.data(), gamma, beta, options_.epsilon, fused_relu_,
+                                           used_mean_.data(), used_variance_.data(), y.data());
     }
     check_batch_statistics();
   }
@@ -382,12 +460,17 @@ void BatchNormalization::backward_inputs(const Tensor& dy, std::span<const bool>
     dxs[1] = need_dx[1] ? &dshortcut_ : nullptr;
     return;
   }
+  float* dgamma = grads && gamma_ ? gamma_->gradient.data() : nullptr;
+  float* dbeta = grads && beta_ ? beta_->gradient.data() : nullptr;
+  if (renormalized_ && dgamma) {
+    renorm_sum_dy_.resize(Shape{channels_});
+    dbeta = renorm_sum_dy_.data();
+  }
   kernels::batch_norm_add_relu_backward(
-      d, x.data(), shortcut_->data(), dy.data(), mean, variance,
-      gamma_ ? gamma_->value.data() : nullptr, beta_ ? beta_->value.data() : nullptr,
+      d, x.data(), shortcut_->data(), dy.data(), mean, variance, applied_gamma(), applied_beta(),
       options_.epsilon, used_batch_statistics_, need_dx[0] ? dx_fused_.data() : nullptr,
-      need_dx[1] ? dshortcut_.data() : nullptr, grads && gamma_ ? gamma_->gradient.data() : nullptr,
-      grads && beta_ ? beta_->gradient.data() : nullptr);
+      need_dx[1] ? dshortcut_.data() : nullptr, dgamma, dbeta);
+  if (renormalized_ && dgamma) renorm_gradients(dgamma, dbeta);
   dxs[0] = need_dx[0] ? &dx_fused_ : nullptr;
   dxs[1] = need_dx[1] ? &dshortcut_ : nullptr;
 }
@@ -400,7 +483,6 @@ void BatchNormalization::do_backward(const Tensor& dy, bool compute_dx, Tensor& 
       used_batch_statistics_ ? used_variance_.data() : moving_variance_->value.data();
   if (compute_dx) dx.resize(x.shape());
   const bool grads = trainable();
-  const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
   float* dx_out = compute_dx ? dx.data() : nullptr;
   float* dgamma = grads && gamma_ ? gamma_->gradient.data() : nullptr;
   float* dbeta = grads && beta_ ? beta_->gradient.data() : nullptr;
@@ -409,13 +491,176 @@ void BatchNormalization::do_backward(const Tensor& dy, bool compute_dx, Tensor& 
     synchronized_backward(fused_relu_ ? masked_dy_ : dy, dx_out, dgamma, dbeta);
     return;
   }
+  if (ghost_forward_) {
+    ghost_backward(dy, dx_out, dgamma, dbeta);
+    return;
+  }
+  if (renormalized_ && dgamma) {
+    renorm_sum_dy_.resize(Shape{channels_});
+    dbeta = renorm_sum_dy_.data();  // sum(dy): beta's gradient, and d's share of gamma's
+  }
   if (fused_relu_) {
-    kernels::batch_norm_relu_backward(d, x.data(), dy.data(), mean, variance, gamma,
-                                      beta_ ? beta_->value.data() : nullptr, options_.epsilon,
-                                      used_batch_statistics_, dx_out, dgamma, dbeta);
+    kernels::batch_norm_relu_backward(d, x.data(), dy.data(), mean, variance, applied_gamma(),
+                                      applied_beta(), options_.epsilon, used_batch_statistics_,
+                                      dx_out, dgamma, dbeta);
   } else {
-    kernels::batch_norm_backward(d, x.data(), dy.data(), mean, variance, gamma, options_.epsilon,
-                                 used_batch_statistics_, dx_out, dgamma, dbeta);
+    kernels::batch_norm_backward(d, x.data(), dy.data(), mean, variance, applied_gamma(),
+                                 options_.epsilon, used_batch_statistics_, dx_out, dgamma, dbeta);
+  }
+  if (renormalized_ && dgamma) renorm_gradients(dgamma, dbeta);
+}
+
+// --- Batch Renormalization ---------------------------------------------------------------------
+
+const float* BatchNormalization::applied_gamma() const noexcept {
+  if (renormalized_) return effective_gamma_.data();
+  return gamma_ ? gamma_->value.data() : nullptr;
+}
+
+const float* BatchNormalization::applied_beta() const noexcept {
+  if (renormalized_) return effective_beta_.data();
+  return beta_ ? beta_->value.data() : nullptr;
+}
+
+void BatchNormalization::renorm_corrections() {
+  // Keras 3's arithmetic, in float32: r and d from the renorm statistics before this batch's
+  // update, clipped, composed with gamma and beta.
+  const Shape c{channels_};
+  renorm_r_.resize(c);
+  renorm_d_.resize(c);
+  effective_gamma_.resize(c);
+  effective_beta_.resize(c);
+  const float eps = options_.epsilon;
+  const float floor = std::sqrt(eps);
+  for (std::int64_t i = 0; i < channels_; ++i) {
+    const float stddev = std::sqrt(used_variance_[i] + eps);
+    const float renorm_stddev = std::max(renorm_stddev_->value[i], floor);
+    float r = stddev / renorm_stddev;
+    float dd = (used_mean_[i] - renorm_mean_->value[i]) / renorm_stddev;
+    if (options_.renorm_rmin) r = std::max(r, static_cast<float>(*options_.renorm_rmin));
+    if (options_.renorm_rmax) r = std::min(r, static_cast<float>(*options_.renorm_rmax));
+    if (options_.renorm_dmax) {
+      const auto dmax = static_cast<float>(*options_.renorm_dmax);
+      dd = std::min(std::max(dd, -dmax), dmax);
+    }
+    renorm_r_[i] = r;
+    renorm_d_[i] = dd;
+    const float g = gamma_ ? gamma_->value[i] : 1.0f;
+    effective_gamma_[i] = r * g;
+    effective_beta_[i] = dd * g + (beta_ ? beta_->value[i] : 0.0f);
+  }
+}
+
+void BatchNormalization::update_renorm_statistics(Mode mode) {
+  if (mode != Mode::training || !trainable()) return;
+  // Keras: momentum and 1 - momentum are Python floats, each rounded to float32.
+  const auto rm = static_cast<float>(options_.renorm_momentum);
+  const auto rm1 = static_cast<float>(1.0 - options_.renorm_momentum);
+  const auto m = static_cast<float>(options_.momentum);
+  const auto m1 = static_cast<float>(1.0 - options_.momentum);
+  const float eps = options_.epsilon;
+  for (std::int64_t i = 0; i < channels_; ++i) {
+    const float stddev = std::sqrt(used_variance_[i] + eps);
+    renorm_mean_->value[i] = renorm_mean_->value[i] * rm + used_mean_[i] * rm1;
+    renorm_stddev_->value[i] = renorm_stddev_->value[i] * rm + stddev * rm1;
+    moving_mean_->value[i] = moving_mean_->value[i] * m + used_mean_[i] * m1;
+    const float s = moving_stddev_->value[i] * m + stddev * m1;
+    moving_stddev_->value[i] = s;
+    moving_variance_->value[i] = std::max(s * s - eps, 0.0f);
+  }
+  ++num_batches_tracked_;
+}
+
+void BatchNormalization::renorm_gradients(float* dgamma, const float* sum_dy) {
+  // y = xhat * (r gamma) + (d gamma + beta) with r, d constants: dL/dgamma = r sum(dy xhat) +
+  // d sum(dy); the kernel left sum(dy xhat) in dgamma.
+  for (std::int64_t i = 0; i < channels_; ++i)
+    dgamma[i] = renorm_r_[i] * dgamma[i] + renorm_d_[i] * sum_dy[i];
+  if (beta_ && trainable() && sum_dy != beta_->gradient.data())
+    std::copy(sum_dy, sum_dy + channels_, beta_->gradient.data());
+}
+
+// --- Ghost BN -----------------------------------------------------------------------------------
+
+namespace {
+// Copies sample rows g, g + stride, g + 2 stride, ... (count of them) of `from` into `to`
+// (gather) or back (scatter).
+void gather_strided(const float* from, std::int64_t row, std::int64_t g, std::int64_t stride,
+                    std::int64_t count, float* to) {
+  for (std::int64_t a = 0; a < count; ++a)
+    std::copy(from + (a * stride + g) * row, from + (a * stride + g + 1) * row, to + a * row);
+}
+void scatter_strided(const float* from, std::int64_t row, std::int64_t g, std::int64_t stride,
+                     std::int64_t count, float* to) {
+  for (std::int64_t a = 0; a < count; ++a)
+    std::copy(from + a * row, from + (a + 1) * row, to + (a * stride + g) * row);
+}
+}  // namespace
+
+void BatchNormalization::ghost_forward(const Tensor& x, Tensor& y) {
+  const std::int64_t n = x.shape()[0], v = options_.virtual_batch_size;
+  if (n % v != 0) {
+    throw ShapeError(label() + ": virtual_batch_size " + std::to_string(v) +
+                     " must divide the batch size; received a batch of " + std::to_string(n));
+  }
+  const std::int64_t ghosts = n / v, row = x.size() / n;
+  std::vector<std::int64_t> dims = x.shape().dims();
+  dims[0] = v;
+  const Shape ghost_shape{dims};
+  const auto d = detail::dims_of(ghost_shape, axis_);
+  ghost_x_.resize(ghost_shape);
+  ghost_y_.resize(ghost_shape);
+  ghost_mean_.resize(Shape{ghosts, channels_});
+  ghost_variance_.resize(Shape{ghosts, channels_});
+  const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
+  const float* beta = beta_ ? beta_->value.data() : nullptr;
+  for (std::int64_t g = 0; g < ghosts; ++g) {
+    gather_strided(x.data(), row, g, ghosts, v, ghost_x_.data());
+    kernels::batch_norm_forward_training(d, ghost_x_.data(), gamma, beta, options_.epsilon, false,
+                                         ghost_mean_.data() + g * channels_,
+                                         ghost_variance_.data() + g * channels_, ghost_y_.data());
+    scatter_strided(ghost_y_.data(), row, g, ghosts, v, y.data());
+  }
+  // The moving statistics move towards the mean of the ghost batches' means and variances.
+  for (std::int64_t c = 0; c < channels_; ++c) {
+    double mean = 0.0, variance = 0.0;
+    for (std::int64_t g = 0; g < ghosts; ++g) {
+      mean += ghost_mean_[g * channels_ + c];
+      variance += ghost_variance_[g * channels_ + c];
+    }
+    used_mean_[c] = static_cast<float>(mean / static_cast<double>(ghosts));
+    used_variance_[c] = static_cast<float>(variance / static_cast<double>(ghosts));
+  }
+}
+
+void BatchNormalization::ghost_backward(const Tensor& dy, float* dx, float* dgamma, float* dbeta) {
+  const Tensor& x = *last_input_;
+  const std::int64_t n = x.shape()[0], v = options_.virtual_batch_size, ghosts = n / v;
+  const std::int64_t row = x.size() / n;
+  const auto d = detail::dims_of(ghost_x_.shape(), axis_);
+  ghost_dy_.resize(ghost_x_.shape());
+  ghost_dx_.resize(ghost_x_.shape());
+  ghost_dgamma_.resize(Shape{channels_});
+  ghost_dbeta_.resize(Shape{channels_});
+  std::vector<double> sum_dgamma(static_cast<std::size_t>(channels_), 0.0),
+      sum_dbeta(static_cast<std::size_t>(channels_), 0.0);
+  const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
+  for (std::int64_t g = 0; g < ghosts; ++g) {
+    gather_strided(x.data(), row, g, ghosts, v, ghost_x_.data());
+    gather_strided(dy.data(), row, g, ghosts, v, ghost_dy_.data());
+    kernels::batch_norm_backward(
+        d, ghost_x_.data(), ghost_dy_.data(), ghost_mean_.data() + g * channels_,
+        ghost_variance_.data() + g * channels_, gamma, options_.epsilon, true,
+        dx ? ghost_dx_.data() : nullptr, ghost_dgamma_.data(), ghost_dbeta_.data());
+    if (dx) scatter_strided(ghost_dx_.data(), row, g, ghosts, v, dx);
+    for (std::int64_t c = 0; c < channels_; ++c) {
+      sum_dgamma[static_cast<std::size_t>(c)] += ghost_dgamma_[c];
+      sum_dbeta[static_cast<std::size_t>(c)] += ghost_dbeta_[c];
+    }
+  }
+  for (std::int64_t c = 0; c < channels_; ++c) {
+    if (dgamma) dgamma[c] = static_cast<float>(sum_dgamma[static_cast<std::size_t>(c)]);
+    if (dbeta) dbeta[c] = static_cast<float>(sum_dbeta[static_cast<std::size_t>(c)]);
   }
 }
 

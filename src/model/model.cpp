@@ -446,7 +446,7 @@ void Model::apply_fusion() {
   std::vector<int> move_before(p.steps.size(), -1);
   for (std::size_t b = 0; b < p.steps.size(); ++b) {
     auto* bn = dynamic_cast<BatchNormalization*>(p.steps[b].layer.get());
-    if (!bn) continue;
+    if (!bn || !bn->fusable()) continue;
     const int next = only_consumer(p.steps[b].out);
     if (next < 0) continue;
     auto& n = p.steps[static_cast<std::size_t>(next)];

@@ -1,6 +1,7 @@
 // bnorm/layers/batch_normalization.hpp — Keras 3 BatchNormalization (and a PyTorch preset).
 #pragma once
 
+#include <optional>
 #include <vector>
 
 #include "bnorm/layers/layer.hpp"
@@ -39,6 +40,26 @@ class BatchNormalization final : public Layer {
     // sums) are those of the global batch, over every rank (see set_communicator). Without a
     // communicator of more than one process it changes nothing, as in Keras.
     bool synchronized = false;
+    // --- Batch Renormalization (Ioffe 2017; Keras 3.14+ renorm=True) ---
+    // Training normalizes with the batch statistics, then corrects towards the renorm moving
+    // statistics: with stddev = sqrt(batch_variance + epsilon) and
+    // renorm_stddev' = max(renorm_stddev, sqrt(epsilon)),
+    //   r = clip(stddev / renorm_stddev', rmin, rmax), d = clip((batch_mean - renorm_mean) /
+    //   renorm_stddev', -dmax, dmax),  y = xhat * (r gamma) + (d gamma + beta),
+    // r and d constants for the gradients. Then renorm_mean/renorm_stddev move towards the
+    // batch's mean/stddev with renorm_momentum, moving_mean/moving_stddev with momentum, and
+    // moving_variance = max(moving_stddev^2 - epsilon, 0) (what inference uses). Extra weights,
+    // after moving_variance in Keras's order: moving_stddev, renorm_mean, renorm_stddev.
+    bool renorm = false;
+    std::optional<double> renorm_rmax, renorm_rmin, renorm_dmax;  // Keras renorm_clipping
+    double renorm_momentum = 0.99;
+    // --- Ghost BN (tf.keras 2 virtual_batch_size; 0 = none) ---
+    // Training splits each batch of N samples into N / V ghost batches of V samples (N must be a
+    // multiple of V, a ShapeError otherwise) the way tf.keras 2 does, by reshaping to
+    // (V, N / V, ...): ghost batch g holds samples g, g + N/V, g + 2 N/V, ... Each is normalized
+    // with its own statistics (gamma and beta shared); the moving statistics move towards the
+    // mean over ghost batches of their means and of their variances. Inference is unchanged.
+    std::int64_t virtual_batch_size = 0;
     // --- PyTorch conventions (all off for Keras) ---
     // Store the Bessel-corrected (n / (n - 1)) batch variance in moving_variance.
     bool unbiased_moving_variance = false;
@@ -106,10 +127,17 @@ class BatchNormalization final : public Layer {
   void forward_empty(Mode mode);
   void backward_empty();
 
+  // Whether a model may run this layer fused with a following ReLU or Add + ReLU (not with
+  // virtual batches).
+  bool fusable() const noexcept { return options_.virtual_batch_size == 0; }
+
   Variable* gamma() noexcept { return gamma_; }
   Variable* beta() noexcept { return beta_; }
   Variable* moving_mean() noexcept { return moving_mean_; }
   Variable* moving_variance() noexcept { return moving_variance_; }
+  Variable* moving_stddev() noexcept { return moving_stddev_; }  // renorm only
+  Variable* renorm_mean() noexcept { return renorm_mean_; }
+  Variable* renorm_stddev() noexcept { return renorm_stddev_; }
 
  protected:
   void do_build(const Shape& input_shape, Random& rng) override;
@@ -127,6 +155,17 @@ class BatchNormalization final : public Layer {
   void exchange_statistics(const Tensor* x);
   // masked_dy_ = dy where the last forward's output is > 0 (the fused ReLU's gradient), else 0.
   void mask_by_output(const Tensor& dy);
+  // Renorm: r, d and the effective gamma/beta from the batch statistics in used_*_.
+  void renorm_corrections();
+  void update_renorm_statistics(Mode mode);
+  // gamma (or the renorm-corrected one) as the last training forward applied it; nullptr: none.
+  const float* applied_gamma() const noexcept;
+  const float* applied_beta() const noexcept;
+  // Renorm: turns dgamma = sum(dy * xhat) into the gradient of gamma (r * that + d * sum(dy)).
+  void renorm_gradients(float* dgamma, const float* sum_dy);
+  // Ghost BN training forward / backward.
+  void ghost_forward(const Tensor& x, Tensor& y);
+  void ghost_backward(const Tensor& dy, float* dx, float* dgamma, float* dbeta);
   // The synchronized backward of g (dy, with the fused ReLU's mask already applied).
   void synchronized_backward(const Tensor& g, float* dx, float* dgamma, float* dbeta);
   void copy_state_from(const Layer& other) override {
@@ -142,6 +181,14 @@ class BatchNormalization final : public Layer {
   Variable* beta_ = nullptr;
   Variable* moving_mean_ = nullptr;
   Variable* moving_variance_ = nullptr;
+  Variable* moving_stddev_ = nullptr;
+  Variable* renorm_mean_ = nullptr;
+  Variable* renorm_stddev_ = nullptr;
+  bool renormalized_ = false;  // the last forward applied the renorm correction
+  Tensor renorm_r_, renorm_d_, effective_gamma_, effective_beta_, renorm_sum_dy_;
+  Tensor ghost_x_, ghost_y_, ghost_dy_, ghost_dx_, ghost_mean_, ghost_variance_, ghost_dgamma_,
+      ghost_dbeta_;
+  bool ghost_forward_ = false;  // the last forward used virtual batches
   // Statistics used by the last forward (batch or moving), for backward.
   Tensor used_mean_, used_variance_;
   bool used_batch_statistics_ = false;
