@@ -420,7 +420,19 @@ json bn_config(const Layer& layer) {
           {"cumulative_moving_average", o.cumulative_moving_average},
           {"track_moving_statistics", o.track_moving_statistics},
           {"error_on_single_value", o.error_on_single_value},
-          {"synchronized", o.synchronized}};
+          {"synchronized", o.synchronized},
+          {"renorm", o.renorm},
+          {"renorm_rmax", o.renorm_rmax ? json(*o.renorm_rmax) : json(nullptr)},
+          {"renorm_rmin", o.renorm_rmin ? json(*o.renorm_rmin) : json(nullptr)},
+          {"renorm_dmax", o.renorm_dmax ? json(*o.renorm_dmax) : json(nullptr)},
+          {"renorm_momentum", o.renorm_momentum},
+          {"virtual_batch_size", o.virtual_batch_size}};
+}
+// A number or null (an optional option), absent = fallback.
+std::optional<double> get_optional_number(ConfigReader& c, const std::string& key,
+                                          std::optional<double> fallback) {
+  if (!c.has(key) || c.raw(key).is_null()) return fallback;
+  return c.get_number<double>(key, 0.0);
 }
 std::unique_ptr<Layer> bn_from(ConfigReader& c) {
   BatchNormalization::Options o;
@@ -449,6 +461,13 @@ std::unique_ptr<Layer> bn_from(ConfigReader& c) {
   o.track_moving_statistics = c.get_bool("track_moving_statistics", o.track_moving_statistics);
   o.error_on_single_value = c.get_bool("error_on_single_value", o.error_on_single_value);
   o.synchronized = c.get_bool("synchronized", o.synchronized);
+  o.renorm = c.get_bool("renorm", o.renorm);
+  o.renorm_rmax = get_optional_number(c, "renorm_rmax", o.renorm_rmax);
+  o.renorm_rmin = get_optional_number(c, "renorm_rmin", o.renorm_rmin);
+  o.renorm_dmax = get_optional_number(c, "renorm_dmax", o.renorm_dmax);
+  o.renorm_momentum = c.get_number<double>("renorm_momentum", o.renorm_momentum);
+  if (c.has("virtual_batch_size"))
+    o.virtual_batch_size = c.get_int("virtual_batch_size", 0, std::int64_t{1} << 40);
   c.finish();
   return std::make_unique<BatchNormalization>(o);
 }
@@ -1132,7 +1151,8 @@ std::vector<std::vector<std::int64_t>> expected_weight_dims(const Layer& layer, 
   } else if (const auto* bn = dynamic_cast<const BatchNormalization*>(&layer)) {
     const auto& o = bn->options();
     const std::int64_t c = statistics_channels(layer, in);
-    const int n = (o.scale ? 1 : 0) + (o.center ? 1 : 0) + (o.track_moving_statistics ? 2 : 0);
+    const int n = (o.scale ? 1 : 0) + (o.center ? 1 : 0) + (o.track_moving_statistics ? 2 : 0) +
+                  (o.renorm ? 3 : 0);  // moving_stddev, renorm_mean, renorm_stddev
     for (int i = 0; i < n; ++i) out.push_back({c});
   } else if (const auto* nz = dynamic_cast<const Normalization*>(&layer)) {
     if (!nz->fixed_statistics()) {  // adapt mode: mean, variance over the kept axes, and count

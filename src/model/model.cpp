@@ -1254,6 +1254,74 @@ void Model::set_random_streams(const RandomStreams& streams) {
   for (std::size_t i = 0; i < mine.size(); ++i) *mine[i].second = streams.layers[i].second;
 }
 
+std::int64_t Model::recalibrate_batch_norm(const Tensor& x, std::int64_t batch_size,
+                                           std::int64_t batches) {
+  return recalibrate_batch_norm(std::vector<const Tensor*>{&x}, batch_size, batches);
+}
+
+std::int64_t Model::recalibrate_batch_norm(const std::vector<const Tensor*>& xs,
+                                           std::int64_t batch_size, std::int64_t batches) {
+  const ScopedFlushDenormal flush_denormals;
+  if (batch_size < 1) {
+    throw ValueError("recalibrate_batch_norm: batch_size must be >= 1; received " +
+                     std::to_string(batch_size));
+  }
+  if (batches < 0) {
+    throw ValueError("recalibrate_batch_norm: batches must be >= 0; received " +
+                     std::to_string(batches));
+  }
+  check_xy(xs, {}, "recalibrate_batch_norm");
+  prepare(xs);
+  struct Saved {
+    BatchNormalization* bn;
+    bool cumulative;
+    std::int64_t tracked;
+  };
+  std::vector<Saved> saved;
+  for (auto& l : layers_) {
+    auto* bn = dynamic_cast<BatchNormalization*>(l.get());
+    if (!bn || !bn->uses_batch_statistics(Mode::training) || !bn->moving_mean()) continue;
+    if (bn->options().renorm || bn->options().virtual_batch_size > 0) {
+      throw ValueError("recalibrate_batch_norm: layer '" + bn->name() + "' uses " +
+                       (bn->options().renorm ? "renorm" : "virtual_batch_size") +
+                       ", whose moving statistics are not averages of batch statistics");
+    }
+    saved.push_back({bn, bn->options().cumulative_moving_average, bn->num_batches_tracked()});
+  }
+  const RandomStreams streams = random_streams();
+  // The cumulative average: the k-th batch (from 0) enters with weight 1 / (k + 1), so after K
+  // batches each moving statistic is the mean of the K batch statistics.
+  for (auto& s : saved) {
+    s.bn->set_cumulative_moving_average(true);
+    s.bn->set_num_batches_tracked(0);
+  }
+  const auto restore = [&] {
+    for (auto& s : saved) {
+      s.bn->set_cumulative_moving_average(s.cumulative);
+      s.bn->set_num_batches_tracked(s.tracked);
+    }
+    set_random_streams(streams);
+  };
+  const std::int64_t n = xs[0]->shape()[0];
+  std::int64_t available = n / batch_size + (n % batch_size != 0 ? 1 : 0);
+  if (batches > 0) available = std::min(available, batches);
+  std::vector<Tensor> bx(xs.size());
+  std::vector<const Tensor*> pbx;
+  for (auto& t : bx) pbx.push_back(&t);
+  try {
+    for (std::int64_t b = 0; b < available; ++b) {
+      const std::int64_t b0 = b * batch_size, b1 = std::min(n, b0 + batch_size);
+      for (std::size_t i = 0; i < xs.size(); ++i) copy_rows(*xs[i], b0, b1, bx[i]);
+      forward(pbx, Mode::training);
+    }
+  } catch (...) {
+    restore();
+    throw;
+  }
+  restore();
+  return available;
+}
+
 EvaluateResult Model::evaluate(const Tensor& x, const Tensor& y, std::int64_t batch_size,
                                Mode mode) {
   return evaluate(std::vector<const Tensor*>{&x}, std::vector<const Tensor*>{&y}, batch_size, mode);

@@ -295,6 +295,25 @@ TEST_F(CliFakeData, SummaryJsonDescribesTheRun) {
   EXPECT_TRUE(doc["models"][1]["batch_norm_test_modes"].is_null());
 }
 
+// bnorm recalibrate (PreciseBN) on the trained seed model: writes the model with new moving
+// statistics, reports the test accuracy before and after; refuses a model without BN.
+TEST_F(CliFakeData, RecalibrateWritesTheModelWithNewMovingStatistics) {
+  ASSERT_EQ(train_->code, 0) << train_->err;
+  const std::string out = dir_->file("recalibrated.bnorm");
+  const auto r = bnorm("recalibrate --model " + quote(out_ + "/model_seed.bnorm") + " --out " +
+                       quote(out) + " --batches 5 --batch-size 16 --threads 1" + data_flag());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("from 5 batches of 16"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("before"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::is_regular_file(out));
+  expect_one_line_error(bnorm("recalibrate --model " + quote(out_ + "/model_seed-nobn.bnorm") +
+                              " --out " + quote(dir_->file("x.bnorm")) + data_flag()),
+                        "no trainable BatchNormalization", 1);
+  expect_one_line_error(bnorm("recalibrate --model " + quote(out) + " --out " + quote(out) +
+                              " --batches 0" + data_flag()),
+                        "--batches must be at least 1", 2);
+}
+
 // --threads > BNORM_NUM_THREADS > bnorm's default; summary.json records the count used.
 TEST_F(CliFakeData, ThreadCountFromFlagOrEnvironment) {
   const auto threads_used = [&](const std::string& flags, const std::string& env) {

@@ -182,12 +182,51 @@ def case(spec_in):
     print(f"  {FAMILY}/{name}: {', '.join(arrays)}")
 
 
+FILES_OUT = OUT.parent / "keras_bn_family_files"
+
+
+def model_file(name, framework, build, filename):
+    """A small model with a family BN layer, trained a few steps (so every weight is non-trivial),
+    saved by the framework itself, with inputs and its inference predictions."""
+    rng = rng_for("files/" + name)
+    x_train = f32(rng.normal(1.0, 2.0, (64, 6)))
+    y_train = rng.integers(0, 3, 64)
+    framework.utils.set_random_seed(1)
+    model = build()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    x = f32(rng.normal(1.0, 2.0, (10, 6)))
+    y = f32(model.predict(x, verbose=0))
+    d = FILES_OUT / name
+    d.mkdir(parents=True)
+    model.save(d / filename)
+    np.save(d / "x.npy", x, allow_pickle=False)
+    np.save(d / "y.npy", y, allow_pickle=False)
+    meta = {"family": "keras_bn_family_files", "case": name,
+            "generator": "tests/parity/generate_bn_family.py", "versions": VERSIONS,
+            "config": {"file": filename}, "arrays": ["x", "y"]}
+    (d / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"  keras_bn_family_files/{name}: {filename}, x, y")
+
+
 def main():
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    for out in (OUT, FILES_OUT):
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
     for spec in CASES:
         case(spec)
+    model_file("renorm_keras3", keras, lambda: keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(8),
+        keras.layers.BatchNormalization(renorm=True, momentum=0.9, renorm_momentum=0.9,
+                                        renorm_clipping={"rmax": 2.0, "rmin": 0.5, "dmax": 1.0}),
+        keras.layers.Activation("relu"), keras.layers.Dense(3, activation="softmax")]),
+        "model.keras")
+    model_file("ghost_tf_keras2", tf_keras, lambda: tf_keras.Sequential([
+        tf_keras.Input((6,)), tf_keras.layers.Dense(8),
+        tf_keras.layers.BatchNormalization(virtual_batch_size=4, momentum=0.9),
+        tf_keras.layers.Activation("relu"), tf_keras.layers.Dense(3, activation="softmax")]),
+        "model.h5")
 
 
 if __name__ == "__main__":

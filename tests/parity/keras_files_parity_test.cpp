@@ -144,5 +144,46 @@ TEST(KerasFilesParity, BnormRoundTripsEveryCase) {
   }
 }
 
+// The BN family in files the frameworks wrote (tests/parity/generate_bn_family.py): Keras 3's
+// renorm=True in a .keras file and tf.keras 2's virtual_batch_size in a legacy .h5 (its gamma and
+// beta stored (1, 1, C)) load and predict what the framework predicted. The renorm model writes
+// back to .keras, .h5 and .bnorm with its seven BN weights; the Ghost BN one to .bnorm, while
+// Keras 3 formats refuse it (Keras 3 has no virtual_batch_size).
+TEST(KerasFilesParity, BnFamilyFiles) {
+  const fs::path root = fs::path(BNORM_SOURCE_DIR) / "tests/parity/fixtures/keras_bn_family_files";
+  testing::TempDir tmp;
+  for (const auto& [name, file] :
+       {std::pair<const char*, const char*>{"renorm_keras3", "model.keras"},
+        {"ghost_tf_keras2", "model.h5"}}) {
+    SCOPED_TRACE(name);
+    const fs::path dir = root / name;
+    Model m = io::load_model((dir / file).string());
+    const auto xs = arrays(dir, "x");
+    const double err = worst_error(predict(m, xs), arrays(dir, "y"));
+    EXPECT_LE(err, kTolerance);
+    std::printf("keras_bn_family_files/%s: worst relative error %.3g\n", name, err);
+    const auto want = predict(m, xs);
+    const bool ghost = std::string(name) == "ghost_tf_keras2";
+    for (const char* ext : {".keras", ".h5", ".bnorm"}) {
+      const std::string path = tmp.file(std::string(name) + ext);
+      if (ghost && std::string(ext) != ".bnorm") {
+        try {
+          io::save_model(m, path);
+          ADD_FAILURE() << "wrote virtual_batch_size to " << ext;
+        } catch (const IoError& e) {
+          EXPECT_NE(std::string(e.what()).find("virtual_batch_size"), std::string::npos)
+              << e.what();
+        }
+        continue;
+      }
+      io::save_model(m, path);
+      Model back = io::load_model(path);
+      const auto got = predict(back, xs);
+      for (std::int64_t i = 0; i < got[0].size(); ++i) ASSERT_EQ(got[0][i], want[0][i]) << ext;
+      EXPECT_EQ(back.get_weights().size(), m.get_weights().size());
+    }
+  }
+}
+
 }  // namespace
 }  // namespace bnorm

@@ -31,6 +31,7 @@ Action add_evaluate_command(CLI::App& app);
 Action add_predict_command(CLI::App& app);
 Action add_summary_command(CLI::App& app);
 Action add_convert_command(CLI::App& app);
+Action add_recalibrate_command(CLI::App& app);
 Action add_bench_command(CLI::App& app);
 
 inline constexpr int kNumClasses = 10;

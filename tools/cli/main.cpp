@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   add("predict", add_predict_command);
   add("summary", add_summary_command);
   add("convert", add_convert_command);
+  add("recalibrate", add_recalibrate_command);
   add("bench", add_bench_command);
 
   // An unknown first word is named (CLI11 would only say that a subcommand is required).

@@ -120,6 +120,8 @@ class BatchNormalization final : public Layer {
   void set_communicator(dist::Communicator* communicator) noexcept { communicator_ = communicator; }
   // Options::synchronized after construction (the CLI's --sync-bn on a preset or loaded model).
   void set_synchronized(bool synchronized) noexcept { options_.synchronized = synchronized; }
+  // Options::cumulative_moving_average after construction (Model::recalibrate_batch_norm).
+  void set_cumulative_moving_average(bool on) noexcept { options_.cumulative_moving_average = on; }
   // Whether a forward in `mode` exchanges statistics with the other ranks.
   bool synchronizes(Mode mode) const noexcept;
   // For a rank whose share of the step is empty: the same exchanges as a forward and a backward

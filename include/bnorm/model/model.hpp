@@ -187,6 +187,22 @@ class Model {
   std::vector<Tensor> predict_all(const std::vector<const Tensor*>& xs,
                                   std::int64_t batch_size = 32);
 
+  // PreciseBN (Wu & Johnson 2021, fvcore's update_bn_stats): replaces the moving statistics of
+  // every BatchNormalization that learns them (trainable, tracking moving statistics) by the plain
+  // average of its batch statistics over the first `batches` batches of `batch_size` samples of x
+  // (in order; 0, or more than x has: all of them), the model running forward in training mode
+  // as in fit. The exponential moving averages of a short run still weigh their initial values
+  // (momentum^steps) and the early weights' statistics; the average of K batches with the final
+  // weights does not. The variance averaged is the one the layer stores (biased for Keras,
+  // Bessel-corrected for the PyTorch preset). Nothing else changes: weights, optimizer state,
+  // random streams (Dropout's draws are put back) and the layers' batch counters are restored.
+  // Returns the number of batches used. ValueError for a model that is not built, and for
+  // renorm or virtual-batch (Ghost) BN layers, whose statistics are not plain batch averages.
+  std::int64_t recalibrate_batch_norm(const Tensor& x, std::int64_t batch_size = 32,
+                                      std::int64_t batches = 0);
+  std::int64_t recalibrate_batch_norm(const std::vector<const Tensor*>& xs,
+                                      std::int64_t batch_size = 32, std::int64_t batches = 0);
+
   // Batch-norm folding for inference, a rewrite of the graph. A Dense or Conv2D with a linear
   // activation whose output goes only to a BatchNormalization over its channel axis (the last
   // axis; axis 1 for Conv2D channels_first) that normalizes with moving statistics at inference

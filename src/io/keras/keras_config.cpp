@@ -206,11 +206,32 @@ json config_from_keras(const std::string& cls, const json& kcfg, const Where& w,
       require(v.is_boolean(), key, v, "a non-boolean 'synchronized'");
       out[key] = v;
     } else if (bn && key == "renorm") {
-      require(v.is_boolean() && !v.get<bool>(), key, v, "Batch Renormalization");
-    } else if (bn && (key == "renorm_clipping" || key == "renorm_momentum" || key == "fused")) {
-      // Meaningful only with renorm=True (refused above) / a TF 1 kernel choice.
-    } else if (bn && (key == "virtual_batch_size" || key == "adjustment")) {
-      require(v.is_null(), key, v, "Ghost BatchNormalization / adjustment");
+      require(v.is_boolean(), key, v, "a non-boolean 'renorm'");
+      out[key] = v;
+    } else if (bn && key == "renorm_clipping") {
+      // Keras: null or a dict of rmax, rmin, dmax (each a number or absent/null).
+      require(v.is_null() || v.is_object(), key, v, "a 'renorm_clipping' that is not a dict");
+      if (v.is_object()) {
+        for (auto c = v.begin(); c != v.end(); ++c) {
+          require(c.key() == "rmax" || c.key() == "rmin" || c.key() == "dmax", key, v,
+                  "a 'renorm_clipping' key other than rmax, rmin, dmax");
+          require(c.value().is_null() || c.value().is_number(), key, v,
+                  "a non-numeric 'renorm_clipping' value");
+          if (c.value().is_number()) out["renorm_" + c.key()] = c.value();
+        }
+      }
+    } else if (bn && key == "renorm_momentum") {
+      require(v.is_number(), key, v, "a non-numeric 'renorm_momentum'");
+      out[key] = v;
+    } else if (bn && key == "fused") {
+      // A TF 1 kernel choice: the same math.
+    } else if (bn && key == "virtual_batch_size") {
+      // tf.keras 2's Ghost BN (legacy .h5 files).
+      require(v.is_null() || (v.is_number_integer() && v.get<std::int64_t>() >= 1), key, v,
+              "a 'virtual_batch_size' that is not a positive integer");
+      if (!v.is_null()) out[key] = v;
+    } else if (bn && key == "adjustment") {
+      require(v.is_null(), key, v, "BatchNormalization adjustment");
     } else if (key == "groups") {
       require(v.is_number_integer() && v.get<std::int64_t>() == 1, key, v, "grouped convolution");
     } else if (key == "activation" && v.is_object()) {
@@ -227,6 +248,21 @@ json config_from_keras(const std::string& cls, const json& kcfg, const Where& w,
     }
   }
   // Keras's legacy BN axis list [3] is bnorm's list form; bnorm's codec reads both.
+  // tf.keras 2's Ghost BN inserts a virtual-batch axis at 1 when it is built and shifts its own
+  // axis by one, which get_config then saves: a saved (built) layer's axis counts that extra
+  // axis (tf.keras 2 cannot load such a file back: "Invalid value for `axis` argument"). The
+  // data's axis is one less.
+  if (bn && out.contains("virtual_batch_size") && out.contains("axis")) {
+    json& axis = out["axis"];
+    const auto unshift = [&](json& a) {
+      if (a.is_number_integer() && a.get<std::int64_t>() >= 2) a = a.get<std::int64_t>() - 1;
+    };
+    if (axis.is_array()) {
+      for (auto& a : axis) unshift(a);
+    } else {
+      unshift(axis);
+    }
+  }
   return out;
 }
 
@@ -856,6 +892,14 @@ json layer_config_to_keras(const Layer& layer, const std::string& context) {
         throw IoError(context + "layer '" + layer.name() + "' (BatchNormalization) uses '" + key +
                       "' (PyTorch semantics), which Keras cannot express");
       }
+    } else if (bn && (key == "renorm_rmax" || key == "renorm_rmin" || key == "renorm_dmax")) {
+      // Written below as Keras's renorm_clipping dict.
+    } else if (bn && key == "virtual_batch_size") {
+      if (v != 0) {
+        throw IoError(context + "layer '" + layer.name() +
+                      "' (BatchNormalization) uses virtual_batch_size (tf.keras 2's Ghost BN), "
+                      "which Keras 3 cannot express");
+      }
     } else if (bn && key == "track_moving_statistics") {
       if (v == false) {
         throw IoError(context + "layer '" + layer.name() +
@@ -865,6 +909,15 @@ json layer_config_to_keras(const Layer& layer, const std::string& context) {
     } else {
       out[key] = v;
     }
+  }
+  if (bn) {
+    json clipping = nullptr;
+    for (const char* k : {"rmax", "rmin", "dmax"}) {
+      const std::string native_key = std::string("renorm_") + k;
+      if (native.contains(native_key) && !native[native_key].is_null())
+        clipping[k] = native[native_key];
+    }
+    out["renorm_clipping"] = clipping;
   }
   return out;
 }

@@ -48,7 +48,16 @@ struct LayerDatasets {
 // A Keras scalar (Normalization's count) fits bnorm's one-element vector.
 bool dims_match(const std::vector<std::int64_t>& file, const std::vector<std::int64_t>& need) {
   if (file == need) return true;
-  return file.empty() && need == std::vector<std::int64_t>{1};
+  if (file.empty() && need == std::vector<std::int64_t>{1}) return true;
+  // A per-channel weight stored broadcast-shaped, e.g. tf.keras 2's Ghost BN gamma (1, 1, C):
+  // one axis of C and ones elsewhere holds the same C values in the same order.
+  if (need.size() != 1 || file.size() < 2) return false;
+  std::int64_t product = 1, non_one = 0;
+  for (auto d : file) {
+    product *= d;
+    if (d != 1) ++non_one;
+  }
+  return product == need[0] && non_one <= 1;
 }
 
 // Reads dataset i of `ds` into `t`, whose shape the layer fixed: the file's shape must match it,
