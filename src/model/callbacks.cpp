@@ -12,8 +12,11 @@
 #include <sstream>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/layers/batch_normalization.hpp"
+#include "bnorm/model/model.hpp"
 #include "bnorm/model/optimizers.hpp"
 #include "bnorm/model/sequential.hpp"
+#include "layers/batch_norm_dims.hpp"
 
 namespace bnorm {
 
@@ -213,6 +216,123 @@ LearningRateScheduler::Schedule cosine_decay(double initial_learning_rate, int d
     const double cosine = 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
     return initial_learning_rate * ((1.0 - alpha) * cosine + alpha);
   };
+}
+
+// --- BatchNormMonitor ---------------------------------------------------------------------------
+
+namespace {
+std::vector<BatchNormalization*> monitored(Model& model) {
+  std::vector<BatchNormalization*> out;
+  for (auto& l : model.layers())
+    if (auto* bn = dynamic_cast<BatchNormalization*>(l.get())) out.push_back(bn);
+  return out;
+}
+
+struct Summary {
+  double mean = std::numeric_limits<double>::quiet_NaN(), std = mean, min = mean, max = mean;
+};
+Summary summarize(const Variable* v) {
+  Summary s;
+  if (!v || v->value.size() == 0) return s;
+  double sum = 0.0, sq = 0.0;
+  s.min = s.max = v->value[0];
+  for (float f : v->value.values()) {
+    sum += f;
+    s.min = std::min(s.min, static_cast<double>(f));
+    s.max = std::max(s.max, static_cast<double>(f));
+  }
+  const double n = static_cast<double>(v->value.size());
+  s.mean = sum / n;
+  for (float f : v->value.values()) sq += (f - s.mean) * (f - s.mean);
+  s.std = std::sqrt(sq / n);
+  return s;
+}
+}  // namespace
+
+void BatchNormMonitor::on_epoch_begin(Model& model, int /*epoch*/) {
+  sums_.assign(monitored(model).size(), Sums{});
+}
+
+void BatchNormMonitor::on_train_batch_end(Model& model, std::int64_t /*step*/, const Logs&) {
+  const auto layers = monitored(model);
+  if (sums_.size() != layers.size()) sums_.assign(layers.size(), Sums{});
+  for (std::size_t k = 0; k < layers.size(); ++k) {
+    BatchNormalization& bn = *layers[k];
+    if (!bn.used_batch_statistics() || !bn.moving_mean() || bn.batch_mean().size() == 0) continue;
+    const std::int64_t c_n = bn.channels();
+    const float* mm = bn.moving_mean()->value.data();
+    const float* mv = bn.moving_variance()->value.data();
+    double gap = 0.0, ratio = 0.0;
+    for (std::int64_t c = 0; c < c_n; ++c) {
+      const double sd = std::sqrt(static_cast<double>(mv[c]) + bn.options().epsilon);
+      gap += std::fabs(bn.batch_mean()[c] - mm[c]) / sd;
+      ratio += mv[c] > 0.0f ? bn.batch_variance()[c] / static_cast<double>(mv[c]) : 0.0;
+    }
+    Sums& s = sums_[k];
+    s.gap += gap / static_cast<double>(c_n);
+    s.ratio += ratio / static_cast<double>(c_n);
+    ++s.steps;
+    if (bn.fused_relu() && bn.last_output().size() > 0) {
+      // A channel is dead in this batch when none of its outputs (after the ReLU) is positive.
+      const Tensor& y = bn.last_output();
+      const auto d = detail::dims_of(y.shape(), bn.axis());
+      std::vector<char> alive(static_cast<std::size_t>(c_n), 0);
+      for (std::int64_t o = 0; o < d.outer; ++o)
+        for (std::int64_t c = 0; c < c_n; ++c)
+          for (std::int64_t i = 0; i < d.inner; ++i)
+            if (y[(o * c_n + c) * d.inner + i] > 0.0f) alive[static_cast<std::size_t>(c)] = 1;
+      std::int64_t dead = 0;
+      for (char a : alive) dead += a ? 0 : 1;
+      s.dead += static_cast<double>(dead) / static_cast<double>(c_n);
+      ++s.dead_steps;
+    }
+  }
+}
+
+void BatchNormMonitor::on_epoch_end(Model& model, int epoch, const Logs&) {
+  const auto layers = monitored(model);
+  for (std::size_t k = 0; k < layers.size() && k < sums_.size(); ++k) {
+    const Sums& s = sums_[k];
+    if (s.steps == 0) continue;  // frozen, or no moving statistics: nothing measured
+    BatchNormalization& bn = *layers[k];
+    BatchNormRecord r;
+    r.epoch = epoch;
+    r.layer = bn.name();
+    r.mean_gap = s.gap / static_cast<double>(s.steps);
+    r.variance_ratio = s.ratio / static_cast<double>(s.steps);
+    const Summary g = summarize(bn.gamma()), b = summarize(bn.beta());
+    r.gamma_mean = g.mean;
+    r.gamma_std = g.std;
+    r.gamma_min = g.min;
+    r.gamma_max = g.max;
+    r.beta_mean = b.mean;
+    r.beta_std = b.std;
+    r.dead_fraction = s.dead_steps > 0 ? s.dead / static_cast<double>(s.dead_steps)
+                                       : std::numeric_limits<double>::quiet_NaN();
+    r.steps = bn.num_batches_tracked();
+    r.momentum = bn.options().momentum;
+    records_.push_back(r);
+  }
+}
+
+std::string BatchNormMonitor::csv() const {
+  std::ostringstream out;
+  out << "epoch,layer,mean_gap,variance_ratio,gamma_mean,gamma_std,gamma_min,gamma_max,"
+         "beta_mean,beta_std,dead_fraction,steps,momentum\n";
+  out.precision(9);
+  const auto num = [&](double v) -> std::ostream& {
+    if (std::isnan(v)) return out << "";
+    return out << v;
+  };
+  for (const auto& r : records_) {
+    out << r.epoch << ',' << r.layer << ',';
+    for (double v : {r.mean_gap, r.variance_ratio, r.gamma_mean, r.gamma_std, r.gamma_min,
+                     r.gamma_max, r.beta_mean, r.beta_std, r.dead_fraction}) {
+      num(v) << ',';
+    }
+    out << r.steps << ',' << r.momentum << '\n';
+  }
+  return out.str();
 }
 
 }  // namespace bnorm

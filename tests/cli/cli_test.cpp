@@ -314,6 +314,49 @@ TEST_F(CliFakeData, RecalibrateWritesTheModelWithNewMovingStatistics) {
                         "--batches must be at least 1", 2);
 }
 
+// --monitor-bn writes one row per BN layer and epoch, and summary.json carries the records.
+TEST_F(CliFakeData, MonitorBnRecordsEveryEpoch) {
+  const std::string out = dir_->file("monitored");
+  const auto r = bnorm(
+      "train --quiet --epochs 2 --batch-size 16 --threads 1 --model cnn "
+      "--train-limit 64 --monitor-bn --out " +
+      quote(out) + data_flag());
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::istringstream csv(read_bytes(out + "/bn_monitor_cnn.csv"));
+  std::string line;
+  std::getline(csv, line);
+  EXPECT_EQ(line.rfind("epoch,layer,mean_gap,variance_ratio,gamma_mean", 0), 0u) << line;
+  int rows = 0;
+  while (std::getline(csv, line)) rows += line.empty() ? 0 : 1;
+  EXPECT_EQ(rows, 2 * 3) << "2 epochs x the cnn's 3 BN layers";
+  const auto doc = nlohmann::json::parse(read_bytes(out + "/summary.json"));
+  const auto& records = doc["models"][0]["batch_norm_monitor"]["records"];
+  ASSERT_EQ(records.size(), 6u);
+  EXPECT_EQ(records[0]["layer"], "batch_normalization");
+  EXPECT_TRUE(records[0]["dead_fraction"].is_number()) << "BN fused with ReLU";
+  EXPECT_EQ(records[5]["steps"], 2 * 4) << "64 images in batches of 16, 2 epochs";
+}
+
+// After training, a BN model whose moving statistics lag (momentum 0.999, 63 steps) gets the
+// one-line warning naming the layer, the cause and the fix.
+TEST(CliData, WarnsWhenMovingStatisticsLag) {
+  if (!has_real_data()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  TempDir dir;
+  const auto r = bnorm(
+      "train --quiet --epochs 1 --train-limit 2000 --test-limit 500 --threads 1 "
+      "--model flatten,dense64,bn:momentum=0.999,relu,dense10-softmax --out " +
+      quote(dir.file("w")));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto at = r.out.find("warning: model 'custom': test accuracy with moving statistics");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const std::string line = r.out.substr(at, r.out.find('\n', at) - at);
+  EXPECT_NE(line.find("layer 'batch_normalization' has averaged 57 training batches at momentum "
+                      "0.999"),
+            std::string::npos)
+      << line;
+  EXPECT_NE(line.find("bnorm recalibrate"), std::string::npos) << line;
+}
+
 // --threads > BNORM_NUM_THREADS > bnorm's default; summary.json records the count used.
 TEST_F(CliFakeData, ThreadCountFromFlagOrEnvironment) {
   const auto threads_used = [&](const std::string& flags, const std::string& env) {

@@ -147,6 +147,24 @@ std::string render_summary_json(const TrainConfig& config, const std::vector<Mod
     }
     m["epochs"] = epochs;
     m["seconds_per_epoch"] = r.mean_epoch_seconds();
+    if (!r.bn_monitor.empty()) {
+      json records = json::array();
+      const auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
+      for (const auto& b : r.bn_monitor) {
+        records.push_back({{"epoch", b.epoch},
+                           {"layer", b.layer},
+                           {"mean_gap", num(b.mean_gap)},
+                           {"variance_ratio", num(b.variance_ratio)},
+                           {"gamma_mean", num(b.gamma_mean)},
+                           {"gamma_std", num(b.gamma_std)},
+                           {"beta_mean", num(b.beta_mean)},
+                           {"beta_std", num(b.beta_std)},
+                           {"dead_fraction", num(b.dead_fraction)},
+                           {"steps", b.steps},
+                           {"momentum", b.momentum}});
+      }
+      m["batch_norm_monitor"] = {{"file", r.bn_monitor_file}, {"records", records}};
+    }
     if (!std::isnan(r.fit_seconds)) {
       m["fit_seconds"] = r.fit_seconds;
       m["communication_seconds"] = r.communication_seconds;

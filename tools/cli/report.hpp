@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/model/callbacks.hpp"
+
 namespace bnorm::cli {
 
 inline constexpr double kMissing = std::numeric_limits<double>::quiet_NaN();
@@ -31,6 +33,9 @@ struct ModelRun {
   double training_mode_accuracy = kMissing, training_mode_loss = kMissing;
   double inference_mode_accuracy = kMissing, inference_mode_loss = kMissing;
   std::string history_file, model_file;  // relative to the output directory
+  // --monitor-bn: per BN layer and epoch (BatchNormMonitor).
+  std::vector<BatchNormRecord> bn_monitor;
+  std::string bn_monitor_file;  // relative to the output directory; empty without --monitor-bn
   // Distributed runs: seconds this rank (0) spent in collectives during fit, of fit_seconds.
   double communication_seconds = kMissing, fit_seconds = kMissing;
 

@@ -61,9 +61,10 @@ struct TrainOptions {
   std::int64_t test_limit = 0;
   std::string resume;  // a run directory to continue; empty = a new run
   bool epochs_given = false;
-  bool distributed = false;          // mpirun -np N bnorm train --distributed
-  bool sync_bn = false;              // every BatchNormalization synchronized=True
-  std::int64_t check_replicas = 0;   // check weights are identical on every rank every K steps
+  bool distributed = false;         // mpirun -np N bnorm train --distributed
+  bool sync_bn = false;             // every BatchNormalization synchronized=True
+  std::int64_t check_replicas = 0;  // check weights are identical on every rank every K steps
+  bool monitor_bn = false;          // BatchNormMonitor: bn_monitor_<model>.csv
 };
 
 struct ModelPlan {
@@ -549,6 +550,53 @@ std::string choose_out_dir(const std::string& requested) {
   return dir;
 }
 
+// How far inference mode (moving statistics) may fall below training mode (batch statistics) on
+// the test set before bnorm train warns: 2 accuracy points. Below it the two differ by the usual
+// batch-to-batch noise of batch statistics (batches of 32: ~0.5 points on the seed model).
+constexpr double kModeGapWarning = 0.02;
+
+// The end-of-training check of docs/cli.md: a one-line warning naming the likely cause and the
+// fix when the moving statistics make the model worse than its own batch statistics do.
+void warn_if_moving_statistics_lag(Model& model, const ModelRun& run, const std::string& name,
+                                   const std::string& model_path) {
+  const double gap = run.training_mode_accuracy - run.inference_mode_accuracy;
+  if (!(gap > kModeGapWarning)) return;
+  // The layer whose moving averages still hold the most of their initial values.
+  const BatchNormalization* worst = nullptr;
+  double initial = -1.0;
+  for (const auto& l : model.layers()) {
+    const auto* bn = dynamic_cast<const BatchNormalization*>(l.get());
+    if (!bn || !bn->trainable() || !bn->options().track_moving_statistics) continue;
+    const double left =
+        bn->options().cumulative_moving_average
+            ? 0.0
+            : std::pow(bn->options().momentum, static_cast<double>(bn->num_batches_tracked()));
+    if (left > initial) {
+      initial = left;
+      worst = bn;
+    }
+  }
+  if (!worst) return;
+  const double m = worst->options().momentum;
+  const long long steps = static_cast<long long>(worst->num_batches_tracked());
+  char cause[320];
+  if (initial >= 0.01) {
+    std::snprintf(cause, sizeof cause,
+                  "layer '%s' has averaged %lld training batches at momentum %g, so its moving "
+                  "statistics still hold %g^%lld = %.0f%% of their initial values",
+                  worst->name().c_str(), steps, m, m, steps, 100.0 * initial);
+  } else {
+    std::snprintf(cause, sizeof cause,
+                  "the moving statistics (momentum %g) lag the last weight updates", m);
+  }
+  std::printf(
+      "warning: model '%s': test accuracy with moving statistics (inference mode) %.4f is %.1f "
+      "points below batch statistics (training mode) %.4f: %s; fix: bnorm recalibrate --model "
+      "%s --out FILE (PreciseBN), or a lower BN momentum (e.g. bn:momentum=0.9)\n",
+      name.c_str(), run.inference_mode_accuracy, 100.0 * gap, run.training_mode_accuracy, cause,
+      model_path.c_str());
+}
+
 // Ranks other than 0 of a distributed run: the same fits (same models, options and data, so
 // the same sequence of collectives), with no output, no files and no test-set evaluation.
 void train_distributed_replica(const TrainOptions& o, std::vector<ModelPlan>& plans,
@@ -692,13 +740,14 @@ void run_train(TrainOptions o, dist::Communicator* comm = nullptr) {
         config.out_dir.c_str());
     if (comm) {
       const dist::Range share = dist::block_of(o.batch_size, 0, comm->size());
-      std::printf("Distributed: %s; each global batch of %lld is split over the processes "
-                  "(%lld on rank 0); %s\n",
-                  comm->description().c_str(), static_cast<long long>(o.batch_size),
-                  static_cast<long long>(share.end - share.begin),
-                  o.sync_bn ? "BatchNormalization synchronized over every process"
-                            : "BatchNormalization statistics per process (rank 0's moving "
-                              "statistics kept; --sync-bn synchronizes them)");
+      std::printf(
+          "Distributed: %s; each global batch of %lld is split over the processes "
+          "(%lld on rank 0); %s\n",
+          comm->description().c_str(), static_cast<long long>(o.batch_size),
+          static_cast<long long>(share.end - share.begin),
+          o.sync_bn ? "BatchNormalization synchronized over every process"
+                    : "BatchNormalization statistics per process (rank 0's moving "
+                      "statistics kept; --sync-bn synchronizes them)");
     }
   }
 
@@ -764,6 +813,12 @@ void run_train(TrainOptions o, dist::Communicator* comm = nullptr) {
     fit.check_replicas_every = o.check_replicas;
     if (scheduler) fit.callbacks.push_back(&*scheduler);
     if (!o.quiet) fit.callbacks.push_back(&progress);
+    BatchNormMonitor monitor;
+    if (o.monitor_bn && run.has_batch_norm) {
+      fit.callbacks.push_back(&monitor);
+      run.bn_monitor_file = "bn_monitor_" + plan.name + ".csv";
+      io::remove_stale_temporaries((out / run.bn_monitor_file).string());
+    }
     fit.callbacks.push_back(&recorder);
     fit.callbacks.push_back(&csv);
     fit.callbacks.push_back(&checkpoint);
@@ -789,6 +844,10 @@ void run_train(TrainOptions o, dist::Communicator* comm = nullptr) {
       throw NonFiniteError("model '" + plan.name + "': " + e.what() + "; " + kept);
     }
     run.epochs = recorder.records;
+    if (!run.bn_monitor_file.empty()) {
+      run.bn_monitor = monitor.records();
+      write_text_file((out / run.bn_monitor_file).string(), monitor.csv());
+    }
     const EvaluateResult inference = model.evaluate(test_x, test_y, o.batch_size, Mode::inference);
     run.test_accuracy = inference.accuracy;
     run.test_loss = inference.loss;
@@ -798,6 +857,7 @@ void run_train(TrainOptions o, dist::Communicator* comm = nullptr) {
       run.training_mode_loss = training.loss;
       run.inference_mode_accuracy = inference.accuracy;
       run.inference_mode_loss = inference.loss;
+      warn_if_moving_statistics_lag(model, run, plan.name, model_path);
     }
     runs.push_back(std::move(run));
   }
@@ -810,7 +870,10 @@ void run_train(TrainOptions o, dist::Communicator* comm = nullptr) {
       render_summary_json(config, runs, timestamp("%Y-%m-%dT%H:%M:%S%z"), BNORM_VERSION_STRING));
   write_text_file((out / "curves.svg").string(), render_curves_svg(runs));
   std::printf("\nWrote %s: ", config.out_dir.c_str());
-  for (const auto& r : runs) std::printf("%s, %s, ", r.history_file.c_str(), r.model_file.c_str());
+  for (const auto& r : runs) {
+    std::printf("%s, %s, ", r.history_file.c_str(), r.model_file.c_str());
+    if (!r.bn_monitor_file.empty()) std::printf("%s, ", r.bn_monitor_file.c_str());
+  }
   std::printf("summary.json, curves.svg\n");
   std::fflush(stdout);
 }
@@ -877,6 +940,10 @@ Action add_train_command(CLI::App& app) {
   cmd->add_flag("--sync-bn", o->sync_bn,
                 "With --distributed: every BatchNormalization uses the global batch's statistics "
                 "(Keras synchronized=True), as one process with the whole batch would");
+  cmd->add_flag("--monitor-bn", o->monitor_bn,
+                "Record per BatchNormalization layer and epoch the gap between batch and moving "
+                "statistics, gamma/beta summaries and dead units after BN+ReLU, into "
+                "bn_monitor_<model>.csv and summary.json");
   cmd->add_option("--check-replicas", o->check_replicas,
                   "With --distributed: every K steps, check that the weights are bit-identical on "
                   "every process (an error otherwise; 0 = never)")
@@ -911,7 +978,8 @@ Action add_train_command(CLI::App& app) {
       return;
     }
     if (!o->resume.empty())
-      throw UsageError("--resume continues a run in one process; it cannot be used with --distributed");
+      throw UsageError(
+          "--resume continues a run in one process; it cannot be used with --distributed");
     if (o->check_replicas < 0) {
       throw UsageError("--check-replicas must be >= 0; received " +
                        std::to_string(o->check_replicas));

@@ -133,6 +133,13 @@ class BatchNormalization final : public Layer {
   // virtual batches).
   bool fusable() const noexcept { return options_.virtual_batch_size == 0; }
 
+  // The statistics the last forward normalized with when it used the batch's (training), and its
+  // output (after the fused ReLU when there is one): what BatchNormMonitor reads.
+  const Tensor& batch_mean() const noexcept { return used_mean_; }
+  const Tensor& batch_variance() const noexcept { return used_variance_; }
+  bool used_batch_statistics() const noexcept { return used_batch_statistics_; }
+  const Tensor& last_output() const noexcept { return output_; }
+
   Variable* gamma() noexcept { return gamma_; }
   Variable* beta() noexcept { return beta_; }
   Variable* moving_mean() noexcept { return moving_mean_; }

@@ -104,6 +104,48 @@ class LearningRateScheduler final : public Callback {
   Schedule schedule_;
 };
 
+// What BatchNormMonitor records for one BatchNormalization layer over one epoch.
+struct BatchNormRecord {
+  int epoch = 0;
+  std::string layer;
+  // Over the epoch's training steps and the channels: how far the step's batch statistics are
+  // from the moving ones (after the step's update), in moving standard deviations, and the ratio
+  // of the batch variance to the moving variance. Large gaps at the end of training mean the
+  // moving statistics (what inference uses) do not describe what the layer sees.
+  double mean_gap = 0.0;        // mean of |batch_mean - moving_mean| / sqrt(moving_variance + eps)
+  double variance_ratio = 0.0;  // mean of batch_variance / moving_variance
+  // gamma and beta at the epoch's end (NaN when the layer has none).
+  double gamma_mean = 0.0, gamma_std = 0.0, gamma_min = 0.0, gamma_max = 0.0;
+  double beta_mean = 0.0, beta_std = 0.0;
+  // For a BN fused with the ReLU after it: the fraction of channels with no positive output in a
+  // step's batch (dead units), averaged over the epoch's steps; NaN for other BN layers.
+  double dead_fraction = 0.0;
+  // Training batches that entered the moving averages so far, and the layer's momentum: the
+  // moving statistics still hold momentum^steps of their initial values.
+  std::int64_t steps = 0;
+  double momentum = 0.0;
+};
+
+// BN diagnostics during fit (bnorm train --monitor-bn): one BatchNormRecord per
+// BatchNormalization layer that normalizes with batch statistics in training, per epoch.
+class BatchNormMonitor final : public Callback {
+ public:
+  void on_epoch_begin(Model& model, int epoch) override;
+  void on_train_batch_end(Model& model, std::int64_t step, const Logs& logs) override;
+  void on_epoch_end(Model& model, int epoch, const Logs& logs) override;
+  const std::vector<BatchNormRecord>& records() const noexcept { return records_; }
+  // "epoch,layer,mean_gap,variance_ratio,gamma_mean,...": one row per record.
+  std::string csv() const;
+
+ private:
+  struct Sums {
+    double gap = 0.0, ratio = 0.0, dead = 0.0;
+    std::int64_t steps = 0, dead_steps = 0;
+  };
+  std::vector<Sums> sums_;  // per BN layer of the model, in layer order
+  std::vector<BatchNormRecord> records_;
+};
+
 // Keras CosineDecay(initial_learning_rate, decay_steps, alpha) with epochs as the steps:
 //   initial * ((1 - alpha) * 0.5 * (1 + cos(pi * min(epoch, decay_epochs) / decay_epochs)) + alpha)
 // so epoch 0 trains at the initial rate and the rate falls towards initial * alpha.
