@@ -241,6 +241,28 @@ def test_eager_batch_normalization_is_keras_exact():
     assert bn.get_config()["momentum"] == pytest.approx(0.9)
 
 
+def test_batch_normalization_family_arguments():
+    # Keras 3's renorm arguments and weights, in Keras's order.
+    renorm = bnorm.layers.BatchNormalization(
+        renorm=True, renorm_clipping={"rmax": 2.0, "rmin": 0.5, "dmax": 1.0},
+        renorm_momentum=0.9)
+    x = np.random.default_rng(1).normal(1.0, 2.0, (8, 3)).astype(np.float32)
+    renorm(x, training=True)
+    assert [w.name for w in renorm.weights] == [
+        "gamma", "beta", "moving_mean", "moving_variance", "moving_stddev", "renorm_mean",
+        "renorm_stddev"]
+    config = renorm.get_config()
+    assert config["renorm"] is True
+    assert config["renorm_clipping"] == {"rmax": 2.0, "rmin": 0.5, "dmax": 1.0}
+    # tf.keras 2's Ghost BN: the batch must split into virtual batches.
+    ghost = bnorm.layers.BatchNormalization(virtual_batch_size=4)
+    ghost(x, training=True)
+    with pytest.raises(ValueError, match="virtual_batch_size 4 must divide the batch size"):
+        ghost(x[:6], training=True)
+    with pytest.raises(ValueError, match="rmax should be greater than rmin"):
+        bnorm.layers.BatchNormalization(renorm=True, renorm_clipping={"rmax": 1.0, "rmin": 2.0})
+
+
 def test_errors_are_python_errors_with_bnorm_messages(tmp_path):
     with pytest.raises(TypeError, match="unknown key 'colour'"):
         bnorm.layers.Dense(4, colour="red")
