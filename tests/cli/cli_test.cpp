@@ -40,7 +40,7 @@ TEST(CliUsage, NoCommand) { expect_one_line_error(bnorm(""), "subcommand", 2); }
 TEST(CliUsage, UnknownCommandIsNamed) {
   expect_one_line_error(bnorm("frobnicate"),
                         "unknown command 'frobnicate'; the commands are train, evaluate, predict, "
-                        "summary, convert, bench",
+                        "summary, convert, recalibrate, bench",
                         2);
 }
 
