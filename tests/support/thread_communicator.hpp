@@ -17,6 +17,12 @@
 
 namespace bnorm::test {
 
+// memcpy of n bytes; n == 0 copies nothing (buffers of empty blocks may be null, which memcpy's
+// contract does not allow even for 0 bytes).
+inline void copy_bytes(void* to, const void* from, std::int64_t n) {
+  if (n > 0) std::memcpy(to, from, static_cast<std::size_t>(n));
+}
+
 class ThreadGroup;
 
 class ThreadCommunicator final : public dist::Communicator {
@@ -76,8 +82,8 @@ inline void ThreadCommunicator::do_all_gather(const void* local, void* all, std:
   group_.posted_[static_cast<std::size_t>(rank_)] = {local, {}};
   group_.barrier_.arrive_and_wait();
   for (int r = 0; r < size(); ++r)
-    std::memcpy(static_cast<char*>(all) + r * bytes,
-                group_.posted_[static_cast<std::size_t>(r)].data, static_cast<std::size_t>(bytes));
+    copy_bytes(static_cast<char*>(all) + r * bytes,
+               group_.posted_[static_cast<std::size_t>(r)].data, bytes);
   group_.barrier_.arrive_and_wait();
 }
 
@@ -91,9 +97,9 @@ inline void ThreadCommunicator::do_all_to_all(const void* send,
   for (int j = 0; j < size(); ++j) {
     const Posted& p = group_.posted_[static_cast<std::size_t>(j)];
     const auto u = static_cast<std::size_t>(j);
-    std::memcpy(static_cast<char*>(recv) + recv_offsets[u],
-                static_cast<const char*>(p.data) + p.offsets[static_cast<std::size_t>(rank_)],
-                static_cast<std::size_t>(recv_bytes[u]));
+    copy_bytes(static_cast<char*>(recv) + recv_offsets[u],
+               static_cast<const char*>(p.data) + p.offsets[static_cast<std::size_t>(rank_)],
+               recv_bytes[u]);
   }
   group_.barrier_.arrive_and_wait();
 }
@@ -105,9 +111,8 @@ inline void ThreadCommunicator::do_all_gather_blocks(void* all, std::span<const 
   for (int j = 0; j < size(); ++j) {
     if (j == rank_) continue;
     const auto u = static_cast<std::size_t>(j);
-    std::memcpy(static_cast<char*>(all) + offsets[u],
-                static_cast<const char*>(group_.posted_[u].data) + offsets[u],
-                static_cast<std::size_t>(bytes[u]));
+    copy_bytes(static_cast<char*>(all) + offsets[u],
+               static_cast<const char*>(group_.posted_[u].data) + offsets[u], bytes[u]);
   }
   group_.barrier_.arrive_and_wait();
 }
@@ -115,9 +120,7 @@ inline void ThreadCommunicator::do_all_gather_blocks(void* all, std::span<const 
 inline void ThreadCommunicator::do_broadcast(void* data, std::int64_t bytes, int root) {
   group_.posted_[static_cast<std::size_t>(rank_)] = {data, {}};
   group_.barrier_.arrive_and_wait();
-  if (rank_ != root)
-    std::memcpy(data, group_.posted_[static_cast<std::size_t>(root)].data,
-                static_cast<std::size_t>(bytes));
+  if (rank_ != root) copy_bytes(data, group_.posted_[static_cast<std::size_t>(root)].data, bytes);
   group_.barrier_.arrive_and_wait();
 }
 
