@@ -375,6 +375,15 @@ class Model:
             print(_summary_line(math.ceil(len(xs[0]) / bs), {}))
         return outs[0] if len(outs) == 1 else outs
 
+    def recalibrate_batch_norm(self, x: Any, batch_size: int = 32, batches: int = 200) -> int:
+        """PreciseBN (Wu & Johnson 2021; fvcore's update_bn_stats, not in Keras): replaces every
+        trainable BatchNormalization's moving statistics by the average of its batch statistics
+        over the first `batches` batches of x (0: all), the model running forward in training
+        mode; nothing else changes. Closes the gap a short run leaves between training-mode and
+        inference-mode accuracy. Returns the number of batches used."""
+        xs = as_float32_list(x, "x")
+        return int(self._native.recalibrate_batch_norm(xs, int(batch_size), int(batches)))
+
     def predict_on_batch(self, x: Any) -> Any:
         """predict on one batch."""
         xs = as_float32_list(x, "x")

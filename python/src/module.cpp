@@ -500,6 +500,17 @@ NB_MODULE(_core, m) {
           },
           "x"_a, "batch_size"_a, "Outputs in inference mode, one array per model output.")
       .def(
+          "recalibrate_batch_norm",
+          [](PyModel& p, const std::vector<InArray>& xs, std::int64_t batch_size,
+             std::int64_t batches) {
+            Busy busy(p.busy);
+            std::vector<Tensor> tx = borrow_all(xs, "x");
+            nb::gil_scoped_release release;
+            return p.model->recalibrate_batch_norm(pointers(tx), batch_size, batches);
+          },
+          "x"_a, "batch_size"_a, "batches"_a,
+          "PreciseBN: moving statistics = the average of the batch statistics; batches used.")
+      .def(
           "summary", [](const PyModel& p) { return p.model->summary(); }, "Keras summary().")
       .def(
           "count_params", [](const PyModel& p) { return p.model->count_params(); },

@@ -263,6 +263,20 @@ def test_batch_normalization_family_arguments():
         bnorm.layers.BatchNormalization(renorm=True, renorm_clipping={"rmax": 1.0, "rmin": 2.0})
 
 
+def test_recalibrate_batch_norm_averages_batch_statistics():
+    rng = np.random.default_rng(5)
+    x = rng.normal(3.0, 2.0, (64, 4)).astype(np.float32)
+    model = bnorm.Sequential([bnorm.Input((4,)), bnorm.layers.BatchNormalization(),
+                              bnorm.layers.Dense(2, activation="softmax")])
+    kernel = model.layers[1].get_weights()[0].copy()
+    assert model.recalibrate_batch_norm(x, batch_size=16, batches=3) == 3
+    batches = x[:48].reshape(3, 16, 4).astype(np.float64)
+    bn = model.layers[0]
+    np.testing.assert_allclose(bn.moving_mean.numpy(), batches.mean(1).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batches.var(1).mean(0), rtol=1e-5)
+    np.testing.assert_array_equal(model.layers[1].get_weights()[0], kernel)
+
+
 def test_errors_are_python_errors_with_bnorm_messages(tmp_path):
     with pytest.raises(TypeError, match="unknown key 'colour'"):
         bnorm.layers.Dense(4, colour="red")
