@@ -3,17 +3,18 @@
 
 Cost model of one training step on P ranks (no overlap of communication with compute: bnorm
 exchanges gradients after the whole backward), alpha-beta model per message:
-  gradients  rank-ordered all-reduce = all-to-all (P-1 messages of S/P bytes) + all-gather of the
-             reduced blocks (P-1 messages of S/P): 2 (P-1) alpha + 2 (P-1)/P * S / B
-  metrics    the same for 2 float64 (loss sum, correct count)
-  SyncBN     per BN layer with C channels: forward all-gather of (count, mean[C], M2[C]) float64,
-             (P-1) alpha + (P-1) (1 + 2C) 8 / B; backward rank-ordered all-reduce of 2C float64
+  gradients  rank-ordered all-reduce of a large buffer = all-to-all (P-1 messages of S/P bytes)
+             + all-gather of the reduced blocks (P-1 messages of S/P): 2 (P-1) alpha +
+             2 (P-1)/P * S / B
+  small sums (metrics: 2 float64; SyncBN backward: 2C float64) go through rank 0: a tree gather
+             and a tree broadcast, 2 log2(P) alpha + ((P-1) + log2(P)) * m / B
+  SyncBN     per BN layer with C channels, forward: all-gather of (count, mean[C], M2[C]) float64
+             (recursive doubling), log2(P) alpha + (P-1) (1 + 2C) 8 / B
   compute    weak scaling, 64 samples per rank per step, one rank per core at the per-image time
              measured here on one thread (bench/dist_scaling.sh: 1 x 1 rows)
-Efficiency = compute / (compute + communication). The second table replaces the linear
-(P-1) alpha latency of every collective with the 2 log2(P) alpha of tree / recursive-doubling
-algorithms (what MPI_Allreduce uses for small messages), i.e. what giving up the rank-ordered
-sums would buy. Usage: bench/dist_projection.py
+Efficiency = compute / (compute + communication). The second table gives the gradients' all-reduce
+the 2 log2(P) alpha latency of tree / recursive-halving algorithms too (MPI_Allreduce's), i.e.
+what giving up the rank-ordered gradient sum would buy. Usage: bench/dist_projection.py
 """
 import math
 
@@ -31,27 +32,28 @@ NETWORKS = {
 SAMPLES_PER_RANK = 64
 
 
-def hops(p, tree):
-    return 2 * math.log2(p) if tree else 2 * (p - 1)
+def gradient_all_reduce(p, nbytes, bandwidth, latency, tree):
+    hops = 2 * math.log2(p) if tree else 2 * (p - 1)
+    return hops * latency + 2 * (p - 1) / p * nbytes / bandwidth
 
 
-def all_reduce(p, nbytes, bandwidth, latency, tree):
-    return hops(p, tree) * latency + 2 * (p - 1) / p * nbytes / bandwidth
+def small_sum(p, nbytes, bandwidth, latency):
+    return 2 * math.log2(p) * latency + ((p - 1) + math.log2(p)) * nbytes / bandwidth
 
 
 def step_communication(p, params, bn_channels, bandwidth, latency, tree):
-    t = all_reduce(p, 4 * params, bandwidth, latency, tree)  # float32 gradients
-    t += all_reduce(p, 16, bandwidth, latency, tree)  # metrics
+    t = gradient_all_reduce(p, 4 * params, bandwidth, latency, tree)  # float32 gradients
+    t += small_sum(p, 16, bandwidth, latency)  # metrics
     for c in bn_channels:
-        t += hops(p, tree) / 2 * latency + (p - 1) * (1 + 2 * c) * 8 / bandwidth
-        t += all_reduce(p, 16 * c, bandwidth, latency, tree)
+        t += math.log2(p) * latency + (p - 1) * (1 + 2 * c) * 8 / bandwidth
+        t += small_sum(p, 16 * c, bandwidth, latency)
     return t
 
 
 def main():
     for tree in (False, True):
-        print("Rank-ordered sums (bnorm today):" if not tree else
-              "\nWith log2(P)-latency collectives instead:")
+        print("bnorm today (rank-ordered gradient sum by blocks, small sums through rank 0):"
+              if not tree else "\nWith a log2(P)-latency gradient all-reduce as well:")
         print("| model | gradient bytes / step | SyncBN bytes / step / rank (P=8) | network | "
               "8 ranks | 64 ranks | 512 ranks |")
         print("|---|---:|---:|---|---:|---:|---:|")

@@ -40,11 +40,16 @@ void Communicator::all_gather(std::span<const double> local, std::span<double> a
   do_all_gather(local.data(), all.data(), bytes);
 }
 
-// A reduce-scatter then an all-gather, both by blocks (the bandwidth-optimal pattern of a ring
-// all-reduce: each rank sends 2 (P - 1) / P of the buffer): rank r receives block r of every
-// rank, adds the P values of each element in rank order in float64, rounds once, and the reduced
-// blocks are gathered everywhere. The order of every addition is fixed by this code, not by the
-// transport, so all ranks hold identical results.
+// Small messages (what all ranks send together fits kTreeBytes: SyncBN's sums, the metrics) go
+// to rank 0, which adds them, and come back by broadcast: MPI's gather and broadcast are trees,
+// so the latency grows with log2(P) instead of P. Large ones (the gradients): a reduce-scatter
+// then an all-gather, by blocks (the bandwidth-optimal pattern of a ring all-reduce: each rank
+// sends 2 (P - 1) / P of the buffer): rank r receives block r of every rank, adds it and the
+// reduced blocks are gathered everywhere. Either way each element's P values are added in rank
+// order in float64 and rounded once: the same operations, so the same bits, on both paths and on
+// every rank; the order is fixed by this code, not by the transport.
+constexpr std::int64_t kTreeBytes = 64 * 1024;
+
 template <class T>
 void Communicator::ordered_sum(std::span<T> values) {
   const int p = size();
@@ -52,6 +57,22 @@ void Communicator::ordered_sum(std::span<T> values) {
   const Stopwatch watch(seconds_);
   const int me = rank();
   const auto n = static_cast<std::int64_t>(values.size());
+  const auto bytes = n * static_cast<std::int64_t>(sizeof(T));
+  if (bytes * p <= kTreeBytes) {
+    std::vector<T> all(me == 0 ? static_cast<std::size_t>(n * p) : 0);
+    do_gather(values.data(), all.data(), bytes, 0);
+    if (me == 0) {
+      for (std::int64_t i = 0; i < n; ++i) {
+        double sum = static_cast<double>(all[static_cast<std::size_t>(i)]);
+        for (int j = 1; j < p; ++j)
+          sum += static_cast<double>(all[static_cast<std::size_t>(j * n + i)]);
+        values[static_cast<std::size_t>(i)] = static_cast<T>(sum);
+      }
+    }
+    do_broadcast(values.data(), bytes, 0);
+    bytes_sent_ += me == 0 ? bytes * (p - 1) : bytes;
+    return;
+  }
   std::vector<std::int64_t> send_bytes(static_cast<std::size_t>(p)),
       send_offsets(static_cast<std::size_t>(p)), recv_bytes(static_cast<std::size_t>(p)),
       recv_offsets(static_cast<std::size_t>(p));
@@ -104,6 +125,10 @@ void LocalCommunicator::abort(int code) {
 }
 
 void LocalCommunicator::do_all_gather(const void* local, void* all, std::int64_t bytes) {
+  if (bytes > 0 && local != all) std::memmove(all, local, static_cast<std::size_t>(bytes));
+}
+
+void LocalCommunicator::do_gather(const void* local, void* all, std::int64_t bytes, int) {
   if (bytes > 0 && local != all) std::memmove(all, local, static_cast<std::size_t>(bytes));
 }
 

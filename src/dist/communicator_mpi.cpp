@@ -81,6 +81,11 @@ void MpiCommunicator::do_all_gather_blocks(void* all, std::span<const std::int64
   MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_BYTE, all, c.data(), d.data(), MPI_BYTE, MPI_COMM_WORLD);
 }
 
+void MpiCommunicator::do_gather(const void* local, void* all, std::int64_t bytes, int root) {
+  const int n = as_count(bytes, "gather");
+  MPI_Gather(local, n, MPI_BYTE, all, n, MPI_BYTE, root, MPI_COMM_WORLD);
+}
+
 void MpiCommunicator::do_broadcast(void* data, std::int64_t bytes, int root) {
   MPI_Bcast(data, as_count(bytes, "broadcast"), MPI_BYTE, root, MPI_COMM_WORLD);
 }

@@ -53,7 +53,9 @@ TEST(BlockOf, ContiguousSharesInRankOrderWithTheRemainderFirst) {
 
 TEST(Communicator, SumsInRankOrderGiveEveryRankTheSameBits) {
   for (int ranks : {2, 3, 4}) {
-    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{1001}}) {
+    // Up to 1001 floats the sum goes through rank 0 (gather, broadcast), 20000 by blocks.
+    for (std::size_t n :
+         {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{1001}, std::size_t{20000}}) {
       ThreadGroup group(ranks);
       std::vector<std::vector<float>> values(static_cast<std::size_t>(ranks));
       // Values whose float sum depends on the order: 1e8 and small ones.

@@ -42,6 +42,7 @@ class ThreadCommunicator final : public dist::Communicator {
   void do_all_gather_blocks(void* all, std::span<const std::int64_t> bytes,
                             std::span<const std::int64_t> offsets) override;
   void do_broadcast(void* data, std::int64_t bytes, int root) override;
+  void do_gather(const void* local, void* all, std::int64_t bytes, int root) override;
 
  private:
   ThreadGroup& group_;
@@ -113,6 +114,18 @@ inline void ThreadCommunicator::do_all_gather_blocks(void* all, std::span<const 
     const auto u = static_cast<std::size_t>(j);
     copy_bytes(static_cast<char*>(all) + offsets[u],
                static_cast<const char*>(group_.posted_[u].data) + offsets[u], bytes[u]);
+  }
+  group_.barrier_.arrive_and_wait();
+}
+
+inline void ThreadCommunicator::do_gather(const void* local, void* all, std::int64_t bytes,
+                                          int root) {
+  group_.posted_[static_cast<std::size_t>(rank_)] = {local, {}};
+  group_.barrier_.arrive_and_wait();
+  if (rank_ == root) {
+    for (int r = 0; r < size(); ++r)
+      copy_bytes(static_cast<char*>(all) + r * bytes,
+                 group_.posted_[static_cast<std::size_t>(r)].data, bytes);
   }
   group_.barrier_.arrive_and_wait();
 }

@@ -61,6 +61,8 @@ class Communicator {
   virtual void do_all_gather_blocks(void* all, std::span<const std::int64_t> bytes,
                                     std::span<const std::int64_t> offsets) = 0;
   virtual void do_broadcast(void* data, std::int64_t bytes, int root) = 0;
+  // Every rank's `bytes` bytes into `all` (size() * bytes, rank order) on `root` only.
+  virtual void do_gather(const void* local, void* all, std::int64_t bytes, int root) = 0;
 
  private:
   template <class T>
@@ -86,6 +88,7 @@ class LocalCommunicator final : public Communicator {
   void do_all_gather_blocks(void*, std::span<const std::int64_t>,
                             std::span<const std::int64_t>) override {}
   void do_broadcast(void*, std::int64_t, int) override {}
+  void do_gather(const void* local, void* all, std::int64_t bytes, int root) override;
 };
 
 // The [begin, end) of `count` items that rank `rank` of `size` takes: contiguous blocks in rank

@@ -40,6 +40,7 @@ class MpiCommunicator final : public Communicator {
   void do_all_gather_blocks(void* all, std::span<const std::int64_t> bytes,
                             std::span<const std::int64_t> offsets) override;
   void do_broadcast(void* data, std::int64_t bytes, int root) override;
+  void do_gather(const void* local, void* all, std::int64_t bytes, int root) override;
 
  private:
   int rank_ = 0;
