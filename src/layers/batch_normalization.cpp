@@ -208,6 +208,13 @@ void check_weights(const Label& label, std::initializer_list<const Variable*> we
 
 }  // namespace
 
+void BatchNormalization::check_state() const {
+  check_weights(
+      [this] { return label(); },
+      {gamma_, beta_, moving_mean_, moving_variance_, moving_stddev_, renorm_mean_, renorm_stddev_},
+      moving_variance_, options_.epsilon);
+}
+
 bool BatchNormalization::synchronizes(Mode mode) const noexcept {
   return options_.synchronized && communicator_ && communicator_->size() > 1 &&
          mode == Mode::training && uses_batch_statistics(mode);
@@ -295,8 +302,7 @@ void BatchNormalization::exchange_statistics(const Tensor* x) {
 void BatchNormalization::forward_empty(Mode mode) {
   synced_forward_ = synchronizes(mode);
   if (!synced_forward_) return;
-  check_weights([this] { return label(); }, {gamma_, beta_, moving_mean_, moving_variance_},
-                moving_variance_, options_.epsilon);
+  check_state();
   exchange_statistics(nullptr);
   check_batch_statistics();
   update_moving_statistics(mode, sync_count_);
@@ -347,10 +353,7 @@ void BatchNormalization::synchronized_backward(const Tensor& g, float* dx, float
 }
 
 void BatchNormalization::do_forward(const Tensor& x, Mode mode, Tensor& y) {
-  check_weights(
-      [this] { return label(); },
-      {gamma_, beta_, moving_mean_, moving_variance_, moving_stddev_, renorm_mean_, renorm_stddev_},
-      moving_variance_, options_.epsilon);
+  check_state();
   const auto d = detail::dims_of(x.shape(), axis_);
   y.resize(x.shape());
   used_batch_statistics_ = uses_batch_statistics(mode);
@@ -642,8 +645,10 @@ void BatchNormalization::ghost_backward(const Tensor& dy, float* dx, float* dgam
   ghost_dx_.resize(ghost_x_.shape());
   ghost_dgamma_.resize(Shape{channels_});
   ghost_dbeta_.resize(Shape{channels_});
-  std::vector<double> sum_dgamma(static_cast<std::size_t>(channels_), 0.0),
-      sum_dbeta(static_cast<std::size_t>(channels_), 0.0);
+  // float64 sums over the ghost batches (sync_scratch_: 2C doubles, reused every step).
+  sync_scratch_.assign(2 * static_cast<std::size_t>(channels_), 0.0);
+  double* sum_dgamma = sync_scratch_.data();
+  double* sum_dbeta = sync_scratch_.data() + channels_;
   const float* gamma = gamma_ ? gamma_->value.data() : nullptr;
   for (std::int64_t g = 0; g < ghosts; ++g) {
     gather_strided(x.data(), row, g, ghosts, v, ghost_x_.data());
@@ -654,13 +659,13 @@ void BatchNormalization::ghost_backward(const Tensor& dy, float* dx, float* dgam
         dx ? ghost_dx_.data() : nullptr, ghost_dgamma_.data(), ghost_dbeta_.data());
     if (dx) scatter_strided(ghost_dx_.data(), row, g, ghosts, v, dx);
     for (std::int64_t c = 0; c < channels_; ++c) {
-      sum_dgamma[static_cast<std::size_t>(c)] += ghost_dgamma_[c];
-      sum_dbeta[static_cast<std::size_t>(c)] += ghost_dbeta_[c];
+      sum_dgamma[c] += ghost_dgamma_[c];
+      sum_dbeta[c] += ghost_dbeta_[c];
     }
   }
   for (std::int64_t c = 0; c < channels_; ++c) {
-    if (dgamma) dgamma[c] = static_cast<float>(sum_dgamma[static_cast<std::size_t>(c)]);
-    if (dbeta) dbeta[c] = static_cast<float>(sum_dbeta[static_cast<std::size_t>(c)]);
+    if (dgamma) dgamma[c] = static_cast<float>(sum_dgamma[c]);
+    if (dbeta) dbeta[c] = static_cast<float>(sum_dbeta[c]);
   }
 }
 

@@ -250,14 +250,13 @@ Summary summarize(const Variable* v) {
 }  // namespace
 
 void BatchNormMonitor::on_epoch_begin(Model& model, int /*epoch*/) {
-  sums_.assign(monitored(model).size(), Sums{});
+  layers_ = monitored(model);
+  sums_.assign(layers_.size(), Sums{});
 }
 
-void BatchNormMonitor::on_train_batch_end(Model& model, std::int64_t /*step*/, const Logs&) {
-  const auto layers = monitored(model);
-  if (sums_.size() != layers.size()) sums_.assign(layers.size(), Sums{});
-  for (std::size_t k = 0; k < layers.size(); ++k) {
-    BatchNormalization& bn = *layers[k];
+void BatchNormMonitor::on_train_batch_end(Model&, std::int64_t /*step*/, const Logs&) {
+  for (std::size_t k = 0; k < layers_.size(); ++k) {
+    BatchNormalization& bn = *layers_[k];
     if (!bn.used_batch_statistics() || !bn.moving_mean() || bn.batch_mean().size() == 0) continue;
     const std::int64_t c_n = bn.channels();
     const float* mm = bn.moving_mean()->value.data();
@@ -276,7 +275,8 @@ void BatchNormMonitor::on_train_batch_end(Model& model, std::int64_t /*step*/, c
       // A channel is dead in this batch when none of its outputs (after the ReLU) is positive.
       const Tensor& y = bn.last_output();
       const auto d = detail::dims_of(y.shape(), bn.axis());
-      std::vector<char> alive(static_cast<std::size_t>(c_n), 0);
+      alive_.assign(static_cast<std::size_t>(c_n), 0);
+      auto& alive = alive_;
       for (std::int64_t o = 0; o < d.outer; ++o)
         for (std::int64_t c = 0; c < c_n; ++c)
           for (std::int64_t i = 0; i < d.inner; ++i)
@@ -289,12 +289,11 @@ void BatchNormMonitor::on_train_batch_end(Model& model, std::int64_t /*step*/, c
   }
 }
 
-void BatchNormMonitor::on_epoch_end(Model& model, int epoch, const Logs&) {
-  const auto layers = monitored(model);
-  for (std::size_t k = 0; k < layers.size() && k < sums_.size(); ++k) {
+void BatchNormMonitor::on_epoch_end(Model&, int epoch, const Logs&) {
+  for (std::size_t k = 0; k < layers_.size(); ++k) {
     const Sums& s = sums_[k];
     if (s.steps == 0) continue;  // frozen, or no moving statistics: nothing measured
-    BatchNormalization& bn = *layers[k];
+    BatchNormalization& bn = *layers_[k];
     BatchNormRecord r;
     r.epoch = epoch;
     r.layer = bn.name();

@@ -685,6 +685,23 @@ void Model::prepare(Tensors xs) {
   }
 }
 
+namespace {
+// A shared layer's later call (a replica step) runs with the primary's current weights...
+void take_primary_weights(detail::Step& st) {
+  if (st.synced.empty()) return;
+  st.layer->set_trainable(st.primary->trainable());
+  for (auto& [mine, primary] : st.synced)
+    std::copy(primary->value.data(), primary->value.data() + primary->value.size(),
+              mine->value.data());
+}
+// ...and the state a training call updated (BN moving statistics) goes back to the shared layer.
+void return_updated_state(detail::Step& st) {
+  for (auto& [mine, primary] : st.synced)
+    if (!mine->trainable)
+      std::copy(mine->value.data(), mine->value.data() + mine->value.size(), primary->value.data());
+}
+}  // namespace
+
 void Model::forward(std::span<const Tensor* const> xs, Mode mode) {
   auto& p = *plan_;
   set_fusion_flags();
@@ -695,22 +712,11 @@ void Model::forward(std::span<const Tensor* const> xs, Mode mode) {
       p.value[static_cast<std::size_t>(st.out)] = p.value[static_cast<std::size_t>(st.alias)];
       continue;
     }
-    if (!st.synced.empty()) {  // a shared layer's later call: the primary's current weights
-      st.layer->set_trainable(st.primary->trainable());
-      for (auto& [mine, primary] : st.synced)
-        std::copy(primary->value.data(), primary->value.data() + primary->value.size(),
-                  mine->value.data());
-    }
+    take_primary_weights(st);
     for (std::size_t j = 0; j < st.in.size(); ++j)
       st.xs[j] = p.value[static_cast<std::size_t>(st.in[j])];
     p.value[static_cast<std::size_t>(st.out)] = &st.layer->forward_inputs(st.xs, mode);
-    if (!st.synced.empty() && mode == Mode::training) {
-      // State the call updated (BN moving statistics) goes back to the shared layer.
-      for (auto& [mine, primary] : st.synced)
-        if (!mine->trainable)
-          std::copy(mine->value.data(), mine->value.data() + mine->value.size(),
-                    primary->value.data());
-    }
+    if (mode == Mode::training) return_updated_state(st);
   }
 }
 
@@ -763,17 +769,9 @@ void Model::forward_empty() {
       st.layer->forward_skipped(Mode::training);
       continue;
     }
-    if (!st.synced.empty()) {
-      st.layer->set_trainable(st.primary->trainable());
-      for (auto& [mine, primary] : st.synced)
-        std::copy(primary->value.data(), primary->value.data() + primary->value.size(),
-                  mine->value.data());
-    }
+    take_primary_weights(st);
     st.bn->forward_empty(Mode::training);
-    for (auto& [mine, primary] : st.synced)
-      if (!mine->trainable)
-        std::copy(mine->value.data(), mine->value.data() + mine->value.size(),
-                  primary->value.data());
+    return_updated_state(st);
   }
 }
 
@@ -785,50 +783,53 @@ void Model::backward_empty() {
   for (Variable* v : trainable_) v->gradient.fill(0.0f);
 }
 
-void Model::exchange_gradients(dist::Communicator& comm) {
+namespace {
+// The gradients (or values) of `vars` as one message in `buffer`, and back.
+Tensor Variable::*const kGradient = &Variable::gradient;
+Tensor Variable::*const kValue = &Variable::value;
+void pack(std::span<Variable* const> vars, Tensor Variable::*part, std::vector<float>& buffer) {
   std::size_t total = 0;
-  for (const Variable* v : trainable_) total += static_cast<std::size_t>(v->gradient.size());
-  dist_buffer_.resize(total);
-  std::size_t at = 0;
-  for (const Variable* v : trainable_) {
-    std::copy(v->gradient.data(), v->gradient.data() + v->gradient.size(), &dist_buffer_[at]);
-    at += static_cast<std::size_t>(v->gradient.size());
-  }
-  comm.all_reduce_sum(dist_buffer_);
-  at = 0;
-  for (Variable* v : trainable_) {
-    std::copy(&dist_buffer_[at], &dist_buffer_[at] + v->gradient.size(), v->gradient.data());
-    at += static_cast<std::size_t>(v->gradient.size());
+  for (const Variable* v : vars) total += static_cast<std::size_t>((v->*part).size());
+  buffer.resize(total);  // no allocation once the capacity suffices
+  float* at = buffer.data();
+  for (const Variable* v : vars)
+    at = std::copy((v->*part).data(), (v->*part).data() + (v->*part).size(), at);
+}
+void unpack(std::span<Variable* const> vars, Tensor Variable::*part,
+            const std::vector<float>& buffer) {
+  const float* at = buffer.data();
+  for (Variable* v : vars) {
+    std::copy(at, at + (v->*part).size(), (v->*part).data());
+    at += (v->*part).size();
   }
 }
+}  // namespace
 
-void Model::broadcast_moving_statistics(dist::Communicator& comm) {
-  // Non-synchronized BN layers normalized with each rank's own shard: their moving statistics
+void Model::exchange_gradients(dist::Communicator& comm) {
+  pack(trainable_, kGradient, dist_buffer_);
+  comm.all_reduce_sum(dist_buffer_);
+  unpack(trainable_, kGradient, dist_buffer_);
+}
+
+void Model::collect_rank_zero_statistics() {
+  // Non-synchronized BN layers normalize with each rank's own shard: their moving statistics
   // differ between ranks; rank 0's are kept, as PyTorch DDP's broadcast_buffers does.
-  std::vector<Variable*> moving;
+  dist_moving_.clear();
   for (auto& l : layers_) {
     auto* bn = dynamic_cast<BatchNormalization*>(l.get());
     if (!bn || bn->options().synchronized || !bn->uses_batch_statistics(Mode::training) ||
         !bn->moving_mean())
       continue;
-    moving.push_back(bn->moving_mean());
-    moving.push_back(bn->moving_variance());
+    dist_moving_.push_back(bn->moving_mean());
+    dist_moving_.push_back(bn->moving_variance());
   }
-  if (moving.empty()) return;
-  std::size_t total = 0;
-  for (const Variable* v : moving) total += static_cast<std::size_t>(v->value.size());
-  dist_buffer_.resize(total);
-  std::size_t at = 0;
-  for (const Variable* v : moving) {
-    std::copy(v->value.data(), v->value.data() + v->value.size(), &dist_buffer_[at]);
-    at += static_cast<std::size_t>(v->value.size());
-  }
+}
+
+void Model::broadcast_moving_statistics(dist::Communicator& comm) {
+  if (dist_moving_.empty()) return;
+  pack(dist_moving_, kValue, dist_buffer_);
   comm.broadcast(dist_buffer_, 0);
-  at = 0;
-  for (Variable* v : moving) {
-    std::copy(&dist_buffer_[at], &dist_buffer_[at] + v->value.size(), v->value.data());
-    at += static_cast<std::size_t>(v->value.size());
-  }
+  unpack(dist_moving_, kValue, dist_buffer_);
 }
 
 void Model::check_replicas(dist::Communicator& comm, const std::string& where) {
@@ -1122,6 +1123,7 @@ History Model::fit(const std::vector<const Tensor*>& xs, const std::vector<const
   History history;
   stop_training = false;
   collect_trainable();  // trainable flags are read once per fit, as Keras reads them at compile
+  if (comm) collect_rank_zero_statistics();
   for (auto* cb : o.callbacks) cb->on_train_begin(*this, o.epochs, steps);
   for (int epoch = o.initial_epoch; epoch < o.epochs && !stop_training; ++epoch) {
     const auto start = std::chrono::steady_clock::now();

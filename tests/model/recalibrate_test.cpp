@@ -48,7 +48,9 @@ TEST(RecalibrateBatchNorm, MovingStatisticsBecomeTheAverageOfBatchStatistics) {
   const auto after = model.get_weights();
   for (std::size_t i = 0; i < after.size(); ++i) {
     const bool moving = i == 2 || i == 3 || i == after.size() - 4 || i == after.size() - 3;
-    if (!moving) EXPECT_TRUE(test::bitwise_equal(after[i], before[i])) << "weight " << i;
+    if (!moving) {
+      EXPECT_TRUE(test::bitwise_equal(after[i], before[i])) << "weight " << i;
+    }
   }
   EXPECT_EQ(model.random_streams().model.state(), streams.model.state());
   EXPECT_EQ(model.random_streams().layers[0].second.state(), streams.layers[0].second.state());

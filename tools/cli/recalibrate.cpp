@@ -3,6 +3,7 @@
 // (Model::recalibrate_batch_norm), and writes the model with them.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <utility>
@@ -29,11 +30,6 @@ struct RecalibrateOptions {
   bool threads_given = false;
 };
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 void run_recalibrate(const RecalibrateOptions& o) {
   check_batch_size(o.batch_size);
   check_limit(o.test_limit, "--test-limit");
@@ -56,7 +52,7 @@ void run_recalibrate(const RecalibrateOptions& o) {
   // Training images (what the statistics are estimated from) and test images (to show the
   // effect), from Fashion-MNIST or an .npz of the user's.
   Tensor train_x, test_x, test_y;
-  if (ends_with(o.data, ".npz")) {
+  if (std::filesystem::path(o.data).extension() == ".npz") {
     io::Dataset d = io::load_npz_dataset(o.data);
     train_x = std::move(d.train_x);
     test_x = first_rows(std::move(d.test_x), o.test_limit);
@@ -69,23 +65,19 @@ void run_recalibrate(const RecalibrateOptions& o) {
   }
   train_x = as_model_input(std::move(train_x), model);
   test_x = as_model_input(std::move(test_x), model);
-  const bool classifier = model.compiled();
-  EvaluateResult before{}, after{};
-  if (classifier) before = model.evaluate(test_x, test_y, o.batch_size);
+  // load_model_for_inference compiled the model when its file did not.
+  const EvaluateResult before = model.evaluate(test_x, test_y, o.batch_size);
   const std::int64_t used = model.recalibrate_batch_norm(train_x, o.batch_size, o.batches);
-  if (classifier) after = model.evaluate(test_x, test_y, o.batch_size);
+  const EvaluateResult after = model.evaluate(test_x, test_y, o.batch_size);
   io::save_model(model, o.out);
   std::printf(
       "Recalibrated the moving statistics of %zu BatchNormalization layer%s from %lld "
       "batches of %lld training samples (PreciseBN: the average of the batch statistics)\n",
       layers, layers == 1 ? "" : "s", static_cast<long long>(used),
       static_cast<long long>(o.batch_size));
-  if (classifier) {
-    std::printf("test accuracy (inference mode): %.4f before, %.4f after\n", before.accuracy,
-                after.accuracy);
-    std::printf("test loss (inference mode):     %.4f before, %.4f after\n", before.loss,
-                after.loss);
-  }
+  std::printf("test accuracy (inference mode): %.4f before, %.4f after\n", before.accuracy,
+              after.accuracy);
+  std::printf("test loss (inference mode):     %.4f before, %.4f after\n", before.loss, after.loss);
   std::printf("Wrote %s\n", o.out.c_str());
 }
 

@@ -597,6 +597,23 @@ void warn_if_moving_statistics_lag(Model& model, const ModelRun& run, const std:
       model_path.c_str());
 }
 
+// What every rank's fit of `plan` gets: the schedule (kept in `scheduler`), the batches, the
+// epochs, the validation split and the distributed settings.
+FitOptions common_fit_options(const TrainOptions& o, const ModelPlan& plan,
+                              dist::Communicator* comm,
+                              std::optional<LearningRateScheduler>& scheduler) {
+  if (o.lr_schedule == "cosine")
+    scheduler.emplace(cosine_decay(plan.initial_learning_rate, o.epochs));
+  FitOptions fit;
+  fit.batch_size = o.batch_size;
+  fit.epochs = o.epochs;
+  fit.validation_split = o.validation_split;
+  fit.communicator = comm;
+  fit.check_replicas_every = o.check_replicas;
+  if (scheduler) fit.callbacks.push_back(&*scheduler);
+  return fit;
+}
+
 // Ranks other than 0 of a distributed run: the same fits (same models, options and data, so
 // the same sequence of collectives), with no output, no files and no test-set evaluation.
 void train_distributed_replica(const TrainOptions& o, std::vector<ModelPlan>& plans,
@@ -606,16 +623,7 @@ void train_distributed_replica(const TrainOptions& o, std::vector<ModelPlan>& pl
     Model& model = *plan.model;
     train_images = as_model_input(std::move(train_images), model);
     std::optional<LearningRateScheduler> scheduler;
-    if (o.lr_schedule == "cosine")
-      scheduler.emplace(cosine_decay(plan.initial_learning_rate, o.epochs));
-    FitOptions fit;
-    fit.batch_size = o.batch_size;
-    fit.epochs = o.epochs;
-    fit.validation_split = o.validation_split;
-    fit.communicator = comm;
-    fit.check_replicas_every = o.check_replicas;
-    if (scheduler) fit.callbacks.push_back(&*scheduler);
-    model.fit(train_images, train_y, fit);
+    model.fit(train_images, train_y, common_fit_options(o, plan, comm, scheduler));
   }
 }
 
@@ -802,16 +810,8 @@ void run_train(TrainOptions o, dist::Communicator* comm = nullptr) {
     ResumableCsvLogger csv((out / run.history_file).string(), past);
     io::ModelCheckpoint checkpoint(model_path);
     std::optional<LearningRateScheduler> scheduler;
-    if (o.lr_schedule == "cosine")
-      scheduler.emplace(cosine_decay(plan.initial_learning_rate, o.epochs));
-    FitOptions fit;
-    fit.batch_size = o.batch_size;
-    fit.epochs = o.epochs;
+    FitOptions fit = common_fit_options(o, plan, comm, scheduler);
     fit.initial_epoch = past.epoch;
-    fit.validation_split = o.validation_split;
-    fit.communicator = comm;
-    fit.check_replicas_every = o.check_replicas;
-    if (scheduler) fit.callbacks.push_back(&*scheduler);
     if (!o.quiet) fit.callbacks.push_back(&progress);
     BatchNormMonitor monitor;
     if (o.monitor_bn && run.has_batch_norm) {

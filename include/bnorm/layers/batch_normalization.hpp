@@ -155,6 +155,8 @@ class BatchNormalization final : public Layer {
   std::unique_ptr<Layer> do_clone() const override {
     return std::make_unique<BatchNormalization>(options_);
   }
+  // Every weight finite and the moving variance >= 0 (weights come from files and set_weights).
+  void check_state() const;
   // The checks of a batch's statistics (finite, variance + epsilon finite) and the moving update
   // from `count` values.
   void check_batch_statistics();

@@ -12,6 +12,7 @@
 namespace bnorm {
 
 class Model;
+class BatchNormalization;
 // Metric name -> value, Keras's `logs` ("loss", "accuracy", "val_loss", "val_accuracy").
 using Logs = std::map<std::string, double>;
 
@@ -142,7 +143,9 @@ class BatchNormMonitor final : public Callback {
     double gap = 0.0, ratio = 0.0, dead = 0.0;
     std::int64_t steps = 0, dead_steps = 0;
   };
-  std::vector<Sums> sums_;  // per BN layer of the model, in layer order
+  std::vector<BatchNormalization*> layers_;  // the model's BN layers, found at each epoch start
+  std::vector<Sums> sums_;                   // per layer of layers_
+  std::vector<char> alive_;                  // scratch: channels with a positive output
   std::vector<BatchNormRecord> records_;
 };
 

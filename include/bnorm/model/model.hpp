@@ -325,6 +325,9 @@ class Model {
   void forward_empty();
   void backward_empty();
   void exchange_gradients(dist::Communicator& comm);
+  // The moving statistics of the BN layers that are not synchronized (dist_moving_), once per
+  // fit, and rank 0's of them to every rank, after each step.
+  void collect_rank_zero_statistics();
   void broadcast_moving_statistics(dist::Communicator& comm);
   void check_replicas(dist::Communicator& comm, const std::string& where);
   void collect_trainable();
@@ -345,7 +348,8 @@ class Model {
   std::vector<Variable*> trainable_;
   bool inference_folding_ = true;
   TrainingState training_state_;
-  std::vector<float> dist_buffer_;  // gradients (or moving statistics) as one message
+  std::vector<float> dist_buffer_;      // gradients (or moving statistics) as one message
+  std::vector<Variable*> dist_moving_;  // see collect_rank_zero_statistics
 };
 
 }  // namespace bnorm
